@@ -1,0 +1,64 @@
+#include "common/base/net.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace microrl {
+
+std::string HostPort::ToString() const { return JoinHostPort(host, port); }
+
+std::string JoinHostPort(absl::string_view host, int port) {
+  if (absl::StrContains(host, ':')) return absl::StrCat("[", host, "]:", port);
+  return absl::StrCat(host, ":", port);
+}
+
+absl::StatusOr<HostPort> ParseHostPort(absl::string_view address) {
+  auto error = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad address \"", address, "\": ", why, " (want host:port)"));
+  };
+  absl::string_view host;
+  absl::string_view port_text;
+  if (absl::StartsWith(address, "[")) {
+    const size_t close = address.find(']');
+    if (close == absl::string_view::npos) return error("unclosed '['");
+    host = address.substr(1, close - 1);
+    absl::string_view rest = address.substr(close + 1);
+    if (!absl::StartsWith(rest, ":")) return error("missing ':port' after ']'");
+    port_text = rest.substr(1);
+  } else {
+    const size_t colon = address.rfind(':');
+    if (colon == absl::string_view::npos) return error("missing ':port'");
+    host = address.substr(0, colon);
+    if (absl::StrContains(host, ':')) return error("IPv6 hosts need brackets");
+    port_text = address.substr(colon + 1);
+  }
+  if (host.empty()) return error("empty host");
+  for (char c : host) {
+    if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
+      return error("space in host");
+    }
+  }
+  int port = 0;
+  if (port_text.empty() || !absl::SimpleAtoi(port_text, &port) ||
+      !absl::ascii_isdigit(static_cast<unsigned char>(port_text[0]))) {
+    return error("port is not a number");
+  }
+  if (port < 1 || port > 65535) return error("port out of range [1, 65535]");
+  return HostPort{std::string(host), port};
+}
+
+absl::Status ValidatePort(int port, absl::string_view flag_name,
+                          bool allow_zero) {
+  const int low = allow_zero ? 0 : 1;
+  if (port < low || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag_name, "=", port, ": must be in [", low,
+                     ", 65535]", allow_zero ? " (0 picks a free port)" : ""));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace microrl

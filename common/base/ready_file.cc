@@ -1,0 +1,64 @@
+#include "common/base/ready_file.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace microrl {
+
+absl::Status WriteReadyFile(const std::string& path, const ReadyInfo& info) {
+  const nlohmann::json json = {{"component", info.component},
+                               {"grpc_port", info.grpc_port},
+                               {"metrics_port", info.metrics_port},
+                               {"pid", info.pid}};
+  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) {
+      return absl::InternalError(
+          absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
+    }
+    out << json.dump() << "\n";
+    if (!out.flush()) {
+      return absl::InternalError(absl::StrCat("cannot write ", tmp));
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path,
+                                            ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReadyInfo> ReadReadyFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("no ready file at ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json json = nlohmann::json::parse(text.str(), nullptr,
+                                                    /*allow_exceptions=*/false);
+  if (json.is_discarded() || !json.is_object()) {
+    return absl::DataLossError(absl::StrCat(path, ": not a JSON object"));
+  }
+  ReadyInfo info;
+  try {
+    info.component = json.at("component").get<std::string>();
+    info.grpc_port = json.at("grpc_port").get<int>();
+    info.metrics_port = json.at("metrics_port").get<int>();
+    info.pid = json.at("pid").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat(path, ": ", e.what()));
+  }
+  return info;
+}
+
+}  // namespace microrl

@@ -1,0 +1,100 @@
+#include "common/device/device.h"
+
+#include <ATen/DeviceAccelerator.h>
+#include <c10/core/Device.h>
+#include <c10/core/DeviceType.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <exception>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace microrl::device {
+namespace {
+
+bool CudaIsTheAccelerator() {
+  const std::optional<c10::DeviceType> accelerator = at::getAccelerator(false);
+  return accelerator.has_value() && *accelerator == c10::DeviceType::CUDA;
+}
+
+}  // namespace
+
+std::string Device::ToString() const {
+  return cuda ? absl::StrCat("cuda:", index) : "cpu";
+}
+
+int CudaDeviceCount() {
+  try {
+    if (!CudaIsTheAccelerator()) return 0;
+    return at::accelerator::deviceCount();
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+absl::StatusOr<Device> ResolveDevice(absl::string_view spec) {
+  if (spec == "cpu") return Device{};
+  int index = 0;
+  if (spec != "cuda") {
+    absl::string_view number = spec;
+    const bool well_formed =
+        absl::ConsumePrefix(&number, "cuda:") && !number.empty() &&
+        std::all_of(number.begin(), number.end(), absl::ascii_isdigit) &&
+        absl::SimpleAtoi(number, &index);
+    if (!well_formed) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown device \"", spec, "\" (want cpu, cuda or cuda:N)"));
+    }
+  }
+  const int count = CudaDeviceCount();
+  if (count == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", spec,
+                     " requested but no CUDA GPU is visible to this process"));
+  }
+  if (index >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", spec, " requested but only ", count,
+                     " CUDA GPU(s) are visible"));
+  }
+  return Device{true, index};
+}
+
+MemoryInfo QueryMemory(const Device& device) {
+  MemoryInfo info;
+  if (!device.cuda) return info;
+  try {
+    const auto index = static_cast<c10::DeviceIndex>(device.index);
+    const auto stats = at::accelerator::getDeviceStats(index);
+    constexpr auto kAggregate =
+        static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    info.allocated_bytes =
+        static_cast<uint64_t>(stats.allocated_bytes[kAggregate].current);
+    info.reserved_bytes =
+        static_cast<uint64_t>(stats.reserved_bytes[kAggregate].current);
+    const auto [free_bytes, total_bytes] =
+        at::accelerator::getMemoryInfo(index);
+    info.free_bytes = free_bytes;
+    info.total_bytes = total_bytes;
+  } catch (const std::exception&) {
+    // A device that cannot report reads as zeros; callers treat zeros as
+    // unknown.
+  }
+  return info;
+}
+
+void ReleaseCachedMemory(const Device& device) {
+  if (!device.cuda) return;
+  try {
+    at::accelerator::emptyCache();
+  } catch (const std::exception&) {
+  }
+}
+
+std::string TorchVersion() { return TORCH_VERSION; }
+
+}  // namespace microrl::device

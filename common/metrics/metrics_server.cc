@@ -1,0 +1,208 @@
+#include "common/metrics/metrics_server.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/base/logging.h"
+#include "common/base/net.h"
+#include "prometheus/text_serializer.h"
+
+namespace microrl::metrics {
+namespace {
+
+constexpr size_t kMaxRequestBytes = 8192;
+constexpr int kIoTimeoutMs = 2000;
+
+void SendAll(int fd, const std::string& data) {
+  size_t sent = 0;
+  while (sent < data.size()) {
+    const ssize_t n =
+        send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    sent += static_cast<size_t>(n);
+  }
+}
+
+std::string Response(int code, absl::string_view reason,
+                     absl::string_view content_type, absl::string_view body) {
+  return absl::StrCat("HTTP/1.1 ", code, " ", reason,
+                      "\r\nContent-Type: ", content_type,
+                      "\r\nContent-Length: ", body.size(),
+                      "\r\nConnection: close\r\n\r\n", body);
+}
+
+// Binds and listens on the first address of host:port that works; returns the
+// fd.
+absl::StatusOr<int> Listen(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* result = nullptr;
+  const std::string address = JoinHostPort(host, port);
+  if (const int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(),
+                                 &hints, &result);
+      rc != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot serve metrics on ", address, ": ", gai_strerror(rc)));
+  }
+  std::string error = "no usable address";
+  int fd = -1;
+  for (addrinfo* ai = result; ai != nullptr && fd < 0; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      error = strerror(errno);
+      continue;
+    }
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+      error = strerror(errno);
+      close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(result);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", address, ": ", error));
+  }
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
+    const std::string& host, int port,
+    std::shared_ptr<prometheus::Registry> registry,
+    const std::string& component) {
+  absl::StatusOr<int> fd = Listen(host, port);
+  if (!fd.ok()) return fd.status();
+  sockaddr_storage bound{};
+  socklen_t length = sizeof(bound);
+  getsockname(*fd, reinterpret_cast<sockaddr*>(&bound), &length);
+  const int bound_port =
+      bound.ss_family == AF_INET6
+          ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+          : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  std::unique_ptr<MetricsServer> server(
+      new MetricsServer(*fd, bound_port, std::move(registry),
+                        std::make_shared<ProcessCollector>(component)));
+  if (pipe2(server->wake_fds_, O_CLOEXEC) != 0) {
+    return absl::InternalError(absl::StrCat("pipe: ", strerror(errno)));
+  }
+  server->thread_ = std::thread([s = server.get()] { s->Serve(); });
+  return server;
+}
+
+MetricsServer::MetricsServer(int listen_fd, int port,
+                             std::shared_ptr<prometheus::Registry> registry,
+                             std::shared_ptr<ProcessCollector> process)
+    : listen_fd_(listen_fd),
+      port_(port),
+      registry_(std::move(registry)),
+      process_(std::move(process)) {}
+
+MetricsServer::~MetricsServer() {
+  if (thread_.joinable()) {
+    const char stop = 's';
+    (void)!write(wake_fds_[1], &stop, 1);
+    thread_.join();
+  }
+  for (int fd : wake_fds_) {
+    if (fd >= 0) close(fd);
+  }
+  close(listen_fd_);
+}
+
+std::string MetricsServer::Render() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (prometheus::MetricFamily& family : process_->Collect()) {
+    families.push_back(std::move(family));
+  }
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+void MetricsServer::Serve() {
+  while (true) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fds_[0], POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      MRL_LOG(ERROR) << "metrics server poll: " << strerror(errno);
+      return;
+    }
+    if (fds[1].revents != 0) return;
+    if ((fds[0].revents & POLLIN) == 0) continue;
+    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    HandleConnection(fd);
+    close(fd);
+  }
+}
+
+// Sends an error response, then reads (and drops) what the client still sends,
+// so that closing the socket does not reset the connection before the client
+// reads the answer.
+static void SendErrorAndDrain(int fd, const std::string& response) {
+  SendAll(fd, response);
+  shutdown(fd, SHUT_WR);
+  char buffer[4096];
+  for (size_t drained = 0; drained < 65536;) {
+    const ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
+    if (n <= 0) break;
+    drained += static_cast<size_t>(n);
+  }
+}
+
+void MetricsServer::HandleConnection(int fd) const {
+  timeval timeout{kIoTimeoutMs / 1000, (kIoTimeoutMs % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  std::string request;
+  char buffer[2048];
+  while (!absl::StrContains(request, "\r\n\r\n") &&
+         !absl::StrContains(request, "\n\n")) {
+    if (request.size() > kMaxRequestBytes) {
+      SendErrorAndDrain(fd, Response(431, "Request Header Fields Too Large",
+                                     "text/plain", ""));
+      return;
+    }
+    const ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
+    if (n <= 0) return;  // closed, timed out or failed: nothing to answer
+    request.append(buffer, static_cast<size_t>(n));
+  }
+  const std::string request_line =
+      request.substr(0, request.find_first_of("\r\n"));
+  const std::vector<absl::string_view> parts =
+      absl::StrSplit(request_line, ' ');
+  if (parts.size() != 3 || !absl::StartsWith(parts[2], "HTTP/")) {
+    SendErrorAndDrain(fd, Response(400, "Bad Request", "text/plain",
+                                   "malformed request line\n"));
+    return;
+  }
+  if (parts[0] != "GET") {
+    SendErrorAndDrain(
+        fd, Response(405, "Method Not Allowed", "text/plain", "only GET\n"));
+    return;
+  }
+  const absl::string_view path = parts[1].substr(0, parts[1].find('?'));
+  if (path != "/metrics") {
+    SendAll(fd, Response(404, "Not Found", "text/plain",
+                         "metrics are at /metrics\n"));
+    return;
+  }
+  SendAll(fd, Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8",
+                       Render()));
+}
+
+}  // namespace microrl::metrics

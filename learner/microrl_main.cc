@@ -1,0 +1,74 @@
+// microrl: the project's command-line tool.
+//
+//   microrl status [--rollout=HOST:PORT] [--reward=HOST:PORT]
+//   [--learner=HOST:PORT]
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "learner/status_command.h"
+
+ABSL_FLAG(std::string, rollout, "", "status: host:port of the rollout server.");
+ABSL_FLAG(std::string, reward, "", "status: host:port of the reward service.");
+ABSL_FLAG(std::string, learner, "", "status: host:port of the learner.");
+ABSL_FLAG(int, timeout_ms, 2000, "status: time limit per RPC, ms.");
+
+namespace {
+
+constexpr char kUsage[] =
+    "microrl <command> [flags]\n"
+    "\n"
+    "commands:\n"
+    "  status   health and GetInfo of running services; exit 0 only if all are "
+    "SERVING\n"
+    "           (--rollout, --reward, --learner: host:port of each; "
+    "--timeout_ms)\n";
+
+int Status() {
+  microrl::learner::StatusCommandOptions options;
+  options.rollout_address = absl::GetFlag(FLAGS_rollout);
+  options.reward_address = absl::GetFlag(FLAGS_reward);
+  options.learner_address = absl::GetFlag(FLAGS_learner);
+  options.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms));
+  if (options.rollout_address.empty() && options.reward_address.empty() &&
+      options.learner_address.empty()) {
+    std::fprintf(stderr,
+                 "microrl status: give at least one of --rollout, --reward, "
+                 "--learner\n");
+    return 2;
+  }
+  const absl::Status status =
+      microrl::learner::RunStatusCommand(options, std::cout);
+  if (!status.ok()) {
+    std::fprintf(stderr, "microrl status: %s\n",
+                 std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  const std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) {
+    std::fprintf(stderr, "%s", kUsage);
+    return 2;
+  }
+  const std::string command = args[1];
+  if (args.size() > 2) {
+    std::fprintf(stderr, "microrl %s: unexpected argument '%s'\n",
+                 command.c_str(), args[2]);
+    return 2;
+  }
+  if (command == "status") return Status();
+  std::fprintf(stderr, "microrl: unknown command '%s'\n\n%s", command.c_str(),
+               kUsage);
+  return 2;
+}

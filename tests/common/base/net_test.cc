@@ -1,0 +1,68 @@
+#include "common/base/net.h"
+
+#include "gtest/gtest.h"
+
+namespace microrl {
+namespace {
+
+TEST(ParseHostPortTest, AcceptsHostnamesAndIpv4) {
+  absl::StatusOr<HostPort> parsed = ParseHostPort("localhost:50051");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->host, "localhost");
+  EXPECT_EQ(parsed->port, 50051);
+
+  parsed = ParseHostPort("10.0.0.7:1");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->ToString(), "10.0.0.7:1");
+}
+
+TEST(ParseHostPortTest, AcceptsBracketedIpv6AndRoundTrips) {
+  absl::StatusOr<HostPort> parsed = ParseHostPort("[::1]:65535");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->host, "::1");
+  EXPECT_EQ(parsed->port, 65535);
+  EXPECT_EQ(parsed->ToString(), "[::1]:65535");
+}
+
+TEST(ParseHostPortTest, RejectsMalformedAddressesWithReason) {
+  struct Case {
+    const char* address;
+    const char* reason;
+  };
+  for (const Case& c :
+       {Case{"localhost", "missing ':port'"}, Case{":80", "empty host"},
+        Case{"host:", "not a number"}, Case{"host:http", "not a number"},
+        Case{"host:+80", "not a number"}, Case{"host:0", "out of range"},
+        Case{"host:65536", "out of range"}, Case{"::1:80", "need brackets"},
+        Case{"[::1]80", "missing ':port'"}, Case{"[::1:80", "unclosed"},
+        Case{"my host:80", "space"}}) {
+    const absl::StatusOr<HostPort> parsed = ParseHostPort(c.address);
+    ASSERT_FALSE(parsed.ok()) << c.address;
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(parsed.status().message()).find(c.reason),
+              std::string::npos)
+        << c.address << ": " << parsed.status();
+    EXPECT_NE(std::string(parsed.status().message()).find(c.address),
+              std::string::npos);
+  }
+}
+
+TEST(ValidatePortTest, NamesTheFlagAndRange) {
+  EXPECT_TRUE(ValidatePort(0, "port", /*allow_zero=*/true).ok());
+  EXPECT_TRUE(ValidatePort(65535, "port", true).ok());
+  const absl::Status zero =
+      ValidatePort(0, "metrics_port", /*allow_zero=*/false);
+  EXPECT_EQ(zero.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(zero.message(), "--metrics_port=0: must be in [1, 65535]");
+  EXPECT_EQ(ValidatePort(70000, "port", true).message(),
+            "--port=70000: must be in [0, 65535] (0 picks a free port)");
+  EXPECT_FALSE(ValidatePort(-1, "port", true).ok());
+}
+
+TEST(JoinHostPortTest, BracketsIpv6Only) {
+  EXPECT_EQ(JoinHostPort("127.0.0.1", 5), "127.0.0.1:5");
+  EXPECT_EQ(JoinHostPort("::", 5), "[::]:5");
+}
+
+}  // namespace
+}  // namespace microrl

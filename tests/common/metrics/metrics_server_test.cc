@@ -1,0 +1,104 @@
+#include "common/metrics/metrics_server.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/base/version.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "prometheus/counter.h"
+#include "tests/support/http.h"
+
+namespace microrl::metrics {
+namespace {
+
+using ::microrl::testing::HttpGet;
+using ::microrl::testing::HttpRawRequest;
+using ::testing::HasSubstr;
+
+std::unique_ptr<MetricsServer> StartOrDie(
+    std::shared_ptr<prometheus::Registry> registry, int port = 0) {
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server =
+      MetricsServer::Start("127.0.0.1", port, std::move(registry), "unit");
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+TEST(MetricsServerTest, ServesRegistryAndProcessMetrics) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto& family = prometheus::BuildCounter()
+                     .Name("microrl_test_events_total")
+                     .Help("Events.")
+                     .Register(*registry);
+  family.Add({{"kind", "a"}}).Increment(3);
+  std::unique_ptr<MetricsServer> server = StartOrDie(registry);
+  ASSERT_NE(server, nullptr);
+  ASSERT_GT(server->port(), 0);
+
+  const absl::StatusOr<testing::HttpResponse> response =
+      HttpGet("127.0.0.1", server->port(), "/metrics");
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->status, 200);
+  EXPECT_THAT(response->headers, HasSubstr("text/plain; version=0.0.4"));
+  EXPECT_THAT(response->body,
+              HasSubstr("microrl_test_events_total{kind=\"a\"} 3"));
+  EXPECT_THAT(
+      response->body,
+      HasSubstr(absl::StrCat("microrl_build_info{component=\"unit\",version=\"",
+                             Version(), "\"} 1")));
+  EXPECT_THAT(response->body,
+              HasSubstr("# TYPE microrl_process_cpu_seconds_total counter"));
+  EXPECT_THAT(response->body,
+              HasSubstr("microrl_process_resident_memory_bytes "));
+
+  // A change is visible on the next scrape.
+  family.Add({{"kind", "a"}}).Increment();
+  EXPECT_THAT(HttpGet("127.0.0.1", server->port(), "/metrics")->body,
+              HasSubstr("microrl_test_events_total{kind=\"a\"} 4"));
+}
+
+TEST(MetricsServerTest, AnswersBadRequestsWithoutDying) {
+  std::unique_ptr<MetricsServer> server =
+      StartOrDie(std::make_shared<prometheus::Registry>());
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+  EXPECT_EQ(HttpGet("127.0.0.1", port, "/")->status, 404);
+  EXPECT_EQ(HttpRawRequest("127.0.0.1", port, "POST /metrics HTTP/1.0\r\n\r\n")
+                ->status,
+            405);
+  EXPECT_EQ(HttpRawRequest("127.0.0.1", port, "garbage\r\n\r\n")->status, 400);
+  EXPECT_EQ(
+      HttpRawRequest("127.0.0.1", port,
+                     "GET /metrics HTTP/1.0\r\nX: " + std::string(9000, 'a'))
+          ->status,
+      431);
+  // Query strings are ignored; the endpoint still serves afterwards.
+  EXPECT_EQ(HttpGet("127.0.0.1", port, "/metrics?x=1")->status, 200);
+}
+
+TEST(MetricsServerTest, PortInUseIsUnavailableNamingTheAddress) {
+  std::unique_ptr<MetricsServer> first =
+      StartOrDie(std::make_shared<prometheus::Registry>());
+  ASSERT_NE(first, nullptr);
+  const absl::StatusOr<std::unique_ptr<MetricsServer>> second =
+      MetricsServer::Start("127.0.0.1", first->port(),
+                           std::make_shared<prometheus::Registry>(), "unit");
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(second.status().message()),
+              HasSubstr(absl::StrCat("127.0.0.1:", first->port())));
+}
+
+TEST(MetricsServerTest, StopsAndReleasesThePort) {
+  std::unique_ptr<MetricsServer> server =
+      StartOrDie(std::make_shared<prometheus::Registry>());
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+  server.reset();
+  EXPECT_EQ(HttpGet("127.0.0.1", port, "/metrics").status().code(),
+            absl::StatusCode::kUnavailable);
+  // The port can be bound again at once.
+  EXPECT_NE(StartOrDie(std::make_shared<prometheus::Registry>(), port),
+            nullptr);
+}
+
+}  // namespace
+}  // namespace microrl::metrics

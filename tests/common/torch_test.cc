@@ -1,0 +1,43 @@
+// LibTorch as this build links it (common/torch.cmake: the pinned PyPI wheel
+// through microrl::torch, compiled with the shared <torch/types.h> precompiled
+// header): tensors and autograd work on the CPU, and the results match
+// hand-derived values.
+#include <torch/types.h>
+
+#include "gtest/gtest.h"
+
+namespace microrl {
+namespace {
+
+TEST(TorchTest, AutogradThroughMatmulAndLogSoftmax) {
+  torch::manual_seed(0);
+  // y = sum(log_softmax(x W)) for x [2, 3], W [3, 4].
+  const torch::Tensor x = torch::tensor({{1.0, 2.0, 3.0}, {0.5, -1.0, 0.0}});
+  torch::Tensor w = torch::zeros({3, 4}, torch::requires_grad());
+  const torch::Tensor logits = torch::matmul(x, w);  // [2, 4]
+  const torch::Tensor y = torch::log_softmax(logits, /*dim=*/-1).sum();
+  y.backward();
+  // With W = 0 every row is uniform: log_softmax = -log 4, and d/dlogits of
+  // sum(log_softmax) is 1 - 4 * softmax = 0, so dW = x^T * 0 = 0.
+  EXPECT_NEAR(y.item<double>(), -8.0 * std::log(4.0), 1e-6);
+  EXPECT_TRUE(torch::allclose(w.grad(), torch::zeros({3, 4})));
+
+  // Loss picking one target per row: d/dlogits = onehot - softmax.
+  torch::Tensor w2 = torch::zeros({3, 4}, torch::requires_grad());
+  const torch::Tensor picked = torch::log_softmax(torch::matmul(x, w2), -1)
+                                   .select(/*dim=*/1, /*index=*/2)
+                                   .sum();
+  picked.backward();
+  const torch::Tensor dlogits =
+      torch::tensor({{-0.25, -0.25, 0.75, -0.25}, {-0.25, -0.25, 0.75, -0.25}});
+  EXPECT_TRUE(
+      torch::allclose(w2.grad(), torch::matmul(x.t(), dlogits), 1e-6, 1e-6));
+}
+
+TEST(TorchTest, Bfloat16MatmulOnCpu) {
+  const torch::Tensor a = torch::ones({4, 4}, torch::kBFloat16);
+  EXPECT_EQ(torch::matmul(a, a).sum().item<float>(), 64.0f);
+}
+
+}  // namespace
+}  // namespace microrl

@@ -1,0 +1,73 @@
+#include "learner/peer_monitor.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "common/rpc/process_identity.h"
+#include "common/rpc/service_host.h"
+#include "gtest/gtest.h"
+#include "reward_service/reward_service.h"
+#include "tests/support/subprocess.h"
+
+namespace microrl::learner {
+namespace {
+
+std::map<std::string, double> PeerUp(prometheus::Registry& registry) {
+  std::map<std::string, double> up;
+  for (const prometheus::MetricFamily& family : registry.Collect()) {
+    if (family.name != "microrl_learner_peer_up") continue;
+    for (const prometheus::ClientMetric& metric : family.metric) {
+      up[metric.label.at(0).value] = metric.gauge.value;
+    }
+  }
+  return up;
+}
+
+TEST(PeerMonitorTest, ClassifiesServingUnreachableMisconfiguredAndAbsentPeers) {
+  prometheus::Registry server_registry;
+  rpc::ProcessIdentity identity("reward_service");
+  reward::RewardService reward({}, identity);
+  absl::StatusOr<std::unique_ptr<rpc::ServiceHost>> host =
+      rpc::ServiceHost::Start({}, {{&reward, "microrl.v1.Reward"}},
+                              server_registry);
+  ASSERT_TRUE(host.ok()) << host.status();
+  const std::string reward_address =
+      absl::StrCat("127.0.0.1:", (*host)->port());
+  const testing::ClosedPort closed;
+  const std::string closed_address = absl::StrCat("127.0.0.1:", closed.port());
+
+  prometheus::Registry registry;
+  PeerMonitor monitor({{"reward", reward_address, "microrl.v1.Reward"},
+                       {"rollout", closed_address, "microrl.v1.Rollout"},
+                       // A live server that does not host the probed service.
+                       {"wrong", reward_address, "microrl.v1.Rollout"},
+                       {"none", "", "microrl.v1.Learner"}},
+                      /*interval=*/absl::Hours(1), /*timeout=*/absl::Seconds(2),
+                      registry);
+  monitor.ProbeAll();
+  const std::vector<v1::PeerStatus> peers = monitor.Snapshot();
+  ASSERT_EQ(peers.size(), 4u);
+  EXPECT_EQ(peers[0].role(), "reward");
+  EXPECT_EQ(peers[0].address(), reward_address);
+  EXPECT_EQ(peers[0].health(), v1::PEER_HEALTH_SERVING);
+  EXPECT_EQ(peers[0].detail(), "");
+  EXPECT_EQ(peers[1].health(), v1::PEER_HEALTH_UNREACHABLE);
+  EXPECT_NE(peers[1].detail(), "");
+  EXPECT_EQ(peers[2].health(), v1::PEER_HEALTH_NOT_SERVING);
+  EXPECT_EQ(peers[3].health(), v1::PEER_HEALTH_NOT_CONFIGURED);
+
+  const std::map<std::string, double> up = PeerUp(registry);
+  EXPECT_EQ(up.at("reward"), 1.0);
+  EXPECT_EQ(up.at("rollout"), 0.0);
+  EXPECT_EQ(up.at("wrong"), 0.0);
+
+  // The peer going away is noticed on the next probe.
+  (*host)->Shutdown();
+  monitor.ProbeAll();
+  EXPECT_EQ(monitor.Snapshot()[0].health(), v1::PEER_HEALTH_UNREACHABLE);
+  EXPECT_EQ(PeerUp(registry).at("reward"), 0.0);
+  monitor.Stop();  // returns at once despite the hour-long interval
+}
+
+}  // namespace
+}  // namespace microrl::learner
