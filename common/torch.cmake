@@ -7,21 +7,22 @@
 # not use the wheel's TorchConfig.cmake because it requires a CUDA toolkit (nvcc) at
 # configure time and costs ~5 s per configure.
 
-if(NOT MICRORL_TORCH_DIR)
-  if(NOT MICRORL_PYTHON)
-    message(FATAL_ERROR
-      "LibTorch not found: configure with -DMICRORL_PYTHON=<venv>/bin/python "
-      "(deploy/setup.sh does) or -DMICRORL_TORCH_DIR=<site-packages>/torch")
-  endif()
+# The torch package of MICRORL_PYTHON's environment, looked up at every configure so a
+# different venv is picked up; MICRORL_TORCH_DIR may name one directly instead.
+if(MICRORL_PYTHON)
   execute_process(
     COMMAND ${MICRORL_PYTHON} -c
       "import sysconfig; print(sysconfig.get_paths()['purelib'] + '/torch')"
     OUTPUT_VARIABLE _torch_dir OUTPUT_STRIP_TRAILING_WHITESPACE
     RESULT_VARIABLE _rc)
   if(NOT _rc EQUAL 0)
-    message(FATAL_ERROR "cannot run ${MICRORL_PYTHON}")
+    message(FATAL_ERROR "cannot run MICRORL_PYTHON=${MICRORL_PYTHON}")
   endif()
-  set(MICRORL_TORCH_DIR ${_torch_dir} CACHE PATH "The torch package directory (LibTorch)")
+  set(MICRORL_TORCH_DIR ${_torch_dir})
+elseif(NOT MICRORL_TORCH_DIR)
+  message(FATAL_ERROR
+    "LibTorch not found: configure with -DMICRORL_PYTHON=<venv>/bin/python "
+    "(deploy/setup.sh does) or -DMICRORL_TORCH_DIR=<site-packages>/torch")
 endif()
 if(NOT EXISTS ${MICRORL_TORCH_DIR}/lib/libtorch.so OR
    NOT EXISTS ${MICRORL_TORCH_DIR}/include/ATen/ATen.h)

@@ -5,8 +5,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/flag_usage.h"
 #include "common/base/logging.h"
 #include "common/base/net.h"
 #include "common/base/signals.h"
@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   constexpr char kComponent[] = "learner";
   microrl::BlockTerminationSignals();
   microrl::SetLogComponent(kComponent);
-  absl::SetProgramUsageMessage(
+  microrl::SetUpFlagUsage(
       "Trains LoRA adapters with GRPO against a rollout server and a reward "
       "service.");
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);

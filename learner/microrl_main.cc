@@ -9,8 +9,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/flag_usage.h"
 #include "learner/status_command.h"
 
 ABSL_FLAG(std::string, rollout, "", "status: host:port of the rollout server.");
@@ -55,7 +55,7 @@ int Status() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
+  microrl::SetUpFlagUsage(kUsage);
   const std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "%s", kUsage);

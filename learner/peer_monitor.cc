@@ -24,7 +24,8 @@ PeerMonitor::PeerMonitor(std::vector<Peer> peers, absl::Duration interval,
                                            : v1::PEER_HEALTH_UNSPECIFIED);
     status_.push_back(status);
   }
-  thread_ = std::thread([this] { Run(); });
+  if (interval_ > absl::ZeroDuration())
+    thread_ = std::thread([this] { Run(); });
 }
 
 PeerMonitor::~PeerMonitor() { Stop(); }

@@ -5,7 +5,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "common/base/flag_usage.h"
 #include "common/base/logging.h"
 #include "common/base/signals.h"
 #include "common/rpc/server_main.h"
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   constexpr char kComponent[] = "reward_service";
   microrl::BlockTerminationSignals();
   microrl::SetLogComponent(kComponent);
-  absl::SetProgramUsageMessage(
+  microrl::SetUpFlagUsage(
       "Scores completions for format and answer correctness.");
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
 

@@ -5,8 +5,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/flag_usage.h"
 #include "common/base/logging.h"
 #include "common/base/signals.h"
 #include "common/device/device.h"
@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   constexpr char kComponent[] = "rollout_server";
   microrl::BlockTerminationSignals();
   microrl::SetLogComponent(kComponent);
-  absl::SetProgramUsageMessage(
+  microrl::SetUpFlagUsage(
       "Samples groups of completions from a base model plus LoRA adapter.");
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
 

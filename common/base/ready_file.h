@@ -17,7 +17,7 @@ namespace microrl {
 struct ReadyInfo {
   std::string component;
   int grpc_port = 0;
-  int metrics_port = 0;  // 0: metrics disabled
+  int metrics_port = 0;
   int64_t pid = 0;
 };
 

@@ -4,16 +4,18 @@
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/base/logging.h"
 #include "common/base/net.h"
 #include "prometheus/text_serializer.h"
@@ -22,17 +24,8 @@ namespace microrl::metrics {
 namespace {
 
 constexpr size_t kMaxRequestBytes = 8192;
-constexpr int kIoTimeoutMs = 2000;
-
-void SendAll(int fd, const std::string& data) {
-  size_t sent = 0;
-  while (sent < data.size()) {
-    const ssize_t n =
-        send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    sent += static_cast<size_t>(n);
-  }
-}
+// Time a client gets to send its request and read the answer.
+constexpr absl::Duration kConnectionTimeout = absl::Seconds(2);
 
 std::string Response(int code, absl::string_view reason,
                      absl::string_view content_type, absl::string_view body) {
@@ -79,6 +72,61 @@ absl::StatusOr<int> Listen(const std::string& host, int port) {
   }
   return fd;
 }
+
+// One client connection, bounded by a single deadline for the whole exchange
+// and abandoned at once when the server stops.
+class Connection {
+ public:
+  Connection(int fd, int wake_fd)
+      : fd_(fd),
+        wake_fd_(wake_fd),
+        deadline_(absl::Now() + kConnectionTimeout) {}
+
+  // Receives into `buffer`; 0 when the peer closed, the deadline passed, the
+  // server is stopping or the socket failed.
+  size_t Receive(char* buffer, size_t size) {
+    if (!WaitReadable()) return 0;
+    const ssize_t n = recv(fd_, buffer, size, 0);
+    return n > 0 ? static_cast<size_t>(n) : 0;
+  }
+
+  void SendAll(const std::string& data) {
+    size_t sent = 0;
+    while (sent < data.size() && absl::Now() < deadline_) {
+      const ssize_t n =
+          send(fd_, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      sent += static_cast<size_t>(n);
+    }
+  }
+
+  // Sends an error response, then reads (and drops) what the client still
+  // sends, so that closing the socket does not reset the connection before the
+  // client reads the answer.
+  void SendErrorAndDrain(const std::string& response) {
+    SendAll(response);
+    shutdown(fd_, SHUT_WR);
+    char buffer[4096];
+    for (size_t drained = 0; drained < 65536;) {
+      const size_t n = Receive(buffer, sizeof(buffer));
+      if (n == 0) break;
+      drained += n;
+    }
+  }
+
+ private:
+  bool WaitReadable() {
+    const int64_t ms = absl::ToInt64Milliseconds(deadline_ - absl::Now());
+    if (ms <= 0) return false;
+    pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    if (poll(fds, 2, static_cast<int>(ms)) <= 0) return false;
+    return fds[1].revents == 0;
+  }
+
+  const int fd_;
+  const int wake_fd_;
+  const absl::Time deadline_;
+};
 
 }  // namespace
 
@@ -142,67 +190,54 @@ void MetricsServer::Serve() {
       return;
     }
     if (fds[1].revents != 0) return;
-    if ((fds[0].revents & POLLIN) == 0) continue;
     const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
+    if (fd < 0) {
+      // Out of descriptors or a socket error: back off instead of spinning.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
     HandleConnection(fd);
     close(fd);
   }
 }
 
-// Sends an error response, then reads (and drops) what the client still sends,
-// so that closing the socket does not reset the connection before the client
-// reads the answer.
-static void SendErrorAndDrain(int fd, const std::string& response) {
-  SendAll(fd, response);
-  shutdown(fd, SHUT_WR);
-  char buffer[4096];
-  for (size_t drained = 0; drained < 65536;) {
-    const ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
-    if (n <= 0) break;
-    drained += static_cast<size_t>(n);
-  }
-}
-
 void MetricsServer::HandleConnection(int fd) const {
-  timeval timeout{kIoTimeoutMs / 1000, (kIoTimeoutMs % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  Connection connection(fd, wake_fds_[0]);
   std::string request;
   char buffer[2048];
   while (!absl::StrContains(request, "\r\n\r\n") &&
          !absl::StrContains(request, "\n\n")) {
     if (request.size() > kMaxRequestBytes) {
-      SendErrorAndDrain(fd, Response(431, "Request Header Fields Too Large",
-                                     "text/plain", ""));
+      connection.SendErrorAndDrain(
+          Response(431, "Request Header Fields Too Large", "text/plain", ""));
       return;
     }
-    const ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
-    if (n <= 0) return;  // closed, timed out or failed: nothing to answer
-    request.append(buffer, static_cast<size_t>(n));
+    const size_t n = connection.Receive(buffer, sizeof(buffer));
+    if (n == 0) return;  // closed, too slow, or stopping: nothing to answer
+    request.append(buffer, n);
   }
   const std::string request_line =
       request.substr(0, request.find_first_of("\r\n"));
   const std::vector<absl::string_view> parts =
       absl::StrSplit(request_line, ' ');
   if (parts.size() != 3 || !absl::StartsWith(parts[2], "HTTP/")) {
-    SendErrorAndDrain(fd, Response(400, "Bad Request", "text/plain",
-                                   "malformed request line\n"));
+    connection.SendErrorAndDrain(
+        Response(400, "Bad Request", "text/plain", "malformed request line\n"));
     return;
   }
   if (parts[0] != "GET") {
-    SendErrorAndDrain(
-        fd, Response(405, "Method Not Allowed", "text/plain", "only GET\n"));
+    connection.SendErrorAndDrain(
+        Response(405, "Method Not Allowed", "text/plain", "only GET\n"));
     return;
   }
   const absl::string_view path = parts[1].substr(0, parts[1].find('?'));
   if (path != "/metrics") {
-    SendAll(fd, Response(404, "Not Found", "text/plain",
-                         "metrics are at /metrics\n"));
+    connection.SendAll(
+        Response(404, "Not Found", "text/plain", "metrics are at /metrics\n"));
     return;
   }
-  SendAll(fd, Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8",
-                       Render()));
+  connection.SendAll(Response(
+      200, "OK", "text/plain; version=0.0.4; charset=utf-8", Render()));
 }
 
 }  // namespace microrl::metrics

@@ -21,7 +21,8 @@ namespace microrl::metrics {
 // libraries (~150 KiB), so pthread_create fails in any process that links
 // LibTorch; and it takes up to 2 s to stop. This endpoint is one thread
 // answering one short request per connection (HTTP/1.0 semantics, 8 KiB request
-// limit, 2 s I/O timeout); it stops in milliseconds.
+// limit, 2 s per connection); it stops in milliseconds, also while a client is
+// connected.
 //
 // Thread-safe: all state after Start belongs to the serving thread.
 class MetricsServer {

@@ -56,12 +56,40 @@ ProcStat ReadProcStat() {
   return stat;
 }
 
+// When the kernel started this process, seconds since the Unix epoch: field 22
+// of /proc/self/stat (clock ticks after boot) plus the boot time from
+// /proc/stat. Now, if either is unreadable.
+double ProcessStartTimeSeconds() {
+  const double now = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  std::ifstream stat_file("/proc/self/stat");
+  std::string text;
+  if (!std::getline(stat_file, text)) return now;
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos) return now;
+  std::istringstream fields(text.substr(close + 2));
+  std::string field;
+  double start_ticks = -1;
+  for (int index = 3; index <= 22 && (fields >> field); ++index) {
+    if (index == 22) start_ticks = std::stod(field);
+  }
+  std::ifstream proc_stat("/proc/stat");
+  std::string key;
+  double boot_time = -1;
+  while (proc_stat >> key) {
+    if (key == "btime") {
+      proc_stat >> boot_time;
+      break;
+    }
+  }
+  if (start_ticks < 0 || boot_time < 0) return now;
+  return boot_time + start_ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 }  // namespace
 
 ProcessCollector::ProcessCollector(std::string component)
     : component_(std::move(component)),
-      start_time_seconds_(
-          absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch())) {}
+      start_time_seconds_(ProcessStartTimeSeconds()) {}
 
 std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
   rusage usage{};

@@ -10,12 +10,12 @@
 namespace microrl::metrics {
 
 // Process-level metrics, read from /proc and getrusage at scrape time:
-//   microrl_build_info{component, version}      gauge, always 1
-//   microrl_process_start_time_seconds           gauge, Unix time the collector
-//   was made microrl_process_resident_memory_bytes        gauge
-//   microrl_process_virtual_memory_bytes         gauge
-//   microrl_process_cpu_seconds_total            counter, user + system
-//   microrl_process_threads                      gauge
+//   microrl_build_info{component, version}   gauge, always 1
+//   microrl_process_start_time_seconds       gauge, Unix time the process began
+//   microrl_process_resident_memory_bytes    gauge
+//   microrl_process_virtual_memory_bytes     gauge
+//   microrl_process_cpu_seconds_total        counter, user + system
+//   microrl_process_threads                  gauge
 // Thread-safe: Collect() only reads the kernel's view of the process.
 class ProcessCollector : public prometheus::Collectable {
  public:

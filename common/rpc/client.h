@@ -21,8 +21,9 @@ std::shared_ptr<grpc::Channel> MakeChannel(
 using HealthStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
 
 // Asks the peer's health service for `service` ("" for the whole server).
-// Returns the serving status, or the RPC error (Unavailable when nobody answers
-// within `timeout`, NotFound when the server does not know the service).
+// Returns the serving status, or the RPC error: Unavailable when nothing
+// listens at the address, DeadlineExceeded when nobody answers within
+// `timeout`, NotFound when the server does not know the service.
 absl::StatusOr<HealthStatus> CheckHealth(std::shared_ptr<grpc::Channel> channel,
                                          const std::string& service,
                                          absl::Duration timeout);

@@ -48,9 +48,9 @@ const char* CodeName(grpc::StatusCode code) {
 }
 
 // Lives as long as one call. Records the call's end just before its status is
-// sent, so a client that has seen the status also sees it counted; a call that ends
-// without sending a status (the client went away) is recorded as CANCELLED when
-// the interceptor is destroyed.
+// sent, so a client that has seen the status also sees it counted; a call that
+// ends without sending a status (the client went away) is recorded as CANCELLED
+// when the interceptor is destroyed.
 class MetricsInterceptor : public grpc::experimental::Interceptor {
  public:
   MetricsInterceptor(RpcMetrics* metrics, const char* method)
@@ -124,18 +124,54 @@ RpcMetrics::MakeInterceptorFactory() {
   return std::make_unique<MetricsInterceptorFactory>(this);
 }
 
+RpcMetrics::MethodMetrics& RpcMetrics::ForMethod(const std::string& method) {
+  std::unique_ptr<MethodMetrics>& entry = methods_[method];
+  if (entry == nullptr) {
+    static const prometheus::Histogram::BucketBoundaries kBuckets = {
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+        1,      2.5,   5,      10,    25,   50,    100,  250, 600};
+    entry = std::make_unique<MethodMetrics>();
+    entry->in_flight = &in_flight_.Add({{"method", method}});
+    entry->seconds = &handling_seconds_.Add({{"method", method}}, kBuckets);
+  }
+  return *entry;
+}
+
+prometheus::Counter& RpcMetrics::Handled(MethodMetrics& metrics,
+                                         const std::string& method,
+                                         grpc::StatusCode code) {
+  const int index = static_cast<int>(code);
+  if (index < 0 || index >= static_cast<int>(metrics.handled.size())) {
+    return handled_.Add({{"method", method}, {"code", CodeName(code)}});
+  }
+  prometheus::Counter*& counter = metrics.handled[index];
+  if (counter == nullptr) {
+    counter = &handled_.Add({{"method", method}, {"code", CodeName(code)}});
+  }
+  return *counter;
+}
+
 void RpcMetrics::RecordStart(const char* method) {
-  in_flight_.Add({{"method", method}}).Increment();
+  prometheus::Gauge* in_flight;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_flight = ForMethod(method).in_flight;
+  }
+  in_flight->Increment();
 }
 
 void RpcMetrics::RecordEnd(const char* method, grpc::StatusCode code,
                            double seconds) {
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-      1,      2.5,   5,      10,    25,   50,    100,  250, 600};
-  in_flight_.Add({{"method", method}}).Decrement();
-  handled_.Add({{"method", method}, {"code", CodeName(code)}}).Increment();
-  handling_seconds_.Add({{"method", method}}, kBuckets).Observe(seconds);
+  MethodMetrics* metrics;
+  prometheus::Counter* handled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    metrics = &ForMethod(method);
+    handled = &Handled(*metrics, method, code);
+  }
+  metrics->in_flight->Decrement();
+  handled->Increment();
+  metrics->seconds->Observe(seconds);
 }
 
 }  // namespace microrl::rpc

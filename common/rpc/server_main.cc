@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -91,7 +92,14 @@ int RunServer(const ServerMainOptions& options,
 
   const int sig = WaitForTerminationSignal();
   const absl::Time stop_start = absl::Now();
-  MRL_LOG(INFO) << "received " << strsignal(sig) << ", stopping";
+  MRL_LOG(INFO) << "received " << strsignal(sig)
+                << ", stopping (a second signal exits at once)";
+  std::thread([] {
+    const int again = WaitForTerminationSignal();
+    MRL_LOG(WARNING) << "received " << strsignal(again)
+                     << " again: exiting without a clean stop";
+    _exit(1);
+  }).detach();
   (*host)->Shutdown();
   if (on_stop) on_stop();
   host->reset();

@@ -35,10 +35,11 @@ absl::Status ValidateServerMainOptions(const ServerMainOptions& options);
 
 // Serves `services` and /metrics until SIGINT or SIGTERM, then stops: health
 // turns NOT_SERVING, in-flight calls get options.shutdown_grace, `on_stop` runs
-// (stop background work there), the metrics endpoint closes. The caller must
-// have called BlockTerminationSignals() before starting any thread. Returns the
-// process exit code: 0 after a clean stop, 1 if serving could not start (the
-// error is logged).
+// (stop background work there), the metrics endpoint closes. A second signal
+// during the stop exits at once with code 1. The caller must have called
+// BlockTerminationSignals() before starting any thread. Returns the process
+// exit code: 0 after a clean stop, 1 if serving could not start (the error is
+// logged).
 int RunServer(const ServerMainOptions& options,
               const std::vector<HostedService>& services,
               std::shared_ptr<prometheus::Registry> registry,

@@ -58,10 +58,12 @@ TEST(PrometheusTest, ScrapesAllThreeServices) {
       StartService(REWARD_SERVICE_BIN, "reward", dir);
   absl::StatusOr<RunningService> rollout =
       StartService(ROLLOUT_SERVER_BIN, "rollout", dir);
-  absl::StatusOr<RunningService> learner =
-      StartService(LEARNER_BIN, "learner", dir);
   ASSERT_TRUE(reward.ok()) << reward.status();
   ASSERT_TRUE(rollout.ok()) << rollout.status();
+  absl::StatusOr<RunningService> learner =
+      StartService(LEARNER_BIN, "learner", dir,
+                   {"--rollout_address=" + rollout->grpc_address(),
+                    "--reward_address=" + reward->grpc_address()});
   ASSERT_TRUE(learner.ok()) << learner.status();
 
   const std::string config = dir + "/prometheus.yml";
@@ -77,13 +79,32 @@ TEST(PrometheusTest, ScrapesAllThreeServices) {
       << "  - job_name: learner\n"
       << "    static_configs: [{targets: ['127.0.0.1:"
       << learner->ready.metrics_port << "']}]\n";
-  const int port = PickFreePort();
-  absl::StatusOr<std::unique_ptr<Subprocess>> prometheus =
-      Subprocess::Start({kPrometheus, "--config.file=" + config,
-                         "--storage.tsdb.path=" + dir + "/tsdb",
-                         absl::StrCat("--web.listen-address=127.0.0.1:", port)},
-                        dir + "/prometheus.log");
-  ASSERT_TRUE(prometheus.ok()) << prometheus.status();
+  // Prometheus cannot bind port 0 and report it: pick a free port, and pick
+  // again if another process took it first (Prometheus then exits).
+  int port = 0;
+  std::unique_ptr<Subprocess> prometheus;
+  for (int attempt = 0; attempt < 5 && prometheus == nullptr; ++attempt) {
+    port = PickFreePort();
+    absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(
+        {kPrometheus, "--config.file=" + config,
+         "--storage.tsdb.path=" + dir + "/tsdb",
+         absl::StrCat("--web.listen-address=127.0.0.1:", port)},
+        dir + "/prometheus.log");
+    ASSERT_TRUE(started.ok()) << started.status();
+    const absl::Time deadline = absl::Now() + absl::Minutes(1);
+    while (absl::Now() < deadline) {
+      absl::StatusOr<HttpResponse> ready =
+          HttpGet("127.0.0.1", port, "/-/ready");
+      if (ready.ok() && ready->status == 200) {
+        prometheus = std::move(*started);
+        break;
+      }
+      if ((*started)->Wait(absl::ZeroDuration()).has_value())
+        break;  // port taken
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  ASSERT_NE(prometheus, nullptr) << "Prometheus did not start; see " << dir;
 
   // Every target scraped successfully.
   const nlohmann::json up = QueryUntil(port, "up", [](const nlohmann::json& r) {
@@ -93,7 +114,7 @@ TEST(PrometheusTest, ScrapesAllThreeServices) {
     }
     return true;
   });
-  ASSERT_EQ(up.size(), 3u) << up.dump() << "\n" << (*prometheus)->Output();
+  ASSERT_EQ(up.size(), 3u) << up.dump() << "\n" << prometheus->Output();
   for (const auto& series : up)
     EXPECT_EQ(series["value"][1], "1") << series.dump();
 
@@ -130,8 +151,8 @@ TEST(PrometheusTest, ScrapesAllThreeServices) {
                  [](const nlohmann::json& r) { return r.size() == 3; });
   EXPECT_EQ(memory.size(), 3u) << memory.dump();
 
-  (*prometheus)->Signal(SIGTERM);
-  EXPECT_TRUE((*prometheus)->Wait(absl::Seconds(30)).has_value());
+  prometheus->Signal(SIGTERM);
+  EXPECT_TRUE(prometheus->Wait(absl::Seconds(30)).has_value());
 }
 
 }  // namespace

@@ -35,6 +35,8 @@ def start(binary, work_dir, name):
     deadline = time.time() + 60
     while not os.path.exists(ready):
         if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            proc.wait()
             sys.exit(f"{name} did not become ready: {open(log.name).read()}")
         time.sleep(0.02)
     with open(ready) as f:
@@ -42,9 +44,17 @@ def start(binary, work_dir, name):
 
 
 def stop(proc, name):
+    """SIGTERM, then SIGKILL if it does not stop; returns an error string or None."""
+    if proc.poll() is not None:
+        return f"{name} had already exited with {proc.returncode}"
     proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=20)
-    assert code == 0, f"{name} exited with {code}"
+    try:
+        code = proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return f"{name} did not stop within 20 s of SIGTERM"
+    return None if code == 0 else f"{name} exited with {code}"
 
 
 def main():
@@ -60,9 +70,12 @@ def main():
         from proto import common_pb2, health_pb2, health_pb2_grpc  # noqa: E402
         from proto import reward_pb2, reward_pb2_grpc, rollout_pb2, rollout_pb2_grpc
 
-        reward, reward_ready = start(args.reward_service, work_dir, "reward_service")
-        rollout, rollout_ready = start(args.rollout_server, work_dir, "rollout_server")
+        running = []
         try:
+            reward, reward_ready = start(args.reward_service, work_dir, "reward_service")
+            running.append((reward, "reward_service"))
+            rollout, rollout_ready = start(args.rollout_server, work_dir, "rollout_server")
+            running.append((rollout, "rollout_server"))
             reward_channel = grpc.insecure_channel(f"127.0.0.1:{reward_ready['grpc_port']}")
             rollout_channel = grpc.insecure_channel(f"127.0.0.1:{rollout_ready['grpc_port']}")
 
@@ -95,8 +108,9 @@ def main():
             assert rollout_info.torch_version == torch.__version__.split("+")[0], (
                 rollout_info.torch_version, torch.__version__)
         finally:
-            stop(reward, "reward_service")
-            stop(rollout, "rollout_server")
+            errors = [e for e in (stop(p, name) for p, name in running) if e]
+        if errors:
+            sys.exit("; ".join(errors))
     print("python client: OK")
 
 

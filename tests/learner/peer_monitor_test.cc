@@ -1,6 +1,8 @@
 #include "learner/peer_monitor.h"
 
+#include <chrono>
 #include <map>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/rpc/process_identity.h"
@@ -42,8 +44,8 @@ TEST(PeerMonitorTest, ClassifiesServingUnreachableMisconfiguredAndAbsentPeers) {
                        // A live server that does not host the probed service.
                        {"wrong", reward_address, "microrl.v1.Rollout"},
                        {"none", "", "microrl.v1.Learner"}},
-                      /*interval=*/absl::Hours(1), /*timeout=*/absl::Seconds(2),
-                      registry);
+                      /*interval=*/absl::ZeroDuration(),
+                      /*timeout=*/absl::Seconds(2), registry);
   monitor.ProbeAll();
   const std::vector<v1::PeerStatus> peers = monitor.Snapshot();
   ASSERT_EQ(peers.size(), 4u);
@@ -66,7 +68,30 @@ TEST(PeerMonitorTest, ClassifiesServingUnreachableMisconfiguredAndAbsentPeers) {
   monitor.ProbeAll();
   EXPECT_EQ(monitor.Snapshot()[0].health(), v1::PEER_HEALTH_UNREACHABLE);
   EXPECT_EQ(PeerUp(registry).at("reward"), 0.0);
-  monitor.Stop();  // returns at once despite the hour-long interval
+}
+
+TEST(PeerMonitorTest, BackgroundProbesStartAtOnceAndStopPromptly) {
+  prometheus::Registry server_registry;
+  rpc::ProcessIdentity identity("reward_service");
+  reward::RewardService reward({}, identity);
+  absl::StatusOr<std::unique_ptr<rpc::ServiceHost>> host =
+      rpc::ServiceHost::Start({}, {{&reward, "microrl.v1.Reward"}},
+                              server_registry);
+  ASSERT_TRUE(host.ok()) << host.status();
+
+  prometheus::Registry registry;
+  PeerMonitor monitor({{"reward", absl::StrCat("127.0.0.1:", (*host)->port()),
+                        "microrl.v1.Reward"}},
+                      /*interval=*/absl::Hours(1),
+                      /*timeout=*/absl::Seconds(10), registry);
+  // The first background probe runs at start, not after an interval.
+  for (int i = 0;
+       i < 1000 && monitor.Snapshot()[0].health() != v1::PEER_HEALTH_SERVING;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(monitor.Snapshot()[0].health(), v1::PEER_HEALTH_SERVING);
+  monitor.Stop();  // returns without waiting out the hour-long interval
 }
 
 }  // namespace

@@ -1,5 +1,8 @@
 #include "common/metrics/metrics_server.h"
 
+#include <chrono>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "common/base/version.h"
 #include "gmock/gmock.h"
@@ -13,6 +16,17 @@ namespace {
 using ::microrl::testing::HttpGet;
 using ::microrl::testing::HttpRawRequest;
 using ::testing::HasSubstr;
+
+// The HTTP status of a response; -1 (and a test failure) if the request failed.
+int StatusOf(const absl::StatusOr<testing::HttpResponse>& response) {
+  EXPECT_TRUE(response.ok()) << response.status();
+  return response.ok() ? response->status : -1;
+}
+
+std::string BodyOf(const absl::StatusOr<testing::HttpResponse>& response) {
+  EXPECT_TRUE(response.ok()) << response.status();
+  return response.ok() ? response->body : "";
+}
 
 std::unique_ptr<MetricsServer> StartOrDie(
     std::shared_ptr<prometheus::Registry> registry, int port = 0) {
@@ -51,7 +65,7 @@ TEST(MetricsServerTest, ServesRegistryAndProcessMetrics) {
 
   // A change is visible on the next scrape.
   family.Add({{"kind", "a"}}).Increment();
-  EXPECT_THAT(HttpGet("127.0.0.1", server->port(), "/metrics")->body,
+  EXPECT_THAT(BodyOf(HttpGet("127.0.0.1", server->port(), "/metrics")),
               HasSubstr("microrl_test_events_total{kind=\"a\"} 4"));
 }
 
@@ -60,18 +74,42 @@ TEST(MetricsServerTest, AnswersBadRequestsWithoutDying) {
       StartOrDie(std::make_shared<prometheus::Registry>());
   ASSERT_NE(server, nullptr);
   const int port = server->port();
-  EXPECT_EQ(HttpGet("127.0.0.1", port, "/")->status, 404);
-  EXPECT_EQ(HttpRawRequest("127.0.0.1", port, "POST /metrics HTTP/1.0\r\n\r\n")
-                ->status,
+  EXPECT_EQ(StatusOf(HttpGet("127.0.0.1", port, "/")), 404);
+  EXPECT_EQ(StatusOf(HttpRawRequest("127.0.0.1", port,
+                                    "POST /metrics HTTP/1.0\r\n\r\n")),
             405);
-  EXPECT_EQ(HttpRawRequest("127.0.0.1", port, "garbage\r\n\r\n")->status, 400);
-  EXPECT_EQ(
-      HttpRawRequest("127.0.0.1", port,
-                     "GET /metrics HTTP/1.0\r\nX: " + std::string(9000, 'a'))
-          ->status,
-      431);
+  EXPECT_EQ(StatusOf(HttpRawRequest("127.0.0.1", port, "garbage\r\n\r\n")),
+            400);
+  EXPECT_EQ(StatusOf(HttpRawRequest(
+                "127.0.0.1", port,
+                "GET /metrics HTTP/1.0\r\nX: " + std::string(9000, 'a'))),
+            431);
   // Query strings are ignored; the endpoint still serves afterwards.
-  EXPECT_EQ(HttpGet("127.0.0.1", port, "/metrics?x=1")->status, 200);
+  EXPECT_EQ(StatusOf(HttpGet("127.0.0.1", port, "/metrics?x=1")), 200);
+}
+
+TEST(MetricsServerTest, ASlowClientIsCutOffAndDoesNotDelayStopping) {
+  std::unique_ptr<MetricsServer> server =
+      StartOrDie(std::make_shared<prometheus::Registry>());
+  ASSERT_NE(server, nullptr);
+  // A client that never finishes its request gets no answer, and the endpoint
+  // serves others once the connection's time is up.
+  const absl::StatusOr<testing::HttpResponse> slow =
+      HttpRawRequest("127.0.0.1", server->port(), "GET /metrics HTTP/1.0\r\n",
+                     absl::Seconds(30));
+  EXPECT_FALSE(slow.ok());
+  EXPECT_EQ(StatusOf(HttpGet("127.0.0.1", server->port(), "/metrics")), 200);
+
+  // While a client holds a connection open, stopping does not wait for it.
+  const int port = server->port();
+  std::thread holder([port] {
+    (void)HttpRawRequest("127.0.0.1", port, "GET /metr", absl::Seconds(30));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  server.reset();
+  holder.join();
+  EXPECT_EQ(HttpGet("127.0.0.1", port, "/metrics").status().code(),
+            absl::StatusCode::kUnavailable);
 }
 
 TEST(MetricsServerTest, PortInUseIsUnavailableNamingTheAddress) {
