@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
       absl::Milliseconds(probe_ms),
       /*timeout=*/absl::Milliseconds(500), *registry);
   microrl::learner::LearnerService service({*device}, identity, peers);
-  return microrl::rpc::RunServer(server, {{&service, "microrl.v1.Learner"}},
-                                 registry, identity,
-                                 [&peers] { peers.Stop(); });
+  microrl::ExitWithoutStaticDestructors(
+      microrl::rpc::RunServer(server, {{&service, "microrl.v1.Learner"}},
+                              registry, identity, [&peers] { peers.Stop(); }));
 }

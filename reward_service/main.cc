@@ -69,6 +69,6 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   microrl::rpc::ProcessIdentity identity(kComponent);
   microrl::reward::RewardService service(options, identity);
-  return microrl::rpc::RunServer(server, {{&service, "microrl.v1.Reward"}},
-                                 registry, identity);
+  microrl::ExitWithoutStaticDestructors(microrl::rpc::RunServer(
+      server, {{&service, "microrl.v1.Reward"}}, registry, identity));
 }

@@ -56,6 +56,6 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   microrl::rpc::ProcessIdentity identity(kComponent);
   microrl::rollout::RolloutService service({*device}, identity);
-  return microrl::rpc::RunServer(server, {{&service, "microrl.v1.Rollout"}},
-                                 registry, identity);
+  microrl::ExitWithoutStaticDestructors(microrl::rpc::RunServer(
+      server, {{&service, "microrl.v1.Rollout"}}, registry, identity));
 }

@@ -3,6 +3,9 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace microrl {
 namespace {
 
@@ -27,6 +30,11 @@ int WaitForTerminationSignal() {
   while (sigwait(&set, &sig) != 0) {
   }
   return sig;
+}
+
+void ExitWithoutStaticDestructors(int code) {
+  std::fflush(nullptr);
+  std::_Exit(code);
 }
 
 }  // namespace microrl
