@@ -3,6 +3,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -27,51 +29,32 @@ prometheus::MetricFamily Family(
       std::move(name), std::move(help), type, {metric}};
 }
 
-// Fields of /proc/self/stat we report. Zero where unreadable.
-struct ProcStat {
-  double threads = 0;
-  double virtual_bytes = 0;
-  double resident_bytes = 0;
-};
-
-ProcStat ReadProcStat() {
-  ProcStat stat;
+// Numeric field `n` (1-based, as in proc(5)) of /proc/self/stat for each n in
+// `wanted`, in that order; -1 for a field that cannot be read.
+std::vector<double> ProcSelfStat(const std::vector<int>& wanted) {
+  std::vector<double> values(wanted.size(), -1);
   std::ifstream in("/proc/self/stat");
   std::string text;
-  if (!std::getline(in, text)) return stat;
-  // The command name (field 2) may contain spaces and ')'; fields resume after
+  if (!std::getline(in, text)) return values;
+  // The command name (field 2) may contain spaces and ')'; field 3 starts after
   // the last ')'.
   const size_t close = text.rfind(')');
-  if (close == std::string::npos) return stat;
+  if (close == std::string::npos) return values;
   std::istringstream fields(text.substr(close + 2));
   std::string field;
-  // After ')' come fields 3 (state) onwards: num_threads is field 20, vsize 23,
-  // rss 24.
-  for (int index = 3; index <= 24 && (fields >> field); ++index) {
-    if (index == 20) stat.threads = std::stod(field);
-    if (index == 23) stat.virtual_bytes = std::stod(field);
-    if (index == 24)
-      stat.resident_bytes = std::stod(field) * sysconf(_SC_PAGESIZE);
+  for (int index = 3; fields >> field; ++index) {
+    for (size_t i = 0; i < wanted.size(); ++i) {
+      if (wanted[i] == index) values[i] = std::strtod(field.c_str(), nullptr);
+    }
   }
-  return stat;
+  return values;
 }
 
 // When the kernel started this process, seconds since the Unix epoch: field 22
 // of /proc/self/stat (clock ticks after boot) plus the boot time from
 // /proc/stat. Now, if either is unreadable.
 double ProcessStartTimeSeconds() {
-  const double now = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
-  std::ifstream stat_file("/proc/self/stat");
-  std::string text;
-  if (!std::getline(stat_file, text)) return now;
-  const size_t close = text.rfind(')');
-  if (close == std::string::npos) return now;
-  std::istringstream fields(text.substr(close + 2));
-  std::string field;
-  double start_ticks = -1;
-  for (int index = 3; index <= 22 && (fields >> field); ++index) {
-    if (index == 22) start_ticks = std::stod(field);
-  }
+  const double start_ticks = ProcSelfStat({22})[0];
   std::ifstream proc_stat("/proc/stat");
   std::string key;
   double boot_time = -1;
@@ -81,7 +64,9 @@ double ProcessStartTimeSeconds() {
       break;
     }
   }
-  if (start_ticks < 0 || boot_time < 0) return now;
+  if (start_ticks < 0 || boot_time < 0) {
+    return absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  }
   return boot_time + start_ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
@@ -97,7 +82,12 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
   const double cpu_seconds =
       usage.ru_utime.tv_sec + usage.ru_utime.tv_usec * 1e-6 +
       usage.ru_stime.tv_sec + usage.ru_stime.tv_usec * 1e-6;
-  const ProcStat stat = ReadProcStat();
+  // num_threads, vsize (bytes) and rss (pages): fields 20, 23 and 24.
+  const std::vector<double> stat = ProcSelfStat({20, 23, 24});
+  const double threads = std::max(stat[0], 0.0);
+  const double virtual_bytes = std::max(stat[1], 0.0);
+  const double resident_bytes =
+      std::max(stat[2], 0.0) * static_cast<double>(sysconf(_SC_PAGESIZE));
   using prometheus::MetricType;
   return {
       Family("microrl_build_info",
@@ -109,15 +99,14 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
              MetricType::Gauge, start_time_seconds_),
       Family("microrl_process_resident_memory_bytes",
              "Resident memory size in bytes.", MetricType::Gauge,
-             stat.resident_bytes),
+             resident_bytes),
       Family("microrl_process_virtual_memory_bytes",
-             "Virtual memory size in bytes.", MetricType::Gauge,
-             stat.virtual_bytes),
+             "Virtual memory size in bytes.", MetricType::Gauge, virtual_bytes),
       Family("microrl_process_cpu_seconds_total",
              "User and system CPU time, seconds.", MetricType::Counter,
              cpu_seconds),
       Family("microrl_process_threads", "Number of OS threads.",
-             MetricType::Gauge, stat.threads),
+             MetricType::Gauge, threads),
   };
 }
 

@@ -25,16 +25,28 @@ std::map<std::string, double> PeerUp(prometheus::Registry& registry) {
   return up;
 }
 
-TEST(PeerMonitorTest, ClassifiesServingUnreachableMisconfiguredAndAbsentPeers) {
-  prometheus::Registry server_registry;
-  rpc::ProcessIdentity identity("reward_service");
-  reward::RewardService reward({}, identity);
-  absl::StatusOr<std::unique_ptr<rpc::ServiceHost>> host =
-      rpc::ServiceHost::Start({}, {{&reward, "microrl.v1.Reward"}},
-                              server_registry);
-  ASSERT_TRUE(host.ok()) << host.status();
-  const std::string reward_address =
-      absl::StrCat("127.0.0.1:", (*host)->port());
+// A real reward service on a loopback port, as the learner's peer.
+class PeerMonitorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<rpc::ServiceHost>> host =
+        rpc::ServiceHost::Start({}, {{&reward_, "microrl.v1.Reward"}},
+                                server_registry_);
+    ASSERT_TRUE(host.ok()) << host.status();
+    host_ = std::move(*host);
+    reward_address_ = absl::StrCat("127.0.0.1:", host_->port());
+  }
+
+  prometheus::Registry server_registry_;
+  rpc::ProcessIdentity identity_{"reward_service"};
+  reward::RewardService reward_{{}, identity_};
+  std::unique_ptr<rpc::ServiceHost> host_;
+  std::string reward_address_;
+};
+
+TEST_F(PeerMonitorTest,
+       ClassifiesServingUnreachableMisconfiguredAndAbsentPeers) {
+  const std::string& reward_address = reward_address_;
   const testing::ClosedPort closed;
   const std::string closed_address = absl::StrCat("127.0.0.1:", closed.port());
 
@@ -64,24 +76,15 @@ TEST(PeerMonitorTest, ClassifiesServingUnreachableMisconfiguredAndAbsentPeers) {
   EXPECT_EQ(up.at("wrong"), 0.0);
 
   // The peer going away is noticed on the next probe.
-  (*host)->Shutdown();
+  host_->Shutdown();
   monitor.ProbeAll();
   EXPECT_EQ(monitor.Snapshot()[0].health(), v1::PEER_HEALTH_UNREACHABLE);
   EXPECT_EQ(PeerUp(registry).at("reward"), 0.0);
 }
 
-TEST(PeerMonitorTest, BackgroundProbesStartAtOnceAndStopPromptly) {
-  prometheus::Registry server_registry;
-  rpc::ProcessIdentity identity("reward_service");
-  reward::RewardService reward({}, identity);
-  absl::StatusOr<std::unique_ptr<rpc::ServiceHost>> host =
-      rpc::ServiceHost::Start({}, {{&reward, "microrl.v1.Reward"}},
-                              server_registry);
-  ASSERT_TRUE(host.ok()) << host.status();
-
+TEST_F(PeerMonitorTest, BackgroundProbesStartAtOnceAndStopPromptly) {
   prometheus::Registry registry;
-  PeerMonitor monitor({{"reward", absl::StrCat("127.0.0.1:", (*host)->port()),
-                        "microrl.v1.Reward"}},
+  PeerMonitor monitor({{"reward", reward_address_, "microrl.v1.Reward"}},
                       /*interval=*/absl::Hours(1),
                       /*timeout=*/absl::Seconds(10), registry);
   // The first background probe runs at start, not after an interval.
