@@ -11,12 +11,20 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/flag_usage.h"
+#include "learner/logprobs_command.h"
 #include "learner/status_command.h"
 
 ABSL_FLAG(std::string, rollout, "", "status: host:port of the rollout server.");
 ABSL_FLAG(std::string, reward, "", "status: host:port of the reward service.");
 ABSL_FLAG(std::string, learner, "", "status: host:port of the learner.");
 ABSL_FLAG(int, timeout_ms, 2000, "status: time limit per RPC, ms.");
+ABSL_FLAG(std::string, model, "", "logprobs: Hugging Face model directory.");
+ABSL_FLAG(std::string, adapter, "",
+          "logprobs: PEFT LoRA adapter directory (optional).");
+ABSL_FLAG(std::string, device, "cpu", "logprobs: cpu, cuda or cuda:N.");
+ABSL_FLAG(double, temperature, 1.0,
+          "logprobs: log-probs of logits / temperature.");
+ABSL_FLAG(int, batch_lines, 16, "logprobs: input lines scored as one batch.");
 
 namespace {
 
@@ -52,6 +60,23 @@ int Status() {
   return 0;
 }
 
+int Logprobs() {
+  microrl::learner::LogprobsCommandOptions options;
+  options.model_dir = absl::GetFlag(FLAGS_model);
+  options.adapter_dir = absl::GetFlag(FLAGS_adapter);
+  options.device = absl::GetFlag(FLAGS_device);
+  options.temperature = absl::GetFlag(FLAGS_temperature);
+  options.batch_lines = absl::GetFlag(FLAGS_batch_lines);
+  const absl::Status status =
+      microrl::learner::RunLogprobsCommand(options, std::cin, std::cout);
+  if (!status.ok()) {
+    std::fprintf(stderr, "microrl logprobs: %s\n",
+                 std::string(status.message()).c_str());
+    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,6 +93,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (command == "status") return Status();
+  if (command == "logprobs") return Logprobs();
   std::fprintf(stderr, "microrl: unknown command '%s'\n\n%s", command.c_str(),
                kUsage);
   return 2;

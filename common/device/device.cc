@@ -95,6 +95,12 @@ void ReleaseCachedMemory(const Device& device) {
   }
 }
 
+void Synchronize(const Device& device) {
+  if (device.cuda)
+    at::accelerator::synchronizeDevice(
+        static_cast<c10::DeviceIndex>(device.index));
+}
+
 std::string TorchVersion() { return TORCH_VERSION; }
 
 }  // namespace microrl::device

@@ -44,6 +44,9 @@ MemoryInfo QueryMemory(const Device& device);
 // the CPU).
 void ReleaseCachedMemory(const Device& device);
 
+// Waits until all queued work on a CUDA device has finished (no-op on the CPU).
+void Synchronize(const Device& device);
+
 // LibTorch version, e.g. "2.11.0".
 std::string TorchVersion();
 

@@ -1,0 +1,478 @@
+#include "common/model/decoder.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/autograd.h>
+
+#include <cmath>
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "common/model/checkpoint.h"
+
+namespace microrl::model {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Runs `body`, turning LibTorch's exceptions into a Status.
+template <typename F>
+auto Guarded(const char* what, F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
+}
+
+// Hugging Face's RMSNorm: normalize in float32, cast back, then scale.
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor normed =
+      xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+// y = x W^T + b, plus scale * (x A^T) B^T computed in the adapter's float32 and
+// cast back, as PEFT does.
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
+                  const at::Tensor& bias, const LoraLinear* lora) {
+  at::Tensor y = at::linear(
+      x, weight,
+      bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+  if (lora == nullptr) return y;
+  const at::Tensor delta =
+      at::linear(at::linear(x.to(lora->a.scalar_type()), lora->a), lora->b) *
+      lora->scale;
+  return (y.to(delta.scalar_type()) + delta).to(y.scalar_type());
+}
+
+// x [B, T, heads, D] rotated by cos/sin [B, T, D] (rotate-half convention).
+at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos,
+                       const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  const at::Tensor rotated =
+      at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, /*dim=*/-1);
+  return x * cos.unsqueeze(2) + rotated * sin.unsqueeze(2);
+}
+
+const LoraLinear* Lora(const LoraAdapter* adapter, int64_t layer,
+                       LoraModule module) {
+  return adapter == nullptr ? nullptr : adapter->Find(layer, module);
+}
+
+// Gradient checkpointing of one layer: forward keeps only the layer's input;
+// backward recomputes the layer with autograd on and differentiates it with
+// respect to that input and the layer's LoRA weights (passed in `lora` so
+// autograd routes their gradients here).
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden,
+                            at::TensorList lora, int64_t layer, int64_t decoder,
+                            int64_t adapter, const at::Tensor& cos,
+                            const at::Tensor& sin) {
+    ctx->save_for_backward({hidden, cos, sin});
+    ctx->saved_data["layer"] = layer;
+    ctx->saved_data["decoder"] = decoder;
+    ctx->saved_data["adapter"] = adapter;
+    ctx->saved_data["num_lora"] = static_cast<int64_t>(lora.size());
+    for (size_t i = 0; i < lora.size(); ++i) {
+      ctx->saved_data["lora" + std::to_string(i)] = lora[i];
+    }
+    return reinterpret_cast<const Decoder*>(decoder)->LayerForward(
+        layer, hidden, cos, sin, reinterpret_cast<const LoraAdapter*>(adapter));
+  }
+
+  static variable_list backward(AutogradContext* ctx,
+                                variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const auto* decoder =
+        reinterpret_cast<const Decoder*>(ctx->saved_data["decoder"].toInt());
+    const auto* adapter = reinterpret_cast<const LoraAdapter*>(
+        ctx->saved_data["adapter"].toInt());
+    const int64_t layer = ctx->saved_data["layer"].toInt();
+    const int64_t num_lora = ctx->saved_data["num_lora"].toInt();
+    at::Tensor hidden = saved[0].detach().requires_grad_(true);
+    variable_list inputs = {hidden};
+    for (int64_t i = 0; i < num_lora; ++i) {
+      inputs.push_back(ctx->saved_data["lora" + std::to_string(i)].toTensor());
+    }
+    at::Tensor output;
+    {
+      at::AutoGradMode enable(true);
+      output =
+          decoder->LayerForward(layer, hidden, saved[1], saved[2], adapter);
+    }
+    variable_list grads =
+        torch::autograd::grad({output}, inputs, {grad_outputs[0]},
+                              /*retain_graph=*/false,
+                              /*create_graph=*/false,
+                              /*allow_unused=*/true);
+    // One gradient per forward argument: hidden, each LoRA tensor, then none
+    // for layer, decoder, adapter, cos and sin.
+    for (int i = 0; i < 5; ++i) grads.emplace_back();
+    return grads;
+  }
+};
+
+}  // namespace
+
+// Keys and values a layer's attention reads besides the new tokens' own.
+struct Decoder::CacheView {
+  KvCache* cache;
+  at::Tensor slot_index;  // [N, T] int64: slot of each new token
+  at::Tensor positions;   // [N, T] int64: position of each new token
+  at::Tensor slots;       // [N] int64
+  int64_t first_slot;     // >= 0 if slots are first_slot, first_slot + 1, ...
+  int64_t key_length;  // positions to attend over: max over rows of start + T
+  at::Tensor
+      mask;  // [N, 1, T, key_length] bool; undefined: causal over new tokens
+};
+
+absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Load(
+    const std::string& dir, const DecoderOptions& options) {
+  absl::StatusOr<ModelConfig> config = LoadModelConfig(dir);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<std::map<std::string, at::Tensor>> tensors =
+      OpenCheckpoint(dir);
+  if (!tensors.ok()) return tensors.status();
+  absl::StatusOr<std::unique_ptr<Decoder>> decoder =
+      FromTensors(*config, *tensors, options);
+  if (!decoder.ok()) {
+    return absl::Status(decoder.status().code(),
+                        absl::StrCat(dir, ": ", decoder.status().message()));
+  }
+  return decoder;
+}
+
+absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromTensors(
+    const ModelConfig& config, const std::map<std::string, at::Tensor>& tensors,
+    const DecoderOptions& options) {
+  std::unique_ptr<Decoder> decoder(new Decoder);
+  decoder->config_ = config;
+  decoder->options_ = options;
+  const ModelConfig& c = config;
+  // Fetches a tensor, checks its shape and moves it to the device and dtype.
+  auto take = [&](const std::string& name,
+                  std::vector<int64_t> shape) -> absl::StatusOr<at::Tensor> {
+    const auto it = tensors.find(name);
+    if (it == tensors.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("missing tensor \"", name, "\""));
+    }
+    if (it->second.sizes() != at::IntArrayRef(shape)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", name, "\" has shape ", c10::str(it->second.sizes()),
+          ", the config implies ", c10::str(at::IntArrayRef(shape))));
+    }
+    if (!at::isFloatingType(it->second.scalar_type())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", name, "\" is not floating point"));
+    }
+    return it->second.to(options.device, options.dtype).contiguous();
+  };
+  absl::Status status = Guarded("loading weights", [&]() -> absl::Status {
+    const int64_t q_out = c.num_heads * c.head_dim;
+    const int64_t kv_out = c.num_kv_heads * c.head_dim;
+    absl::StatusOr<at::Tensor> t =
+        take("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
+    if (!t.ok()) return t.status();
+    decoder->embed_ = *t;
+    if (!(t = take("model.norm.weight", {c.hidden_size})).ok())
+      return t.status();
+    decoder->final_norm_ = *t;
+    if (c.tie_word_embeddings) {
+      decoder->lm_head_ = decoder->embed_;
+    } else {
+      if (!(t = take("lm_head.weight", {c.vocab_size, c.hidden_size})).ok())
+        return t.status();
+      decoder->lm_head_ = *t;
+    }
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      const std::string p = absl::StrCat("model.layers.", i, ".");
+      LayerWeights w;
+      struct Want {
+        at::Tensor* field;
+        std::string name;
+        std::vector<int64_t> shape;
+        bool present;
+      };
+      const std::vector<Want> wants = {
+          {&w.input_norm, "input_layernorm.weight", {c.hidden_size}, true},
+          {&w.post_norm,
+           "post_attention_layernorm.weight",
+           {c.hidden_size},
+           true},
+          {&w.q, "self_attn.q_proj.weight", {q_out, c.hidden_size}, true},
+          {&w.k, "self_attn.k_proj.weight", {kv_out, c.hidden_size}, true},
+          {&w.v, "self_attn.v_proj.weight", {kv_out, c.hidden_size}, true},
+          {&w.o, "self_attn.o_proj.weight", {c.hidden_size, q_out}, true},
+          {&w.q_bias, "self_attn.q_proj.bias", {q_out}, c.qkv_bias},
+          {&w.k_bias, "self_attn.k_proj.bias", {kv_out}, c.qkv_bias},
+          {&w.v_bias, "self_attn.v_proj.bias", {kv_out}, c.qkv_bias},
+          {&w.o_bias, "self_attn.o_proj.bias", {c.hidden_size}, c.o_bias},
+          {&w.q_norm, "self_attn.q_norm.weight", {c.head_dim}, c.qk_norm},
+          {&w.k_norm, "self_attn.k_norm.weight", {c.head_dim}, c.qk_norm},
+          {&w.gate,
+           "mlp.gate_proj.weight",
+           {c.intermediate_size, c.hidden_size},
+           true},
+          {&w.up,
+           "mlp.up_proj.weight",
+           {c.intermediate_size, c.hidden_size},
+           true},
+          {&w.down,
+           "mlp.down_proj.weight",
+           {c.hidden_size, c.intermediate_size},
+           true},
+          {&w.gate_bias,
+           "mlp.gate_proj.bias",
+           {c.intermediate_size},
+           c.mlp_bias},
+          {&w.up_bias, "mlp.up_proj.bias", {c.intermediate_size}, c.mlp_bias},
+          {&w.down_bias, "mlp.down_proj.bias", {c.hidden_size}, c.mlp_bias},
+      };
+      for (const Want& want : wants) {
+        if (!want.present) continue;
+        if (!(t = take(p + want.name, want.shape)).ok()) return t.status();
+        *want.field = *t;
+      }
+      decoder->layers_.push_back(std::move(w));
+    }
+    // Inverse RoPE frequencies computed as transformers does, in float32.
+    at::Tensor inv_freq =
+        1.0 / at::pow(c.rope.theta,
+                      at::arange(0, c.head_dim, 2, at::kLong).to(at::kFloat) /
+                          c.head_dim);
+    if (c.rope.llama3_scaling) {
+      const double old_context =
+          static_cast<double>(c.rope.original_max_position_embeddings);
+      const double low_wavelen = old_context / c.rope.low_freq_factor;
+      const double high_wavelen = old_context / c.rope.high_freq_factor;
+      const at::Tensor wavelen = 2 * M_PI / inv_freq;
+      at::Tensor scaled =
+          at::where(wavelen > low_wavelen, inv_freq / c.rope.factor, inv_freq);
+      const at::Tensor smooth =
+          (old_context / wavelen - c.rope.low_freq_factor) /
+          (c.rope.high_freq_factor - c.rope.low_freq_factor);
+      const at::Tensor smoothed =
+          (1 - smooth) * scaled / c.rope.factor + smooth * scaled;
+      const at::Tensor medium =
+          (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+      inv_freq = at::where(medium, smoothed, scaled);
+    }
+    decoder->inv_freq_ = inv_freq.to(options.device);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return decoder;
+}
+
+std::pair<at::Tensor, at::Tensor> Decoder::Rotary(
+    const at::Tensor& positions) const {
+  const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;
+  const at::Tensor angles = at::cat({freqs, freqs}, /*dim=*/-1);
+  return {angles.cos().to(options_.dtype), angles.sin().to(options_.dtype)};
+}
+
+at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
+                              const at::Tensor& cos, const at::Tensor& sin,
+                              const LoraAdapter* adapter,
+                              const CacheView* cache) const {
+  const LayerWeights& w = layers_[layer];
+  const int64_t batch = x.size(0);
+  const int64_t steps = x.size(1);
+  const int64_t heads = config_.num_heads;
+  const int64_t kv_heads = config_.num_kv_heads;
+  const int64_t head_dim = config_.head_dim;
+  // [B, T, heads, D]
+  at::Tensor q = Linear(x, w.q, w.q_bias, Lora(adapter, layer, LoraModule::kQ))
+                     .view({batch, steps, heads, head_dim});
+  at::Tensor k = Linear(x, w.k, w.k_bias, Lora(adapter, layer, LoraModule::kK))
+                     .view({batch, steps, kv_heads, head_dim});
+  at::Tensor v = Linear(x, w.v, w.v_bias, Lora(adapter, layer, LoraModule::kV))
+                     .view({batch, steps, kv_heads, head_dim});
+  if (config_.qk_norm) {
+    q = RmsNorm(q, w.q_norm, config_.rms_norm_eps);
+    k = RmsNorm(k, w.k_norm, config_.rms_norm_eps);
+  }
+  q = ApplyRotary(q, cos, sin);
+  k = ApplyRotary(k, cos, sin);
+  const bool gqa = heads != kv_heads;
+  at::Tensor attended;  // [B, heads, T, D]
+  if (cache == nullptr || !cache->mask.defined()) {
+    if (cache != nullptr) {
+      cache->cache->keys(layer).index_put_(
+          {cache->slot_index, cache->positions}, k);
+      cache->cache->values(layer).index_put_(
+          {cache->slot_index, cache->positions}, v);
+    }
+    attended = at::scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        /*attn_mask=*/{},
+        /*dropout_p=*/0.0, /*is_causal=*/true, /*scale=*/c10::nullopt, gqa);
+  } else {
+    at::Tensor& keys = cache->cache->keys(layer);
+    at::Tensor& values = cache->cache->values(layer);
+    keys.index_put_({cache->slot_index, cache->positions}, k);
+    values.index_put_({cache->slot_index, cache->positions}, v);
+    // [N, L, kv_heads, D] without a copy when the slots are consecutive.
+    const at::Tensor all_keys = cache->first_slot >= 0
+                                    ? keys.narrow(0, cache->first_slot, batch)
+                                    : keys.index_select(0, cache->slots);
+    const at::Tensor all_values =
+        cache->first_slot >= 0 ? values.narrow(0, cache->first_slot, batch)
+                               : values.index_select(0, cache->slots);
+    attended = at::scaled_dot_product_attention(
+        q.transpose(1, 2),
+        all_keys.narrow(1, 0, cache->key_length).transpose(1, 2),
+        all_values.narrow(1, 0, cache->key_length).transpose(1, 2), cache->mask,
+        /*dropout_p=*/0.0, /*is_causal=*/false, /*scale=*/c10::nullopt, gqa);
+  }
+  const at::Tensor merged =
+      attended.transpose(1, 2).reshape({batch, steps, heads * head_dim});
+  return Linear(merged, w.o, w.o_bias, Lora(adapter, layer, LoraModule::kO));
+}
+
+at::Tensor Decoder::Layer(int64_t layer, const at::Tensor& hidden,
+                          const at::Tensor& cos, const at::Tensor& sin,
+                          const LoraAdapter* adapter,
+                          const CacheView* cache) const {
+  const LayerWeights& w = layers_[layer];
+  const at::Tensor attended =
+      Attention(layer, RmsNorm(hidden, w.input_norm, config_.rms_norm_eps), cos,
+                sin, adapter, cache);
+  const at::Tensor h = hidden + attended;
+  const at::Tensor x = RmsNorm(h, w.post_norm, config_.rms_norm_eps);
+  const at::Tensor gate =
+      Linear(x, w.gate, w.gate_bias, Lora(adapter, layer, LoraModule::kGate));
+  const at::Tensor up =
+      Linear(x, w.up, w.up_bias, Lora(adapter, layer, LoraModule::kUp));
+  return h + Linear(at::silu(gate) * up, w.down, w.down_bias,
+                    Lora(adapter, layer, LoraModule::kDown));
+}
+
+at::Tensor Decoder::LayerForward(int64_t layer, const at::Tensor& hidden,
+                                 const at::Tensor& cos, const at::Tensor& sin,
+                                 const LoraAdapter* adapter) const {
+  return Layer(layer, hidden, cos, sin, adapter, nullptr);
+}
+
+absl::StatusOr<at::Tensor> Decoder::Forward(const at::Tensor& ids,
+                                            const RunOptions& run) const {
+  if (ids.dim() != 2 || ids.scalar_type() != at::kLong) {
+    return absl::InvalidArgumentError(
+        "Forward: ids must be a [batch, steps] int64 tensor");
+  }
+  return Guarded("Forward", [&]() -> absl::StatusOr<at::Tensor> {
+    const at::Tensor on_device = ids.to(options_.device);
+    const at::Tensor positions = at::arange(ids.size(1), on_device.options())
+                                     .unsqueeze(0)
+                                     .expand({ids.size(0), -1});
+    const auto [cos, sin] = Rotary(positions);
+    at::Tensor hidden = at::embedding(embed_, on_device);
+    for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+      if (run.gradient_checkpointing && at::GradMode::is_enabled()) {
+        std::vector<at::Tensor> lora;
+        if (run.adapter != nullptr) {
+          for (int m = 0; m < kNumLoraModules; ++m) {
+            const LoraLinear* linear =
+                run.adapter->Find(layer, static_cast<LoraModule>(m));
+            if (linear == nullptr) continue;
+            lora.push_back(linear->a);
+            lora.push_back(linear->b);
+          }
+        }
+        hidden = CheckpointedLayer::apply(
+            hidden, at::TensorList(lora), layer,
+            reinterpret_cast<int64_t>(this),
+            reinterpret_cast<int64_t>(run.adapter), cos, sin);
+      } else {
+        hidden = Layer(layer, hidden, cos, sin, run.adapter, nullptr);
+      }
+    }
+    return RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
+  });
+}
+
+absl::StatusOr<at::Tensor> Decoder::Step(const at::Tensor& ids,
+                                         const std::vector<int64_t>& slots,
+                                         const std::vector<int64_t>& new_tokens,
+                                         KvCache& cache,
+                                         const RunOptions& run) const {
+  if (ids.dim() != 2 || ids.scalar_type() != at::kLong) {
+    return absl::InvalidArgumentError(
+        "Step: ids must be a [rows, steps] int64 tensor");
+  }
+  const int64_t rows = ids.size(0);
+  const int64_t steps = ids.size(1);
+  if (static_cast<int64_t>(slots.size()) != rows ||
+      static_cast<int64_t>(new_tokens.size()) != rows) {
+    return absl::InvalidArgumentError(
+        "Step: need one slot and one token count per row");
+  }
+  std::vector<int64_t> starts(rows);
+  int64_t key_length = 0;
+  bool fresh = true;  // every row starts an empty slot: plain causal attention
+  bool consecutive = true;
+  for (int64_t n = 0; n < rows; ++n) {
+    if (slots[n] < 0 || slots[n] >= cache.num_slots()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Step: no slot ", slots[n]));
+    }
+    if (new_tokens[n] < 0 || new_tokens[n] > steps) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Step: row ", n, " has ", new_tokens[n], " new tokens of ", steps));
+    }
+    starts[n] = cache.length(slots[n]);
+    if (starts[n] + steps > cache.capacity()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "slot ", slots[n], " holds ", starts[n], " tokens; ", steps,
+          " more exceed its capacity of ", cache.capacity()));
+    }
+    key_length = std::max(key_length, starts[n] + steps);
+    fresh = fresh && starts[n] == 0;
+    consecutive = consecutive && slots[n] == slots[0] + n;
+  }
+  absl::StatusOr<at::Tensor> result =
+      Guarded("Step", [&]() -> absl::StatusOr<at::Tensor> {
+        c10::InferenceMode inference;
+        const at::Tensor on_device = ids.to(options_.device);
+        const auto long_options =
+            at::TensorOptions().dtype(at::kLong).device(options_.device);
+        const at::Tensor start =
+            at::tensor(starts, at::kLong).to(options_.device);
+        const at::Tensor positions =
+            start.unsqueeze(1) +
+            at::arange(steps, long_options).unsqueeze(0);  // [N, T]
+        CacheView view;
+        view.cache = &cache;
+        view.slots = at::tensor(slots, at::kLong).to(options_.device);
+        view.slot_index = view.slots.unsqueeze(1).expand({rows, steps});
+        view.positions = positions;
+        view.first_slot = consecutive ? slots[0] : -1;
+        view.key_length = key_length;
+        if (!fresh) {
+          view.mask = (at::arange(key_length, long_options)
+                           .view({1, 1, 1, key_length}) <=
+                       positions.view({rows, 1, steps, 1}));
+        }
+        const auto [cos, sin] = Rotary(positions);
+        at::Tensor hidden = at::embedding(embed_, on_device);
+        for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+          hidden = Layer(layer, hidden, cos, sin, run.adapter, &view);
+        }
+        return RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
+      });
+  if (result.ok()) {
+    for (int64_t n = 0; n < rows; ++n)
+      cache.set_length(slots[n], starts[n] + new_tokens[n]);
+  }
+  return result;
+}
+
+at::Tensor Decoder::Logits(const at::Tensor& hidden) const {
+  return at::linear(hidden, lm_head_);
+}
+
+}  // namespace microrl::model

@@ -1,0 +1,122 @@
+#ifndef MICRORL_COMMON_MODEL_DECODER_H_
+#define MICRORL_COMMON_MODEL_DECODER_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model/config.h"
+#include "common/model/kv_cache.h"
+#include "common/model/lora.h"
+
+namespace microrl::model {
+
+struct DecoderOptions {
+  at::Device device = at::kCPU;
+  // Dtype of the base weights and activations: float32 on the CPU, bfloat16 on
+  // CUDA. LoRA weights stay float32 whatever this is.
+  at::ScalarType dtype = at::kFloat;
+};
+
+struct RunOptions {
+  // LoRA to apply at each adapted matmul; nullptr runs the base model alone
+  // (the reference policy, with no copy of any weight).
+  const LoraAdapter* adapter = nullptr;
+  // Forward only: keep each layer's input instead of its activations and
+  // recompute the layer during backward.
+  bool gradient_checkpointing = false;
+};
+
+// A Qwen2 / Qwen3 / Llama decoder-only transformer over Hugging Face weights.
+// The weights are plain tensors named as in the checkpoint (no nn::Module: the
+// same frozen tensors serve every forward, with or without LoRA, and on the CPU
+// they view the memory-mapped checkpoint directly). Immutable after Load, so
+// concurrent forward passes are safe; a KvCache passed to Step is not.
+class Decoder {
+ public:
+  // Loads config.json and the safetensors weights of a model directory onto
+  // options.device in options.dtype. Errors name the missing or mis-shaped
+  // tensor.
+  static absl::StatusOr<std::unique_ptr<Decoder>> Load(
+      const std::string& dir, const DecoderOptions& options);
+  // The same from tensors by checkpoint name (any device or dtype).
+  static absl::StatusOr<std::unique_ptr<Decoder>> FromTensors(
+      const ModelConfig& config,
+      const std::map<std::string, at::Tensor>& tensors,
+      const DecoderOptions& options);
+
+  const ModelConfig& config() const { return config_; }
+  const DecoderOptions& options() const { return options_; }
+
+  // Scoring and training. ids: [B, T] int64; every row is a sequence starting
+  // at position 0, right-padded (outputs at padded positions are meaningless).
+  // Returns the final hidden states (after the last norm), [B, T, hidden].
+  // Differentiable with respect to the adapter's weights.
+  absl::StatusOr<at::Tensor> Forward(const at::Tensor& ids,
+                                     const RunOptions& run) const;
+
+  // Generation. Appends ids [N, T] to cache slots `slots` (row n: its first
+  // new_tokens[n] ids are real, the rest padding) at positions
+  // cache.length(slot) onwards, advances each slot's length by new_tokens[n],
+  // and returns the hidden states [N, T, hidden]. Inference only (no autograd).
+  // ResourceExhausted if a slot would overflow the cache's capacity.
+  absl::StatusOr<at::Tensor> Step(const at::Tensor& ids,
+                                  const std::vector<int64_t>& slots,
+                                  const std::vector<int64_t>& new_tokens,
+                                  KvCache& cache, const RunOptions& run) const;
+
+  // Logits [..., vocab] of hidden states [..., hidden], in the model dtype. For
+  // a few positions at a time (sampling, tests); per-token log-probs of whole
+  // sequences go through ComputeTokenStats, chunked.
+  at::Tensor Logits(const at::Tensor& hidden) const;
+
+  // The output projection, [vocab, hidden] (the embedding when tied).
+  const at::Tensor& lm_head() const { return lm_head_; }
+
+  // One decoder layer (used by gradient checkpointing to recompute it):
+  // hidden [B, T, H] at positions with rotary tables cos/sin [B, T, head_dim].
+  at::Tensor LayerForward(int64_t layer, const at::Tensor& hidden,
+                          const at::Tensor& cos, const at::Tensor& sin,
+                          const LoraAdapter* adapter) const;
+
+ private:
+  struct LayerWeights {
+    at::Tensor input_norm, post_norm;
+    at::Tensor q, k, v, o;                      // [out, in]
+    at::Tensor q_bias, k_bias, v_bias, o_bias;  // undefined when absent
+    at::Tensor q_norm, k_norm;                  // [head_dim] (Qwen3)
+    at::Tensor gate, up, down;
+    at::Tensor gate_bias, up_bias, down_bias;
+  };
+  // Where attention reads keys and values from.
+  struct CacheView;
+
+  Decoder() = default;
+
+  // cos, sin [B, T, head_dim] in the model dtype for positions [B, T].
+  std::pair<at::Tensor, at::Tensor> Rotary(const at::Tensor& positions) const;
+  at::Tensor Attention(int64_t layer, const at::Tensor& x,
+                       const at::Tensor& cos, const at::Tensor& sin,
+                       const LoraAdapter* adapter,
+                       const CacheView* cache) const;
+  at::Tensor Layer(int64_t layer, const at::Tensor& hidden,
+                   const at::Tensor& cos, const at::Tensor& sin,
+                   const LoraAdapter* adapter, const CacheView* cache) const;
+
+  ModelConfig config_;
+  DecoderOptions options_;
+  at::Tensor embed_;  // [vocab, hidden]
+  at::Tensor final_norm_;
+  at::Tensor lm_head_;   // [vocab, hidden]
+  at::Tensor inv_freq_;  // [head_dim / 2], float32
+  std::vector<LayerWeights> layers_;
+};
+
+}  // namespace microrl::model
+
+#endif  // MICRORL_COMMON_MODEL_DECODER_H_

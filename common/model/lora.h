@@ -1,0 +1,108 @@
+#ifndef MICRORL_COMMON_MODEL_LORA_H_
+#define MICRORL_COMMON_MODEL_LORA_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/model/config.h"
+#include "common/safetensors/safetensors.h"
+
+namespace microrl::model {
+
+// The linear layers LoRA can adapt, in each decoder layer.
+enum class LoraModule { kQ, kK, kV, kO, kGate, kUp, kDown };
+inline constexpr int kNumLoraModules = 7;
+
+// "q_proj", "k_proj", ..., the Hugging Face module names.
+const char* LoraModuleName(LoraModule module);
+// Accepts "q_proj" (or the short "q"), ...; InvalidArgument otherwise.
+absl::StatusOr<LoraModule> ParseLoraModule(absl::string_view name);
+
+struct LoraConfig {
+  int64_t rank = 8;
+  double alpha = 16.0;
+  std::vector<LoraModule> targets = {
+      LoraModule::kQ,    LoraModule::kK,  LoraModule::kV,   LoraModule::kO,
+      LoraModule::kGate, LoraModule::kUp, LoraModule::kDown};
+  // rsLoRA: scale alpha / sqrt(rank) instead of alpha / rank.
+  bool use_rslora = false;
+
+  double Scale() const;
+};
+
+// One adapted linear layer: y = W x (+ b) + scale * B (A x).
+struct LoraLinear {
+  at::Tensor a;  // [rank, in_features], float32
+  at::Tensor b;  // [out_features, rank], float32
+  double scale = 1.0;
+};
+
+// LoRA weights for every adapted linear layer of a decoder. Not thread-safe to
+// mutate; concurrent reads (forward passes) are fine. Weights are float32 on
+// the adapter's device whatever the base model's dtype.
+class LoraAdapter {
+ public:
+  // A fresh adapter for `model`: A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's
+  // Kaiming-uniform with a = sqrt(5)), B = 0, so it starts as a no-op; the
+  // weights require grad. `seed` makes A reproducible.
+  static absl::StatusOr<std::unique_ptr<LoraAdapter>> Create(
+      const ModelConfig& model, const LoraConfig& config, at::Device device,
+      uint64_t seed);
+
+  // Loads a PEFT adapter directory (adapter_config.json +
+  // adapter_model.safetensors) made for a model of shape `model`.
+  static absl::StatusOr<std::unique_ptr<LoraAdapter>> LoadPeft(
+      const std::string& dir, const ModelConfig& model, at::Device device);
+
+  // The same from the two files' contents (e.g. received over gRPC). Checks
+  // ranks, target modules, shapes against `model`, and that values are finite.
+  static absl::StatusOr<std::unique_ptr<LoraAdapter>> FromPeft(
+      absl::string_view config_json,
+      std::shared_ptr<safetensors::SafetensorsFile> weights,
+      const ModelConfig& model, at::Device device);
+
+  // Writes adapter_config.json and adapter_model.safetensors into `dir` (made
+  // if missing), loadable by PEFT's PeftModel.from_pretrained and vLLM.
+  absl::Status SavePeft(const std::string& dir,
+                        const std::string& base_model) const;
+  // The two files' contents.
+  std::string PeftConfigJson(const std::string& base_model) const;
+  absl::StatusOr<std::string> PeftSafetensors() const;
+
+  // The adapted layer, or nullptr if `module` of `layer` is not adapted.
+  const LoraLinear* Find(int64_t layer, LoraModule module) const;
+  LoraLinear* Find(int64_t layer, LoraModule module);
+
+  // Every A and B, in a fixed order (layer, module, A then B).
+  std::vector<at::Tensor> Parameters() const;
+  int64_t NumParameters() const;
+  const LoraConfig& config() const { return config_; }
+  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+
+  // Sets requires_grad on every weight.
+  void SetRequiresGrad(bool requires_grad);
+
+ private:
+  LoraAdapter() = default;
+
+  LoraConfig config_;
+  std::vector<std::array<std::optional<LoraLinear>, kNumLoraModules>> layers_;
+};
+
+// "base_model.model.model.layers.<layer>.<self_attn|mlp>.<module>.lora_<A|B>.weight"
+std::string PeftTensorName(int64_t layer, LoraModule module, bool is_a);
+
+// Input and output features of `module` in a decoder of shape `model`.
+std::pair<int64_t, int64_t> LoraModuleShape(const ModelConfig& model,
+                                            LoraModule module);
+
+}  // namespace microrl::model
+
+#endif  // MICRORL_COMMON_MODEL_LORA_H_

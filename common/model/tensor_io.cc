@@ -1,0 +1,130 @@
+#include "common/model/tensor_io.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace microrl::model {
+
+using safetensors::DType;
+
+absl::StatusOr<at::ScalarType> ToScalarType(DType dtype) {
+  switch (dtype) {
+    case DType::kBool:
+      return at::kBool;
+    case DType::kU8:
+      return at::kByte;
+    case DType::kI8:
+      return at::kChar;
+    case DType::kI16:
+      return at::kShort;
+    case DType::kI32:
+      return at::kInt;
+    case DType::kI64:
+      return at::kLong;
+    case DType::kF16:
+      return at::kHalf;
+    case DType::kBF16:
+      return at::kBFloat16;
+    case DType::kF32:
+      return at::kFloat;
+    case DType::kF64:
+      return at::kDouble;
+    default:
+      return absl::UnimplementedError(absl::StrCat(
+          "dtype ", safetensors::DTypeName(dtype), " has no tensor type here"));
+  }
+}
+
+absl::StatusOr<DType> ToSafetensorsDType(at::ScalarType type) {
+  switch (type) {
+    case at::kBool:
+      return DType::kBool;
+    case at::kByte:
+      return DType::kU8;
+    case at::kChar:
+      return DType::kI8;
+    case at::kShort:
+      return DType::kI16;
+    case at::kInt:
+      return DType::kI32;
+    case at::kLong:
+      return DType::kI64;
+    case at::kHalf:
+      return DType::kF16;
+    case at::kBFloat16:
+      return DType::kBF16;
+    case at::kFloat:
+      return DType::kF32;
+    case at::kDouble:
+      return DType::kF64;
+    default:
+      return absl::UnimplementedError(absl::StrCat(
+          "tensor type ", c10::toString(type), " cannot be saved"));
+  }
+}
+
+absl::StatusOr<at::Tensor> TensorFromFile(
+    const std::shared_ptr<safetensors::SafetensorsFile>& file,
+    const safetensors::TensorInfo& info) {
+  absl::StatusOr<at::ScalarType> type = ToScalarType(info.dtype);
+  if (!type.ok()) {
+    return absl::Status(type.status().code(),
+                        absl::StrCat(file->label(), ": tensor \"", info.name,
+                                     "\": ", type.status().message()));
+  }
+  void* data = const_cast<uint8_t*>(file->Data(info));
+  const auto options = at::TensorOptions().dtype(*type).device(at::kCPU);
+  const std::vector<int64_t> sizes(info.shape.begin(), info.shape.end());
+  if (reinterpret_cast<uintptr_t>(data) % safetensors::DTypeSize(info.dtype) !=
+      0) {
+    return at::from_blob(data, sizes, options).clone();
+  }
+  std::shared_ptr<safetensors::SafetensorsFile> keep = file;
+  return at::from_blob(
+      data, sizes, [keep](void*) mutable { keep.reset(); }, options);
+}
+
+absl::StatusOr<std::string> SerializeTensors(
+    const NamedTensors& tensors,
+    const std::map<std::string, std::string>& metadata) {
+  std::vector<at::Tensor> host;  // keeps the CPU copies alive while serializing
+  std::vector<safetensors::TensorView> views;
+  host.reserve(tensors.size());
+  for (const auto& [name, tensor] : tensors) {
+    absl::StatusOr<DType> dtype = ToSafetensorsDType(tensor.scalar_type());
+    if (!dtype.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", name, "\": ", dtype.status().message()));
+    }
+    host.push_back(tensor.detach().to(at::kCPU).contiguous());
+    views.push_back({name, *dtype,
+                     std::vector<int64_t>(host.back().sizes().begin(),
+                                          host.back().sizes().end()),
+                     host.back().data_ptr()});
+  }
+  return safetensors::Serialize(views, metadata);
+}
+
+absl::Status WriteTensors(const std::string& path, const NamedTensors& tensors,
+                          const std::map<std::string, std::string>& metadata) {
+  absl::StatusOr<std::string> bytes = SerializeTensors(tensors, metadata);
+  if (!bytes.ok()) return bytes.status();
+  return safetensors::WriteFileAtomically(path, *bytes);
+}
+
+absl::StatusOr<std::map<std::string, at::Tensor>> ReadTensors(
+    const std::string& path) {
+  absl::StatusOr<std::shared_ptr<safetensors::SafetensorsFile>> file =
+      safetensors::SafetensorsFile::Open(path);
+  if (!file.ok()) return file.status();
+  std::map<std::string, at::Tensor> out;
+  for (const safetensors::TensorInfo& info : (*file)->tensors()) {
+    absl::StatusOr<at::Tensor> tensor = TensorFromFile(*file, info);
+    if (!tensor.ok()) return tensor.status();
+    out.emplace(info.name, *std::move(tensor));
+  }
+  return out;
+}
+
+}  // namespace microrl::model

@@ -1,0 +1,398 @@
+// Model-core behaviour that needs no oracle: errors, chunking, checkpointing,
+// LoRA initialization and round trips, the KV cache. Parity with transformers
+// and PEFT is in parity_test.cc.
+#include <ATen/ATen.h>
+#include <torch/types.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "common/model/checkpoint.h"
+#include "common/model/decoder.h"
+#include "common/model/lora.h"
+#include "common/model/tensor_io.h"
+#include "common/model/token_stats.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/subprocess.h"
+
+namespace microrl::model {
+namespace {
+
+using ::testing::HasSubstr;
+
+ModelConfig TinyConfig() {
+  ModelConfig config;
+  config.architecture = Architecture::kQwen2;
+  config.vocab_size = 50;
+  config.hidden_size = 32;
+  config.intermediate_size = 48;
+  config.num_layers = 2;
+  config.num_heads = 4;
+  config.num_kv_heads = 2;
+  config.head_dim = 8;
+  config.qkv_bias = true;
+  return config;
+}
+
+// Random weights with the checkpoint names a Qwen2 model has.
+std::map<std::string, at::Tensor> TinyTensors(const ModelConfig& c) {
+  at::manual_seed(0);
+  std::map<std::string, at::Tensor> t;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    t[name] = at::randn(shape) * 0.2;
+  };
+  add("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
+  add("model.norm.weight", {c.hidden_size});
+  add("lm_head.weight", {c.vocab_size, c.hidden_size});
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    add(p + "input_layernorm.weight", {c.hidden_size});
+    add(p + "post_attention_layernorm.weight", {c.hidden_size});
+    add(p + "self_attn.q_proj.weight",
+        {c.num_heads * c.head_dim, c.hidden_size});
+    add(p + "self_attn.q_proj.bias", {c.num_heads * c.head_dim});
+    add(p + "self_attn.k_proj.weight",
+        {c.num_kv_heads * c.head_dim, c.hidden_size});
+    add(p + "self_attn.k_proj.bias", {c.num_kv_heads * c.head_dim});
+    add(p + "self_attn.v_proj.weight",
+        {c.num_kv_heads * c.head_dim, c.hidden_size});
+    add(p + "self_attn.v_proj.bias", {c.num_kv_heads * c.head_dim});
+    add(p + "self_attn.o_proj.weight",
+        {c.hidden_size, c.num_heads * c.head_dim});
+    add(p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size});
+    add(p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size});
+    add(p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size});
+  }
+  return t;
+}
+
+std::unique_ptr<Decoder> TinyDecoder() {
+  absl::StatusOr<std::unique_ptr<Decoder>> decoder =
+      Decoder::FromTensors(TinyConfig(), TinyTensors(TinyConfig()), {});
+  EXPECT_TRUE(decoder.ok()) << decoder.status();
+  return decoder.ok() ? *std::move(decoder) : nullptr;
+}
+
+// An adapter whose B is non-zero, so it changes the outputs.
+std::unique_ptr<LoraAdapter> RandomAdapter(const ModelConfig& config,
+                                           LoraConfig lora = {4, 8.0}) {
+  absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter =
+      LoraAdapter::Create(config, lora, at::kCPU, /*seed=*/1);
+  EXPECT_TRUE(adapter.ok()) << adapter.status();
+  at::NoGradGuard no_grad;
+  at::manual_seed(2);
+  for (const at::Tensor& parameter : (*adapter)->Parameters()) {
+    if (parameter.abs().sum().item<double>() == 0)
+      parameter.copy_(at::randn(parameter.sizes()) * 0.1);
+  }
+  return *std::move(adapter);
+}
+
+at::Tensor Ids() {
+  return torch::tensor({{3, 17, 5, 42, 9, 1, 30}}, torch::kLong);
+}
+
+TEST(DecoderTest, MissingOrMisShapedTensorsAreNamed) {
+  const ModelConfig config = TinyConfig();
+  std::map<std::string, at::Tensor> tensors = TinyTensors(config);
+  tensors.erase("model.layers.1.self_attn.k_proj.bias");
+  absl::Status status = Decoder::FromTensors(config, tensors, {}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(
+      std::string(status.message()),
+      HasSubstr("missing tensor \"model.layers.1.self_attn.k_proj.bias\""));
+
+  tensors = TinyTensors(config);
+  tensors["model.layers.0.mlp.up_proj.weight"] = at::zeros({48, 31});
+  status = Decoder::FromTensors(config, tensors, {}).status();
+  EXPECT_THAT(
+      std::string(status.message()),
+      HasSubstr("\"model.layers.0.mlp.up_proj.weight\" has shape [48, 31], the "
+                "config implies [48, 32]"));
+
+  tensors = TinyTensors(config);
+  tensors["model.norm.weight"] = at::zeros({32}, at::kLong);
+  EXPECT_THAT(
+      std::string(Decoder::FromTensors(config, tensors, {}).status().message()),
+      HasSubstr("not floating point"));
+}
+
+TEST(DecoderTest, LoadsADirectoryAndReportsFileProblems) {
+  const std::string dir = testing::MakeTempDir();
+  EXPECT_EQ(OpenCheckpoint(dir).status().code(), absl::StatusCode::kNotFound);
+  std::ofstream(dir + "/model.safetensors") << "garbage";
+  EXPECT_THAT(std::string(OpenCheckpoint(dir).status().message()),
+              HasSubstr(dir + "/model.safetensors"));
+  std::remove((dir + "/model.safetensors").c_str());
+  std::ofstream(dir + "/model.safetensors.index.json")
+      << R"({"weight_map": {"model.norm.weight": "../etc/passwd"}})";
+  EXPECT_THAT(std::string(OpenCheckpoint(dir).status().message()),
+              HasSubstr("not a plain file name"));
+  NamedTensors shard = {{"model.norm.weight", at::ones({4})}};
+  ASSERT_TRUE(WriteTensors(dir + "/a.safetensors", shard).ok());
+  std::ofstream(dir + "/model.safetensors.index.json")
+      << R"({"weight_map": {"model.norm.weight": "a.safetensors", "lm_head.weight": "a.safetensors"}})";
+  EXPECT_THAT(
+      std::string(OpenCheckpoint(dir).status().message()),
+      HasSubstr(
+          "the index lists tensor \"lm_head.weight\" here, but it is absent"));
+}
+
+TEST(DecoderTest, LoadsBfloat16CheckpointsInFloat32AndBfloat16) {
+  const ModelConfig config = TinyConfig();
+  const std::string dir = testing::MakeTempDir();
+  std::ofstream(dir + "/config.json")
+      << R"({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 50, "hidden_size": 32,
+             "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "tie_word_embeddings": false})";
+  NamedTensors bf16;
+  std::map<std::string, at::Tensor> rounded;
+  for (const auto& [name, tensor] : TinyTensors(config)) {
+    bf16.emplace_back(name, tensor.to(at::kBFloat16));
+    rounded[name] = tensor.to(at::kBFloat16).to(at::kFloat);
+  }
+  ASSERT_TRUE(WriteTensors(dir + "/model.safetensors", bf16).ok());
+  absl::StatusOr<std::unique_ptr<Decoder>> as_float = Decoder::Load(dir, {});
+  ASSERT_TRUE(as_float.ok()) << as_float.status();
+  absl::StatusOr<std::unique_ptr<Decoder>> reference =
+      Decoder::FromTensors(config, rounded, {});
+  ASSERT_TRUE(reference.ok());
+  EXPECT_TRUE(at::equal(*(*as_float)->Forward(Ids(), {}),
+                        *(*reference)->Forward(Ids(), {})));
+  absl::StatusOr<std::unique_ptr<Decoder>> as_bf16 =
+      Decoder::Load(dir, {at::kCPU, at::kBFloat16});
+  ASSERT_TRUE(as_bf16.ok()) << as_bf16.status();
+  const at::Tensor hidden = *(*as_bf16)->Forward(Ids(), {});
+  EXPECT_EQ(hidden.scalar_type(), at::kBFloat16);
+  EXPECT_LT((hidden.to(at::kFloat) - *(*reference)->Forward(Ids(), {}))
+                .abs()
+                .max()
+                .item<double>(),
+            0.1);
+}
+
+TEST(DecoderTest, StepRefusesBadSlotsAndOverflowingTheCache) {
+  std::unique_ptr<Decoder> decoder = TinyDecoder();
+  ASSERT_NE(decoder, nullptr);
+  absl::StatusOr<KvCache> cache =
+      KvCache::Create(decoder->config(), {2, 8, at::kCPU, at::kFloat});
+  ASSERT_TRUE(cache.ok());
+  const at::Tensor ids = at::ones({1, 5}, at::kLong);
+  EXPECT_EQ(decoder->Step(ids, {2}, {5}, *cache, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(decoder->Step(ids, {0}, {6}, *cache, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(decoder->Step(ids, {0}, {5}, *cache, {}).ok());
+  EXPECT_EQ(cache->length(0), 5);
+  const absl::Status overflow =
+      decoder->Step(ids, {0}, {5}, *cache, {}).status();
+  EXPECT_EQ(overflow.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(overflow.message()), HasSubstr("capacity of 8"));
+  EXPECT_EQ(cache->length(0), 5);  // unchanged by the refused step
+}
+
+TEST(DecoderTest, CopiedPrefixDecodesLikeTheOriginal) {
+  std::unique_ptr<Decoder> decoder = TinyDecoder();
+  ASSERT_NE(decoder, nullptr);
+  absl::StatusOr<KvCache> cache =
+      KvCache::Create(decoder->config(), {3, 16, at::kCPU, at::kFloat});
+  ASSERT_TRUE(cache.ok());
+  ASSERT_TRUE(decoder->Step(Ids(), {0}, {7}, *cache, {}).ok());
+  cache->CopyPrefix(0, 2, 7);  // one prompt, shared by a second sequence
+  absl::StatusOr<at::Tensor> hidden = decoder->Step(
+      torch::tensor({{11}, {11}}, torch::kLong), {0, 2}, {1, 1}, *cache, {});
+  ASSERT_TRUE(hidden.ok()) << hidden.status();
+  EXPECT_TRUE(at::allclose((*hidden)[0], (*hidden)[1], 1e-6, 1e-6));
+  // And equal to running prompt + token from scratch.
+  absl::StatusOr<at::Tensor> full = decoder->Forward(
+      at::cat({Ids(), torch::tensor({{11}}, torch::kLong)}, 1), {});
+  ASSERT_TRUE(full.ok());
+  EXPECT_TRUE(at::allclose((*hidden)[0][0], (*full)[0][7], 1e-5, 1e-5));
+}
+
+TEST(TokenStatsTest, ChunkedEqualsUnchunkedInValuesAndGradients) {
+  at::manual_seed(5);
+  const at::Tensor lm_head = at::randn({50, 16});
+  const at::Tensor targets = at::randint(0, 50, {11}, at::kLong);
+  for (const double temperature : {1.0, 0.6}) {
+    // Reference: full logits and autograd.
+    at::Tensor hidden_ref = at::randn({11, 16}).requires_grad_(true);
+    const at::Tensor log_p =
+        at::log_softmax(at::linear(hidden_ref, lm_head) / temperature, -1);
+    const at::Tensor lp_ref = log_p.gather(1, targets.unsqueeze(1)).squeeze(1);
+    const at::Tensor ent_ref = -(log_p.exp() * log_p).sum(-1);
+    const at::Tensor w1 = at::randn({11});
+    const at::Tensor w2 = at::randn({11});
+    ((w1 * lp_ref).sum() + (w2 * ent_ref).sum()).backward();
+    for (const int64_t chunk : {1, 3, 11, 64}) {
+      at::Tensor hidden = hidden_ref.detach().clone().requires_grad_(true);
+      absl::StatusOr<TokenStats> stats =
+          ComputeTokenStats(hidden, lm_head, targets, temperature, chunk);
+      ASSERT_TRUE(stats.ok()) << stats.status();
+      EXPECT_TRUE(at::allclose(stats->logprobs, lp_ref, 1e-5, 1e-6)) << chunk;
+      EXPECT_TRUE(at::allclose(stats->entropy, ent_ref, 1e-5, 1e-6)) << chunk;
+      ((w1 * stats->logprobs).sum() + (w2 * stats->entropy).sum()).backward();
+      EXPECT_TRUE(at::allclose(hidden.grad(), hidden_ref.grad(), 1e-5, 1e-6))
+          << chunk;
+    }
+  }
+}
+
+TEST(TokenStatsTest, RefusesBadArguments) {
+  const at::Tensor hidden = at::randn({2, 4});
+  const at::Tensor head = at::randn({10, 4});
+  EXPECT_FALSE(ComputeTokenStats(hidden, head,
+                                 torch::tensor({1, 10}, torch::kLong), 1.0, 4)
+                   .ok());
+  EXPECT_FALSE(ComputeTokenStats(hidden, head,
+                                 torch::tensor({1, 2}, torch::kLong), 0.0, 4)
+                   .ok());
+  EXPECT_FALSE(
+      ComputeTokenStats(hidden, head, torch::tensor({1}, torch::kLong), 1.0, 4)
+          .ok());
+  EXPECT_FALSE(ComputeTokenStats(hidden, head,
+                                 torch::tensor({1, 2}, torch::kLong), 1.0, 0)
+                   .ok());
+  EXPECT_EQ(ChunkRowsForBudget(151936), 220);
+}
+
+TEST(GradientCheckpointingTest, GivesTheSameGradientsAsPlainBackward) {
+  std::unique_ptr<Decoder> decoder = TinyDecoder();
+  ASSERT_NE(decoder, nullptr);
+  std::vector<std::vector<at::Tensor>> grads;
+  for (const bool checkpointing : {false, true}) {
+    std::unique_ptr<LoraAdapter> adapter = RandomAdapter(decoder->config());
+    absl::StatusOr<at::Tensor> hidden =
+        decoder->Forward(Ids(), {adapter.get(), checkpointing});
+    ASSERT_TRUE(hidden.ok()) << hidden.status();
+    absl::StatusOr<TokenStats> stats =
+        ComputeTokenStats((*hidden)[0].narrow(0, 0, 6), decoder->lm_head(),
+                          Ids()[0].narrow(0, 1, 6), 1.0, 4);
+    ASSERT_TRUE(stats.ok());
+    stats->logprobs.sum().backward();
+    std::vector<at::Tensor> g;
+    for (const at::Tensor& p : adapter->Parameters()) {
+      ASSERT_TRUE(p.grad().defined());
+      g.push_back(p.grad().clone());
+    }
+    grads.push_back(g);
+  }
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    EXPECT_TRUE(at::allclose(grads[0][i], grads[1][i], 1e-5, 1e-7)) << i;
+  }
+}
+
+TEST(LoraTest, FreshAdapterIsANoOpWithKaimingUniformA) {
+  std::unique_ptr<Decoder> decoder = TinyDecoder();
+  ASSERT_NE(decoder, nullptr);
+  absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter =
+      LoraAdapter::Create(decoder->config(), {8, 16.0}, at::kCPU, 42);
+  ASSERT_TRUE(adapter.ok());
+  const LoraLinear* q = (*adapter)->Find(0, LoraModule::kQ);
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->a.sizes(), (at::IntArrayRef{8, 32}));
+  EXPECT_EQ(q->b.sizes(), (at::IntArrayRef{32, 8}));
+  EXPECT_LE(q->a.abs().max().item<double>(), 1.0 / std::sqrt(32.0));
+  EXPECT_GT(q->a.abs().max().item<double>(), 0.5 / std::sqrt(32.0));
+  EXPECT_EQ(q->b.abs().sum().item<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(q->scale, 2.0);
+  EXPECT_TRUE(q->a.requires_grad());
+  // 2 layers x (q, k, v, o, gate, up, down) with rank 8.
+  const int64_t per_layer =
+      8 * ((32 + 32) + (32 + 16) * 2 + (32 + 32) + (32 + 48) * 2 + (48 + 32));
+  EXPECT_EQ((*adapter)->NumParameters(), 2 * per_layer);
+  absl::StatusOr<at::Tensor> base = decoder->Forward(Ids(), {});
+  absl::StatusOr<at::Tensor> with = decoder->Forward(Ids(), {adapter->get()});
+  EXPECT_TRUE(at::equal(*base, with->detach()));
+  // Same seed, same A; rsLoRA scale alpha / sqrt(r).
+  absl::StatusOr<std::unique_ptr<LoraAdapter>> again = LoraAdapter::Create(
+      decoder->config(), {8, 16.0, {LoraModule::kQ}, true}, at::kCPU, 42);
+  EXPECT_TRUE(at::equal((*again)->Find(0, LoraModule::kQ)->a, q->a));
+  EXPECT_DOUBLE_EQ((*again)->Find(0, LoraModule::kQ)->scale,
+                   16.0 / std::sqrt(8.0));
+  EXPECT_EQ((*again)->Find(0, LoraModule::kK), nullptr);
+  EXPECT_FALSE(
+      LoraAdapter::Create(decoder->config(), {0, 16.0}, at::kCPU, 1).ok());
+}
+
+TEST(LoraTest, RoundTripsThroughPeftFilesAndBuffers) {
+  std::unique_ptr<Decoder> decoder = TinyDecoder();
+  ASSERT_NE(decoder, nullptr);
+  std::unique_ptr<LoraAdapter> adapter = RandomAdapter(
+      decoder->config(), {4, 8.0, {LoraModule::kQ, LoraModule::kDown}, true});
+  const std::string dir = testing::MakeTempDir() + "/adapter";
+  ASSERT_TRUE(adapter->SavePeft(dir, "tiny").ok());
+  absl::StatusOr<std::unique_ptr<LoraAdapter>> loaded =
+      LoraAdapter::LoadPeft(dir, decoder->config(), at::kCPU);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE((*loaded)->config().use_rslora);
+  EXPECT_EQ((*loaded)->config().targets,
+            (std::vector<LoraModule>{LoraModule::kQ, LoraModule::kDown}));
+  absl::StatusOr<std::string> bytes = adapter->PeftSafetensors();
+  ASSERT_TRUE(bytes.ok());
+  absl::StatusOr<std::shared_ptr<safetensors::SafetensorsFile>> file =
+      safetensors::SafetensorsFile::FromBytes(*bytes, "grpc");
+  ASSERT_TRUE(file.ok());
+  absl::StatusOr<std::unique_ptr<LoraAdapter>> from_buffer =
+      LoraAdapter::FromPeft(adapter->PeftConfigJson("tiny"), *file,
+                            decoder->config(), at::kCPU);
+  ASSERT_TRUE(from_buffer.ok()) << from_buffer.status();
+  const at::Tensor expected =
+      decoder->Forward(Ids(), {adapter.get()})->detach();
+  EXPECT_TRUE(at::equal(expected, *decoder->Forward(Ids(), {loaded->get()})));
+  EXPECT_TRUE(
+      at::equal(expected, *decoder->Forward(Ids(), {from_buffer->get()})));
+  EXPECT_FALSE(at::equal(expected, *decoder->Forward(Ids(), {})));
+}
+
+TEST(LoraTest, RefusesBadAdapters) {
+  const ModelConfig config = TinyConfig();
+  const std::string good_config =
+      R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8})";
+  auto load = [&](const std::string& json, const NamedTensors& tensors) {
+    absl::StatusOr<std::string> bytes = SerializeTensors(tensors);
+    EXPECT_TRUE(bytes.ok());
+    return LoraAdapter::FromPeft(
+               json,
+               *safetensors::SafetensorsFile::FromBytes(*bytes, "adapter"),
+               config, at::kCPU)
+        .status();
+  };
+  const std::string a = PeftTensorName(0, LoraModule::kQ, true);
+  const std::string b = PeftTensorName(0, LoraModule::kQ, false);
+  EXPECT_EQ(a,
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+  const NamedTensors good = {{a, at::zeros({4, 32})}, {b, at::zeros({32, 4})}};
+  EXPECT_TRUE(load(good_config, good).ok());
+  EXPECT_THAT(std::string(load("{", good).message()),
+              HasSubstr("not a JSON object"));
+  EXPECT_EQ(load(R"({"r": 4, "use_dora": true})", good).code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(load(good_config, {{a, at::zeros({4, 31})},
+                                             {b, at::zeros({32, 4})}})
+                              .message()),
+              HasSubstr("do not fit a 32 -> 32 layer"));
+  EXPECT_THAT(
+      std::string(load(good_config, {{a, at::zeros({4, 32})}}).message()),
+      HasSubstr("needs both lora_A and lora_B"));
+  EXPECT_THAT(std::string(load(good_config, {{a, at::full({4, 32}, NAN)},
+                                             {b, at::zeros({32, 4})}})
+                              .message()),
+              HasSubstr("non-finite"));
+  EXPECT_THAT(std::string(load(R"({"r": 2})", good).message()),
+              HasSubstr("rank 4 but the config says 2"));
+  EXPECT_EQ(load(good_config, {{"base_model.model.lm_head.lora_A.weight",
+                                at::zeros({4, 32})}})
+                .code(),
+            absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(
+      std::string(load(good_config, {{PeftTensorName(5, LoraModule::kQ, true),
+                                      at::zeros({4, 32})}})
+                      .message()),
+      HasSubstr("the model has 2 layers"));
+}
+
+}  // namespace
+}  // namespace microrl::model
