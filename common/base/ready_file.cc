@@ -6,9 +6,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
 #include "nlohmann/json.hpp"
 
 namespace microrl {
@@ -40,11 +40,10 @@ absl::Status WriteReadyFile(const std::string& path, const ReadyInfo& info) {
 }
 
 absl::StatusOr<ReadyInfo> ReadReadyFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("no ready file at ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  const nlohmann::json json = nlohmann::json::parse(text.str(), nullptr,
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok())
+    return absl::NotFoundError(absl::StrCat("no ready file at ", path));
+  const nlohmann::json json = nlohmann::json::parse(*text, nullptr,
                                                     /*allow_exceptions=*/false);
   if (json.is_discarded() || !json.is_object()) {
     return absl::DataLossError(absl::StrCat(path, ": not a JSON object"));

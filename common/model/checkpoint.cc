@@ -2,12 +2,11 @@
 
 #include <sys/stat.h>
 
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
 #include "common/model/tensor_io.h"
 #include "nlohmann/json.hpp"
 
@@ -62,14 +61,11 @@ absl::StatusOr<std::map<std::string, at::Tensor>> OpenCheckpoint(
     return absl::NotFoundError(
         absl::StrCat(dir,
                      ": no model.safetensors or model.safetensors.index.json "
-                     "(only safetensors "
-                     "checkpoints are supported)"));
+                     "(only safetensors checkpoints are supported)"));
   }
-  std::ifstream in(index_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const nlohmann::json index =
-      nlohmann::json::parse(text.str(), nullptr, false);
+  absl::StatusOr<std::string> text = ReadFileToString(index_path);
+  if (!text.ok()) return text.status();
+  const nlohmann::json index = nlohmann::json::parse(*text, nullptr, false);
   if (index.is_discarded() || !index.is_object() ||
       !index.contains("weight_map") || !index["weight_map"].is_object()) {
     return absl::InvalidArgumentError(

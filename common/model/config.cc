@@ -1,23 +1,13 @@
 #include "common/model/config.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
 #include "nlohmann/json.hpp"
 
 namespace microrl::model {
 namespace {
 
 using nlohmann::json;
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 // Reads config[key] as a positive integer into *out; `required` decides
 // whether absence is an error.
@@ -244,12 +234,12 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
   const std::string path = dir + "/config.json";
-  absl::StatusOr<std::string> text = ReadFile(path);
+  absl::StatusOr<std::string> text = ReadFileToString(path);
   if (!text.ok()) return text.status();
   absl::StatusOr<ModelConfig> config = ParseModelConfig(*text, path);
   if (!config.ok()) return config.status();
   const std::string generation_path = dir + "/generation_config.json";
-  absl::StatusOr<std::string> generation = ReadFile(generation_path);
+  absl::StatusOr<std::string> generation = ReadFileToString(generation_path);
   if (generation.ok()) {
     const json parsed = json::parse(*generation, nullptr, false);
     if (parsed.is_object() && parsed.contains("eos_token_id")) {

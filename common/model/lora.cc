@@ -5,14 +5,13 @@
 #include <sys/stat.h>
 
 #include <cmath>
-#include <fstream>
 #include <regex>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/base/file.h"
 #include "common/model/tensor_io.h"
 #include "nlohmann/json.hpp"
 
@@ -64,14 +63,6 @@ double ScaleFor(double alpha, int64_t rank, bool use_rslora) {
 double AlphaFor(double scale, int64_t rank, bool use_rslora) {
   return use_rslora ? scale * std::sqrt(static_cast<double>(rank))
                     : scale * static_cast<double>(rank);
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 }  // namespace
@@ -171,7 +162,8 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Create(
 
 absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::LoadPeft(
     const std::string& dir, const ModelConfig& model, at::Device device) {
-  absl::StatusOr<std::string> config = ReadFile(dir + "/adapter_config.json");
+  absl::StatusOr<std::string> config =
+      ReadFileToString(dir + "/adapter_config.json");
   if (!config.ok()) return config.status();
   absl::StatusOr<std::shared_ptr<safetensors::SafetensorsFile>> weights =
       safetensors::SafetensorsFile::Open(dir + "/adapter_model.safetensors");
