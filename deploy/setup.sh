@@ -50,7 +50,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache git ca-certificates curl
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgtest-dev libgmock-dev
-  libcivetweb-dev civetweb nlohmann-json3-dev libpcre2-dev libyaml-cpp-dev
+  libcivetweb-dev civetweb nlohmann-json3-dev libpcre2-dev libutf8proc-dev libyaml-cpp-dev
   libcurl4-openssl-dev zlib1g-dev
   python3 python3-venv python3-dev
   prometheus

@@ -2,10 +2,12 @@
 //
 //   microrl status [--rollout=HOST:PORT] [--reward=HOST:PORT]
 //   [--learner=HOST:PORT]
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -13,6 +15,7 @@
 #include "common/base/flag_usage.h"
 #include "learner/logprobs_command.h"
 #include "learner/status_command.h"
+#include "learner/tokenizer_commands.h"
 
 ABSL_FLAG(std::string, rollout, "", "status: host:port of the rollout server.");
 ABSL_FLAG(std::string, reward, "", "status: host:port of the reward service.");
@@ -25,6 +28,17 @@ ABSL_FLAG(std::string, device, "cpu", "logprobs: cpu, cuda or cuda:N.");
 ABSL_FLAG(double, temperature, 1.0,
           "logprobs: log-probs of logits / temperature.");
 ABSL_FLAG(int, batch_lines, 16, "logprobs: input lines scored as one batch.");
+ABSL_FLAG(std::string, tokenizer, "",
+          "tokenize, detokenize: path of a tokenizer.json.");
+ABSL_FLAG(bool, add_special, false,
+          "tokenize: add the post-processor's special tokens.");
+ABSL_FLAG(bool, skip_special, false, "detokenize: leave special tokens out.");
+ABSL_FLAG(
+    std::string, tokenizer_config, "",
+    "render-chat: tokenizer_config.json (chat template, bos/eos tokens).");
+ABSL_FLAG(
+    std::string, template_file, "",
+    "render-chat: a .jinja chat template to use instead of the config's.");
 
 namespace {
 
@@ -60,6 +74,14 @@ int Status() {
   return 0;
 }
 
+// Prints a command's error and returns its exit code: 2 for bad input, 1 else.
+int Finish(const char* command, const absl::Status& status) {
+  if (status.ok()) return 0;
+  std::fprintf(stderr, "microrl %s: %s\n", command,
+               std::string(status.message()).c_str());
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
 int Logprobs() {
   microrl::learner::LogprobsCommandOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
@@ -67,21 +89,32 @@ int Logprobs() {
   options.device = absl::GetFlag(FLAGS_device);
   options.temperature = absl::GetFlag(FLAGS_temperature);
   options.batch_lines = absl::GetFlag(FLAGS_batch_lines);
-  const absl::Status status =
-      microrl::learner::RunLogprobsCommand(options, std::cin, std::cout);
-  if (!status.ok()) {
-    std::fprintf(stderr, "microrl logprobs: %s\n",
-                 std::string(status.message()).c_str());
-    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  return Finish("logprobs", microrl::learner::RunLogprobsCommand(
+                                options, std::cin, std::cout));
+}
+
+// absl flags are spelled with '_'; accept '-' in flag names too.
+std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  for (std::string& arg : args) {
+    if (arg.rfind("--", 0) != 0) continue;
+    const size_t end = std::min(arg.find('='), arg.size());
+    for (size_t i = 2; i < end; ++i) {
+      if (arg[i] == '-') arg[i] = '_';
+    }
   }
-  return 0;
+  return args;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   microrl::SetUpFlagUsage(kUsage);
-  const std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> normalized = NormalizeFlagNames(argc, argv);
+  std::vector<char*> raw;
+  for (std::string& arg : normalized) raw.push_back(arg.data());
+  const std::vector<char*> args =
+      absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());
   if (args.size() < 2) {
     std::fprintf(stderr, "%s", kUsage);
     return 2;
@@ -94,6 +127,24 @@ int main(int argc, char** argv) {
   }
   if (command == "status") return Status();
   if (command == "logprobs") return Logprobs();
+  if (command == "tokenize") {
+    return Finish("tokenize",
+                  microrl::learner::RunTokenizeCommand(
+                      absl::GetFlag(FLAGS_tokenizer),
+                      absl::GetFlag(FLAGS_add_special), std::cin, std::cout));
+  }
+  if (command == "render-chat" || command == "render_chat") {
+    return Finish("render-chat",
+                  microrl::learner::RunRenderChatCommand(
+                      absl::GetFlag(FLAGS_tokenizer_config),
+                      absl::GetFlag(FLAGS_template_file), std::cin, std::cout));
+  }
+  if (command == "detokenize") {
+    return Finish("detokenize",
+                  microrl::learner::RunDetokenizeCommand(
+                      absl::GetFlag(FLAGS_tokenizer),
+                      absl::GetFlag(FLAGS_skip_special), std::cin, std::cout));
+  }
   std::fprintf(stderr, "microrl: unknown command '%s'\n\n%s", command.c_str(),
                kUsage);
   return 2;

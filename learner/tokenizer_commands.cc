@@ -1,0 +1,151 @@
+#include "learner/tokenizer_commands.h"
+
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/file.h"
+#include "common/tokenizer/chat_template.h"
+#include "common/tokenizer/tokenizer.h"
+#include "nlohmann/json.hpp"
+
+namespace microrl::learner {
+namespace {
+
+using nlohmann::json;
+
+// Calls `handle` on each non-blank line parsed as a JSON object; errors name
+// the line.
+absl::Status ForEachJsonLine(
+    std::istream& in, const std::function<absl::Status(const json&)>& handle) {
+  std::string text;
+  int64_t line = 0;
+  while (std::getline(in, text)) {
+    ++line;
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    absl::Status status = value.is_object()
+                              ? handle(value)
+                              : absl::InvalidArgumentError("not a JSON object");
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("stdin line ", line, ": ",
+                                                      status.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> Load(
+    const std::string& path) {
+  if (path.empty())
+    return absl::InvalidArgumentError("--tokenizer is required");
+  return tokenizer::Tokenizer::FromFile(path);
+}
+
+}  // namespace
+
+absl::Status RunTokenizeCommand(const std::string& tokenizer_path,
+                                bool add_special_tokens, std::istream& in,
+                                std::ostream& out) {
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok =
+      Load(tokenizer_path);
+  if (!tok.ok()) return tok.status();
+  return ForEachJsonLine(in, [&](const json& line) -> absl::Status {
+    if (!line.contains("text") || !line["text"].is_string()) {
+      return absl::InvalidArgumentError("needs \"text\": \"...\"");
+    }
+    out << json{{"ids", (*tok)->Encode(line["text"].get<std::string>(),
+                                       add_special_tokens)}}
+               .dump()
+        << "\n";
+    return absl::OkStatus();
+  });
+}
+
+absl::Status RunDetokenizeCommand(const std::string& tokenizer_path,
+                                  bool skip_special_tokens, std::istream& in,
+                                  std::ostream& out) {
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok =
+      Load(tokenizer_path);
+  if (!tok.ok()) return tok.status();
+  return ForEachJsonLine(in, [&](const json& line) -> absl::Status {
+    if (!line.contains("ids") || !line["ids"].is_array()) {
+      return absl::InvalidArgumentError("needs \"ids\": [...]");
+    }
+    std::vector<int32_t> ids;
+    for (const json& id : line["ids"]) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+          id.get<int64_t>() >= (*tok)->vocab_size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "ids must be integers in [0, ", (*tok)->vocab_size(), ")"));
+      }
+      ids.push_back(id.get<int32_t>());
+    }
+    out << json{{"text", (*tok)->Decode(ids, skip_special_tokens)}}.dump()
+        << "\n";
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace microrl::learner
+
+namespace microrl::learner {
+
+absl::Status RunRenderChatCommand(const std::string& tokenizer_config_path,
+                                  const std::string& template_path,
+                                  std::istream& in, std::ostream& out) {
+  if (tokenizer_config_path.empty() && template_path.empty()) {
+    return absl::InvalidArgumentError(
+        "--tokenizer-config or --template-file is required");
+  }
+  absl::StatusOr<tokenizer::ChatTemplate> chat = absl::InternalError("unset");
+  if (template_path.empty()) {
+    chat = tokenizer::ChatTemplate::FromTokenizerConfig(tokenizer_config_path);
+  } else {
+    absl::StatusOr<std::string> source = ReadFileToString(template_path);
+    if (!source.ok()) return source.status();
+    nlohmann::ordered_json config = nlohmann::ordered_json::object();
+    if (!tokenizer_config_path.empty()) {
+      absl::StatusOr<std::string> text =
+          ReadFileToString(tokenizer_config_path);
+      if (!text.ok()) return text.status();
+      config = nlohmann::ordered_json::parse(*text, nullptr, false);
+      if (config.is_discarded()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(tokenizer_config_path, ": not JSON"));
+      }
+    }
+    chat = tokenizer::ChatTemplate::FromSource(*source, config, template_path);
+  }
+  if (!chat.ok()) return chat.status();
+  std::string text;
+  int64_t line = 0;
+  while (std::getline(in, text)) {
+    ++line;
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto error = [&](const absl::Status& status) {
+      return absl::Status(status.code(), absl::StrCat("stdin line ", line, ": ",
+                                                      status.message()));
+    };
+    const nlohmann::ordered_json request =
+        nlohmann::ordered_json::parse(text, nullptr, false);
+    if (!request.is_object() || !request.contains("messages")) {
+      return error(absl::InvalidArgumentError("needs {\"messages\": [...]}"));
+    }
+    nlohmann::ordered_json extra = nlohmann::ordered_json::object();
+    bool add_generation_prompt = false;
+    for (const auto& [key, value] : request.items()) {
+      if (key == "add_generation_prompt") {
+        add_generation_prompt = value.is_boolean() && value.get<bool>();
+      } else if (key != "messages") {
+        extra[key] = value;
+      }
+    }
+    absl::StatusOr<std::string> rendered =
+        chat->Render(request["messages"], add_generation_prompt, extra);
+    if (!rendered.ok()) return error(rendered.status());
+    out << nlohmann::ordered_json{{"text", *rendered}}.dump() << "\n";
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace microrl::learner
