@@ -1,6 +1,7 @@
 #include "learner/tokenizer_commands.h"
 
 #include <functional>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file.h"
@@ -13,16 +14,19 @@ namespace {
 
 using nlohmann::json;
 
-// Calls `handle` on each non-blank line parsed as a JSON object; errors name
-// the line.
+// Calls `handle` on each non-blank line parsed as a JSON object (Json: json, or
+// ordered_json to keep key order); errors name the line.
+template <typename Json = json>
 absl::Status ForEachJsonLine(
-    std::istream& in, const std::function<absl::Status(const json&)>& handle) {
+    std::istream& in,
+    const std::function<absl::Status(const std::type_identity_t<Json>&)>&
+        handle) {
   std::string text;
   int64_t line = 0;
   while (std::getline(in, text)) {
     ++line;
     if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    const Json value = Json::parse(text, nullptr, /*allow_exceptions=*/false);
     absl::Status status = value.is_object()
                               ? handle(value)
                               : absl::InvalidArgumentError("not a JSON object");
@@ -117,35 +121,26 @@ absl::Status RunRenderChatCommand(const std::string& tokenizer_config_path,
     chat = tokenizer::ChatTemplate::FromSource(*source, config, template_path);
   }
   if (!chat.ok()) return chat.status();
-  std::string text;
-  int64_t line = 0;
-  while (std::getline(in, text)) {
-    ++line;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto error = [&](const absl::Status& status) {
-      return absl::Status(status.code(), absl::StrCat("stdin line ", line, ": ",
-                                                      status.message()));
-    };
-    const nlohmann::ordered_json request =
-        nlohmann::ordered_json::parse(text, nullptr, false);
-    if (!request.is_object() || !request.contains("messages")) {
-      return error(absl::InvalidArgumentError("needs {\"messages\": [...]}"));
-    }
-    nlohmann::ordered_json extra = nlohmann::ordered_json::object();
-    bool add_generation_prompt = false;
-    for (const auto& [key, value] : request.items()) {
-      if (key == "add_generation_prompt") {
-        add_generation_prompt = value.is_boolean() && value.get<bool>();
-      } else if (key != "messages") {
-        extra[key] = value;
-      }
-    }
-    absl::StatusOr<std::string> rendered =
-        chat->Render(request["messages"], add_generation_prompt, extra);
-    if (!rendered.ok()) return error(rendered.status());
-    out << nlohmann::ordered_json{{"text", *rendered}}.dump() << "\n";
-  }
-  return absl::OkStatus();
+  return ForEachJsonLine<nlohmann::ordered_json>(
+      in, [&](const nlohmann::ordered_json& request) -> absl::Status {
+        if (!request.contains("messages")) {
+          return absl::InvalidArgumentError("needs {\"messages\": [...]}");
+        }
+        nlohmann::ordered_json extra = nlohmann::ordered_json::object();
+        bool add_generation_prompt = false;
+        for (const auto& [key, value] : request.items()) {
+          if (key == "add_generation_prompt") {
+            add_generation_prompt = value.is_boolean() && value.get<bool>();
+          } else if (key != "messages") {
+            extra[key] = value;
+          }
+        }
+        absl::StatusOr<std::string> rendered =
+            chat->Render(request["messages"], add_generation_prompt, extra);
+        if (!rendered.ok()) return rendered.status();
+        out << nlohmann::ordered_json{{"text", *rendered}}.dump() << "\n";
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace microrl::learner

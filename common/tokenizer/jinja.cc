@@ -2739,31 +2739,28 @@ absl::StatusOr<std::string> Template::Render(const Value& variables) const {
                                        args[0].Str().c_str(), &local);
         return Value(std::string(buffer, n));
       }));
-  globals["namespace"] = Value::FromCallable(MakeCallable(
-      "namespace", [](const std::vector<Value>& args, const KwArgs& kwargs) {
-        auto dict = std::make_shared<Dict>();
-        dict->is_namespace = true;
-        for (const Value& arg : args) {
-          if (arg.kind() != Value::Kind::kDict)
-            Fail(0, "namespace() takes a mapping or keywords");
-          for (const std::string& key : arg.dict()->keys)
-            dict->Set(key, *arg.dict()->Find(key));
-        }
-        for (const auto& [key, value] : kwargs) dict->Set(key, value);
-        return Value::FromDict(dict);
-      }));
-  globals["dict"] = Value::FromCallable(MakeCallable(
-      "dict", [](const std::vector<Value>& args, const KwArgs& kwargs) {
-        auto dict = std::make_shared<Dict>();
-        for (const Value& arg : args) {
-          if (arg.kind() != Value::Kind::kDict)
-            Fail(0, "dict() takes a mapping or keywords");
-          for (const std::string& key : arg.dict()->keys)
-            dict->Set(key, *arg.dict()->Find(key));
-        }
-        for (const auto& [key, value] : kwargs) dict->Set(key, value);
-        return Value::FromDict(dict);
-      }));
+  // namespace(...) and dict(...): a mapping from positional mappings and
+  // keywords.
+  auto mapping = [](bool is_namespace) {
+    return
+        [is_namespace](const std::vector<Value>& args, const KwArgs& kwargs) {
+          auto dict = std::make_shared<Dict>();
+          dict->is_namespace = is_namespace;
+          for (const Value& arg : args) {
+            if (arg.kind() != Value::Kind::kDict) {
+              Fail(0, is_namespace ? "namespace() takes a mapping or keywords"
+                                   : "dict() takes a mapping or keywords");
+            }
+            for (const std::string& key : arg.dict()->keys)
+              dict->Set(key, *arg.dict()->Find(key));
+          }
+          for (const auto& [key, value] : kwargs) dict->Set(key, value);
+          return Value::FromDict(dict);
+        };
+  };
+  globals["namespace"] =
+      Value::FromCallable(MakeCallable("namespace", mapping(true)));
+  globals["dict"] = Value::FromCallable(MakeCallable("dict", mapping(false)));
   globals["range"] = Value::FromCallable(
       MakeCallable("range", [](const std::vector<Value>& args, const KwArgs&) {
         if (args.empty() || args.size() > 3)
