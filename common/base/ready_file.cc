@@ -18,25 +18,7 @@ absl::Status WriteReadyFile(const std::string& path, const ReadyInfo& info) {
                                {"grpc_port", info.grpc_port},
                                {"metrics_port", info.metrics_port},
                                {"pid", info.pid}};
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) {
-      return absl::InternalError(
-          absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
-    }
-    out << json.dump() << "\n";
-    if (!out.flush()) {
-      return absl::InternalError(absl::StrCat("cannot write ", tmp));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path,
-                                            ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path, json.dump() + "\n");
 }
 
 absl::StatusOr<ReadyInfo> ReadReadyFile(const std::string& path) {

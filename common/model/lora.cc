@@ -371,13 +371,13 @@ absl::Status LoraAdapter::SavePeft(const std::string& dir,
   }
   absl::StatusOr<std::string> weights = PeftSafetensors();
   if (!weights.ok()) return weights.status();
-  if (absl::Status s = safetensors::WriteFileAtomically(
-          dir + "/adapter_model.safetensors", *weights);
+  if (absl::Status s =
+          WriteFileAtomically(dir + "/adapter_model.safetensors", *weights);
       !s.ok()) {
     return s;
   }
-  return safetensors::WriteFileAtomically(dir + "/adapter_config.json",
-                                          PeftConfigJson(base_model) + "\n");
+  return WriteFileAtomically(dir + "/adapter_config.json",
+                             PeftConfigJson(base_model) + "\n");
 }
 
 const LoraLinear* LoraAdapter::Find(int64_t layer, LoraModule module) const {

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
 
 namespace microrl::model {
 
@@ -110,7 +111,7 @@ absl::Status WriteTensors(const std::string& path, const NamedTensors& tensors,
                           const std::map<std::string, std::string>& metadata) {
   absl::StatusOr<std::string> bytes = SerializeTensors(tensors, metadata);
   if (!bytes.ok()) return bytes.status();
-  return safetensors::WriteFileAtomically(path, *bytes);
+  return WriteFileAtomically(path, *bytes);
 }
 
 absl::StatusOr<std::map<std::string, at::Tensor>> ReadTensors(

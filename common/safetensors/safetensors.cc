@@ -13,6 +13,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
 #include "nlohmann/json.hpp"
 
 namespace microrl::safetensors {
@@ -280,28 +281,6 @@ absl::StatusOr<std::string> Serialize(
     out.append(static_cast<const char*>(tensor->data), bytes);
   }
   return out;
-}
-
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view bytes) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) {
-      return absl::InternalError(
-          absl::StrCat("cannot write ", tmp, ": ", strerror(errno)));
-    }
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out.flush())
-      return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    return absl::InternalError(
-        absl::StrCat("cannot rename ", tmp, " to ", path, ": ", strerror(err)));
-  }
-  return absl::OkStatus();
 }
 
 absl::Status Write(const std::string& path,

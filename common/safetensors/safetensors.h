@@ -113,12 +113,7 @@ absl::StatusOr<std::string> Serialize(
     const std::vector<TensorView>& tensors,
     const std::map<std::string, std::string>& metadata = {});
 
-// Writes `bytes` to `path` atomically: a temporary file in the same directory,
-// then a rename, so readers never see a partial file.
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view bytes);
-
-// Serialize, then WriteFileAtomically.
+// Serialize, then WriteFileAtomically (common/base/file.h).
 absl::Status Write(const std::string& path,
                    const std::vector<TensorView>& tensors,
                    const std::map<std::string, std::string>& metadata = {});

@@ -90,15 +90,20 @@ def main():
             assert info.process.pid == reward.pid, (info.process.pid, reward.pid)
             assert info.max_batch_items == 8192, info
 
-            # Score is not implemented yet: the server says so with a gRPC status.
+            # Score from another language: one right answer, one malformed batch.
             request = reward_pb2.ScoreRequest(items=[reward_pb2.ScoreItem(
-                prompt="p", completion="<think>x</think> \\boxed{1}", ground_truth="1",
-                metadata={"dataset": "unit"})])
+                id="q1", prompt="p", completion="<think>x</think> \\boxed{\\frac{1}{2}}",
+                ground_truth="0.5", metadata={"dataset": "unit"})])
+            scored = reward_pb2_grpc.RewardStub(reward_channel).Score(request, timeout=10)
+            assert len(scored.results) == 1, scored
+            assert scored.results[0].id == "q1" and scored.results[0].correct, scored
+            assert abs(scored.results[0].reward - 1.1) < 1e-9, scored
             try:
-                reward_pb2_grpc.RewardStub(reward_channel).Score(request, timeout=10)
-                sys.exit("Score unexpectedly succeeded")
+                reward_pb2_grpc.RewardStub(reward_channel).Score(reward_pb2.ScoreRequest(),
+                                                                 timeout=10)
+                sys.exit("an empty Score request was accepted")
             except grpc.RpcError as error:
-                assert error.code() == grpc.StatusCode.UNIMPLEMENTED, error
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
 
             rollout_info = rollout_pb2_grpc.RolloutStub(rollout_channel).GetInfo(
                 common_pb2.GetInfoRequest(), timeout=10)

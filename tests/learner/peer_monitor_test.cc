@@ -39,7 +39,7 @@ class PeerMonitorTest : public ::testing::Test {
 
   prometheus::Registry server_registry_;
   rpc::ProcessIdentity identity_{"reward_service"};
-  reward::RewardService reward_{{}, identity_};
+  reward::RewardService reward_{{}, identity_, server_registry_};
   std::unique_ptr<rpc::ServiceHost> host_;
   std::string reward_address_;
 };

@@ -1,0 +1,111 @@
+#include "reward_service/scorer.h"
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "reward_service/think_format.h"
+
+namespace microrl::reward {
+namespace {
+
+MathLimits Limits(const ScoreOptions& options, absl::Time start) {
+  MathLimits limits;
+  limits.max_chars = options.max_answer_chars;
+  limits.max_steps = options.max_steps;
+  limits.deadline = start + options.item_deadline;
+  return limits;
+}
+
+void Correctness(const std::string& answer, const ScoreInput& input,
+                 const ScoreOptions& options, absl::Time start,
+                 ScoreOutput* out) {
+  out->extracted_answer = answer;
+  const std::string reference = ReferenceAnswer(input.ground_truth);
+  if (reference.empty()) {
+    out->reason = "empty ground truth";
+    return;
+  }
+  const Comparison comparison =
+      CompareAnswers(reference, answer, Limits(options, start));
+  out->correct = comparison.equal;
+  out->timed_out = comparison.timed_out;
+  if (!comparison.equal) out->reason = comparison.reason;
+}
+
+void Finish(const ScoreOptions& options, absl::Time start, double format,
+            ScoreOutput* out) {
+  out->components["correct"] = out->correct ? 1.0 : 0.0;
+  out->reward = options.correct_weight * out->components["correct"];
+  if (format >= 0) {
+    out->components["format"] = format;
+    out->reward += options.format_weight * format;
+  }
+  out->seconds = absl::ToDoubleSeconds(absl::Now() - start);
+}
+
+}  // namespace
+
+std::string ReferenceAnswer(const std::string& ground_truth) {
+  if (std::optional<std::string> boxed = LastBoxed(ground_truth)) {
+    return StripMathDelimiters(*boxed);
+  }
+  return StripMathDelimiters(ground_truth);
+}
+
+ScoreOutput ScoreCompletion(const ScoreInput& input,
+                            const ScoreOptions& options) {
+  const absl::Time start = absl::Now();
+  ScoreOutput out;
+  out.id = input.id;
+  try {
+    const ThinkLayout layout = AnalyzeThink(input.prompt, input.completion);
+    const double format =
+        layout.well_formed && LastBoxed(layout.answer_region) ? 1.0 : 0.0;
+    std::optional<std::string> answer =
+        ExtractAnswer(layout.answer_region, options.extraction);
+    if (!answer) {
+      out.reason = layout.answer_region.empty() && !layout.problem.empty()
+                       ? absl::StrCat("no answer: ", layout.problem)
+                       : "no \\boxed{} answer (or fallback phrase) found";
+    } else {
+      Correctness(*answer, input, options, start, &out);
+    }
+    if (format == 0) {
+      const std::string why = !layout.problem.empty()
+                                  ? layout.problem
+                                  : "no \\boxed{} after </think>";
+      out.reason = out.reason.empty()
+                       ? absl::StrCat("format: ", why)
+                       : absl::StrCat(out.reason, "; format: ", why);
+    }
+    Finish(options, start, format, &out);
+  } catch (
+      const std::exception& e) {  // bad_alloc and the like: the item scores 0
+    out = ScoreOutput();
+    out.id = input.id;
+    out.reason = absl::StrCat("internal error: ", e.what());
+    Finish(options, start, 0.0, &out);
+  }
+  return out;
+}
+
+ScoreOutput ScoreAnswer(const ScoreInput& input, const ScoreOptions& options) {
+  const absl::Time start = absl::Now();
+  ScoreOutput out;
+  out.id = input.id;
+  try {
+    std::optional<std::string> boxed = LastBoxed(input.completion);
+    Correctness(StripMathDelimiters(boxed ? *boxed : input.completion), input,
+                options, start, &out);
+    Finish(options, start, /*format=*/-1, &out);
+  } catch (const std::exception& e) {
+    out = ScoreOutput();
+    out.id = input.id;
+    out.reason = absl::StrCat("internal error: ", e.what());
+    Finish(options, start, -1, &out);
+  }
+  return out;
+}
+
+}  // namespace microrl::reward
