@@ -51,6 +51,9 @@ set_target_properties(microrl::torch PROPERTIES
     "${_torch_include};${MICRORL_TORCH_DIR}/include/torch/csrc/api/include"
   # The wheel is built with the C++11 ABI.
   INTERFACE_COMPILE_DEFINITIONS "_GLIBCXX_USE_CXX11_ABI=1"
+  # -pthread (defining _REENTRANT) on every torch TU, as gRPC gives its users: a TU that
+  # mixes gRPC and torch then still matches the shared precompiled header.
+  INTERFACE_COMPILE_OPTIONS "-pthread"
   # libtorch.so itself needs libtorch_cuda.so, so CUDA registers whenever a GPU is present.
   INTERFACE_LINK_LIBRARIES
     "${MICRORL_TORCH_DIR}/lib/libtorch.so;${MICRORL_TORCH_DIR}/lib/libtorch_cpu.so;${MICRORL_TORCH_DIR}/lib/libc10.so;Threads::Threads"

@@ -8,6 +8,8 @@
 #
 # Ports: gRPC 50051 (rollout), 50052 (reward), 50053 (learner); Prometheus /metrics on
 # 9401, 9402, 9403. Logs: runs/local/*.log (MICRORL_RUN_DIR to change).
+# MICRORL_MODEL=<Hugging Face model dir> makes the rollout server load that model
+# (MICRORL_DEVICE=cuda to run it on the GPU); without it the rollout server has no model.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${MICRORL_BUILD_DIR:-$REPO/build}
@@ -16,7 +18,7 @@ ONCE=0
 for arg in "$@"; do
   case "$arg" in
     --once) ONCE=1 ;;
-    -h|--help) sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -43,7 +45,9 @@ start() {  # start NAME BINARY FLAGS...
   echo "[run] started $name (pid $!, log $RUN_DIR/$name.log)"
 }
 start reward_service reward_service/reward_service --port=50052 --metrics_port=9402
-start rollout_server rollout_server/rollout_server --port=50051 --metrics_port=9401
+ROLLOUT_ARGS=(--port=50051 --metrics_port=9401 --device="${MICRORL_DEVICE:-cpu}")
+[ -n "${MICRORL_MODEL:-}" ] && ROLLOUT_ARGS+=(--model="$MICRORL_MODEL")
+start rollout_server rollout_server/rollout_server "${ROLLOUT_ARGS[@]}"
 start learner learner/learner --port=50053 --metrics_port=9403 \
   --rollout_address=127.0.0.1:50051 --reward_address=127.0.0.1:50052
 

@@ -12,6 +12,7 @@
 #include "common/device/device.h"
 #include "common/rpc/server_main.h"
 #include "rollout_server/rollout_service.h"
+#include "rollout_server/server_setup.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "Address to serve gRPC and /metrics on.");
@@ -25,6 +26,34 @@ ABSL_FLAG(int, max_message_mb, 256,
           "Largest gRPC message accepted or sent, MiB.");
 ABSL_FLAG(std::string, device, "cpu",
           "Device to run the model on: cpu, cuda or cuda:N.");
+ABSL_FLAG(
+    std::string, model, "",
+    "Hugging Face model directory (config.json, safetensors, tokenizer.json). "
+    "Without it the server answers GetInfo and health only.");
+ABSL_FLAG(std::string, dtype, "auto",
+          "Base weights' dtype: auto (float32 on the CPU, bfloat16 on CUDA), "
+          "float32, "
+          "bfloat16 or float16.");
+ABSL_FLAG(int64_t, kv_cache_mb, 1024,
+          "KV-cache memory, MiB; it holds kv_cache_mb / (one max_model_len "
+          "sequence's "
+          "keys and values) sequences at once.");
+ABSL_FLAG(int64_t, max_model_len, 0,
+          "Tokens per sequence, prompt + completion (0: min(4096, the model's "
+          "max_position_embeddings)).");
+ABSL_FLAG(int64_t, max_tokens, 1024,
+          "Completion tokens when a request's max_tokens is 0.");
+ABSL_FLAG(int, max_group_size, 1024,
+          "Largest group_size a request may ask for.");
+ABSL_FLAG(int64_t, prefill_tokens, 8192,
+          "Padded prompt tokens per batched prefill.");
+ABSL_FLAG(
+    std::string, adapter, "",
+    "PEFT adapter directory to serve from the start (as --adapter_version).");
+ABSL_FLAG(uint64_t, adapter_version, 1, "Version of --adapter.");
+ABSL_FLAG(std::string, adapter_dir, "",
+          "Directory that LoadAdapter's paths are relative to (unset: paths "
+          "refused).");
 
 int main(int argc, char** argv) {
   constexpr char kComponent[] = "rollout_server";
@@ -54,8 +83,29 @@ int main(int argc, char** argv) {
   }
 
   auto registry = std::make_shared<prometheus::Registry>();
+  std::shared_ptr<microrl::rollout::Engine> engine;
+  if (!absl::GetFlag(FLAGS_model).empty()) {
+    microrl::rollout::ServerModelOptions model;
+    model.model_dir = absl::GetFlag(FLAGS_model);
+    model.device = *device;
+    model.dtype = absl::GetFlag(FLAGS_dtype);
+    model.kv_cache_mb = absl::GetFlag(FLAGS_kv_cache_mb);
+    model.max_model_len = absl::GetFlag(FLAGS_max_model_len);
+    model.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+    model.max_group_size = absl::GetFlag(FLAGS_max_group_size);
+    model.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
+    model.startup_adapter = absl::GetFlag(FLAGS_adapter);
+    model.adapter_version = absl::GetFlag(FLAGS_adapter_version);
+    absl::StatusOr<std::shared_ptr<microrl::rollout::Engine>> started =
+        microrl::rollout::StartEngine(model, *registry);
+    if (!started.ok())
+      return microrl::rpc::UsageError(kComponent, started.status());
+    engine = *std::move(started);
+  }
   microrl::rpc::ProcessIdentity identity(kComponent);
-  microrl::rollout::RolloutService service({*device}, identity);
+  microrl::rollout::RolloutService service(
+      {*device, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_adapter_dir)},
+      engine, identity);
   microrl::ExitWithoutStaticDestructors(microrl::rpc::RunServer(
       server, {{&service, "microrl.v1.Rollout"}}, registry, identity));
 }

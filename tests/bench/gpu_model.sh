@@ -5,8 +5,8 @@
 # The GPU machines (see /work/.library/device) have PyTorch 2.11.0+cu130 but none of
 # this project's C++ dependencies, and no registry. So:
 #   here:             bash tests/bench/gpu_model.sh --prepare
-#                     (builds model_bench, copies it and the Abseil libraries it needs
-#                     into .gpu_carry/, which .git/info/exclude keeps out of git)
+#                     (tests/bench/gpu_prepare.sh: builds model_bench, copies it and the
+#                     libraries it needs into .gpu_carry/, kept out of git)
 #   on the GPU:       bash tests/bench/gpu_model.sh      (run with carry: [".gpu_carry"])
 # model_bench links LibTorch 2.11.0, the same version as the GPU machine's, and finds
 # it there through LD_LIBRARY_PATH.
@@ -15,17 +15,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CARRY="$REPO/.gpu_carry"
 
 if [ "${1:-}" = "--prepare" ]; then
-  ninja -C "$REPO/build" model_bench
-  rm -rf "$CARRY" && mkdir -p "$CARRY/lib"
-  cp "$REPO/build/tests/bench/model_bench" "$CARRY/"
-  # Every shared library it needs that is neither LibTorch's nor glibc's/libstdc++'s.
-  ldd "$CARRY/model_bench" | awk '/=> \// {print $3}' \
-    | grep -v -E '/torch/|/nvidia/|libc\.so|libm\.so|libstdc\+\+|libgcc_s|libpthread|libdl\.so|librt\.so|ld-linux' \
-    | xargs -r -I{} cp -L {} "$CARRY/lib/"
-  grep -qxF '/.gpu_carry/' "$REPO/.git/info/exclude" 2>/dev/null ||
-    echo '/.gpu_carry/' >> "$REPO/.git/info/exclude"
-  du -sh "$CARRY"
-  exit 0
+  exec bash "$REPO/tests/bench/gpu_prepare.sh" model_bench
 fi
 
 [ -x "$CARRY/model_bench" ] || { echo "run '$0 --prepare' first (and carry .gpu_carry)" >&2; exit 1; }

@@ -5,56 +5,14 @@ Run by ctest (label integration) with the venv made by deploy/setup.sh:
   python_client_test.py --reward_service BIN --rollout_server BIN --source_dir REPO
 """
 import argparse
-import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 
 import grpc
-from grpc_tools import protoc
 
-
-def generate_stubs(source_dir, out_dir):
-    protos = ["proto/common.proto", "proto/rollout.proto", "proto/reward.proto",
-              "proto/learner.proto", "proto/health.proto"]
-    rc = protoc.main(["protoc", f"--proto_path={source_dir}", f"--python_out={out_dir}",
-                      f"--grpc_python_out={out_dir}"] + protos)
-    if rc != 0:
-        sys.exit(f"protoc failed with {rc}")
-    sys.path.insert(0, out_dir)
-
-
-def start(binary, work_dir, name):
-    ready = os.path.join(work_dir, name + ".ready")
-    log = open(os.path.join(work_dir, name + ".log"), "w")
-    proc = subprocess.Popen([binary, "--port=0", "--metrics_port=0", f"--ready_file={ready}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while not os.path.exists(ready):
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            proc.wait()
-            sys.exit(f"{name} did not become ready: {open(log.name).read()}")
-        time.sleep(0.02)
-    with open(ready) as f:
-        return proc, json.load(f)
-
-
-def stop(proc, name):
-    """SIGTERM, then SIGKILL if it does not stop; returns an error string or None."""
-    if proc.poll() is not None:
-        return f"{name} had already exited with {proc.returncode}"
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return f"{name} did not stop within 20 s of SIGTERM"
-    return None if code == 0 else f"{name} exited with {code}"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from service_process import generate_stubs, start, stop  # noqa: E402
 
 
 def main():

@@ -158,13 +158,14 @@ TEST_F(ServicesTest, ThreeServicesServeHealthInfoAndMetricsThenStopOnSignals) {
   EXPECT_EQ(learner_info.peers(0).health(), v1::PEER_HEALTH_SERVING);
   EXPECT_EQ(learner_info.peers(1).health(), v1::PEER_HEALTH_SERVING);
 
-  // Work that later issues implement is refused honestly, not faked.
+  // Without --model the rollout server refuses generation, saying why.
   {
     grpc::ClientContext context;
     v1::GenerateResponse response;
-    EXPECT_EQ(rollout_stub->Generate(&context, v1::GenerateRequest(), &response)
-                  .error_code(),
-              grpc::StatusCode::UNIMPLEMENTED);
+    const grpc::Status status =
+        rollout_stub->Generate(&context, v1::GenerateRequest(), &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(status.error_message(), HasSubstr("--model"));
   }
 
   // /metrics, including the calls just made.
@@ -180,7 +181,7 @@ TEST_F(ServicesTest, ThreeServicesServeHealthInfoAndMetricsThenStopOnSignals) {
               HasSubstr("microrl_build_info{component=\"rollout_server\""));
   EXPECT_THAT(
       rollout_metrics,
-      HasSubstr("microrl_rpc_server_handled_total{code=\"UNIMPLEMENTED\","
+      HasSubstr("microrl_rpc_server_handled_total{code=\"FAILED_PRECONDITION\","
                 "method=\"/microrl.v1.Rollout/Generate\"} 1"));
   const std::string learner_metrics = Metrics(learner);
   EXPECT_THAT(learner_metrics,

@@ -15,79 +15,17 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/subprocess.h"
+#include "tests/support/tiny_model.h"
 
 namespace microrl::model {
 namespace {
 
 using ::testing::HasSubstr;
 
-ModelConfig TinyConfig() {
-  ModelConfig config;
-  config.architecture = Architecture::kQwen2;
-  config.vocab_size = 50;
-  config.hidden_size = 32;
-  config.intermediate_size = 48;
-  config.num_layers = 2;
-  config.num_heads = 4;
-  config.num_kv_heads = 2;
-  config.head_dim = 8;
-  config.qkv_bias = true;
-  return config;
-}
-
-// Random weights with the checkpoint names a Qwen2 model has.
-std::map<std::string, at::Tensor> TinyTensors(const ModelConfig& c) {
-  at::manual_seed(0);
-  std::map<std::string, at::Tensor> t;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
-    t[name] = at::randn(shape) * 0.2;
-  };
-  add("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
-  add("model.norm.weight", {c.hidden_size});
-  add("lm_head.weight", {c.vocab_size, c.hidden_size});
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    add(p + "input_layernorm.weight", {c.hidden_size});
-    add(p + "post_attention_layernorm.weight", {c.hidden_size});
-    add(p + "self_attn.q_proj.weight",
-        {c.num_heads * c.head_dim, c.hidden_size});
-    add(p + "self_attn.q_proj.bias", {c.num_heads * c.head_dim});
-    add(p + "self_attn.k_proj.weight",
-        {c.num_kv_heads * c.head_dim, c.hidden_size});
-    add(p + "self_attn.k_proj.bias", {c.num_kv_heads * c.head_dim});
-    add(p + "self_attn.v_proj.weight",
-        {c.num_kv_heads * c.head_dim, c.hidden_size});
-    add(p + "self_attn.v_proj.bias", {c.num_kv_heads * c.head_dim});
-    add(p + "self_attn.o_proj.weight",
-        {c.hidden_size, c.num_heads * c.head_dim});
-    add(p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size});
-    add(p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size});
-    add(p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size});
-  }
-  return t;
-}
-
-std::unique_ptr<Decoder> TinyDecoder() {
-  absl::StatusOr<std::unique_ptr<Decoder>> decoder =
-      Decoder::FromTensors(TinyConfig(), TinyTensors(TinyConfig()), {});
-  EXPECT_TRUE(decoder.ok()) << decoder.status();
-  return decoder.ok() ? *std::move(decoder) : nullptr;
-}
-
-// An adapter whose B is non-zero, so it changes the outputs.
-std::unique_ptr<LoraAdapter> RandomAdapter(const ModelConfig& config,
-                                           LoraConfig lora = {4, 8.0}) {
-  absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter =
-      LoraAdapter::Create(config, lora, at::kCPU, /*seed=*/1);
-  EXPECT_TRUE(adapter.ok()) << adapter.status();
-  at::NoGradGuard no_grad;
-  at::manual_seed(2);
-  for (const at::Tensor& parameter : (*adapter)->Parameters()) {
-    if (parameter.abs().sum().item<double>() == 0)
-      parameter.copy_(at::randn(parameter.sizes()) * 0.1);
-  }
-  return *std::move(adapter);
-}
+using ::microrl::testing::RandomAdapter;
+using ::microrl::testing::TinyConfig;
+using ::microrl::testing::TinyDecoder;
+using ::microrl::testing::TinyTensors;
 
 at::Tensor Ids() {
   return torch::tensor({{3, 17, 5, 42, 9, 1, 30}}, torch::kLong);

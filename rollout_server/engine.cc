@@ -1,0 +1,1041 @@
+#include "rollout_server/engine.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/base/logging.h"
+#include "common/device/device.h"
+#include "rollout_server/sampler.h"
+
+namespace microrl::rollout {
+namespace {
+
+constexpr size_t kMaxPrompts = 4096;
+constexpr int64_t kMaxCompletions = 65536;
+constexpr size_t kMaxStopTokenIds = 64;
+constexpr size_t kMaxStopStrings = 16;
+constexpr size_t kMaxStopStringBytes = 256;
+
+uint64_t SplitMix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// The seed of completion `sample` of prompt `prompt`: a function of the
+// request's seed and the completion's place in the request only.
+uint64_t SequenceSeed(uint64_t request_seed, int prompt, int sample) {
+  return SplitMix64(request_seed ^
+                    SplitMix64((static_cast<uint64_t>(prompt) << 32) |
+                               static_cast<uint32_t>(sample)));
+}
+
+double Seconds(absl::Duration duration) {
+  return absl::ToDoubleSeconds(duration);
+}
+
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+  }
+  return "unknown";
+}
+
+device::Device ToDevice(const at::Device& device) {
+  return {device.is_cuda(),
+          device.is_cuda() ? std::max<int>(0, device.index()) : 0};
+}
+
+int64_t SlotBytes(const model::ModelConfig& config, at::ScalarType dtype,
+                  int64_t max_model_len) {
+  // Keys and values of every layer for max_model_len positions.
+  return 2 * config.num_layers * config.num_kv_heads * config.head_dim *
+         static_cast<int64_t>(c10::elementSize(dtype)) * max_model_len;
+}
+
+absl::StatusOr<model::KvCache> ReserveCache(const model::Decoder& decoder,
+                                            int64_t num_slots,
+                                            int64_t max_model_len) {
+  c10::InferenceMode inference;
+  model::KvCacheOptions options;
+  options.num_slots = num_slots;
+  options.capacity = max_model_len;
+  options.device = decoder.options().device;
+  options.dtype = decoder.options().dtype;
+  try {
+    return model::KvCache::Create(decoder.config(), options);
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("could not reserve the KV cache: ", e.what()));
+  }
+}
+
+prometheus::Gauge& MakeGauge(prometheus::Registry& registry,
+                             const std::string& name, const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add(
+      {});
+}
+
+prometheus::Histogram& MakeHistogram(
+    prometheus::Registry& registry, const std::string& name,
+    const std::string& help, prometheus::Histogram::BucketBoundaries buckets) {
+  return prometheus::BuildHistogram()
+      .Name(name)
+      .Help(help)
+      .Register(registry)
+      .Add({}, std::move(buckets));
+}
+
+}  // namespace
+
+struct Engine::Request {
+  GenerationRequest spec;
+  std::function<void(absl::StatusOr<GenerationResult>)> done;
+  GenerationResult result;
+  uint64_t seed = 0;
+  std::vector<int64_t> max_tokens;   // per prompt
+  std::vector<int32_t> stop_ids;     // sorted
+  size_t longest_stop = 0;           // bytes of the longest stop string
+  std::optional<bool> uses_adapter;  // fixed when its first completion starts
+  int next_prompt = 0;               // the next completion to admit
+  int next_sample = 0;
+  int64_t unfinished = 0;  // completions not finished yet
+  absl::Time submitted;
+  std::optional<absl::Time> started;
+  bool finished = false;  // done() has run
+};
+
+struct Engine::Sequence {
+  std::shared_ptr<Request> request;
+  int prompt = 0;
+  int sample = 0;
+  int64_t max_tokens = 0;
+  uint64_t seed = 0;
+  int32_t last_token = 0;  // sampled, not yet in the KV cache
+  bool uses_adapter = false;
+  bool finished = false;
+  std::unique_ptr<tokenizer::IncrementalDecoder> detokenizer;
+  Completion* out = nullptr;
+};
+
+struct Engine::Control {
+  enum class Kind { kLoadAdapter, kSleep, kWake } kind;
+  std::shared_ptr<const model::LoraAdapter> adapter;
+  uint64_t version = 0;
+  bool abort_running = false;
+  absl::Time submitted = absl::Now();
+  // Results: seconds (swap) or bytes (sleep, wake).
+  double seconds = 0;
+  int64_t bytes = 0;
+  std::promise<absl::Status> done;
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
+    std::shared_ptr<const model::Decoder> decoder,
+    std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
+    const EngineOptions& options, prometheus::Registry& registry) {
+  if (decoder == nullptr) return absl::InvalidArgumentError("no model");
+  const model::ModelConfig& config = decoder->config();
+  if (options.max_model_len < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_model_len must be at least 2, not ", options.max_model_len));
+  }
+  if (options.default_max_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the default max_tokens must be at least 1, not ",
+                     options.default_max_tokens));
+  }
+  if (options.max_group_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_group_size must be at least 1, not ", options.max_group_size));
+  }
+  if (options.prefill_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prefill_tokens must be at least 1, not ", options.prefill_tokens));
+  }
+  for (int64_t id : options.eos_token_ids) {
+    if (id < 0 || id >= config.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("EOS token id ", id, " is outside the vocabulary [0, ",
+                       config.vocab_size, ")"));
+    }
+  }
+  const int64_t slot_bytes =
+      SlotBytes(config, decoder->options().dtype, options.max_model_len);
+  const int64_t num_slots = options.kv_cache_bytes / slot_bytes;
+  if (num_slots < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a KV cache of ", options.kv_cache_bytes,
+        " bytes holds no sequence: one of ", options.max_model_len,
+        " tokens (max_model_len) needs ", slot_bytes,
+        " bytes; raise the KV-cache budget or lower max_model_len"));
+  }
+  absl::StatusOr<model::KvCache> cache =
+      ReserveCache(*decoder, num_slots, options.max_model_len);
+  if (!cache.ok()) return cache.status();
+  return std::unique_ptr<Engine>(
+      new Engine(std::move(decoder), std::move(tokenizer), options, num_slots,
+                 *std::move(cache), registry));
+}
+
+Engine::Engine(std::shared_ptr<const model::Decoder> decoder,
+               std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
+               const EngineOptions& options, int64_t num_slots,
+               model::KvCache cache, prometheus::Registry& registry)
+    : decoder_(std::move(decoder)),
+      tokenizer_(std::move(tokenizer)),
+      options_(options),
+      num_slots_(num_slots),
+      slot_bytes_(SlotBytes(decoder_->config(), decoder_->options().dtype,
+                            options.max_model_len)),
+      cache_(std::move(cache)),
+      generated_tokens_(prometheus::BuildCounter()
+                            .Name("microrl_rollout_generated_tokens_total")
+                            .Help("Completion tokens sampled.")
+                            .Register(registry)
+                            .Add({})),
+      prompt_tokens_(
+          prometheus::BuildCounter()
+              .Name("microrl_rollout_prompt_tokens_total")
+              .Help("Prompt tokens prefilled (once per group chunk).")
+              .Register(registry)
+              .Add({})),
+      completions_(prometheus::BuildCounter()
+                       .Name("microrl_rollout_completions_total")
+                       .Help("Completions finished, by finish reason.")
+                       .Register(registry)),
+      running_gauge_(MakeGauge(registry, "microrl_rollout_running_sequences",
+                               "Sequences in the decode batch.")),
+      waiting_gauge_(MakeGauge(registry, "microrl_rollout_waiting_sequences",
+                               "Completions queued, not yet started.")),
+      kv_used_ratio_(
+          MakeGauge(registry, "microrl_rollout_kv_cache_usage_ratio",
+                    "Cached tokens over the KV cache's token capacity.")),
+      kv_bytes_(MakeGauge(
+          registry, "microrl_rollout_kv_cache_bytes",
+          "Device memory reserved for the KV cache (0 while asleep).")),
+      tokens_per_second_(
+          MakeGauge(registry, "microrl_rollout_tokens_per_second",
+                    "Completion tokens per second over the last second of "
+                    "work (0 when idle).")),
+      adapter_version_gauge_(
+          MakeGauge(registry, "microrl_rollout_adapter_version",
+                    "Version of the loaded LoRA adapter (0: none).")),
+      sleeping_gauge_(MakeGauge(registry, "microrl_rollout_sleeping",
+                                "1 while asleep (KV cache freed).")),
+      prefill_seconds_(MakeHistogram(
+          registry, "microrl_rollout_prefill_seconds",
+          "Seconds per batched prefill, sampling included.",
+          {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})),
+      decode_step_seconds_(MakeHistogram(
+          registry, "microrl_rollout_decode_step_seconds",
+          "Seconds per decode step of the whole batch, sampling included.",
+          {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5})),
+      swap_seconds_(
+          MakeHistogram(registry, "microrl_rollout_adapter_swap_seconds",
+                        "Seconds from a LoadAdapter reaching the engine to the "
+                        "new adapter being current (drain included).",
+                        {0.0001, 0.001, 0.01, 0.1, 1, 10, 60})) {
+  snapshot_.kv_cache_bytes = cache_->bytes();
+  snapshot_.kv_cache_budget_bytes = num_slots_ * slot_bytes_;
+  snapshot_.num_slots = num_slots_;
+  kv_bytes_.Set(static_cast<double>(cache_->bytes()));
+  rate_window_start_ = absl::Now();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status Engine::Validate(const GenerationRequest& request) const {
+  const model::ModelConfig& config = decoder_->config();
+  const int64_t max_len = options_.max_model_len;
+  if (request.prompts.empty()) return absl::InvalidArgumentError("no prompts");
+  if (request.prompts.size() > kMaxPrompts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(request.prompts.size(), " prompts; at most ", kMaxPrompts,
+                     " per request"));
+  }
+  if (request.group_size >= 1 &&
+      static_cast<int64_t>(request.prompts.size()) * request.group_size >
+          kMaxCompletions) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        request.prompts.size(), " prompts x group_size ", request.group_size,
+        " completions; at most ", kMaxCompletions, " per request"));
+  }
+  if (request.group_size < 1 || request.group_size > options_.max_group_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("group_size ", request.group_size, " is outside [1, ",
+                     options_.max_group_size, "]"));
+  }
+  const SamplingConfig& s = request.sampling;
+  if (!std::isfinite(s.temperature) || s.temperature < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature must be finite and >= 0 (0 is greedy), not ",
+                     s.temperature));
+  }
+  if (!(s.top_p > 0 && s.top_p <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_p must be in (0, 1], not ", s.top_p));
+  }
+  if (s.max_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens must be >= 0 (0: the server's default), not ",
+                     s.max_tokens));
+  }
+  if (s.stop_token_ids.size() > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(absl::StrCat(s.stop_token_ids.size(),
+                                                   " stop token ids; at most ",
+                                                   kMaxStopTokenIds));
+  }
+  for (int32_t id : s.stop_token_ids) {
+    if (id < 0 || id >= config.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop token id ", id, " is outside the vocabulary [0, ",
+                       config.vocab_size, ")"));
+    }
+  }
+  if (s.stop_strings.size() > kMaxStopStrings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        s.stop_strings.size(), " stop strings; at most ", kMaxStopStrings));
+  }
+  for (const std::string& stop : s.stop_strings) {
+    if (stop.empty() || stop.size() > kMaxStopStringBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a stop string must have 1 to ", kMaxStopStringBytes,
+                       " bytes, not ", stop.size()));
+    }
+  }
+  if (!s.stop_strings.empty() && tokenizer_ == nullptr) {
+    return absl::InvalidArgumentError(
+        "stop strings need a tokenizer, and this server has none (no "
+        "tokenizer.json "
+        "beside the model)");
+  }
+  for (size_t p = 0; p < request.prompts.size(); ++p) {
+    const std::vector<int32_t>& prompt = request.prompts[p];
+    const int64_t length = static_cast<int64_t>(prompt.size());
+    if (prompt.empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt ", p, " is empty"));
+    if (length >= max_len) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt ", p, " has ", length, " tokens; max_model_len is ", max_len,
+          ", leaving no room for a completion"));
+    }
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      if (prompt[i] < 0 || prompt[i] >= config.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "prompt ", p, ", token ", i, ": id ", prompt[i],
+            " is outside the vocabulary [0, ", config.vocab_size, ")"));
+      }
+    }
+    if (s.max_tokens > 0 && length + s.max_tokens > max_len) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("max_tokens ", s.max_tokens, " with prompt ", p, "'s ",
+                       length, " tokens exceeds max_model_len ", max_len));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Engine::Submit(
+    GenerationRequest request,
+    std::function<void(absl::StatusOr<GenerationResult>)> done) {
+  if (absl::Status status = Validate(request); !status.ok()) {
+    done(status);
+    return;
+  }
+  auto r = std::make_shared<Request>();
+  r->spec = std::move(request);
+  r->done = std::move(done);
+  r->submitted = absl::Now();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      incoming_.push_back(r);
+      r = nullptr;
+    }
+  }
+  if (r != nullptr) {
+    r->done(absl::UnavailableError("the rollout engine is shutting down"));
+    return;
+  }
+  wake_.notify_all();
+}
+
+absl::Status Engine::RunControl(std::shared_ptr<Control> control) {
+  std::future<absl::Status> result = control->done.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) {
+      return absl::UnavailableError("the rollout engine is shutting down");
+    }
+    incoming_controls_.push_back(std::move(control));
+  }
+  wake_.notify_all();
+  return result.get();
+}
+
+absl::StatusOr<double> Engine::LoadAdapter(
+    std::shared_ptr<const model::LoraAdapter> adapter, uint64_t version) {
+  if (adapter == nullptr) return absl::InvalidArgumentError("no adapter");
+  if (version == 0) {
+    return absl::InvalidArgumentError("adapter versions start at 1");
+  }
+  if (adapter->num_layers() != decoder_->config().num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the adapter has ", adapter->num_layers(),
+                     " layers; the model has ", decoder_->config().num_layers));
+  }
+  std::lock_guard<std::mutex> serial(load_mu_);
+  auto control = std::make_shared<Control>();
+  control->kind = Control::Kind::kLoadAdapter;
+  control->adapter = std::move(adapter);
+  control->version = version;
+  if (absl::Status status = RunControl(control); !status.ok()) return status;
+  return control->seconds;
+}
+
+absl::StatusOr<int64_t> Engine::Sleep(bool abort_running) {
+  auto control = std::make_shared<Control>();
+  control->kind = Control::Kind::kSleep;
+  control->abort_running = abort_running;
+  if (absl::Status status = RunControl(control); !status.ok()) return status;
+  return control->bytes;
+}
+
+absl::StatusOr<int64_t> Engine::Wake() {
+  auto control = std::make_shared<Control>();
+  control->kind = Control::Kind::kWake;
+  if (absl::Status status = RunControl(control); !status.ok()) return status;
+  return control->bytes;
+}
+
+EngineSnapshot Engine::Snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return snapshot_;
+}
+
+// ------------------------------------------------------------------ engine
+// thread
+
+void Engine::Loop() {
+  c10::InferenceMode inference;
+  while (true) {
+    std::deque<std::shared_ptr<Request>> incoming;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      const bool busy = !running_.empty() || !controls_.empty() ||
+                        (!waiting_.empty() && !sleeping_);
+      if (!busy && incoming_.empty() && incoming_controls_.empty() &&
+          !stopping_) {
+        // Wakes for new work, or after a while to drop cancelled waiting
+        // requests.
+        wake_.wait_for(lock, std::chrono::milliseconds(50));
+      }
+      if (stopping_) break;
+      incoming.swap(incoming_);
+      while (!incoming_controls_.empty()) {
+        controls_.push_back(std::move(incoming_controls_.front()));
+        incoming_controls_.pop_front();
+      }
+    }
+    try {
+      for (std::shared_ptr<Request>& request : incoming)
+        Accept(std::move(request));
+      DropCancelled();
+      HandleControls();
+      Admit();
+      if (!running_.empty()) DecodeStep();
+      HandleControls();  // a drain may have completed
+      Publish();
+    } catch (const std::exception& e) {
+      // Whatever failed (device error, allocation), the server keeps serving.
+      MRL_LOG(ERROR) << "engine step failed: " << e.what();
+      FailAll(absl::InternalError(
+          absl::StrCat("the rollout engine failed: ", e.what())));
+    }
+  }
+  // Shutting down: everything pending fails.
+  const absl::Status stopped =
+      absl::UnavailableError("the rollout server is shutting down");
+  std::deque<std::shared_ptr<Request>> incoming;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    incoming.swap(incoming_);
+    while (!incoming_controls_.empty()) {
+      controls_.push_back(std::move(incoming_controls_.front()));
+      incoming_controls_.pop_front();
+    }
+  }
+  for (auto& request : incoming) request->done(stopped);
+  FailAll(stopped);
+  for (auto& control : controls_) control->done.set_value(stopped);
+  controls_.clear();
+}
+
+void Engine::Accept(std::shared_ptr<Request> request) {
+  const GenerationRequest& spec = request->spec;
+  const bool sleep_pending = std::any_of(
+      controls_.begin(), controls_.end(),
+      [](const auto& c) { return c->kind == Control::Kind::kSleep; });
+  if ((sleeping_ || sleep_pending) && !spec.wait_if_sleeping) {
+    request->done(absl::UnavailableError(
+        "the rollout server is sleeping (Sleep was called); call Wake, or set "
+        "wait_if_sleeping to wait"));
+    return;
+  }
+  if (!spec.disable_adapter && spec.min_adapter_version > adapter_version_) {
+    request->done(absl::FailedPreconditionError(absl::StrCat(
+        "the loaded adapter is version ", adapter_version_,
+        "; the request needs at least ", spec.min_adapter_version)));
+    return;
+  }
+  const SamplingConfig& s = spec.sampling;
+  if (s.seed.has_value()) {
+    request->seed = *s.seed;
+  } else {
+    std::random_device entropy;
+    request->seed = (static_cast<uint64_t>(entropy()) << 32) ^ entropy() ^
+                    static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  }
+  for (const std::vector<int32_t>& prompt : spec.prompts) {
+    const int64_t room =
+        options_.max_model_len - static_cast<int64_t>(prompt.size());
+    request->max_tokens.push_back(
+        s.max_tokens > 0 ? s.max_tokens
+                         : std::min(options_.default_max_tokens, room));
+  }
+  request->stop_ids = s.stop_token_ids;
+  if (!s.ignore_eos) {
+    for (int64_t id : options_.eos_token_ids)
+      request->stop_ids.push_back(static_cast<int32_t>(id));
+  }
+  std::sort(request->stop_ids.begin(), request->stop_ids.end());
+  for (const std::string& stop : s.stop_strings) {
+    request->longest_stop = std::max(request->longest_stop, stop.size());
+  }
+  request->result.groups.resize(spec.prompts.size());
+  for (auto& group : request->result.groups) group.resize(spec.group_size);
+  request->unfinished =
+      static_cast<int64_t>(spec.prompts.size()) * spec.group_size;
+  waiting_.push_back(std::move(request));
+}
+
+bool Engine::HeadPartlyAdmitted() const {
+  return !waiting_.empty() && !waiting_.front()->finished &&
+         waiting_.front()->uses_adapter.has_value();
+}
+
+void Engine::AbortForSleep() {
+  for (auto& sequence : running_) Finish(*sequence, FinishReason::kAbort, "");
+  Compact();
+  // The completions of a partly admitted request that never started end too.
+  if (HeadPartlyAdmitted()) {
+    std::shared_ptr<Request> head = waiting_.front();
+    waiting_.pop_front();
+    const int prompts = static_cast<int>(head->spec.prompts.size());
+    for (; head->next_prompt < prompts;
+         ++head->next_prompt, head->next_sample = 0) {
+      for (; head->next_sample < head->spec.group_size; ++head->next_sample) {
+        Sequence aborted;
+        aborted.request = head;
+        aborted.out =
+            &head->result.groups[head->next_prompt][head->next_sample];
+        Finish(aborted, FinishReason::kAbort, "");
+      }
+    }
+  }
+}
+
+void Engine::HandleControls() {
+  // An aborting Sleep does not wait behind the drain of an earlier control.
+  if (!sleeping_ &&
+      std::any_of(controls_.begin(), controls_.end(), [](const auto& c) {
+        return c->kind == Control::Kind::kSleep && c->abort_running;
+      })) {
+    AbortForSleep();
+  }
+  while (!controls_.empty()) {
+    Control& control = *controls_.front();
+    switch (control.kind) {
+      case Control::Kind::kLoadAdapter: {
+        if (control.version <= adapter_version_) {
+          control.done.set_value(absl::FailedPreconditionError(absl::StrCat(
+              "adapter version ", control.version,
+              " is not above the loaded version ", adapter_version_)));
+          break;
+        }
+        // Running sequences, and the rest of a request partly admitted,
+        // finish with the adapter they started with.
+        if (RunningUsesAdapter() || HeadPartlyAdmitted()) return;
+        adapter_ = control.adapter;
+        adapter_version_ = control.version;
+        control.seconds = Seconds(absl::Now() - control.submitted);
+        swap_seconds_.Observe(control.seconds);
+        adapter_version_gauge_.Set(static_cast<double>(adapter_version_));
+        MRL_LOG(INFO) << "adapter version " << adapter_version_ << " (rank "
+                      << adapter_->config().rank << ") in use after "
+                      << control.seconds << " s";
+        control.done.set_value(absl::OkStatus());
+        break;
+      }
+      case Control::Kind::kSleep: {
+        if (sleeping_) {
+          control.bytes = 0;
+          control.done.set_value(absl::OkStatus());
+          break;
+        }
+        if (control.abort_running) AbortForSleep();
+        // Otherwise started requests finish first.
+        if (!running_.empty() || HeadPartlyAdmitted()) return;
+        const int64_t before =
+            device::QueryMemory(ToDevice(decoder_->options().device))
+                .reserved_bytes;
+        const int64_t cache_bytes = cache_->bytes();
+        cache_.reset();
+        device::ReleaseCachedMemory(ToDevice(decoder_->options().device));
+        const int64_t after =
+            device::QueryMemory(ToDevice(decoder_->options().device))
+                .reserved_bytes;
+        // On the CPU the allocator reports nothing; the cache's bytes are what
+        // went.
+        control.bytes = decoder_->options().device.is_cuda()
+                            ? std::max<int64_t>(0, before - after)
+                            : cache_bytes;
+        sleeping_ = true;
+        // Requests that have not started and may not wait are refused now.
+        for (auto it = waiting_.begin(); it != waiting_.end();) {
+          if (!(*it)->spec.wait_if_sleeping && !(*it)->finished) {
+            FailRequest(**it, absl::UnavailableError(
+                                  "the rollout server went to sleep before "
+                                  "this request started; call Wake, or set "
+                                  "wait_if_sleeping to wait"));
+            it = waiting_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        sleeping_gauge_.Set(1);
+        kv_bytes_.Set(0);
+        MRL_LOG(INFO) << "asleep: released " << control.bytes << " bytes";
+        control.done.set_value(absl::OkStatus());
+        break;
+      }
+      case Control::Kind::kWake: {
+        if (sleeping_) {
+          absl::StatusOr<model::KvCache> cache =
+              ReserveCache(*decoder_, num_slots_, options_.max_model_len);
+          if (!cache.ok()) {
+            control.done.set_value(cache.status());
+            break;
+          }
+          cache_.emplace(*std::move(cache));
+          sleeping_ = false;
+          sleeping_gauge_.Set(0);
+          kv_bytes_.Set(static_cast<double>(cache_->bytes()));
+          MRL_LOG(INFO) << "awake: KV cache of " << cache_->bytes() << " bytes";
+        }
+        control.bytes = cache_->bytes();
+        control.done.set_value(absl::OkStatus());
+        break;
+      }
+    }
+    controls_.pop_front();
+  }
+}
+
+bool Engine::RunningUsesAdapter() const {
+  return !running_.empty() && running_.front()->uses_adapter;
+}
+
+void Engine::Admit() {
+  if (sleeping_) return;
+  // While a control waits, only a partly admitted request goes on (so that all
+  // its completions see the same adapter, and Sleep lets it finish).
+  const bool only_started = !controls_.empty();
+  std::vector<Chunk> chunks;
+  int64_t free = num_slots_ - static_cast<int64_t>(running_.size());
+  int64_t rows = 0;
+  int64_t longest = 0;
+  // The adapter mode of the batch: every running sequence uses the adapter or
+  // none does.
+  std::optional<bool> mode;
+  if (!running_.empty()) mode = RunningUsesAdapter();
+  while (!waiting_.empty() && free > 0) {
+    std::shared_ptr<Request> request = waiting_.front();
+    if (request->finished) {
+      waiting_.pop_front();
+      continue;
+    }
+    if (only_started && !request->uses_adapter.has_value()) break;
+    const bool uses_adapter = request->uses_adapter.value_or(
+        !request->spec.disable_adapter && adapter_ != nullptr);
+    if (mode.has_value() && *mode != uses_adapter) break;
+    const int remaining = request->spec.group_size - request->next_sample;
+    // A whole group shares a prefill; a group larger than the cache goes in
+    // parts.
+    const int64_t count = std::min<int64_t>(remaining, num_slots_);
+    if (free < count) break;
+    const int64_t length = static_cast<int64_t>(
+        request->spec.prompts[request->next_prompt].size());
+    if (!chunks.empty() &&
+        (rows + 1) * std::max(longest, length) > options_.prefill_tokens)
+      break;
+    chunks.push_back({request, request->next_prompt, request->next_sample,
+                      static_cast<int>(count), uses_adapter});
+    mode = uses_adapter;
+    request->uses_adapter = uses_adapter;
+    if (!request->started.has_value()) request->started = absl::Now();
+    free -= count;
+    ++rows;
+    longest = std::max(longest, length);
+    request->next_sample += static_cast<int>(count);
+    if (request->next_sample == request->spec.group_size) {
+      request->next_sample = 0;
+      if (++request->next_prompt ==
+          static_cast<int>(request->spec.prompts.size())) {
+        waiting_.pop_front();
+      }
+    }
+  }
+  if (!chunks.empty()) Prefill(chunks);
+}
+
+void Engine::Prefill(const std::vector<Chunk>& chunks) {
+  const absl::Time start = absl::Now();
+  const size_t first = running_.size();
+  const int64_t rows = static_cast<int64_t>(chunks.size());
+  int64_t longest = 0;
+  for (const Chunk& chunk : chunks) {
+    longest = std::max<int64_t>(
+        longest, chunk.request->spec.prompts[chunk.prompt].size());
+  }
+  std::vector<int64_t> ids(rows * longest, 0);
+  std::vector<int64_t> leaders(rows);
+  std::vector<int64_t> lengths(rows);
+  std::vector<int64_t> row_of_sequence;
+  for (int64_t r = 0; r < rows; ++r) {
+    const Chunk& chunk = chunks[r];
+    const std::vector<int32_t>& prompt =
+        chunk.request->spec.prompts[chunk.prompt];
+    std::copy(prompt.begin(), prompt.end(), ids.begin() + r * longest);
+    lengths[r] = static_cast<int64_t>(prompt.size());
+    leaders[r] = static_cast<int64_t>(running_.size());
+    for (int i = 0; i < chunk.count; ++i) {
+      cache_->set_length(static_cast<int64_t>(running_.size()),
+                         0);  // a fresh slot
+      auto sequence = std::make_unique<Sequence>();
+      sequence->request = chunk.request;
+      sequence->prompt = chunk.prompt;
+      sequence->sample = chunk.first + i;
+      sequence->max_tokens = chunk.request->max_tokens[chunk.prompt];
+      sequence->seed =
+          SequenceSeed(chunk.request->seed, chunk.prompt, sequence->sample);
+      sequence->out =
+          &chunk.request->result.groups[chunk.prompt][sequence->sample];
+      sequence->uses_adapter = chunk.uses_adapter;
+      sequence->out->adapter_version =
+          chunk.uses_adapter ? adapter_version_ : 0;
+      if (tokenizer_ != nullptr) {
+        sequence->detokenizer = std::make_unique<tokenizer::IncrementalDecoder>(
+            *tokenizer_, /*skip_special_tokens=*/true);
+      }
+      running_.push_back(std::move(sequence));
+      row_of_sequence.push_back(r);
+    }
+    prompt_tokens_.Increment(static_cast<double>(lengths[r]));
+  }
+  model::RunOptions run;
+  run.adapter = chunks.front().uses_adapter ? adapter_.get() : nullptr;
+  absl::StatusOr<at::Tensor> hidden =
+      decoder_->Step(at::tensor(ids, at::kLong).view({rows, longest}), leaders,
+                     lengths, *cache_, run);
+  absl::Status status = hidden.status();
+  if (status.ok()) {
+    try {
+      const at::Device device = decoder_->options().device;
+      const at::Tensor last_positions =
+          at::tensor(lengths, at::kLong).to(device) - 1;
+      const at::Tensor last = hidden->index(
+          {at::arange(rows,
+                      at::TensorOptions().dtype(at::kLong).device(device)),
+           last_positions});  // [rows, H]
+      const at::Tensor logits = decoder_->Logits(last).index_select(
+          0, at::tensor(row_of_sequence, at::kLong).to(device));
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int i = 1; i < chunks[r].count; ++i) {
+          cache_->CopyPrefix(leaders[r], leaders[r] + i, lengths[r]);
+        }
+      }
+      status = SampleAndAppend(logits, first);
+    } catch (const std::exception& e) {
+      status = absl::InternalError(absl::StrCat("prefill failed: ", e.what()));
+    }
+  }
+  if (!status.ok()) {
+    MRL_LOG(ERROR) << "prefill of " << rows << " prompts failed: " << status;
+    for (size_t i = first; i < running_.size(); ++i)
+      FailRequest(*running_[i]->request, status);
+  }
+  Compact();
+  prefill_seconds_.Observe(Seconds(absl::Now() - start));
+}
+
+void Engine::DecodeStep() {
+  const absl::Time start = absl::Now();
+  const int64_t n = static_cast<int64_t>(running_.size());
+  std::vector<int64_t> ids(n);
+  std::vector<int64_t> slots(n);
+  for (int64_t i = 0; i < n; ++i) {
+    ids[i] = running_[i]->last_token;
+    slots[i] = i;
+  }
+  model::RunOptions run;
+  run.adapter = RunningUsesAdapter() ? adapter_.get() : nullptr;
+  absl::StatusOr<at::Tensor> hidden =
+      decoder_->Step(at::tensor(ids, at::kLong).view({n, 1}), slots,
+                     std::vector<int64_t>(n, 1), *cache_, run);
+  absl::Status status = hidden.status();
+  if (status.ok()) {
+    try {
+      status = SampleAndAppend(decoder_->Logits(hidden->select(1, 0)), 0);
+    } catch (const std::exception& e) {
+      status =
+          absl::InternalError(absl::StrCat("decode step failed: ", e.what()));
+    }
+  }
+  if (!status.ok()) {
+    MRL_LOG(ERROR) << "decode step of " << n << " sequences failed: " << status;
+    for (auto& sequence : running_) FailRequest(*sequence->request, status);
+  }
+  Compact();
+  decode_step_seconds_.Observe(Seconds(absl::Now() - start));
+}
+
+absl::Status Engine::SampleAndAppend(const at::Tensor& logits, size_t first) {
+  const int64_t n = logits.size(0);
+  std::vector<RowSampling> rows(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const Sequence& sequence = *running_[first + i];
+    const SamplingConfig& s = sequence.request->spec.sampling;
+    rows[i].temperature = s.temperature;
+    rows[i].top_p = s.top_p;
+    rows[i].top_k = s.top_k;
+    rows[i].seed = sequence.seed;
+    rows[i].position = static_cast<int64_t>(sequence.out->token_ids.size());
+  }
+  const SampleResult sampled = Sample(logits, rows);
+  // The one device-to-host copy of the step: tokens and log-probs together.
+  const at::Tensor host = at::stack({sampled.tokens.to(at::kDouble),
+                                     sampled.logprobs.to(at::kDouble)})
+                              .cpu();
+  const double* values = host.data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    Sequence& sequence = *running_[first + i];
+    if (sequence.finished) continue;
+    Append(sequence, static_cast<int32_t>(values[i]),
+           static_cast<float>(values[n + i]));
+  }
+  generated_tokens_.Increment(static_cast<double>(n));
+  generated_total_ += static_cast<uint64_t>(n);
+  rate_window_tokens_ += static_cast<uint64_t>(n);
+  return absl::OkStatus();
+}
+
+bool Engine::Append(Sequence& sequence, int32_t token, float logprob) {
+  Completion& out = *sequence.out;
+  const Request& request = *sequence.request;
+  out.token_ids.push_back(token);
+  out.logprobs.push_back(logprob);
+  sequence.last_token = token;
+  if (std::binary_search(request.stop_ids.begin(), request.stop_ids.end(),
+                         token)) {
+    Finish(sequence, FinishReason::kStop,
+           tokenizer_ != nullptr ? tokenizer_->IdToToken(token)
+                                 : absl::StrCat(token));
+    return true;
+  }
+  if (sequence.detokenizer != nullptr) {
+    const std::string piece = sequence.detokenizer->Add(token);
+    if (!piece.empty()) {
+      const size_t before = out.text.size();
+      out.text += piece;
+      if (request.longest_stop > 0) {
+        // A match must end in the new piece, so it starts at most longest - 1
+        // bytes earlier.
+        const size_t from = before >= request.longest_stop - 1
+                                ? before - (request.longest_stop - 1)
+                                : 0;
+        size_t best = std::string::npos;
+        const std::string* matched = nullptr;
+        for (const std::string& stop : request.spec.sampling.stop_strings) {
+          const size_t at = out.text.find(stop, from);
+          if (at < best) {
+            best = at;
+            matched = &stop;
+          }
+        }
+        if (matched != nullptr) {
+          out.text.resize(best);
+          sequence.detokenizer.reset();  // nothing more is added to the text
+          Finish(sequence, FinishReason::kStop, *matched);
+          return true;
+        }
+      }
+    }
+  }
+  if (static_cast<int64_t>(out.token_ids.size()) >= sequence.max_tokens) {
+    Finish(sequence, FinishReason::kLength, "");
+    return true;
+  }
+  return false;
+}
+
+void Engine::Finish(Sequence& sequence, FinishReason reason,
+                    std::string stop_reason) {
+  if (sequence.finished) return;
+  sequence.finished = true;
+  Completion& out = *sequence.out;
+  if (sequence.detokenizer != nullptr)
+    out.text += sequence.detokenizer->Flush();
+  out.finish_reason = reason;
+  out.stop_reason = std::move(stop_reason);
+  completions_.Add({{"finish_reason", FinishReasonName(reason)}}).Increment();
+  Request& request = *sequence.request;
+  if (request.finished) return;
+  if (--request.unfinished == 0) {
+    request.finished = true;
+    const absl::Time now = absl::Now();
+    request.result.queue_seconds =
+        Seconds(*request.started - request.submitted);
+    request.result.generate_seconds = Seconds(now - *request.started);
+    request.done(std::move(request.result));
+  }
+}
+
+void Engine::FailRequest(Request& request, const absl::Status& status) {
+  if (request.finished) return;
+  request.finished = true;
+  request.done(status);
+}
+
+void Engine::Compact() {
+  // From the back, so the sequence moved into a hole is never one being
+  // removed.
+  for (size_t i = running_.size(); i-- > 0;) {
+    Sequence& sequence = *running_[i];
+    if (!sequence.finished && !sequence.request->finished) continue;
+    const size_t last = running_.size() - 1;
+    if (i != last) {
+      cache_->CopyPrefix(static_cast<int64_t>(last), static_cast<int64_t>(i),
+                         cache_->length(static_cast<int64_t>(last)));
+      running_[i] = std::move(running_[last]);
+    }
+    running_.pop_back();
+  }
+}
+
+void Engine::DropCancelled() {
+  bool any = false;
+  auto cancelled = [](const Request& r) { return r.spec.cancelled->load(); };
+  for (auto& sequence : running_) {
+    if (!sequence->request->finished && cancelled(*sequence->request)) {
+      FailRequest(*sequence->request,
+                  absl::CancelledError("the client cancelled the request"));
+      any = true;
+    }
+  }
+  if (any) Compact();
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if ((*it)->finished || cancelled(**it)) {
+      FailRequest(**it,
+                  absl::CancelledError("the client cancelled the request"));
+      it = waiting_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Engine::FailAll(const absl::Status& status) {
+  for (auto& sequence : running_) FailRequest(*sequence->request, status);
+  running_.clear();
+  for (auto& request : waiting_) FailRequest(*request, status);
+  waiting_.clear();
+}
+
+int64_t Engine::WaitingSequences() const {
+  int64_t waiting = 0;
+  for (const auto& request : waiting_) {
+    if (request->finished) continue;
+    waiting += (static_cast<int64_t>(request->spec.prompts.size()) -
+                request->next_prompt) *
+                   request->spec.group_size -
+               request->next_sample;
+  }
+  return waiting;
+}
+
+void Engine::Publish() {
+  const absl::Time now = absl::Now();
+  const double window = Seconds(now - rate_window_start_);
+  if (running_.empty() && waiting_.empty()) {
+    tokens_per_second_.Set(0);
+    rate_window_start_ = now;
+    rate_window_tokens_ = 0;
+  } else if (window >= 1.0) {
+    tokens_per_second_.Set(static_cast<double>(rate_window_tokens_) / window);
+    rate_window_start_ = now;
+    rate_window_tokens_ = 0;
+  }
+  int64_t used = 0;
+  if (cache_.has_value()) {
+    for (size_t i = 0; i < running_.size(); ++i)
+      used += cache_->length(static_cast<int64_t>(i));
+  }
+  const int64_t waiting = WaitingSequences();
+  running_gauge_.Set(static_cast<double>(running_.size()));
+  waiting_gauge_.Set(static_cast<double>(waiting));
+  kv_used_ratio_.Set(static_cast<double>(used) /
+                     static_cast<double>(num_slots_ * options_.max_model_len));
+  std::lock_guard<std::mutex> lock(mu_);
+  snapshot_.state = sleeping_ ? EngineState::kSleeping : EngineState::kReady;
+  snapshot_.adapter_version = adapter_version_;
+  snapshot_.adapter_rank =
+      adapter_ != nullptr ? static_cast<int>(adapter_->config().rank) : 0;
+  snapshot_.adapter_targets.clear();
+  if (adapter_ != nullptr) {
+    for (model::LoraModule module : adapter_->config().targets) {
+      snapshot_.adapter_targets.push_back(model::LoraModuleName(module));
+    }
+  }
+  snapshot_.running_sequences = static_cast<int>(running_.size());
+  snapshot_.waiting_sequences = static_cast<int>(waiting);
+  snapshot_.kv_cache_bytes = cache_.has_value() ? cache_->bytes() : 0;
+  snapshot_.kv_cache_used_tokens = used;
+  snapshot_.generated_tokens = generated_total_;
+}
+
+}  // namespace microrl::rollout

@@ -1,0 +1,255 @@
+#ifndef MICRORL_ROLLOUT_SERVER_ENGINE_H_
+#define MICRORL_ROLLOUT_SERVER_ENGINE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/model/decoder.h"
+#include "common/model/kv_cache.h"
+#include "common/model/lora.h"
+#include "common/tokenizer/tokenizer.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace microrl::rollout {
+
+struct EngineOptions {
+  // Memory for keys and values; the number of sequence slots is this over one
+  // slot's size (max_model_len tokens).
+  int64_t kv_cache_bytes = int64_t{256} << 20;
+  // Tokens per sequence, prompt + completion.
+  int64_t max_model_len = 4096;
+  // Completion tokens when a request does not say.
+  int64_t default_max_tokens = 1024;
+  // Largest group_size accepted.
+  int max_group_size = 1024;
+  // Token ids that end a completion unless a request sets ignore_eos.
+  std::vector<int64_t> eos_token_ids;
+  // Padded prompt tokens per batched prefill (one prompt may exceed it alone).
+  int64_t prefill_tokens = 8192;
+};
+
+struct SamplingConfig {
+  double temperature = 1.0;  // 0: greedy
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  int64_t max_tokens = 0;  // 0: the engine's default
+  std::vector<int32_t> stop_token_ids;
+  std::vector<std::string> stop_strings;
+  bool ignore_eos = false;
+  std::optional<uint64_t> seed;
+};
+
+struct GenerationRequest {
+  std::vector<std::vector<int32_t>> prompts;  // token ids
+  int group_size = 1;
+  SamplingConfig sampling;
+  bool disable_adapter = false;
+  bool wait_if_sleeping = false;
+  uint64_t min_adapter_version = 0;
+  // Set by the caller to abandon the request; its sequences are freed at the
+  // next step.
+  std::shared_ptr<std::atomic<bool>> cancelled =
+      std::make_shared<std::atomic<bool>>(false);
+};
+
+enum class FinishReason { kStop, kLength, kAbort };
+
+struct Completion {
+  std::vector<int32_t> token_ids;
+  std::string text;
+  std::vector<float> logprobs;
+  FinishReason finish_reason = FinishReason::kLength;
+  uint64_t adapter_version = 0;
+  std::string stop_reason;
+};
+
+struct GenerationResult {
+  // groups[p][g]: completion g of prompt p.
+  std::vector<std::vector<Completion>> groups;
+  double queue_seconds = 0;
+  double generate_seconds = 0;
+};
+
+enum class EngineState { kReady, kSleeping };
+
+struct EngineSnapshot {
+  EngineState state = EngineState::kReady;
+  uint64_t adapter_version = 0;
+  int adapter_rank = 0;
+  std::vector<std::string> adapter_targets;
+  int running_sequences = 0;
+  int waiting_sequences = 0;
+  int64_t kv_cache_bytes = 0;  // reserved now
+  int64_t kv_cache_budget_bytes = 0;
+  int64_t num_slots = 0;
+  int64_t kv_cache_used_tokens = 0;
+  uint64_t generated_tokens = 0;  // since start
+};
+
+// The generation engine. One thread owns the decoder's KV cache, the current
+// adapter and every running sequence; callers talk to it through thread-safe
+// methods that enqueue work and never run model code themselves.
+//
+// Each prompt's G completions share one prefill (its keys and values are
+// computed once and copied to the other slots). Sequences join and leave the
+// running batch between decode steps (continuous batching) as KV slots allow;
+// requests that do not fit wait. All running sequences use the same adapter
+// version: a new adapter waits for the sequences of the old one to finish
+// (new ones are not admitted meanwhile), so no completion mixes versions.
+class Engine {
+ public:
+  // `tokenizer` may be null (then text and stop strings are unavailable).
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(
+      std::shared_ptr<const model::Decoder> decoder,
+      std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
+      const EngineOptions& options, prometheus::Registry& registry);
+  // Stops the engine thread; requests still pending fail with Unavailable.
+  ~Engine();
+
+  // Checks a request against the model and limits; InvalidArgument with a
+  // message naming the problem, ResourceExhausted if a group can never fit.
+  absl::Status Validate(const GenerationRequest& request) const;
+
+  // Queues a request. `done` runs exactly once, on the engine thread (or the
+  // caller's, for an immediate refusal): the result, or InvalidArgument,
+  // Unavailable (sleeping and not waiting, or stopping), FailedPrecondition
+  // (adapter older than min_adapter_version), Cancelled.
+  void Submit(GenerationRequest request,
+              std::function<void(absl::StatusOr<GenerationResult>)> done);
+
+  // Makes `adapter` current with `version` between decode steps, once running
+  // sequences of the previous version have finished; blocks until then.
+  // FailedPrecondition if `version` is not above the current one. Returns the
+  // seconds from the call to the swap taking effect.
+  absl::StatusOr<double> LoadAdapter(
+      std::shared_ptr<const model::LoraAdapter> adapter, uint64_t version);
+
+  // Frees the KV cache and returns cached device memory to the driver; base
+  // weights and the adapter stay. With abort_running, running sequences end at
+  // once (FinishReason::kAbort); otherwise Sleep waits for them. Returns bytes
+  // freed. Idempotent.
+  absl::StatusOr<int64_t> Sleep(bool abort_running);
+  // Re-reserves the KV cache; returns its bytes. Idempotent.
+  absl::StatusOr<int64_t> Wake();
+
+  EngineSnapshot Snapshot() const;
+  const model::Decoder& decoder() const { return *decoder_; }
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  const tokenizer::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  int64_t max_model_len() const { return options_.max_model_len; }
+  const std::vector<int64_t>& eos_token_ids() const {
+    return options_.eos_token_ids;
+  }
+
+ private:
+  struct Request;
+  struct Sequence;
+  struct Control;
+  // Part of a request admitted together: completions [first, first + count) of
+  // one prompt, sharing one prefill.
+  struct Chunk {
+    std::shared_ptr<Request> request;
+    int prompt = 0;
+    int first = 0;
+    int count = 0;
+    bool uses_adapter = false;
+  };
+
+  Engine(std::shared_ptr<const model::Decoder> decoder,
+         std::shared_ptr<const tokenizer::Tokenizer> tokenizer,
+         const EngineOptions& options, int64_t num_slots, model::KvCache cache,
+         prometheus::Registry& registry);
+
+  void Loop();
+  // Engine-thread steps.
+  void Accept(std::shared_ptr<Request> request);
+  void HandleControls();
+  void Admit();
+  void Prefill(const std::vector<Chunk>& chunks);
+  void DecodeStep();
+  // Samples from logits [N, V] for running_[first, first + N), appends the
+  // tokens and removes the sequences that finished.
+  absl::Status SampleAndAppend(const at::Tensor& logits, size_t first);
+  // Appends a sampled token; returns whether the sequence has finished.
+  bool Append(Sequence& sequence, int32_t token, float logprob);
+  void Finish(Sequence& sequence, FinishReason reason, std::string stop_reason);
+  void FailRequest(Request& request, const absl::Status& status);
+  // Removes finished sequences (and those of finished requests) from running_,
+  // moving the last ones into the holes so slots stay 0..N-1.
+  void Compact();
+  void DropCancelled();
+  void FailAll(const absl::Status& status);
+  void Publish();
+  bool RunningUsesAdapter() const;
+  // Whether the first waiting request has some completions admitted already.
+  bool HeadPartlyAdmitted() const;
+  // Ends running sequences and the unadmitted rest of a partly admitted
+  // request with FinishReason::kAbort.
+  void AbortForSleep();
+  // Queues a control for the engine thread and waits for it to be applied.
+  absl::Status RunControl(std::shared_ptr<Control> control);
+  int64_t WaitingSequences() const;
+
+  const std::shared_ptr<const model::Decoder> decoder_;
+  const std::shared_ptr<const tokenizer::Tokenizer> tokenizer_;
+  const EngineOptions options_;
+  const int64_t num_slots_;
+  const int64_t slot_bytes_;
+
+  // --- shared with callers, guarded by mu_
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Request>> incoming_;
+  std::deque<std::shared_ptr<Control>> incoming_controls_;
+  bool stopping_ = false;
+  EngineSnapshot snapshot_;  // published by the engine thread after each step
+  std::mutex load_mu_;       // one LoadAdapter at a time
+
+  // --- owned by the engine thread
+  std::optional<model::KvCache> cache_;
+  std::deque<std::shared_ptr<Control>> controls_;  // applied in order
+  std::deque<std::shared_ptr<Request>> waiting_;
+  // running_[i] holds KV slot i.
+  std::vector<std::unique_ptr<Sequence>> running_;
+  std::shared_ptr<const model::LoraAdapter> adapter_;
+  uint64_t adapter_version_ = 0;
+  bool sleeping_ = false;
+  uint64_t generated_total_ = 0;
+  absl::Time rate_window_start_;
+  uint64_t rate_window_tokens_ = 0;
+  std::thread thread_;
+
+  // --- metrics (thread-safe)
+  prometheus::Counter& generated_tokens_;
+  prometheus::Counter& prompt_tokens_;
+  prometheus::Family<prometheus::Counter>& completions_;
+  prometheus::Gauge& running_gauge_;
+  prometheus::Gauge& waiting_gauge_;
+  prometheus::Gauge& kv_used_ratio_;
+  prometheus::Gauge& kv_bytes_;
+  prometheus::Gauge& tokens_per_second_;
+  prometheus::Gauge& adapter_version_gauge_;
+  prometheus::Gauge& sleeping_gauge_;
+  prometheus::Histogram& prefill_seconds_;
+  prometheus::Histogram& decode_step_seconds_;
+  prometheus::Histogram& swap_seconds_;
+};
+
+}  // namespace microrl::rollout
+
+#endif  // MICRORL_ROLLOUT_SERVER_ENGINE_H_

@@ -1,0 +1,138 @@
+#include "rollout_server/sampler.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <limits>
+
+namespace microrl::rollout {
+double RowUniform(uint64_t seed, int64_t position) {
+  // splitmix64 of the seed, then of the position: a uniform 53-bit fraction.
+  auto mix = [](uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  const uint64_t bits = mix(mix(seed) ^ static_cast<uint64_t>(position));
+  return (static_cast<double>(bits >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+at::Tensor TopKMask(const at::Tensor& scaled,
+                    const std::vector<int64_t>& top_k) {
+  const int64_t vocab = scaled.size(1);
+  int64_t k_max = 0;
+  bool any = false;
+  for (int64_t k : top_k) {
+    if (k > 0 && k < vocab) {
+      any = true;
+      k_max = std::max(k_max, k);
+    }
+  }
+  if (!any) return scaled;
+  // The k-th largest value of each row is its threshold (rows without top-k
+  // keep everything).
+  const at::Tensor top =
+      std::get<0>(at::topk(scaled, k_max, /*dim=*/1));  // [N, k_max]
+  std::vector<int64_t> index(top_k.size());
+  std::vector<uint8_t> active(top_k.size());
+  for (size_t n = 0; n < top_k.size(); ++n) {
+    const bool on = top_k[n] > 0 && top_k[n] < vocab;
+    index[n] = on ? top_k[n] - 1 : 0;
+    active[n] = on;
+  }
+  const at::Tensor idx =
+      at::tensor(index, at::kLong).to(scaled.device()).unsqueeze(1);
+  const at::Tensor on = at::tensor(active, at::kByte)
+                            .to(scaled.device())
+                            .to(at::kBool)
+                            .unsqueeze(1);
+  const at::Tensor threshold = top.gather(1, idx);  // [N, 1]
+  return at::where(
+      on.logical_and(scaled < threshold),
+      at::full({}, -std::numeric_limits<float>::infinity(), scaled.options()),
+      scaled);
+}
+
+at::Tensor TopPMask(const at::Tensor& scaled,
+                    const std::vector<double>& top_p) {
+  if (std::all_of(top_p.begin(), top_p.end(),
+                  [](double p) { return p >= 1.0; }))
+    return scaled;
+  const auto [sorted, order] = at::sort(scaled, /*dim=*/1, /*descending=*/true);
+  const at::Tensor probs = at::softmax(sorted, 1);
+  // Rows without top-p get an infinite threshold, so float rounding of their
+  // cumulative mass never drops a token.
+  std::vector<float> thresholds(top_p.size());
+  for (size_t n = 0; n < top_p.size(); ++n) {
+    thresholds[n] = top_p[n] >= 1.0 ? std::numeric_limits<float>::infinity()
+                                    : static_cast<float>(top_p[n]);
+  }
+  const at::Tensor p =
+      at::tensor(thresholds, at::kFloat).to(scaled.device()).unsqueeze(1);
+  // Keep the smallest prefix whose mass reaches p: a token is dropped when the
+  // mass before it already reaches p. The most likely token always stays.
+  const at::Tensor before = at::cumsum(probs, 1) - probs;
+  const at::Tensor drop_sorted = before >= p;
+  drop_sorted.narrow(1, 0, 1).fill_(false);
+  const at::Tensor drop =
+      at::zeros_like(drop_sorted).scatter(1, order, drop_sorted);
+  return at::where(
+      drop,
+      at::full({}, -std::numeric_limits<float>::infinity(), scaled.options()),
+      scaled);
+}
+
+SampleResult Sample(const at::Tensor& logits,
+                    const std::vector<RowSampling>& rows) {
+  const int64_t n = logits.size(0);
+  const int64_t vocab = logits.size(1);
+  std::vector<float> inverse_temperature(n);
+  std::vector<uint8_t> greedy(n);
+  std::vector<int64_t> top_k(n);
+  std::vector<double> top_p(n);
+  std::vector<uint64_t> seeds(n);
+  std::vector<int64_t> positions(n);
+  bool all_greedy = true;
+  for (int64_t i = 0; i < n; ++i) {
+    // Below kGreedyTemperature, 1 / T overflows float logits: greedy.
+    greedy[i] = rows[i].temperature < kGreedyTemperature;
+    all_greedy = all_greedy && greedy[i];
+    inverse_temperature[i] =
+        greedy[i] ? 1.0f : static_cast<float>(1.0 / rows[i].temperature);
+    top_k[i] = rows[i].top_k;
+    top_p[i] = rows[i].top_p;
+    seeds[i] = rows[i].seed;
+    positions[i] = rows[i].position;
+  }
+  const at::Device device = logits.device();
+  const at::Tensor scaled =
+      logits.to(at::kFloat) * at::tensor(inverse_temperature, at::kFloat)
+                                  .to(device)
+                                  .unsqueeze(1);  // [N, V]
+  const at::Tensor log_probs = at::log_softmax(scaled, 1);
+  at::Tensor tokens = scaled.argmax(1);
+  if (!all_greedy) {
+    // Inverse-CDF sampling from the truncated distribution with one uniform per
+    // row: the first token whose cumulative probability reaches u. Masked
+    // tokens have zero width, so they are never chosen.
+    std::vector<double> uniforms(n);
+    for (int64_t i = 0; i < n; ++i)
+      uniforms[i] = RowUniform(seeds[i], positions[i]);
+    const at::Tensor cdf =
+        at::cumsum(at::softmax(TopPMask(TopKMask(scaled, top_k), top_p), 1), 1);
+    const at::Tensor target = at::tensor(uniforms, at::kDouble)
+                                  .to(device)
+                                  .to(at::kFloat)
+                                  .unsqueeze(1) *
+                              cdf.narrow(1, vocab - 1, 1);
+    const at::Tensor sampled =
+        at::searchsorted(cdf, target).squeeze(1).clamp_max(vocab - 1);
+    const at::Tensor is_greedy =
+        at::tensor(greedy, at::kByte).to(device).to(at::kBool);
+    tokens = at::where(is_greedy, tokens, sampled);
+  }
+  return {tokens, log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)};
+}
+
+}  // namespace microrl::rollout

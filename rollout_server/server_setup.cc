@@ -1,0 +1,105 @@
+#include "rollout_server/server_setup.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/base/logging.h"
+#include "common/model/decoder.h"
+#include "common/model/lora.h"
+#include "common/tokenizer/tokenizer.h"
+
+namespace microrl::rollout {
+
+absl::StatusOr<at::ScalarType> ParseDtype(const std::string& name,
+                                          const device::Device& device) {
+  if (name == "auto") return device.cuda ? at::kBFloat16 : at::kFloat;
+  if (name == "float32") return at::kFloat;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--dtype: \"", name,
+                   "\" is not one of auto, float32, bfloat16, float16"));
+}
+
+absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
+    const ServerModelOptions& options, prometheus::Registry& registry) {
+  absl::StatusOr<at::ScalarType> dtype =
+      ParseDtype(options.dtype, options.device);
+  if (!dtype.ok()) return dtype.status();
+  model::DecoderOptions decoder_options;
+  decoder_options.device = options.device.cuda
+                               ? at::Device(at::kCUDA, options.device.index)
+                               : at::Device(at::kCPU);
+  decoder_options.dtype = *dtype;
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<model::Decoder>> decoder =
+      model::Decoder::Load(options.model_dir, decoder_options);
+  if (!decoder.ok()) {
+    return absl::Status(decoder.status().code(),
+                        absl::StrCat("--model: ", decoder.status().message()));
+  }
+  const model::ModelConfig config = (*decoder)->config();
+  MRL_LOG(INFO) << "loaded " << model::ArchitectureName(config.architecture)
+                << " from " << options.model_dir << " in "
+                << absl::ToDoubleSeconds(absl::Now() - start) << " s";
+
+  std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
+  const std::string tokenizer_path = options.model_dir + "/tokenizer.json";
+  if (std::filesystem::exists(tokenizer_path)) {
+    absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> loaded =
+        tokenizer::Tokenizer::FromFile(tokenizer_path);
+    if (!loaded.ok()) return loaded.status();
+    tokenizer = *std::move(loaded);
+  } else {
+    MRL_LOG(WARNING)
+        << "no " << tokenizer_path
+        << ": completions carry no text, and text prompts and stop strings "
+           "are refused";
+  }
+
+  EngineOptions engine_options;
+  engine_options.kv_cache_bytes = options.kv_cache_mb << 20;
+  engine_options.max_model_len = options.max_model_len;
+  const int64_t positions = config.max_position_embeddings;
+  if (engine_options.max_model_len == 0) {
+    engine_options.max_model_len =
+        positions > 0 ? std::min<int64_t>(4096, positions) : 4096;
+  } else if (positions > 0 && engine_options.max_model_len > positions) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_model_len ", options.max_model_len,
+        " exceeds the model's max_position_embeddings ", positions));
+  }
+  engine_options.default_max_tokens = options.max_tokens;
+  engine_options.max_group_size = options.max_group_size;
+  engine_options.prefill_tokens = options.prefill_tokens;
+  engine_options.eos_token_ids = config.eos_token_ids;
+  std::shared_ptr<const model::Decoder> shared_decoder = *std::move(decoder);
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(shared_decoder, tokenizer, engine_options, registry);
+  if (!engine.ok()) return engine.status();
+  std::shared_ptr<Engine> result = *std::move(engine);
+
+  if (!options.startup_adapter.empty()) {
+    absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter =
+        model::LoraAdapter::LoadPeft(options.startup_adapter, config,
+                                     decoder_options.device);
+    if (!adapter.ok()) {
+      return absl::Status(
+          adapter.status().code(),
+          absl::StrCat("--adapter: ", adapter.status().message()));
+    }
+    absl::StatusOr<double> swapped = result->LoadAdapter(
+        std::shared_ptr<const model::LoraAdapter>(*std::move(adapter)),
+        options.adapter_version);
+    if (!swapped.ok()) return swapped.status();
+  }
+  const EngineSnapshot snapshot = result->Snapshot();
+  MRL_LOG(INFO) << "engine ready: " << snapshot.num_slots
+                << " sequence slots of " << engine_options.max_model_len
+                << " tokens, KV cache " << snapshot.kv_cache_bytes << " bytes";
+  return result;
+}
+
+}  // namespace microrl::rollout

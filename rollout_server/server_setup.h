@@ -1,0 +1,46 @@
+#ifndef MICRORL_ROLLOUT_SERVER_SERVER_SETUP_H_
+#define MICRORL_ROLLOUT_SERVER_SERVER_SETUP_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/device/device.h"
+#include "prometheus/registry.h"
+#include "rollout_server/engine.h"
+
+namespace microrl::rollout {
+
+// What the rollout server's flags say about the model and the engine.
+struct ServerModelOptions {
+  std::string
+      model_dir;  // Hugging Face layout; tokenizer.json beside it is optional
+  device::Device device;
+  // "auto" (float32 on the CPU, bfloat16 on CUDA), "float32", "bfloat16" or
+  // "float16".
+  std::string dtype = "auto";
+  int64_t kv_cache_mb = 1024;
+  // 0: min(4096, the model's max_position_embeddings).
+  int64_t max_model_len = 0;
+  int64_t max_tokens = 1024;
+  int max_group_size = 1024;
+  int64_t prefill_tokens = 8192;
+  // A PEFT adapter directory to serve from the start, as version
+  // adapter_version.
+  std::string startup_adapter;
+  uint64_t adapter_version = 1;
+};
+
+// Parses a --dtype value for `device`.
+absl::StatusOr<at::ScalarType> ParseDtype(const std::string& name,
+                                          const device::Device& device);
+
+// Loads the model (and tokenizer, and start-up adapter) and starts the engine.
+// Errors name the flag or file at fault.
+absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
+    const ServerModelOptions& options, prometheus::Registry& registry);
+
+}  // namespace microrl::rollout
+
+#endif  // MICRORL_ROLLOUT_SERVER_SERVER_SETUP_H_

@@ -1,0 +1,139 @@
+// Times the rollout engine (continuous batching, sampling, prefix-shared
+// prefill) on the CPU or a GPU; driven by rollout_bench.py, which runs
+// transformers `generate` on the same model, prompts and lengths and prints the
+// ratio.
+//
+//   rollout_bench --model=DIR --prompts=FILE [--group=8] [--new_tokens=64]
+//                 [--iters=1] [--device=cpu] [--dtype=auto] [--threads=0]
+// FILE holds a JSON list of prompts (lists of token ids). Every completion runs
+// to new_tokens (EOS ignored), sampled at temperature 1. Prints one JSON line:
+// {"tokens", "seconds", "tokens_per_second", "prefill_seconds"...}.
+#include <ATen/Parallel.h>
+
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/time/clock.h"
+#include "common/base/file.h"
+#include "common/device/device.h"
+#include "nlohmann/json.hpp"
+#include "rollout_server/engine.h"
+#include "rollout_server/server_setup.h"
+
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory.");
+ABSL_FLAG(std::string, prompts, "",
+          "JSON file: a list of prompts, each a list of token ids.");
+ABSL_FLAG(int, group, 8, "Completions per prompt.");
+ABSL_FLAG(int, new_tokens, 64, "Tokens per completion.");
+ABSL_FLAG(int, iters, 1, "Timed repetitions (after one short warm-up).");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
+ABSL_FLAG(std::string, dtype, "auto", "auto, float32, bfloat16 or float16.");
+ABSL_FLAG(int, threads, 0, "Intra-op threads (0: LibTorch's default).");
+
+namespace {
+
+absl::StatusOr<microrl::rollout::GenerationResult> Generate(
+    microrl::rollout::Engine& engine,
+    microrl::rollout::GenerationRequest request) {
+  std::promise<absl::StatusOr<microrl::rollout::GenerationResult>> promise;
+  auto future = promise.get_future();
+  engine.Submit(
+      std::move(request),
+      [&promise](absl::StatusOr<microrl::rollout::GenerationResult> result) {
+        promise.set_value(std::move(result));
+      });
+  return future.get();
+}
+
+int Fail(const std::string& message) {
+  std::cerr << "rollout_bench: " << message << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_threads) > 0)
+    at::set_num_threads(absl::GetFlag(FLAGS_threads));
+  absl::StatusOr<std::string> text =
+      microrl::ReadFileToString(absl::GetFlag(FLAGS_prompts));
+  if (!text.ok()) return Fail(text.status().ToString());
+  std::vector<std::vector<int32_t>> prompts;
+  try {
+    prompts =
+        nlohmann::json::parse(*text).get<std::vector<std::vector<int32_t>>>();
+  } catch (const std::exception& e) {
+    return Fail(absl::GetFlag(FLAGS_prompts) + ": " + e.what());
+  }
+  size_t longest = 0;
+  for (const auto& prompt : prompts) longest = std::max(longest, prompt.size());
+  const int group = absl::GetFlag(FLAGS_group);
+  const int new_tokens = absl::GetFlag(FLAGS_new_tokens);
+  absl::StatusOr<microrl::device::Device> device =
+      microrl::device::ResolveDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return Fail(device.status().ToString());
+
+  microrl::rollout::ServerModelOptions options;
+  options.model_dir = absl::GetFlag(FLAGS_model);
+  options.device = *device;
+  options.dtype = absl::GetFlag(FLAGS_dtype);
+  options.max_model_len = static_cast<int64_t>(longest) + new_tokens;
+  options.max_group_size = group;
+  options.max_tokens = new_tokens;
+  // Room for every sequence at once: prompts x group slots of max_model_len.
+  absl::StatusOr<microrl::model::ModelConfig> config =
+      microrl::model::LoadModelConfig(options.model_dir);
+  if (!config.ok()) return Fail(config.status().ToString());
+  absl::StatusOr<at::ScalarType> dtype =
+      microrl::rollout::ParseDtype(options.dtype, *device);
+  if (!dtype.ok()) return Fail(dtype.status().ToString());
+  const int64_t slot_bytes =
+      2 * config->num_layers * config->num_kv_heads * config->head_dim *
+      static_cast<int64_t>(c10::elementSize(*dtype)) * options.max_model_len;
+  const int64_t sequences = static_cast<int64_t>(prompts.size()) * group;
+  options.kv_cache_mb = (sequences * slot_bytes + (1 << 20) - 1) >> 20;
+  prometheus::Registry registry;
+  absl::StatusOr<std::shared_ptr<microrl::rollout::Engine>> engine =
+      microrl::rollout::StartEngine(options, registry);
+  if (!engine.ok()) return Fail(engine.status().ToString());
+
+  auto request = [&](int max_tokens, uint64_t seed) {
+    microrl::rollout::GenerationRequest r;
+    r.prompts = prompts;
+    r.group_size = group;
+    r.sampling.temperature = 1.0;
+    r.sampling.max_tokens = max_tokens;
+    r.sampling.ignore_eos = true;
+    r.sampling.seed = seed;
+    return r;
+  };
+  if (auto warm = Generate(**engine, request(4, 1)); !warm.ok()) {
+    return Fail(warm.status().ToString());
+  }
+  int64_t tokens = 0;
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < absl::GetFlag(FLAGS_iters); ++i) {
+    absl::StatusOr<microrl::rollout::GenerationResult> result =
+        Generate(**engine, request(new_tokens, 100 + i));
+    if (!result.ok()) return Fail(result.status().ToString());
+    for (const auto& g : result->groups) {
+      for (const auto& completion : g) tokens += completion.token_ids.size();
+    }
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  nlohmann::json out = {
+      {"tokens", tokens},
+      {"seconds", seconds},
+      {"tokens_per_second", tokens / seconds},
+      {"slots", (*engine)->Snapshot().num_slots},
+      {"reserved_bytes", microrl::device::QueryMemory(*device).reserved_bytes}};
+  std::cout << out.dump() << std::endl;
+  std::fflush(stdout);
+  // The engine thread is joined by the destructor.
+  return 0;
+}

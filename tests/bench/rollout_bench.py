@@ -1,0 +1,124 @@
+"""Rollout throughput, microrl's engine against transformers `generate`, on the same
+random-weight model, prompts and lengths, in one run.
+
+  rollout_bench.py [--shape qwen2-100m|qwen2.5-1.5b] [--device cpu|cuda] [--prompts 8]
+                   [--group 8] [--prompt_len 64] [--new_tokens 64] [--threads N]
+
+Both sample G completions per prompt at temperature 1 (no top-p/top-k), each running to
+exactly new_tokens (EOS ignored), and count completion tokens per second of wall time
+(prefill included). transformers gets the prompts as one batch with
+num_return_sequences=G; microrl gets one GenerationRequest of the same prompts with
+group_size G. Prints both rates and the ratio (> 1: microrl is faster). On CUDA it also
+prints each rate as a fraction of the memory-bandwidth roofline: every decode step must
+read all weights once plus the keys and values cached so far.
+"""
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, Qwen2Config
+
+from bench_models import SHAPES
+
+# Peak memory bandwidth, bytes/s, by a part of the device name (first match wins).
+BANDWIDTH = {"H100 PCIe": 2.0e12, "H100 NVL": 3.9e12, "H100": 3.35e12, "H200": 4.8e12,
+             "A100-SXM4-80GB": 2.04e12, "A100": 1.56e12, "A40": 0.696e12, "L40S": 0.864e12}
+
+
+def roofline_tokens_per_second(config, parameters, bytes_per_value, sequences, prompt_len,
+                               new_tokens, bandwidth):
+    head_dim = config.hidden_size // config.num_attention_heads
+    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim \
+        * bytes_per_value
+    weights = parameters * bytes_per_value
+    seconds = sum(weights + sequences * (prompt_len + t) * kv_per_token
+                  for t in range(new_tokens)) / bandwidth
+    return sequences * new_tokens / seconds
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", default="qwen2-100m", choices=SHAPES)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--prompt_len", type=int, default=64)
+    parser.add_argument("--new_tokens", type=int, default=64)
+    parser.add_argument("--skip_transformers", action="store_true",
+                        help="measure microrl only (e.g. when transformers would run out "
+                             "of memory)")
+    parser.add_argument("--bench_bin", default=os.path.join(
+        os.path.dirname(__file__), "../../build/tests/bench/rollout_bench"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    torch.manual_seed(0)
+    config = Qwen2Config(**SHAPES[args.shape],
+                         max_position_embeddings=max(4096, args.prompt_len + args.new_tokens))
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(args.device).eval()
+    parameters = sum(p.numel() for p in model.parameters())
+    work = tempfile.mkdtemp(prefix="rollout_bench.")
+    model.save_pretrained(os.path.join(work, "model"))
+    prompts = torch.randint(0, config.vocab_size, (args.prompts, args.prompt_len))
+    with open(os.path.join(work, "prompts.json"), "w") as f:
+        json.dump(prompts.tolist(), f)
+    sequences = args.prompts * args.group
+    print(f"model: {args.shape}, {parameters / 1e6:.1f}M parameters, {dtype}, {args.device}; "
+          f"{args.prompts} prompts x G={args.group}, {args.prompt_len} prompt tokens, "
+          f"{args.new_tokens} new tokens; torch threads {torch.get_num_threads()}", flush=True)
+
+    # microrl first, so transformers' allocations do not crowd it on a GPU.
+    command = [args.bench_bin, f"--model={work}/model", f"--prompts={work}/prompts.json",
+               f"--group={args.group}", f"--new_tokens={args.new_tokens}",
+               f"--device={args.device}", f"--threads={args.threads}"]
+    ours = json.loads(subprocess.run(command, capture_output=True, text=True,
+                                     check=True).stdout.strip().splitlines()[-1])
+    rates = {"microrl": ours["tokens_per_second"]}
+
+    if not args.skip_transformers:
+        ids = prompts.to(args.device)
+
+        def hf_generate(new_tokens):
+            with torch.inference_mode():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                     temperature=1.0, top_p=1.0, top_k=0,
+                                     num_return_sequences=args.group,
+                                     max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                     pad_token_id=0)
+            return out.shape[0] * (out.shape[1] - args.prompt_len)
+
+        hf_generate(4)  # warm-up
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        tokens = hf_generate(args.new_tokens)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        rates["transformers"] = tokens / (time.perf_counter() - start)
+
+    line = f"microrl {rates['microrl']:10.1f} tok/s"
+    if "transformers" in rates:
+        line = (f"transformers {rates['transformers']:10.1f} tok/s   " + line +
+                f"   ratio {rates['microrl'] / rates['transformers']:.2f}")
+    print(line)
+    if args.device == "cuda":
+        name = torch.cuda.get_device_name()
+        bandwidth = next((b for key, b in BANDWIDTH.items() if key in name), None)
+        if bandwidth is None:
+            print(f"no bandwidth known for {name}: roofline not computed")
+        else:
+            roof = roofline_tokens_per_second(config, parameters, 2, sequences,
+                                              args.prompt_len, args.new_tokens, bandwidth)
+            print(f"{name}: roofline {roof:.0f} tok/s at {bandwidth / 1e12:.2f} TB/s; " +
+                  "; ".join(f"{k} {v / roof:.1%}" for k, v in rates.items()))
+    print(json.dumps({"rates": rates, "microrl": ours}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,618 @@
+// The generation engine against the model core's full-sequence path: greedy
+// decoding equals the step-by-step argmax of Decoder::Forward, returned
+// log-probs equal ComputeTokenStats (what the learner computes), seeds,
+// continuous batching under a small KV budget, hot-swaps under load,
+// sleep/wake, cancellation and bad requests.
+#include "rollout_server/engine.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "common/model/token_stats.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "prometheus/text_serializer.h"
+#include "tests/support/tiny_model.h"
+
+namespace microrl::rollout {
+namespace {
+
+using ::microrl::testing::RandomAdapter;
+using ::microrl::testing::TinyDecoder;
+using ::testing::HasSubstr;
+
+// Bytes of one sequence slot of the tiny model: keys and values, 2 layers x 2
+// KV heads x 8 dims x 4 bytes per position.
+constexpr int64_t kBytesPerPosition = 2 * 2 * 2 * 8 * 4;
+
+struct TestEngine {
+  std::shared_ptr<const model::Decoder> decoder;
+  std::unique_ptr<prometheus::Registry> registry =
+      std::make_unique<prometheus::Registry>();
+  std::unique_ptr<Engine> engine;
+};
+
+TestEngine MakeEngine(int64_t slots, int64_t max_model_len = 64,
+                      std::vector<int64_t> eos = {}) {
+  TestEngine t;
+  t.decoder = TinyDecoder();
+  EngineOptions options;
+  options.max_model_len = max_model_len;
+  options.kv_cache_bytes = slots * max_model_len * kBytesPerPosition;
+  options.default_max_tokens = 16;
+  options.max_group_size = 64;
+  options.eos_token_ids = std::move(eos);
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(t.decoder, nullptr, options, *t.registry);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  if (engine.ok()) t.engine = *std::move(engine);
+  return t;
+}
+
+std::future<absl::StatusOr<GenerationResult>> SubmitAsync(
+    Engine& engine, GenerationRequest request) {
+  auto promise =
+      std::make_shared<std::promise<absl::StatusOr<GenerationResult>>>();
+  std::future<absl::StatusOr<GenerationResult>> future = promise->get_future();
+  engine.Submit(std::move(request),
+                [promise](absl::StatusOr<GenerationResult> result) {
+                  promise->set_value(std::move(result));
+                });
+  return future;
+}
+
+absl::StatusOr<GenerationResult> Generate(Engine& engine,
+                                          GenerationRequest request) {
+  return SubmitAsync(engine, std::move(request)).get();
+}
+
+GenerationRequest Request(std::vector<std::vector<int32_t>> prompts,
+                          int group_size, double temperature,
+                          int64_t max_tokens,
+                          std::optional<uint64_t> seed = 7) {
+  GenerationRequest request;
+  request.prompts = std::move(prompts);
+  request.group_size = group_size;
+  request.sampling.temperature = temperature;
+  request.sampling.max_tokens = max_tokens;
+  request.sampling.seed = seed;
+  return request;
+}
+
+// What the learner computes for a completion: log softmax(logits / T) of each
+// completion token from one forward pass over prompt + completion, and the
+// argmax at each position.
+struct Scored {
+  std::vector<float> logprobs;
+  std::vector<int64_t> argmax;
+};
+
+Scored Score(const model::Decoder& decoder, const std::vector<int32_t>& prompt,
+             const std::vector<int32_t>& completion, double temperature,
+             const model::LoraAdapter* adapter) {
+  c10::InferenceMode inference;
+  std::vector<int64_t> ids(prompt.begin(), prompt.end());
+  ids.insert(ids.end(), completion.begin(), completion.end());
+  const int64_t n = static_cast<int64_t>(completion.size());
+  const int64_t p = static_cast<int64_t>(prompt.size());
+  absl::StatusOr<at::Tensor> hidden = decoder.Forward(
+      at::tensor(ids, at::kLong).unsqueeze(0), {adapter, false});
+  EXPECT_TRUE(hidden.ok()) << hidden.status();
+  const at::Tensor rows = (*hidden)[0].narrow(0, p - 1, n);
+  const at::Tensor targets = at::tensor(
+      std::vector<int64_t>(completion.begin(), completion.end()), at::kLong);
+  absl::StatusOr<model::TokenStats> stats = model::ComputeTokenStats(
+      rows, decoder.lm_head(), targets, temperature > 0 ? temperature : 1.0, 8);
+  EXPECT_TRUE(stats.ok()) << stats.status();
+  Scored scored;
+  const at::Tensor logprobs = stats->logprobs.contiguous();
+  scored.logprobs.assign(logprobs.data_ptr<float>(),
+                         logprobs.data_ptr<float>() + n);
+  const at::Tensor argmax = decoder.Logits(rows).argmax(1).contiguous();
+  scored.argmax.assign(argmax.data_ptr<int64_t>(),
+                       argmax.data_ptr<int64_t>() + n);
+  return scored;
+}
+
+void ExpectMatchesScoring(const model::Decoder& decoder,
+                          const std::vector<int32_t>& prompt,
+                          const Completion& completion, double temperature,
+                          const model::LoraAdapter* adapter,
+                          const std::string& what) {
+  ASSERT_FALSE(completion.token_ids.empty()) << what;
+  ASSERT_EQ(completion.token_ids.size(), completion.logprobs.size()) << what;
+  const Scored scored =
+      Score(decoder, prompt, completion.token_ids, temperature, adapter);
+  for (size_t t = 0; t < completion.token_ids.size(); ++t) {
+    EXPECT_NEAR(completion.logprobs[t], scored.logprobs[t], 1e-4)
+        << what << " token " << t;
+    if (temperature == 0) {
+      EXPECT_EQ(completion.token_ids[t], scored.argmax[t])
+          << what << " token " << t;
+    }
+  }
+}
+
+std::vector<std::vector<int32_t>> Prompts() {
+  return {{3, 17, 5}, {42, 9, 1, 30, 11, 2, 8}, {7}, {12, 19, 33, 4, 25}};
+}
+
+TEST(EngineTest, GreedyEqualsArgmaxOfTheFullForward) {
+  TestEngine t = MakeEngine(/*slots=*/16);
+  ASSERT_NE(t.engine, nullptr);
+  absl::StatusOr<GenerationResult> result =
+      Generate(*t.engine, Request(Prompts(), 2, 0.0, 12));
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->groups.size(), 4u);
+  for (size_t p = 0; p < Prompts().size(); ++p) {
+    ASSERT_EQ(result->groups[p].size(), 2u);
+    for (const Completion& completion : result->groups[p]) {
+      EXPECT_EQ(completion.token_ids.size(), 12u);
+      EXPECT_EQ(completion.finish_reason, FinishReason::kLength);
+      EXPECT_EQ(completion.adapter_version, 0u);
+      ExpectMatchesScoring(*t.decoder, Prompts()[p], completion, 0.0, nullptr,
+                           "prompt " + std::to_string(p));
+    }
+    // Greedy: both completions of a group are the same.
+    EXPECT_EQ(result->groups[p][0].token_ids, result->groups[p][1].token_ids);
+  }
+}
+
+TEST(EngineTest, SequencesJoiningMidFlightDecodeLikeAlone) {
+  // Three slots for 2x2 + 3x1 + 1x3 sequences of different lengths: most wait,
+  // then join a running batch as others finish (and get moved between slots).
+  TestEngine t = MakeEngine(/*slots=*/3);
+  ASSERT_NE(t.engine, nullptr);
+  std::vector<std::future<absl::StatusOr<GenerationResult>>> futures;
+  const std::vector<GenerationRequest> requests = {
+      Request({Prompts()[0], Prompts()[1]}, 2, 0.0, 5),
+      Request({Prompts()[2], Prompts()[3], {5, 5, 5, 5}}, 1, 0.0, 9),
+      Request({{30, 31, 32, 33, 34, 35, 36, 37, 38}}, 3, 0.8, 14),
+  };
+  for (const GenerationRequest& request : requests) {
+    futures.push_back(SubmitAsync(*t.engine, request));
+  }
+  for (size_t r = 0; r < requests.size(); ++r) {
+    absl::StatusOr<GenerationResult> result = futures[r].get();
+    ASSERT_TRUE(result.ok()) << result.status();
+    for (size_t p = 0; p < requests[r].prompts.size(); ++p) {
+      for (const Completion& completion : result->groups[p]) {
+        EXPECT_EQ(static_cast<int64_t>(completion.token_ids.size()),
+                  requests[r].sampling.max_tokens);
+        ExpectMatchesScoring(
+            *t.decoder, requests[r].prompts[p], completion,
+            requests[r].sampling.temperature, nullptr,
+            "request " + std::to_string(r) + " prompt " + std::to_string(p));
+      }
+    }
+  }
+  EXPECT_EQ(t.engine->Snapshot().running_sequences, 0);
+}
+
+TEST(EngineTest, LogprobsEqualTheScoringPathWithSamplingAndAdapter) {
+  TestEngine t = MakeEngine(/*slots=*/8);
+  ASSERT_NE(t.engine, nullptr);
+  std::shared_ptr<const model::LoraAdapter> adapter =
+      RandomAdapter(t.decoder->config());
+  ASSERT_TRUE(t.engine->LoadAdapter(adapter, 3).ok());
+  GenerationRequest request = Request(Prompts(), 3, 0.7, 10);
+  request.sampling.top_p = 0.9;
+  request.sampling.top_k = 20;
+  absl::StatusOr<GenerationResult> result = Generate(*t.engine, request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (size_t p = 0; p < Prompts().size(); ++p) {
+    for (const Completion& completion : result->groups[p]) {
+      EXPECT_EQ(completion.adapter_version, 3u);
+      ExpectMatchesScoring(*t.decoder, Prompts()[p], completion, 0.7,
+                           adapter.get(), "prompt " + std::to_string(p));
+    }
+  }
+  // disable_adapter samples from the base model and says so.
+  request.disable_adapter = true;
+  result = Generate(*t.engine, request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (size_t p = 0; p < Prompts().size(); ++p) {
+    for (const Completion& completion : result->groups[p]) {
+      EXPECT_EQ(completion.adapter_version, 0u);
+      ExpectMatchesScoring(*t.decoder, Prompts()[p], completion, 0.7, nullptr,
+                           "base, prompt " + std::to_string(p));
+    }
+  }
+}
+
+TEST(EngineTest, TopKAndTopPRestrictTheSampledTokens) {
+  TestEngine t = MakeEngine(/*slots=*/8);
+  ASSERT_NE(t.engine, nullptr);
+  GenerationRequest request = Request({Prompts()[1]}, 8, 1.5, 12);
+  request.sampling.top_k = 1;  // top_k 1 is greedy whatever the temperature
+  absl::StatusOr<GenerationResult> sampled = Generate(*t.engine, request);
+  absl::StatusOr<GenerationResult> greedy =
+      Generate(*t.engine, Request({Prompts()[1]}, 1, 0.0, 12));
+  ASSERT_TRUE(sampled.ok() && greedy.ok());
+  for (const Completion& completion : sampled->groups[0]) {
+    EXPECT_EQ(completion.token_ids, greedy->groups[0][0].token_ids);
+  }
+  request.sampling.top_k = 0;
+  request.sampling.top_p = 1e-6;  // only the most likely token survives
+  sampled = Generate(*t.engine, request);
+  ASSERT_TRUE(sampled.ok());
+  for (const Completion& completion : sampled->groups[0]) {
+    EXPECT_EQ(completion.token_ids, greedy->groups[0][0].token_ids);
+  }
+}
+
+TEST(EngineTest, SameSeedSameCompletionsDifferentSeedsDiffer) {
+  TestEngine t = MakeEngine(/*slots=*/16);
+  ASSERT_NE(t.engine, nullptr);
+  auto run = [&](uint64_t seed) {
+    absl::StatusOr<GenerationResult> result =
+        Generate(*t.engine, Request(Prompts(), 4, 1.0, 16, seed));
+    EXPECT_TRUE(result.ok()) << result.status();
+    std::vector<std::vector<int32_t>> tokens;
+    for (const auto& group : result->groups)
+      for (const Completion& completion : group)
+        tokens.push_back(completion.token_ids);
+    return tokens;
+  };
+  const auto first = run(11);
+  EXPECT_EQ(first, run(11));
+  EXPECT_NE(first, run(12));
+  // Within a request, the completions of a group differ.
+  EXPECT_NE(first[0], first[1]);
+  // Without a seed, two runs differ.
+  absl::StatusOr<GenerationResult> a =
+      Generate(*t.engine, Request(Prompts(), 2, 1.0, 16, std::nullopt));
+  absl::StatusOr<GenerationResult> b =
+      Generate(*t.engine, Request(Prompts(), 2, 1.0, 16, std::nullopt));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(a->groups[0][0].token_ids, b->groups[0][0].token_ids);
+}
+
+TEST(EngineTest, StopTokensEosAndLengths) {
+  // Find the greedy continuation, then stop on its 4th token.
+  TestEngine t = MakeEngine(/*slots=*/4);
+  ASSERT_NE(t.engine, nullptr);
+  absl::StatusOr<GenerationResult> free_run =
+      Generate(*t.engine, Request({Prompts()[0]}, 1, 0.0, 10));
+  ASSERT_TRUE(free_run.ok());
+  const std::vector<int32_t> tokens = free_run->groups[0][0].token_ids;
+  const int32_t stop = tokens[3];
+  const size_t first =
+      std::find(tokens.begin(), tokens.end(), stop) - tokens.begin();
+
+  GenerationRequest request = Request({Prompts()[0]}, 1, 0.0, 10);
+  request.sampling.stop_token_ids = {stop};
+  absl::StatusOr<GenerationResult> stopped = Generate(*t.engine, request);
+  ASSERT_TRUE(stopped.ok());
+  const Completion& c = stopped->groups[0][0];
+  EXPECT_EQ(c.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(c.stop_reason, std::to_string(stop));
+  EXPECT_EQ(c.token_ids,
+            std::vector<int32_t>(tokens.begin(), tokens.begin() + first + 1));
+
+  // The model's EOS ends it too, unless ignore_eos.
+  TestEngine with_eos = MakeEngine(4, 64, {stop});
+  ASSERT_NE(with_eos.engine, nullptr);
+  stopped = Generate(*with_eos.engine, Request({Prompts()[0]}, 1, 0.0, 10));
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(stopped->groups[0][0].token_ids.size(), first + 1);
+  request = Request({Prompts()[0]}, 1, 0.0, 10);
+  request.sampling.ignore_eos = true;
+  stopped = Generate(*with_eos.engine, request);
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(stopped->groups[0][0].token_ids, tokens);
+  EXPECT_EQ(stopped->groups[0][0].finish_reason, FinishReason::kLength);
+
+  // max_tokens 0 takes the default (16), capped by the context (20 - 3 prompt
+  // tokens).
+  TestEngine short_context = MakeEngine(4, 20);
+  ASSERT_NE(short_context.engine, nullptr);
+  absl::StatusOr<GenerationResult> capped =
+      Generate(*short_context.engine,
+               Request({Prompts()[0], {1, 2, 3, 4, 5, 6, 7, 8}}, 1, 1.0, 0));
+  ASSERT_TRUE(capped.ok()) << capped.status();
+  EXPECT_EQ(capped->groups[0][0].token_ids.size(), 16u);
+  EXPECT_EQ(capped->groups[1][0].token_ids.size(), 12u);
+}
+
+TEST(EngineTest, AGroupLargerThanTheKvBudgetIsQueuedInParts) {
+  TestEngine t = MakeEngine(/*slots=*/2);
+  ASSERT_NE(t.engine, nullptr);
+  absl::StatusOr<GenerationResult> result =
+      Generate(*t.engine, Request(Prompts(), 5, 1.0, 6));
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (size_t p = 0; p < Prompts().size(); ++p) {
+    ASSERT_EQ(result->groups[p].size(), 5u);
+    for (const Completion& completion : result->groups[p]) {
+      ExpectMatchesScoring(*t.decoder, Prompts()[p], completion, 1.0, nullptr,
+                           "group part");
+    }
+  }
+  // The parts' completions are the ones a roomy engine gives (seeds follow the
+  // completion's place in the request, not the batch).
+  TestEngine roomy = MakeEngine(/*slots=*/32);
+  absl::StatusOr<GenerationResult> reference =
+      Generate(*roomy.engine, Request(Prompts(), 5, 1.0, 6));
+  ASSERT_TRUE(reference.ok());
+  for (size_t p = 0; p < Prompts().size(); ++p) {
+    for (size_t g = 0; g < 5; ++g) {
+      EXPECT_EQ(result->groups[p][g].token_ids,
+                reference->groups[p][g].token_ids);
+    }
+  }
+}
+
+TEST(EngineTest, RefusesBadRequestsWithAReason) {
+  TestEngine t = MakeEngine(/*slots=*/4, /*max_model_len=*/32);
+  ASSERT_NE(t.engine, nullptr);
+  auto error = [&](GenerationRequest request) {
+    absl::StatusOr<GenerationResult> result =
+        Generate(*t.engine, std::move(request));
+    EXPECT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument)
+        << result.status();
+    return std::string(result.status().message());
+  };
+  EXPECT_THAT(error(Request({}, 1, 1.0, 4)), HasSubstr("no prompts"));
+  EXPECT_THAT(error(Request({{}}, 1, 1.0, 4)), HasSubstr("prompt 0 is empty"));
+  EXPECT_THAT(error(Request({{1, 50}}, 1, 1.0, 4)),
+              HasSubstr("id 50 is outside the vocabulary"));
+  EXPECT_THAT(error(Request({{1, -1}}, 1, 1.0, 4)),
+              HasSubstr("prompt 0, token 1"));
+  EXPECT_THAT(error(Request({{1}}, 0, 1.0, 4)), HasSubstr("group_size 0"));
+  EXPECT_THAT(error(Request({{1}}, 65, 1.0, 4)), HasSubstr("group_size 65"));
+  EXPECT_THAT(
+      error(Request(std::vector<std::vector<int32_t>>(2000, {1}), 64, 1.0, 4)),
+      HasSubstr("at most 65536 per request"));
+  EXPECT_THAT(error(Request({{1}}, 1, -0.5, 4)), HasSubstr("temperature"));
+  EXPECT_THAT(error(Request({{1, 2, 3}}, 1, 1.0, 30)),
+              HasSubstr("exceeds max_model_len 32"));
+  EXPECT_THAT(error(Request({std::vector<int32_t>(32, 1)}, 1, 1.0, 0)),
+              HasSubstr("no room for a completion"));
+  GenerationRequest bad_top_p = Request({{1}}, 1, 1.0, 4);
+  bad_top_p.sampling.top_p = 0;
+  EXPECT_THAT(error(bad_top_p), HasSubstr("top_p"));
+  bad_top_p.sampling.top_p = 1.5;
+  EXPECT_THAT(error(bad_top_p), HasSubstr("top_p"));
+  GenerationRequest stop_strings = Request({{1}}, 1, 1.0, 4);
+  stop_strings.sampling.stop_strings = {"x"};
+  EXPECT_THAT(error(stop_strings), HasSubstr("need a tokenizer"));
+  GenerationRequest stop_ids = Request({{1}}, 1, 1.0, 4);
+  stop_ids.sampling.stop_token_ids = {99};
+  EXPECT_THAT(error(stop_ids), HasSubstr("stop token id 99"));
+  // The engine still serves.
+  EXPECT_TRUE(Generate(*t.engine, Request({{1}}, 1, 1.0, 4)).ok());
+}
+
+TEST(EngineTest, RefusesABudgetWithNoRoomForOneSequence) {
+  prometheus::Registry registry;
+  EngineOptions options;
+  options.max_model_len = 64;
+  options.kv_cache_bytes = 64 * kBytesPerPosition - 1;
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(TinyDecoder(), nullptr, options, registry);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_THAT(engine.status().message(), HasSubstr("holds no sequence"));
+}
+
+TEST(EngineTest, HotSwapUnderLoadNeverMixesAdapterVersions) {
+  TestEngine t = MakeEngine(/*slots=*/6);
+  ASSERT_NE(t.engine, nullptr);
+  std::map<uint64_t, std::shared_ptr<const model::LoraAdapter>> adapters;
+  for (uint64_t v = 1; v <= 5; ++v)
+    adapters[v] = RandomAdapter(t.decoder->config(), {4, 8.0}, v);
+
+  std::atomic<bool> done{false};
+  std::vector<std::pair<GenerationRequest, absl::StatusOr<GenerationResult>>>
+      results;
+  std::mutex results_mu;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 3; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = 0; i < 6; ++i) {
+        GenerationRequest request =
+            Request({Prompts()[(c + i) % 4], Prompts()[(c + i + 1) % 4]}, 2,
+                    1.0, 6 + 3 * c, 100 * c + i);
+        absl::StatusOr<GenerationResult> result = Generate(*t.engine, request);
+        std::lock_guard<std::mutex> lock(results_mu);
+        results.emplace_back(std::move(request), std::move(result));
+      }
+    });
+  }
+  std::vector<double> swaps;
+  for (uint64_t v = 1; v <= 5; ++v) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(15));
+    absl::StatusOr<double> seconds = t.engine->LoadAdapter(adapters[v], v);
+    ASSERT_TRUE(seconds.ok()) << seconds.status();
+    swaps.push_back(*seconds);
+  }
+  for (std::thread& client : clients) client.join();
+  done = true;
+
+  std::set<uint64_t> versions_seen;
+  ASSERT_EQ(results.size(), 18u);
+  for (const auto& [request, result] : results) {
+    ASSERT_TRUE(result.ok()) << result.status();
+    for (size_t p = 0; p < request.prompts.size(); ++p) {
+      for (const Completion& completion : result->groups[p]) {
+        versions_seen.insert(completion.adapter_version);
+        const model::LoraAdapter* adapter =
+            completion.adapter_version == 0
+                ? nullptr
+                : adapters[completion.adapter_version].get();
+        // Every token's log-prob is the one its reported version gives.
+        ExpectMatchesScoring(
+            *t.decoder, request.prompts[p], completion, 1.0, adapter,
+            "version " + std::to_string(completion.adapter_version));
+      }
+    }
+  }
+  EXPECT_GE(versions_seen.size(), 2u);
+  // Older versions are refused and keep the current one.
+  absl::StatusOr<double> stale = t.engine->LoadAdapter(adapters[2], 2);
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(t.engine->Snapshot().adapter_version, 5u);
+}
+
+TEST(EngineTest, SleepFreesTheCacheAndWakeRestoresIt) {
+  TestEngine t = MakeEngine(/*slots=*/4);
+  ASSERT_NE(t.engine, nullptr);
+  const int64_t cache_bytes = t.engine->Snapshot().kv_cache_bytes;
+  EXPECT_EQ(cache_bytes, 4 * 64 * kBytesPerPosition);
+  absl::StatusOr<int64_t> freed = t.engine->Sleep(false);
+  ASSERT_TRUE(freed.ok());
+  EXPECT_EQ(*freed, cache_bytes);
+  EXPECT_EQ(*t.engine->Sleep(false), 0);  // idempotent
+  EngineSnapshot snapshot = t.engine->Snapshot();
+  EXPECT_EQ(snapshot.state, EngineState::kSleeping);
+  EXPECT_EQ(snapshot.kv_cache_bytes, 0);
+
+  absl::StatusOr<GenerationResult> refused =
+      Generate(*t.engine, Request({{1, 2}}, 1, 1.0, 4));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  GenerationRequest waiting = Request({{1, 2}}, 2, 0.0, 4);
+  waiting.wait_if_sleeping = true;
+  std::future<absl::StatusOr<GenerationResult>> pending =
+      SubmitAsync(*t.engine, waiting);
+  EXPECT_EQ(pending.wait_for(std::chrono::milliseconds(200)),
+            std::future_status::timeout);
+  absl::StatusOr<int64_t> woken = t.engine->Wake();
+  ASSERT_TRUE(woken.ok());
+  EXPECT_EQ(*woken, cache_bytes);
+  EXPECT_EQ(*t.engine->Wake(), cache_bytes);  // idempotent
+  absl::StatusOr<GenerationResult> result = pending.get();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_GT(result->queue_seconds, 0.15);
+  ExpectMatchesScoring(*t.decoder, {1, 2}, result->groups[0][0], 0.0, nullptr,
+                       "after wake");
+}
+
+TEST(EngineTest, SleepWithAbortEndsRunningCompletions) {
+  TestEngine t = MakeEngine(/*slots=*/4, /*max_model_len=*/4096);
+  ASSERT_NE(t.engine, nullptr);
+  std::future<absl::StatusOr<GenerationResult>> running =
+      SubmitAsync(*t.engine, Request({{1, 2, 3}}, 2, 1.0, 4000));
+  while (t.engine->Snapshot().running_sequences == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(t.engine->Sleep(/*abort_running=*/true).ok());
+  absl::StatusOr<GenerationResult> result = running.get();
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (const Completion& completion : result->groups[0]) {
+    EXPECT_EQ(completion.finish_reason, FinishReason::kAbort);
+    EXPECT_LT(completion.token_ids.size(), 4000u);
+    EXPECT_EQ(completion.token_ids.size(), completion.logprobs.size());
+  }
+  ASSERT_TRUE(t.engine->Wake().ok());
+}
+
+TEST(EngineTest, SleepWithAbortAlsoEndsTheUnstartedRestOfARequest) {
+  // Two slots, two prompts x G=2: prompt 1's completions wait behind prompt
+  // 0's.
+  TestEngine t = MakeEngine(/*slots=*/2, /*max_model_len=*/4096);
+  ASSERT_NE(t.engine, nullptr);
+  std::future<absl::StatusOr<GenerationResult>> partly =
+      SubmitAsync(*t.engine, Request({{1, 2, 3}, {4, 5}}, 2, 1.0, 4000));
+  // Queued behind it and not willing to wait for a Wake: refused once asleep.
+  std::future<absl::StatusOr<GenerationResult>> queued =
+      SubmitAsync(*t.engine, Request({{6}}, 1, 1.0, 5));
+  while (t.engine->Snapshot().running_sequences == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(t.engine->Sleep(/*abort_running=*/true).ok());
+  ASSERT_EQ(partly.wait_for(std::chrono::seconds(10)),
+            std::future_status::ready);
+  absl::StatusOr<GenerationResult> result = partly.get();
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (const auto& group : result->groups) {
+    for (const Completion& completion : group) {
+      EXPECT_EQ(completion.finish_reason, FinishReason::kAbort);
+    }
+  }
+  EXPECT_TRUE(result->groups[1][0].token_ids.empty());
+  EXPECT_EQ(queued.get().status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(t.engine->Wake().ok());
+}
+
+TEST(EngineTest, AGroupRunInPartsKeepsOneAdapterVersion) {
+  TestEngine t = MakeEngine(/*slots=*/2);
+  ASSERT_NE(t.engine, nullptr);
+  ASSERT_TRUE(
+      t.engine->LoadAdapter(RandomAdapter(t.decoder->config(), {4, 8.0}, 1), 1)
+          .ok());
+  // Eight completions through two slots: four parts. A swap asked for after
+  // the first part waits for the rest of the request.
+  std::future<absl::StatusOr<GenerationResult>> running =
+      SubmitAsync(*t.engine, Request({{1, 2, 3}}, 8, 1.0, 30));
+  while (t.engine->Snapshot().running_sequences == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(
+      t.engine->LoadAdapter(RandomAdapter(t.decoder->config(), {4, 8.0}, 2), 2)
+          .ok());
+  absl::StatusOr<GenerationResult> result = running.get();
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (const Completion& completion : result->groups[0]) {
+    EXPECT_EQ(completion.adapter_version, 1u);
+  }
+  absl::StatusOr<GenerationResult> after =
+      Generate(*t.engine, Request({{1, 2, 3}}, 1, 1.0, 3));
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->groups[0][0].adapter_version, 2u);
+}
+
+TEST(EngineTest, CancellationFreesSequencesAtOnce) {
+  TestEngine t = MakeEngine(/*slots=*/4, /*max_model_len=*/4096);
+  ASSERT_NE(t.engine, nullptr);
+  GenerationRequest request = Request({{1, 2, 3}}, 4, 1.0, 4000);
+  std::shared_ptr<std::atomic<bool>> cancelled = request.cancelled;
+  std::future<absl::StatusOr<GenerationResult>> running =
+      SubmitAsync(*t.engine, request);
+  // And one that waits behind it.
+  GenerationRequest queued = Request({{4, 5}}, 4, 1.0, 4000);
+  std::shared_ptr<std::atomic<bool>> queued_cancelled = queued.cancelled;
+  std::future<absl::StatusOr<GenerationResult>> waiting =
+      SubmitAsync(*t.engine, queued);
+  while (t.engine->Snapshot().running_sequences == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  cancelled->store(true);
+  queued_cancelled->store(true);
+  EXPECT_EQ(running.get().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(waiting.get().status().code(), absl::StatusCode::kCancelled);
+  for (int i = 0; i < 200 && t.engine->Snapshot().running_sequences != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(t.engine->Snapshot().running_sequences, 0);
+  EXPECT_EQ(t.engine->Snapshot().waiting_sequences, 0);
+  EXPECT_TRUE(Generate(*t.engine, Request({{1}}, 1, 1.0, 3)).ok());
+}
+
+TEST(EngineTest, ReportsMetrics) {
+  TestEngine t = MakeEngine(/*slots=*/4);
+  ASSERT_NE(t.engine, nullptr);
+  ASSERT_TRUE(Generate(*t.engine, Request(Prompts(), 2, 1.0, 5)).ok());
+  // Metrics are published after the step that finishes the request.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const std::string text =
+      prometheus::TextSerializer().Serialize(t.registry->Collect());
+  EXPECT_THAT(text, HasSubstr("microrl_rollout_generated_tokens_total 40"));
+  EXPECT_THAT(text, HasSubstr("microrl_rollout_prompt_tokens_total 16"));
+  EXPECT_THAT(
+      text,
+      HasSubstr(
+          "microrl_rollout_completions_total{finish_reason=\"length\"} 8"));
+  EXPECT_THAT(text, HasSubstr("microrl_rollout_decode_step_seconds_count"));
+  EXPECT_THAT(text, HasSubstr("microrl_rollout_running_sequences 0"));
+  EXPECT_THAT(text, HasSubstr("microrl_rollout_kv_cache_bytes 65536"));
+}
+
+}  // namespace
+}  // namespace microrl::rollout

@@ -1,0 +1,138 @@
+// The sampler's steps against direct host computations, and its sampling
+// frequencies against the softmax it samples from.
+#include "rollout_server/sampler.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "gtest/gtest.h"
+
+namespace microrl::rollout {
+namespace {
+
+TEST(SamplerTest, RowUniformIsInOpenUnitIntervalAndKeyedBySeedAndPosition) {
+  double sum = 0;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    const double u = RowUniform(1234, i);
+    ASSERT_GT(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    sum += u;
+  }
+  EXPECT_NEAR(sum / n, 0.5, 0.01);
+  EXPECT_EQ(RowUniform(1, 5), RowUniform(1, 5));
+  EXPECT_NE(RowUniform(1, 5), RowUniform(1, 6));
+  EXPECT_NE(RowUniform(1, 5), RowUniform(2, 5));
+}
+
+TEST(SamplerTest, NeverSamplesATruncatedToken) {
+  at::manual_seed(6);
+  const int64_t n = 2000;
+  const at::Tensor logits = at::randn({1, 30}).repeat({n, 1});
+  std::vector<RowSampling> rows(n);
+  for (int64_t i = 0; i < n; ++i) {
+    rows[i].top_k = 3;
+    rows[i].seed = i;
+  }
+  const at::Tensor allowed = std::get<1>(at::topk(logits[0], 3));
+  const SampleResult result = Sample(logits, rows);
+  EXPECT_TRUE(at::isin(result.tokens, allowed).all().item<bool>());
+  // All three are drawn.
+  EXPECT_EQ(std::get<0>(at::_unique(result.tokens)).size(0), 3);
+}
+
+TEST(SamplerTest, TopKKeepsTheKLargestPerRow) {
+  at::manual_seed(3);
+  const at::Tensor scaled = at::randn({3, 40});
+  const at::Tensor masked = TopKMask(scaled, {5, 0, 40});
+  const at::Tensor kept = at::isfinite(masked).sum(1);
+  EXPECT_EQ(kept[0].item<int64_t>(), 5);
+  EXPECT_EQ(kept[1].item<int64_t>(), 40);  // off
+  EXPECT_EQ(kept[2].item<int64_t>(), 40);  // k >= vocab: off
+  const at::Tensor top5 = std::get<1>(at::topk(scaled[0], 5));
+  for (int64_t i = 0; i < 5; ++i) {
+    EXPECT_TRUE(
+        std::isfinite(masked[0][top5[i].item<int64_t>()].item<float>()));
+  }
+}
+
+TEST(SamplerTest, TopPKeepsTheSmallestPrefixReachingP) {
+  at::manual_seed(4);
+  const at::Tensor scaled = at::randn({4, 30}) * 2;
+  const std::vector<double> ps = {0.5, 0.9, 1.0, 1e-6};
+  const at::Tensor masked = TopPMask(scaled, ps);
+  for (int64_t row = 0; row < 4; ++row) {
+    // The host reference: sort, accumulate until the mass reaches p.
+    const at::Tensor probs = at::softmax(scaled[row], 0);
+    std::vector<std::pair<float, int64_t>> order;
+    for (int64_t i = 0; i < 30; ++i)
+      order.emplace_back(probs[i].item<float>(), i);
+    std::sort(order.rbegin(), order.rend());
+    double mass = 0;
+    std::vector<bool> keep(30, false);
+    for (const auto& [p, i] : order) {
+      if (mass >= ps[row]) break;
+      keep[i] = true;
+      mass += p;
+    }
+    for (int64_t i = 0; i < 30; ++i) {
+      EXPECT_EQ(std::isfinite(masked[row][i].item<float>()), keep[i])
+          << row << " " << i;
+    }
+  }
+}
+
+TEST(SamplerTest, SampledFrequenciesFollowTheSoftmaxAtTheTemperature) {
+  const int64_t n = 40000;
+  const at::Tensor logits = at::tensor({0.0f, 1.0f, 2.0f, 3.0f}).repeat({n, 1});
+  std::vector<RowSampling> rows(n);
+  for (int64_t i = 0; i < n; ++i) {
+    rows[i].temperature = 2.0;
+    rows[i].seed = 1000 + i;
+  }
+  const SampleResult result = Sample(logits, rows);
+  const at::Tensor expected = at::softmax(at::tensor({0.0, 0.5, 1.0, 1.5}), 0);
+  const at::Tensor counts =
+      at::bincount(result.tokens, {}, 4).to(at::kDouble) / n;
+  for (int64_t v = 0; v < 4; ++v) {
+    EXPECT_NEAR(counts[v].item<double>(), expected[v].item<double>(), 0.01)
+        << v;
+  }
+  // Log-probs are log softmax(logits / T) of the sampled token.
+  const at::Tensor log_expected = at::log(expected).to(at::kFloat);
+  EXPECT_TRUE(at::allclose(result.logprobs,
+                           log_expected.index_select(0, result.tokens), 1e-5,
+                           1e-6));
+}
+
+TEST(SamplerTest,
+     LogprobsAreReportedBeforeTruncationAndGreedyRowsTakeTheArgmax) {
+  at::manual_seed(5);
+  const at::Tensor logits = at::randn({3, 25});
+  std::vector<RowSampling> rows(3);
+  rows[0].temperature = 0.0;  // greedy
+  rows[1].temperature = 0.5;
+  rows[1].top_k = 1;  // truncated to the argmax
+  rows[2].temperature = 1.0;
+  rows[2].seed = 9;
+  const SampleResult result = Sample(logits, rows);
+  const at::Tensor argmax = logits.argmax(1);
+  EXPECT_EQ(result.tokens[0].item<int64_t>(), argmax[0].item<int64_t>());
+  EXPECT_EQ(result.tokens[1].item<int64_t>(), argmax[1].item<int64_t>());
+  EXPECT_NEAR(result.logprobs[0].item<float>(),
+              at::log_softmax(logits[0], 0)[argmax[0]].item<float>(), 1e-6);
+  // Not 0, which the truncated distribution would give.
+  EXPECT_NEAR(result.logprobs[1].item<float>(),
+              at::log_softmax(logits[1] / 0.5, 0)[argmax[1]].item<float>(),
+              1e-6);
+  EXPECT_LT(result.logprobs[1].item<float>(), -1e-3);
+  const int64_t sampled = result.tokens[2].item<int64_t>();
+  EXPECT_NEAR(result.logprobs[2].item<float>(),
+              at::log_softmax(logits[2], 0)[sampled].item<float>(), 1e-6);
+}
+
+}  // namespace
+}  // namespace microrl::rollout
