@@ -1,0 +1,173 @@
+"""Reference values for learner/grpo.h, written in PyTorch from the formulas of verl
+(verl/trainer/ppo/core_algos.py: compute_grpo_outcome_advantage, agg_loss,
+compute_policy_loss_vanilla, kl_penalty) and TRL (GRPOTrainer: scale_rewards, the
+clipped per-token loss, the dr_grpo normaliser).
+
+  grpo_oracle.py --out DIR
+
+writes DIR/inputs.safetensors (random rewards, log-probs, masks, entropies) and
+DIR/cases.json + DIR/expected.safetensors: for each case, the loss and its parts and the
+gradients of the loss with respect to the current log-probs and the entropies.
+tests/learner/grpo_test.cc computes the same with microrl and compares within 1e-5.
+"""
+import argparse
+import itertools
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+
+GROUP = 4
+GROUPS = 6
+T = 9
+
+
+# ------------------------------------------------------------------ the reference formulas
+def advantages(rewards, group_size, norm, eps):
+    """verl's compute_grpo_outcome_advantage (norm 'group'/'none'); TRL's
+    scale_rewards='batch' for norm 'batch'."""
+    r = rewards.view(-1, group_size)
+    if group_size == 1:
+        mean, std = torch.zeros_like(r), torch.ones_like(r)
+    else:
+        mean = r.mean(1, keepdim=True)
+        std = r.std(1, keepdim=True)
+    if norm == "group":
+        out = (r - mean) / (std + eps)
+    elif norm == "none":
+        out = r - mean
+    else:
+        out = (r - mean) / (rewards.std() + eps)
+    return out.reshape(-1)
+
+
+def agg_loss(loss, mask, mode, tokens, sequences, horizon):
+    """verl's agg_loss with global batch counts."""
+    if mode == "token-mean":
+        return (loss * mask).sum() / tokens
+    seq_valid = (mask.sum(-1) > 0).float()
+    if mode in ("seq-mean-token-sum", "seq-mean-token-sum-norm"):
+        out = ((loss * mask).sum(-1) * seq_valid).sum() / sequences
+        return out / horizon if mode == "seq-mean-token-sum-norm" else out
+    if mode == "seq-mean-token-mean":
+        per = (loss * mask).sum(-1) / (mask.sum(-1) + 1e-8)
+        return (per * seq_valid).sum() / sequences
+    raise ValueError(mode)
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum()
+
+
+def policy_loss(logprob, old_logprob, adv, mask, clip_low, clip_high, dual_clip, mode,
+                tokens, sequences, horizon):
+    """verl's compute_policy_loss_vanilla (dual-clip optional)."""
+    adv = adv.unsqueeze(1)
+    neg_kl = torch.clamp(logprob - old_logprob, -20.0, 20.0)
+    ratio = torch.exp(neg_kl)
+    l1 = -adv * ratio
+    l2 = -adv * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
+    c1 = torch.maximum(l1, l2)
+    # TRL writes the same clipped loss as -min(r A, clip(r) A).
+    trl = -torch.min(ratio * adv, torch.clamp(ratio, 1 - clip_low, 1 + clip_high) * adv)
+    assert torch.allclose(c1, trl)
+    clipfrac = masked_mean(torch.gt(l2, l1).float(), mask)
+    if dual_clip > 1:
+        l3 = -adv * dual_clip
+        losses = torch.where(adv < 0, torch.min(l3, c1), c1)
+        dual = masked_mean(torch.gt(c1, l3).float() * (adv < 0).float(), mask)
+    else:
+        losses = c1
+        dual = torch.tensor(0.0)
+    high = masked_mean(((ratio > 1 + clip_high) & (adv > 0)).float(), mask)
+    low = masked_mean(((ratio < 1 - clip_low) & (adv < 0)).float(), mask)
+    # verl's single clip fraction is the two sides together.
+    assert torch.allclose(clipfrac, high + low)
+    loss = agg_loss(losses, mask, mode, tokens, sequences, horizon)
+    return loss, high, low, dual, masked_mean(-neg_kl, mask)
+
+
+def kl_penalty(logprob, ref_logprob, estimator):
+    """verl's kl_penalty_forward."""
+    if estimator == "k1":
+        return logprob - ref_logprob
+    if estimator == "k2":
+        return 0.5 * (logprob - ref_logprob).square()
+    kl = torch.clamp(ref_logprob - logprob, -20, 20)
+    return torch.clamp(torch.exp(kl) - kl - 1, -10, 10)
+
+
+# ----------------------------------------------------------------------------- the cases
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    n = GROUP * GROUPS
+    rewards = torch.tensor([0.0, 0.1, 1.0, 1.1])[torch.randint(0, 4, (n,), generator=g)]
+    rewards[:GROUP] = 1.1  # one zero-variance group
+    lengths = torch.randint(1, T + 1, (n,), generator=g)
+    lengths[5] = 0  # a sequence with no valid token
+    mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).float()
+    logprob = -torch.rand(n, T, generator=g) * 3
+    # Old log-probs mostly within +-0.5 of the current ones, so ratios span both clip
+    # sides; a few within +-2, so that dual-clip (ratio > 3) acts too.
+    wide = torch.where(torch.rand(n, T, generator=g) < 0.15, 4.0, 1.0)
+    old_logprob = logprob + (torch.rand(n, T, generator=g) - 0.5) * wide
+    ref_logprob = logprob + (torch.rand(n, T, generator=g) - 0.5) * 0.6
+    entropy = torch.rand(n, T, generator=g) * 2
+    inputs = dict(rewards=rewards, mask=mask, logprob=logprob, old_logprob=old_logprob,
+                  ref_logprob=ref_logprob, entropy=entropy)
+    save_file(inputs, os.path.join(args.out, "inputs.safetensors"))
+
+    expected = {}
+    cases = []
+    for norm, eps, group_size in [("group", 1e-6, GROUP), ("none", 1e-6, GROUP),
+                                  ("batch", 1e-4, GROUP), ("group", 1e-6, 1)]:
+        name = f"adv_{norm}_{group_size}"
+        expected[name] = advantages(rewards, group_size, norm, eps)
+        cases.append(dict(kind="advantages", name=name, norm=norm, epsilon=eps,
+                          group_size=group_size))
+    adv = expected["adv_group_4"]
+    expected["zero_variance"] = (rewards.view(-1, GROUP) == rewards.view(-1, GROUP)[:, :1]) \
+        .all(1, keepdim=True).expand(-1, GROUP).reshape(-1).float()
+
+    tokens = mask.sum()
+    sequences = (mask.sum(-1) > 0).float().sum()
+    horizon = float(T + 3)
+    modes = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
+             "seq-mean-token-sum-norm"]
+    clips = [(0.2, 0.2), (0.2, 0.28)]
+    for i, (mode, (clip_low, clip_high), dual_clip, estimator) in enumerate(
+            itertools.product(modes, clips, [3.0, 0.0], ["k1", "k2", "k3"])):
+        kl_coef, entropy_coef = 0.1, 0.01
+        lp = logprob.clone().requires_grad_(True)
+        ent = entropy.clone().requires_grad_(True)
+        pg, high, low, dual, approx_kl = policy_loss(
+            lp, old_logprob, adv, mask, clip_low, clip_high, dual_clip, mode, tokens,
+            sequences, horizon)
+        kl = agg_loss(kl_penalty(lp, ref_logprob, estimator), mask, mode, tokens, sequences,
+                      horizon)
+        ent_agg = agg_loss(ent, mask, mode, tokens, sequences, horizon)
+        loss = pg + kl_coef * kl - entropy_coef * ent_agg
+        loss.backward()
+        name = f"loss_{i}"
+        for key, value in dict(loss=loss, pg=pg, kl=kl, entropy=ent_agg, high=high, low=low,
+                               dual=dual, approx_kl=approx_kl).items():
+            expected[f"{name}.{key}"] = value.detach().reshape(1)
+        expected[f"{name}.grad_logprob"] = lp.grad
+        expected[f"{name}.grad_entropy"] = ent.grad
+        cases.append(dict(kind="loss", name=name, aggregation=mode, clip_low=clip_low,
+                          clip_high=clip_high, dual_clip=dual_clip, kl_estimator=estimator,
+                          kl_coef=kl_coef, entropy_coef=entropy_coef, horizon=horizon))
+    save_file({k: v.contiguous() for k, v in expected.items()},
+              os.path.join(args.out, "expected.safetensors"))
+    with open(os.path.join(args.out, "cases.json"), "w") as f:
+        json.dump(cases, f, indent=1)
+    print(f"{len(cases)} cases written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
