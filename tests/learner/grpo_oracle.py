@@ -162,6 +162,31 @@ def main():
         cases.append(dict(kind="loss", name=name, aggregation=mode, clip_low=clip_low,
                           clip_high=clip_high, dual_clip=dual_clip, kl_estimator=estimator,
                           kl_coef=kl_coef, entropy_coef=entropy_coef, horizon=horizon))
+    # AdamW (torch.optim.AdamW) with gradient clipping (clip_grad_norm_) under the cosine
+    # schedule with warmup of transformers, 5 steps on two parameters.
+    from transformers import get_cosine_schedule_with_warmup
+    params = [torch.randn(3, 5, generator=g), torch.randn(7, generator=g)]
+    expected["opt.param0.init"], expected["opt.param1.init"] = params[0].clone(), params[1].clone()
+    live = [p.clone().requires_grad_(True) for p in params]
+    optimizer = torch.optim.AdamW(live, lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    schedule = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=2, num_training_steps=6)
+    lrs = []
+    for step in range(5):
+        grads = [torch.randn(p.shape, generator=g) * 3 for p in live]
+        for i, (p, grad) in enumerate(zip(live, grads)):
+            p.grad = grad.clone()
+            expected[f"opt.step{step}.grad{i}"] = grad
+        lrs.append(optimizer.param_groups[0]["lr"])
+        norm = torch.nn.utils.clip_grad_norm_(live, 1.0)
+        expected[f"opt.step{step}.norm"] = norm.reshape(1)
+        optimizer.step()
+        schedule.step()
+        for i, p in enumerate(live):
+            expected[f"opt.step{step}.param{i}"] = p.detach().clone()
+    expected["opt.lrs"] = torch.tensor(lrs, dtype=torch.float64)
+    cases.append(dict(kind="optimizer", steps=5, lr=3e-2, beta1=0.9, beta2=0.95, epsilon=1e-8,
+                      weight_decay=0.1, warmup=2, total=6, max_norm=1.0))
+
     save_file({k: v.contiguous() for k, v in expected.items()},
               os.path.join(args.out, "expected.safetensors"))
     with open(os.path.join(args.out, "cases.json"), "w") as f:

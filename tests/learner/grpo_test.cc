@@ -15,6 +15,7 @@
 #include "common/model/tensor_io.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "learner/optimizer.h"
 #include "nlohmann/json.hpp"
 
 namespace microrl::learner {
@@ -119,6 +120,41 @@ TEST_F(GrpoOracleTest, LossesPartsAndGradientsMatch) {
     ++checked;
   }
   EXPECT_EQ(checked, 48);
+}
+
+TEST_F(GrpoOracleTest,
+       AdamWClippingAndCosineScheduleMatchTorchAndTransformers) {
+  const auto& c =
+      *std::find_if(cases_.begin(), cases_.end(),
+                    [](const auto& c) { return c["kind"] == "optimizer"; });
+  std::vector<at::Tensor> params = {
+      expected_["opt.param0.init"].clone().requires_grad_(true),
+      expected_["opt.param1.init"].clone().requires_grad_(true)};
+  AdamW optimizer(params,
+                  {c["beta1"], c["beta2"], c["epsilon"], c["weight_decay"]});
+  ScheduleOptions schedule;
+  schedule.lr = c["lr"];
+  schedule.cosine = true;
+  schedule.warmup_steps = c["warmup"];
+  schedule.total_steps = c["total"];
+  const at::Tensor lrs = expected_["opt.lrs"];
+  for (int step = 0; step < c["steps"].get<int>(); ++step) {
+    const std::string prefix = "opt.step" + std::to_string(step);
+    for (int i = 0; i < 2; ++i) {
+      params[i].mutable_grad() =
+          expected_[prefix + ".grad" + std::to_string(i)].clone();
+    }
+    const double lr = LearningRate(schedule, step);
+    EXPECT_NEAR(lr, lrs[step].item<double>(), 1e-12) << "lr of step " << step;
+    const double norm = ClipGradNorm(params, c["max_norm"]);
+    EXPECT_NEAR(norm, expected_[prefix + ".norm"].item<double>(), 1e-4) << step;
+    optimizer.Step(lr);
+    for (int i = 0; i < 2; ++i) {
+      ExpectClose(params[i], expected_[prefix + ".param" + std::to_string(i)],
+                  prefix + " param " + std::to_string(i), 1e-6);
+    }
+  }
+  EXPECT_EQ(optimizer.steps(), 5);
 }
 
 TEST(GrpoTest, MicroBatchLossesAddUpToTheBatchLoss) {

@@ -1,0 +1,430 @@
+#include "learner/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/base/file.h"
+
+namespace microrl::learner {
+namespace {
+
+using FieldRef = std::variant<std::string*, int64_t*, uint64_t*, double*, bool*,
+                              std::vector<std::string>*>;
+
+struct Field {
+  const char* key;  // "section.name"
+  FieldRef ref;
+};
+
+std::vector<Field> Fields(TrainConfig& c) {
+  return {
+      {"run.name", &c.run_name},
+      {"run.output_dir", &c.output_dir},
+      {"run.seed", &c.seed},
+      {"run.max_steps", &c.max_steps},
+      {"run.time_budget_hours", &c.time_budget_hours},
+      {"run.checkpoint_every", &c.checkpoint_every},
+      {"run.keep_checkpoints", &c.keep_checkpoints},
+      {"model.path", &c.model_path},
+      {"model.device", &c.device},
+      {"model.dtype", &c.dtype},
+      {"model.gradient_checkpointing", &c.gradient_checkpointing},
+      {"lora.rank", &c.lora_rank},
+      {"lora.alpha", &c.lora_alpha},
+      {"lora.targets", &c.lora_targets},
+      {"lora.rslora", &c.lora_rslora},
+      {"data.train", &c.train_path},
+      {"data.problem_field", &c.problem_field},
+      {"data.answer_field", &c.answer_field},
+      {"data.system_prompt", &c.system_prompt},
+      {"data.instruction", &c.instruction},
+      {"rollout.address", &c.rollout_address},
+      {"rollout.prompts_per_step", &c.prompts_per_step},
+      {"rollout.group_size", &c.group_size},
+      {"rollout.max_response_tokens", &c.max_response_tokens},
+      {"rollout.temperature", &c.temperature},
+      {"rollout.top_p", &c.top_p},
+      {"rollout.top_k", &c.top_k},
+      {"rollout.colocated", &c.colocated},
+      {"rollout.generate_timeout_s", &c.generate_timeout_s},
+      {"reward.address", &c.reward_address},
+      {"reward.timeout_s", &c.reward_timeout_s},
+      {"grpo.advantage", &c.advantage},
+      {"grpo.advantage_epsilon", &c.advantage_epsilon},
+      {"grpo.filter_zero_variance", &c.filter_zero_variance},
+      {"grpo.clip_low", &c.clip_low},
+      {"grpo.clip_high", &c.clip_high},
+      {"grpo.dual_clip", &c.dual_clip},
+      {"grpo.loss_aggregation", &c.loss_aggregation},
+      {"grpo.loss_horizon", &c.loss_horizon},
+      {"grpo.kl_coef", &c.kl_coef},
+      {"grpo.kl_estimator", &c.kl_estimator},
+      {"grpo.entropy_coef", &c.entropy_coef},
+      {"grpo.mini_batches", &c.mini_batches},
+      {"grpo.epochs", &c.epochs},
+      {"grpo.old_logprobs", &c.old_logprobs},
+      {"grpo.micro_batch_tokens", &c.micro_batch_tokens},
+      {"optim.lr", &c.lr},
+      {"optim.beta1", &c.beta1},
+      {"optim.beta2", &c.beta2},
+      {"optim.epsilon", &c.adam_epsilon},
+      {"optim.weight_decay", &c.weight_decay},
+      {"optim.schedule", &c.schedule},
+      {"optim.warmup_steps", &c.warmup_steps},
+      {"optim.min_lr_ratio", &c.min_lr_ratio},
+      {"optim.max_grad_norm", &c.max_grad_norm},
+      {"eval.path", &c.eval_path},
+      {"eval.every", &c.eval_every},
+      {"eval.problems", &c.eval_problems},
+      {"eval.max_tokens", &c.eval_max_tokens},
+  };
+}
+
+std::string Where(const std::string& label, const YAML::Node& node) {
+  const YAML::Mark mark = node.Mark();
+  if (mark.is_null()) return label;
+  return absl::StrCat(label, ":", mark.line + 1);
+}
+
+// Sets `field` from a YAML node; errors name `where` and the key.
+absl::Status Assign(const Field& field, const YAML::Node& node,
+                    const std::string& where) {
+  auto bad = [&](const char* want) {
+    std::string got;
+    if (node.IsScalar()) got = absl::StrCat(" \"", node.Scalar(), "\"");
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": ", field.key, ": expected ", want, got));
+  };
+  try {
+    return std::visit(
+        [&](auto* target) -> absl::Status {
+          using T = std::remove_pointer_t<decltype(target)>;
+          if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+            if (!node.IsSequence()) return bad("a list of strings");
+            target->clear();
+            for (const YAML::Node& item : node) {
+              if (!item.IsScalar()) return bad("a list of strings");
+              target->push_back(item.Scalar());
+            }
+          } else {
+            if (!node.IsScalar()) {
+              return bad(std::is_same_v<T, std::string> ? "a string"
+                         : std::is_same_v<T, bool>      ? "true or false"
+                                                        : "a number");
+            }
+            if constexpr (std::is_same_v<T, std::string>) {
+              *target = node.Scalar();
+            } else {
+              T value;
+              if (!YAML::convert<T>::decode(node, value)) {
+                return bad(std::is_same_v<T, bool>     ? "true or false"
+                           : std::is_same_v<T, double> ? "a number"
+                           : std::is_same_v<T, uint64_t>
+                               ? "a non-negative integer"
+                               : "an integer");
+              }
+              *target = value;
+            }
+          }
+          return absl::OkStatus();
+        },
+        field.ref);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": ", field.key, ": ", e.what()));
+  }
+}
+
+absl::Status ApplyDocument(TrainConfig& config, const YAML::Node& root,
+                           const std::string& label) {
+  if (root.IsNull()) return absl::OkStatus();
+  if (!root.IsMap()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Where(label, root),
+                     ": the configuration must be a mapping of sections"));
+  }
+  std::map<std::string, Field> fields;
+  std::set<std::string> sections;
+  for (const Field& field : Fields(config)) {
+    fields.emplace(field.key, field);
+    sections.insert(std::string(absl::string_view(field.key).substr(
+        0, absl::string_view(field.key).find('.'))));
+  }
+  for (const auto& section : root) {
+    const std::string name = section.first.Scalar();
+    if (name == "base") continue;
+    if (!sections.count(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Where(label, section.first), ": unknown section \"", name,
+          "\" (sections: ", absl::StrJoin(sections, ", "), ")"));
+    }
+    if (!section.second.IsMap()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Where(label, section.second), ": section ", name,
+                       " must be a mapping"));
+    }
+    for (const auto& entry : section.second) {
+      const std::string key = absl::StrCat(name, ".", entry.first.Scalar());
+      auto it = fields.find(key);
+      if (it == fields.end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(Where(label, entry.first), ": unknown key ", key));
+      }
+      if (absl::Status status =
+              Assign(it->second, entry.second, Where(label, entry.second));
+          !status.ok()) {
+        return status;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyFile(TrainConfig& config, const std::string& path,
+                       int depth) {
+  if (depth > 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": `base` nests more than 8 deep"));
+  }
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return text.status();
+  YAML::Node root;
+  try {
+    root = YAML::Load(*text);
+  } catch (const YAML::ParserException& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ":", e.mark.line + 1, ": ", e.msg));
+  }
+  if (root.IsMap() && root["base"]) {
+    const YAML::Node base = root["base"];
+    if (!base.IsScalar()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Where(path, base), ": base must name a YAML file"));
+    }
+    const std::filesystem::path base_path =
+        std::filesystem::path(path).parent_path() / base.Scalar();
+    if (absl::Status status = ApplyFile(config, base_path.string(), depth + 1);
+        !status.ok()) {
+      return status;
+    }
+  }
+  return ApplyDocument(config, root, path);
+}
+
+absl::Status ApplyOverrides(TrainConfig& config,
+                            const std::vector<std::string>& overrides) {
+  std::map<std::string, Field> fields;
+  for (const Field& field : Fields(config)) fields.emplace(field.key, field);
+  for (const std::string& override_text : overrides) {
+    const size_t eq = override_text.find('=');
+    if (eq == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "override \"", override_text, "\": expected section.key=value"));
+    }
+    const std::string key = override_text.substr(0, eq);
+    auto it = fields.find(key);
+    if (it == fields.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("override \"", override_text, "\": unknown key ", key));
+    }
+    // A string key takes the text as it is (YAML would read "a: b" as a map).
+    if (auto* text = std::get_if<std::string*>(&it->second.ref)) {
+      **text = override_text.substr(eq + 1);
+      continue;
+    }
+    YAML::Node value;
+    try {
+      value = YAML::Load(override_text.substr(eq + 1));
+    } catch (const YAML::Exception& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("override \"", override_text, "\": ", e.what()));
+    }
+    if (value.IsNull()) value = YAML::Node(std::string());
+    if (absl::Status status = Assign(it->second, value, "override");
+        !status.ok())
+      return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Require(bool ok, const std::string& key, const std::string& what) {
+  return ok ? absl::OkStatus()
+            : absl::InvalidArgumentError(absl::StrCat(key, ": ", what));
+}
+
+}  // namespace
+
+absl::StatusOr<TrainConfig> LoadTrainConfig(
+    const std::string& path, const std::vector<std::string>& overrides) {
+  TrainConfig config;
+  if (!path.empty()) {
+    if (absl::Status status = ApplyFile(config, path, 0); !status.ok())
+      return status;
+  }
+  if (absl::Status status = ApplyOverrides(config, overrides); !status.ok())
+    return status;
+  if (absl::Status status = ValidateTrainConfig(config); !status.ok())
+    return status;
+  return config;
+}
+
+absl::StatusOr<TrainConfig> ParseTrainConfig(
+    const std::string& yaml, const std::string& label,
+    const std::vector<std::string>& overrides) {
+  TrainConfig config;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, ":", e.mark.line + 1, ": ", e.msg));
+  }
+  if (absl::Status status = ApplyDocument(config, root, label); !status.ok())
+    return status;
+  if (absl::Status status = ApplyOverrides(config, overrides); !status.ok())
+    return status;
+  if (absl::Status status = ValidateTrainConfig(config); !status.ok())
+    return status;
+  return config;
+}
+
+absl::Status ValidateTrainConfig(const TrainConfig& c) {
+  const std::set<std::string> dtypes = {"auto", "float32", "bfloat16",
+                                        "float16"};
+  const std::set<std::string> modes = {"token-mean", "seq-mean-token-mean",
+                                       "seq-mean-token-sum",
+                                       "seq-mean-token-sum-norm"};
+  for (const absl::Status& status : {
+           Require(
+               !c.run_name.empty() && c.run_name.find('/') == std::string::npos,
+               "run.name", "must be a non-empty name without '/'"),
+           Require(c.max_steps >= 1, "run.max_steps", "must be >= 1"),
+           Require(c.time_budget_hours > 0, "run.time_budget_hours",
+                   "must be > 0"),
+           Require(c.checkpoint_every >= 1, "run.checkpoint_every",
+                   "must be >= 1"),
+           Require(c.keep_checkpoints >= 0, "run.keep_checkpoints",
+                   "must be >= 0"),
+           Require(!c.model_path.empty(), "model.path", "is required"),
+           Require(dtypes.count(c.dtype) > 0, "model.dtype",
+                   "must be auto, float32, bfloat16 or float16"),
+           Require(c.lora_rank >= 1, "lora.rank", "must be >= 1"),
+           Require(c.lora_alpha > 0, "lora.alpha", "must be > 0"),
+           Require(!c.lora_targets.empty(), "lora.targets",
+                   "must name at least one module"),
+           Require(!c.train_path.empty(), "data.train", "is required"),
+           Require(!c.problem_field.empty(), "data.problem_field",
+                   "must not be empty"),
+           Require(!c.answer_field.empty(), "data.answer_field",
+                   "must not be empty"),
+           Require(c.instruction.find("{problem}") != std::string::npos,
+                   "data.instruction", "must contain {problem}"),
+           Require(c.prompts_per_step >= 1, "rollout.prompts_per_step",
+                   "must be >= 1"),
+           Require(
+               c.group_size >= 2, "rollout.group_size",
+               "must be >= 2 (advantages compare completions of one prompt)"),
+           Require(c.max_response_tokens >= 1, "rollout.max_response_tokens",
+                   "must be >= 1"),
+           Require(c.temperature > 0, "rollout.temperature",
+                   "must be > 0 (GRPO needs sampled, not greedy, completions)"),
+           Require(c.top_p > 0 && c.top_p <= 1, "rollout.top_p",
+                   "must be in (0, 1]"),
+           Require(c.generate_timeout_s > 0, "rollout.generate_timeout_s",
+                   "must be > 0"),
+           Require(!c.reward_address.empty(), "reward.address", "is required"),
+           Require(!c.rollout_address.empty(), "rollout.address",
+                   "is required"),
+           Require(c.reward_timeout_s > 0, "reward.timeout_s", "must be > 0"),
+           Require(c.advantage == "group" || c.advantage == "none" ||
+                       c.advantage == "batch",
+                   "grpo.advantage", "must be group, none or batch"),
+           Require(c.advantage_epsilon > 0, "grpo.advantage_epsilon",
+                   "must be > 0"),
+           Require(c.clip_low > 0 && c.clip_low < 1, "grpo.clip_low",
+                   "must be in (0, 1)"),
+           Require(c.clip_high > 0, "grpo.clip_high", "must be > 0"),
+           Require(
+               modes.count(c.loss_aggregation) > 0, "grpo.loss_aggregation",
+               "must be token-mean, seq-mean-token-mean, seq-mean-token-sum or "
+               "seq-mean-token-sum-norm"),
+           Require(c.loss_horizon >= 0, "grpo.loss_horizon", "must be >= 0"),
+           Require(c.kl_coef >= 0, "grpo.kl_coef", "must be >= 0"),
+           Require(c.kl_estimator == "k1" || c.kl_estimator == "k2" ||
+                       c.kl_estimator == "k3",
+                   "grpo.kl_estimator", "must be k1, k2 or k3"),
+           Require(c.mini_batches >= 1, "grpo.mini_batches", "must be >= 1"),
+           Require(c.mini_batches <= c.prompts_per_step * c.group_size,
+                   "grpo.mini_batches",
+                   "must not exceed the completions per step"),
+           Require(c.epochs >= 1, "grpo.epochs", "must be >= 1"),
+           Require(c.old_logprobs == "rollout" || c.old_logprobs == "recompute",
+                   "grpo.old_logprobs", "must be rollout or recompute"),
+           Require(c.micro_batch_tokens >= 1, "grpo.micro_batch_tokens",
+                   "must be >= 1"),
+           Require(c.lr >= 0, "optim.lr", "must be >= 0"),
+           Require(c.beta1 >= 0 && c.beta1 < 1, "optim.beta1",
+                   "must be in [0, 1)"),
+           Require(c.beta2 >= 0 && c.beta2 < 1, "optim.beta2",
+                   "must be in [0, 1)"),
+           Require(c.adam_epsilon > 0, "optim.epsilon", "must be > 0"),
+           Require(c.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
+           Require(c.schedule == "constant" || c.schedule == "cosine",
+                   "optim.schedule", "must be constant or cosine"),
+           Require(c.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0"),
+           Require(c.min_lr_ratio >= 0 && c.min_lr_ratio <= 1,
+                   "optim.min_lr_ratio", "must be in [0, 1]"),
+           Require(c.eval_every >= 0, "eval.every", "must be >= 0"),
+           Require(c.eval_every == 0 || !c.eval_path.empty(), "eval.path",
+                   "is required when eval.every > 0"),
+           Require(c.eval_problems >= 0, "eval.problems", "must be >= 0"),
+           Require(c.eval_max_tokens >= 0, "eval.max_tokens", "must be >= 0"),
+       }) {
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+std::string TrainConfigToYaml(const TrainConfig& config) {
+  TrainConfig copy = config;
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::string section;
+  for (const Field& field : Fields(copy)) {
+    const absl::string_view key(field.key);
+    const std::string this_section(key.substr(0, key.find('.')));
+    if (this_section != section) {
+      if (!section.empty()) out << YAML::EndMap;
+      section = this_section;
+      out << YAML::Key << section << YAML::Value << YAML::BeginMap;
+    }
+    out << YAML::Key << std::string(key.substr(key.find('.') + 1))
+        << YAML::Value;
+    std::visit(
+        [&](auto* value) {
+          using T = std::remove_pointer_t<decltype(value)>;
+          if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+            out << YAML::Flow << *value;
+          } else if constexpr (std::is_same_v<T, std::string>) {
+            out << YAML::DoubleQuoted << *value;
+          } else {
+            out << *value;
+          }
+        },
+        field.ref);
+  }
+  if (!section.empty()) out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace microrl::learner

@@ -1,0 +1,123 @@
+#ifndef MICRORL_LEARNER_CONFIG_H_
+#define MICRORL_LEARNER_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace microrl::learner {
+
+// Everything a training run needs, read from a YAML file (sections run, model,
+// lora, data, rollout, reward, grpo, optim, eval; see configs/README.md) with
+// "section.key=value" overrides. Defaults are the values below.
+struct TrainConfig {
+  // run
+  std::string run_name = "run";
+  std::string output_dir = "runs";  // the run writes to output_dir/run_name
+  uint64_t seed = 1;
+  int64_t max_steps = 100;
+  double time_budget_hours =
+      24;  // wall clock for the whole run, resumes included
+  int64_t checkpoint_every = 50;  // and at the end or stop
+  int64_t keep_checkpoints = 2;   // older ones are deleted (0: keep all)
+
+  // model
+  std::string model_path;
+  std::string device = "cpu";
+  std::string dtype = "auto";  // base weights: auto, float32, bfloat16, float16
+  bool gradient_checkpointing = true;
+
+  // lora
+  int64_t lora_rank = 64;
+  double lora_alpha = 128;
+  std::vector<std::string> lora_targets = {"q_proj",   "k_proj",    "v_proj",
+                                           "o_proj",   "gate_proj", "up_proj",
+                                           "down_proj"};
+  bool lora_rslora = false;
+
+  // data
+  std::string train_path;
+  std::string problem_field = "problem";
+  std::string answer_field = "answer";
+  std::string system_prompt;
+  // The user message; "{problem}" is replaced by the problem.
+  std::string instruction =
+      "{problem}\n\nPlease reason step by step, and put your final answer "
+      "within "
+      "\\boxed{}.";
+
+  // rollout
+  std::string rollout_address = "127.0.0.1:50051";
+  int64_t prompts_per_step = 8;
+  int64_t group_size = 8;
+  int64_t max_response_tokens = 3584;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  // Time-share one GPU with the rollout server (Sleep before the update, Wake
+  // after).
+  bool colocated = false;
+  double generate_timeout_s = 3600;
+
+  // reward
+  std::string reward_address = "127.0.0.1:50052";
+  double reward_timeout_s = 300;
+
+  // grpo
+  std::string advantage = "group";  // group (GRPO), none (Dr. GRPO), batch
+  double advantage_epsilon = 1e-6;
+  bool filter_zero_variance = false;
+  double clip_low = 0.2;
+  double clip_high = 0.2;
+  double dual_clip = 3.0;  // <= 1: off
+  std::string loss_aggregation = "token-mean";
+  double loss_horizon =
+      0;  // seq-mean-token-sum-norm's constant (0: max_response_tokens)
+  double kl_coef = 0;
+  std::string kl_estimator = "k3";
+  double entropy_coef = 0;
+  int64_t mini_batches = 1;  // optimizer steps per epoch over the rollout batch
+  int64_t epochs = 1;        // passes over the rollout batch
+  std::string old_logprobs = "rollout";  // rollout or recompute
+  int64_t micro_batch_tokens = 8192;     // padded tokens per forward/backward
+
+  // optim
+  double lr = 1e-5;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double adam_epsilon = 1e-8;
+  double weight_decay = 0.0;
+  std::string schedule = "constant";  // constant or cosine
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.0;   // cosine: the final lr / lr
+  double max_grad_norm = 1.0;  // <= 0: no clipping
+
+  // eval
+  std::string eval_path;        // validation JSONL (e.g. MATH500)
+  int64_t eval_every = 0;       // steps (0: never during training)
+  int64_t eval_problems = 0;    // first N problems (0: all)
+  int64_t eval_max_tokens = 0;  // 0: max_response_tokens
+};
+
+// Reads `path` (YAML; a top-level `base: other.yaml` is read first, relative to
+// `path`), then applies `overrides` ("section.key=value", YAML scalars or
+// flow lists). Errors name the file and line, or the override.
+absl::StatusOr<TrainConfig> LoadTrainConfig(
+    const std::string& path, const std::vector<std::string>& overrides);
+
+// The same from YAML text ("" for defaults only); `label` names it in errors.
+absl::StatusOr<TrainConfig> ParseTrainConfig(
+    const std::string& yaml, const std::string& label,
+    const std::vector<std::string>& overrides);
+
+// Semantic checks (ranges, names of modes); errors name the key.
+absl::Status ValidateTrainConfig(const TrainConfig& config);
+
+// The resolved configuration as YAML (every key, sorted by section).
+std::string TrainConfigToYaml(const TrainConfig& config);
+
+}  // namespace microrl::learner
+
+#endif  // MICRORL_LEARNER_CONFIG_H_

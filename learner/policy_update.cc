@@ -1,0 +1,260 @@
+#include "learner/policy_update.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/model/token_stats.h"
+
+namespace microrl::learner {
+namespace {
+
+// Padded [B, T] float tensor of per-sample vectors.
+at::Tensor PadRows(const std::vector<const std::vector<float>*>& rows,
+                   int64_t width) {
+  at::Tensor out = at::zeros({static_cast<int64_t>(rows.size()), width});
+  float* data = out.data_ptr<float>();
+  for (size_t b = 0; b < rows.size(); ++b) {
+    std::copy(rows[b]->begin(), rows[b]->end(), data + b * width);
+  }
+  return out;
+}
+
+// Consecutive runs of samples whose padded size (count x longest) stays
+// within `budget` tokens (a single longer sample runs alone).
+std::vector<std::pair<size_t, size_t>> MicroBatches(
+    const std::vector<Sample>& samples, size_t begin, size_t end,
+    int64_t budget) {
+  std::vector<std::pair<size_t, size_t>> out;
+  size_t start = begin;
+  int64_t longest = 0;
+  for (size_t i = begin; i < end; ++i) {
+    const int64_t length = static_cast<int64_t>(samples[i].prompt.size() +
+                                                samples[i].completion.size());
+    const int64_t count = static_cast<int64_t>(i - start + 1);
+    if (i > start && count * std::max(longest, length) > budget) {
+      out.emplace_back(start, i);
+      start = i;
+      longest = 0;
+    }
+    longest = std::max(longest, length);
+  }
+  if (start < end) out.emplace_back(start, end);
+  return out;
+}
+
+}  // namespace
+
+PolicyUpdater::PolicyUpdater(const model::Decoder& decoder,
+                             model::LoraAdapter& adapter, AdamW& optimizer,
+                             const UpdateOptions& options)
+    : decoder_(decoder),
+      adapter_(adapter),
+      optimizer_(optimizer),
+      options_(options) {}
+
+absl::StatusOr<PolicyUpdater::TokenTensors> PolicyUpdater::Score(
+    const std::vector<Sample>& samples, const model::LoraAdapter* adapter,
+    bool with_grad) const {
+  const int64_t batch = static_cast<int64_t>(samples.size());
+  int64_t longest = 0;
+  int64_t width = 0;
+  std::vector<int64_t>
+      flat_rows;  // b * L + position predicting each completion token
+  std::vector<int64_t> targets;
+  std::vector<int64_t> row_b;
+  std::vector<int64_t> row_t;
+  for (const Sample& s : samples) {
+    longest = std::max<int64_t>(longest, s.prompt.size() + s.completion.size());
+    width = std::max<int64_t>(width, s.completion.size());
+  }
+  std::vector<int64_t> ids(batch * longest, 0);
+  for (int64_t b = 0; b < batch; ++b) {
+    const Sample& s = samples[b];
+    if (s.prompt.empty() || s.completion.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sample ", b, " has an empty prompt or completion"));
+    }
+    std::copy(s.prompt.begin(), s.prompt.end(), ids.begin() + b * longest);
+    std::copy(s.completion.begin(), s.completion.end(),
+              ids.begin() + b * longest + s.prompt.size());
+    const int64_t p = static_cast<int64_t>(s.prompt.size());
+    for (int64_t t = 0; t < static_cast<int64_t>(s.completion.size()); ++t) {
+      flat_rows.push_back(b * longest + p - 1 + t);
+      targets.push_back(s.completion[t]);
+      row_b.push_back(b);
+      row_t.push_back(t);
+    }
+  }
+  const at::Device device = decoder_.options().device;
+  at::AutoGradMode grad_mode(with_grad);
+  model::RunOptions run;
+  run.adapter = adapter;
+  run.gradient_checkpointing = with_grad && options_.gradient_checkpointing;
+  absl::StatusOr<at::Tensor> hidden = decoder_.Forward(
+      at::tensor(ids, at::kLong).view({batch, longest}).to(device), run);
+  if (!hidden.ok()) return hidden.status();
+  const at::Tensor rows =
+      hidden->reshape({batch * longest, -1})
+          .index_select(0, at::tensor(flat_rows, at::kLong).to(device));
+  absl::StatusOr<model::TokenStats> stats = model::ComputeTokenStats(
+      rows, decoder_.lm_head(), at::tensor(targets, at::kLong).to(device),
+      options_.temperature,
+      model::ChunkRowsForBudget(decoder_.config().vocab_size));
+  if (!stats.ok()) return stats.status();
+  const auto float_options =
+      at::TensorOptions().dtype(at::kFloat).device(device);
+  const at::Tensor b_index = at::tensor(row_b, at::kLong).to(device);
+  const at::Tensor t_index = at::tensor(row_t, at::kLong).to(device);
+  TokenTensors out;
+  out.logprobs = at::zeros({batch, width}, float_options)
+                     .index_put({b_index, t_index}, stats->logprobs);
+  out.entropy = at::zeros({batch, width}, float_options)
+                    .index_put({b_index, t_index}, stats->entropy);
+  out.mask = at::zeros({batch, width}, float_options)
+                 .index_put_({b_index, t_index}, at::ones({}, float_options));
+  return out;
+}
+
+absl::StatusOr<UpdateStats> PolicyUpdater::Update(
+    const std::vector<Sample>& samples, int64_t& step) {
+  UpdateStats stats;
+  if (samples.empty()) return stats;
+  const int64_t n = static_cast<int64_t>(samples.size());
+  const int64_t mini_batches = std::min(options_.mini_batches, n);
+  const at::Device device = decoder_.options().device;
+  const std::vector<at::Tensor> parameters = adapter_.Parameters();
+  for (const Sample& s : samples) {
+    if (s.rollout_logprobs.size() != s.completion.size()) {
+      return absl::InvalidArgumentError(
+          "a sample has not one rollout log-prob per token");
+    }
+    stats.tokens += static_cast<int64_t>(s.completion.size());
+  }
+
+  // Old log-probs: the rollout's, or recomputed with the adapter as it is now.
+  std::vector<std::vector<float>> old_logprobs(n);
+  for (int64_t i = 0; i < n; ++i) old_logprobs[i] = samples[i].rollout_logprobs;
+  double mismatch_sum = 0;
+  double mismatch_tokens = 0;
+  auto add_mismatch = [&](const TokenTensors& scored, size_t begin) {
+    const at::Tensor rollout = [&] {
+      std::vector<const std::vector<float>*> rows;
+      for (int64_t b = 0; b < scored.logprobs.size(0); ++b) {
+        rows.push_back(&samples[begin + b].rollout_logprobs);
+      }
+      return PadRows(rows, scored.logprobs.size(1)).to(device);
+    }();
+    const at::Tensor diff =
+        (scored.logprobs.detach() - rollout).abs() * scored.mask;
+    mismatch_sum += diff.sum().item<double>();
+    mismatch_tokens += scored.mask.sum().item<double>();
+    stats.logprob_mismatch_max =
+        std::max(stats.logprob_mismatch_max, diff.max().item<double>());
+  };
+  if (options_.recompute_old_logprobs) {
+    for (const auto& [begin, end] :
+         MicroBatches(samples, 0, n, options_.micro_batch_tokens)) {
+      const std::vector<Sample> part(samples.begin() + begin,
+                                     samples.begin() + end);
+      absl::StatusOr<TokenTensors> scored =
+          Score(part, &adapter_, /*with_grad=*/false);
+      if (!scored.ok()) return scored.status();
+      add_mismatch(*scored, begin);
+      const at::Tensor host = scored->logprobs.cpu();
+      for (size_t b = begin; b < end; ++b) {
+        const float* row = host[b - begin].data_ptr<float>();
+        old_logprobs[b].assign(row, row + samples[b].completion.size());
+      }
+    }
+  }
+
+  double weight_sum = 0;  // tokens over which fractions are averaged
+  for (int64_t epoch = 0; epoch < options_.epochs; ++epoch) {
+    for (int64_t m = 0; m < mini_batches; ++m) {
+      const size_t begin = static_cast<size_t>(n * m / mini_batches);
+      const size_t end = static_cast<size_t>(n * (m + 1) / mini_batches);
+      // The mini-batch's denominators, shared by its micro-batches.
+      LossNormalizer normalizer;
+      normalizer.horizon = options_.horizon;
+      for (size_t i = begin; i < end; ++i) {
+        normalizer.tokens += static_cast<double>(samples[i].completion.size());
+        normalizer.sequences += 1;
+      }
+      optimizer_.ZeroGrad();
+      double step_loss = 0;
+      for (const auto& [mb_begin, mb_end] :
+           MicroBatches(samples, begin, end, options_.micro_batch_tokens)) {
+        const std::vector<Sample> part(samples.begin() + mb_begin,
+                                       samples.begin() + mb_end);
+        absl::StatusOr<TokenTensors> scored =
+            Score(part, &adapter_, /*with_grad=*/true);
+        if (!scored.ok()) return scored.status();
+        if (epoch == 0 && !options_.recompute_old_logprobs && m == 0) {
+          add_mismatch(*scored, mb_begin);  // before any step: still on-policy
+        }
+        std::vector<const std::vector<float>*> old_rows;
+        std::vector<float> advantages;
+        for (size_t i = mb_begin; i < mb_end; ++i) {
+          old_rows.push_back(&old_logprobs[i]);
+          advantages.push_back(samples[i].advantage);
+        }
+        const at::Tensor old =
+            PadRows(old_rows, scored->logprobs.size(1)).to(device);
+        at::Tensor reference;
+        if (options_.loss.kl_coef != 0) {
+          absl::StatusOr<TokenTensors> ref =
+              Score(part, nullptr, /*with_grad=*/false);
+          if (!ref.ok()) return ref.status();
+          reference = ref->logprobs;
+        }
+        const GrpoLossResult result =
+            GrpoLoss(scored->logprobs, old, reference, scored->entropy,
+                     at::tensor(advantages, at::kFloat).to(device),
+                     scored->mask, options_.loss, normalizer);
+        result.loss.backward();
+        step_loss += result.loss.item<double>();
+        const double tokens = scored->mask.sum().item<double>();
+        weight_sum += tokens;
+        stats.policy_loss += result.policy.loss.item<double>();
+        if (result.kl.defined()) stats.kl += result.kl.item<double>();
+        stats.entropy +=
+            (scored->entropy.detach() * scored->mask).sum().item<double>();
+        stats.clip_high_fraction +=
+            result.policy.clip_high_fraction.item<double>() * tokens;
+        stats.clip_low_fraction +=
+            result.policy.clip_low_fraction.item<double>() * tokens;
+        stats.dual_clip_fraction +=
+            result.policy.dual_clip_fraction.item<double>() * tokens;
+        stats.approx_kl += result.policy.approx_kl.item<double>() * tokens;
+        ++stats.micro_batches;
+      }
+      stats.loss += step_loss;
+      stats.grad_norm += ClipGradNorm(parameters, options_.max_grad_norm);
+      stats.lr = LearningRate(options_.schedule, step);
+      optimizer_.Step(stats.lr);
+      optimizer_.ZeroGrad();
+      ++step;
+      ++stats.optimizer_steps;
+    }
+  }
+  const double steps =
+      static_cast<double>(std::max<int64_t>(1, stats.optimizer_steps));
+  stats.loss /= steps;
+  stats.policy_loss /= steps;
+  stats.kl /= steps;
+  stats.grad_norm /= steps;
+  const double w = std::max(weight_sum, 1.0);
+  stats.entropy /= w;
+  stats.clip_high_fraction /= w;
+  stats.clip_low_fraction /= w;
+  stats.dual_clip_fraction /= w;
+  stats.approx_kl /= w;
+  stats.logprob_mismatch_mean =
+      mismatch_tokens > 0 ? mismatch_sum / mismatch_tokens : 0;
+  return stats;
+}
+
+}  // namespace microrl::learner

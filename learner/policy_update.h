@@ -1,0 +1,98 @@
+#ifndef MICRORL_LEARNER_POLICY_UPDATE_H_
+#define MICRORL_LEARNER_POLICY_UPDATE_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model/decoder.h"
+#include "common/model/lora.h"
+#include "learner/grpo.h"
+#include "learner/optimizer.h"
+
+namespace microrl::learner {
+
+// One completion as the update sees it.
+struct Sample {
+  std::vector<int32_t> prompt;      // prompt token ids
+  std::vector<int32_t> completion;  // sampled token ids (>= 1)
+  std::vector<float>
+      rollout_logprobs;  // per completion token, from the rollout
+  float advantage = 0;
+};
+
+struct UpdateOptions {
+  GrpoLossOptions loss;
+  int64_t mini_batches = 1;  // optimizer steps per epoch
+  int64_t epochs = 1;
+  // Old log-probs: recomputed with the adapter before the first step (true), or
+  // the rollout's (false).
+  bool recompute_old_logprobs = false;
+  int64_t micro_batch_tokens = 8192;  // padded tokens per forward/backward
+  double temperature = 1.0;           // log-probs of logits / temperature
+  bool gradient_checkpointing = true;
+  double horizon = 1;  // seq-mean-token-sum-norm's constant
+  double max_grad_norm = 1.0;
+  ScheduleOptions schedule;
+};
+
+// What an update measured (means over its optimizer steps; fractions over
+// tokens).
+struct UpdateStats {
+  int64_t optimizer_steps = 0;
+  int64_t micro_batches = 0;
+  int64_t tokens = 0;  // completion tokens in the batch
+  double loss = 0;
+  double policy_loss = 0;
+  double kl = 0;       // KL estimate to the reference (0 without kl_coef)
+  double entropy = 0;  // mean token entropy under the policy at `temperature`
+  double clip_high_fraction = 0;
+  double clip_low_fraction = 0;
+  double dual_clip_fraction = 0;
+  double approx_kl = 0;
+  double grad_norm = 0;  // before clipping
+  double lr = 0;         // of the last step
+  // |learner log-prob - rollout log-prob| over the batch's tokens before any
+  // step: mean and max (rollout/training mismatch).
+  double logprob_mismatch_mean = 0;
+  double logprob_mismatch_max = 0;
+};
+
+// Applies GRPO updates to the LoRA adapter's weights (only those: the base
+// weights are frozen plain tensors) from a batch of samples: for each epoch,
+// the batch is cut into mini_batches, each one optimizer step; each mini-batch
+// is run in micro-batches of at most micro_batch_tokens padded tokens with
+// gradient accumulation, its loss normalized over the whole mini-batch.
+class PolicyUpdater {
+ public:
+  PolicyUpdater(const model::Decoder& decoder, model::LoraAdapter& adapter,
+                AdamW& optimizer, const UpdateOptions& options);
+
+  // `step` counts optimizer steps so far (for the schedule) and advances.
+  absl::StatusOr<UpdateStats> Update(const std::vector<Sample>& samples,
+                                     int64_t& step);
+
+  // Per-token log-probs and entropies of `samples`' completions under the
+  // adapter (or the base model with adapter == nullptr), no gradient, as
+  // [B, T] padded tensors with mask; for the rollout-mismatch metric and tests.
+  struct TokenTensors {
+    at::Tensor logprobs;  // [B, T]
+    at::Tensor entropy;   // [B, T]
+    at::Tensor mask;      // [B, T] float
+  };
+  absl::StatusOr<TokenTensors> Score(const std::vector<Sample>& samples,
+                                     const model::LoraAdapter* adapter,
+                                     bool with_grad) const;
+
+ private:
+  const model::Decoder& decoder_;
+  model::LoraAdapter& adapter_;
+  AdamW& optimizer_;
+  const UpdateOptions options_;
+};
+
+}  // namespace microrl::learner
+
+#endif  // MICRORL_LEARNER_POLICY_UPDATE_H_

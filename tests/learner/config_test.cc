@@ -1,0 +1,126 @@
+// The training configuration: YAML sections, `base` files, overrides, errors
+// that name file and line, validation, and the resolved dump reading back.
+#include "learner/config.h"
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/subprocess.h"
+
+namespace microrl::learner {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kMinimal[] = R"(
+model:
+  path: /models/qwen
+data:
+  train: /data/train.jsonl
+)";
+
+void Write(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+TEST(ConfigTest, ReadsSectionsAndKeepsDefaults) {
+  absl::StatusOr<TrainConfig> config =
+      ParseTrainConfig(std::string(kMinimal) + R"(
+lora:
+  rank: 256
+  alpha: 512
+  targets: [q_proj, v_proj]
+grpo:
+  clip_high: 0.28
+  loss_aggregation: seq-mean-token-sum-norm
+optim:
+  lr: 1.0e-6
+  schedule: cosine
+)",
+                       "test.yaml", {});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->model_path, "/models/qwen");
+  EXPECT_EQ(config->lora_rank, 256);
+  EXPECT_EQ(config->lora_alpha, 512);
+  EXPECT_EQ(config->lora_targets,
+            (std::vector<std::string>{"q_proj", "v_proj"}));
+  EXPECT_EQ(config->clip_high, 0.28);
+  EXPECT_EQ(config->lr, 1e-6);
+  EXPECT_EQ(config->group_size, 8);  // default
+  EXPECT_EQ(config->max_response_tokens, 3584);
+}
+
+TEST(ConfigTest, OverridesWinAndAreChecked) {
+  absl::StatusOr<TrainConfig> config = ParseTrainConfig(
+      kMinimal, "test.yaml",
+      {"optim.lr=3e-5", "lora.targets=[q_proj]", "run.name=abc"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->lr, 3e-5);
+  EXPECT_EQ(config->lora_targets, std::vector<std::string>{"q_proj"});
+  EXPECT_EQ(config->run_name, "abc");
+  EXPECT_THAT(ParseTrainConfig(kMinimal, "t", {"optim.lr"}).status().message(),
+              HasSubstr("expected section.key=value"));
+  EXPECT_THAT(
+      ParseTrainConfig(kMinimal, "t", {"optim.rate=1"}).status().message(),
+      HasSubstr("unknown key optim.rate"));
+  EXPECT_THAT(
+      ParseTrainConfig(kMinimal, "t", {"optim.lr=fast"}).status().message(),
+      HasSubstr("optim.lr: expected a number \"fast\""));
+}
+
+TEST(ConfigTest, ErrorsNameTheFileAndLine) {
+  auto error = [](const std::string& yaml) {
+    return std::string(
+        ParseTrainConfig(yaml, "run.yaml", {}).status().message());
+  };
+  EXPECT_THAT(error(std::string(kMinimal) + "grpo:\n  kl_cof: 0.1\n"),
+              HasSubstr("run.yaml:7: unknown key grpo.kl_cof"));
+  EXPECT_THAT(
+      error(std::string(kMinimal) + "rollout:\n  group_size: eight\n"),
+      HasSubstr(
+          "run.yaml:7: rollout.group_size: expected an integer \"eight\""));
+  EXPECT_THAT(error(std::string(kMinimal) + "trainer:\n  x: 1\n"),
+              HasSubstr("run.yaml:6: unknown section \"trainer\""));
+  EXPECT_THAT(error("model: [unclosed\n"), HasSubstr("run.yaml:"));
+  EXPECT_THAT(error("data:\n  train: x\n"),
+              HasSubstr("model.path: is required"));
+  EXPECT_THAT(error(std::string(kMinimal) + "rollout:\n  group_size: 1\n"),
+              HasSubstr("rollout.group_size: must be >= 2"));
+  EXPECT_THAT(
+      error(std::string(kMinimal) + "grpo:\n  loss_aggregation: mean\n"),
+      HasSubstr("grpo.loss_aggregation"));
+}
+
+TEST(ConfigTest, BaseFilesAreReadFirst) {
+  const std::string dir = testing::MakeTempDir();
+  Write(dir + "/common.yaml",
+        std::string(kMinimal) + "optim:\n  lr: 2.0e-6\nlora:\n  rank: 8\n");
+  Write(dir + "/run.yaml", "base: common.yaml\nlora:\n  rank: 64\n");
+  absl::StatusOr<TrainConfig> config =
+      LoadTrainConfig(dir + "/run.yaml", {"lora.alpha=7"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->lora_rank, 64);
+  EXPECT_EQ(config->lr, 2e-6);
+  EXPECT_EQ(config->lora_alpha, 7);
+  EXPECT_THAT(LoadTrainConfig(dir + "/missing.yaml", {}).status().message(),
+              HasSubstr("missing.yaml"));
+}
+
+TEST(ConfigTest, TheResolvedDumpReadsBackTheSame) {
+  absl::StatusOr<TrainConfig> config =
+      ParseTrainConfig(kMinimal, "t",
+                       {"data.instruction=Solve: {problem}", "optim.lr=1.5e-7",
+                        "data.system_prompt=You are \"careful\".\nThink."});
+  ASSERT_TRUE(config.ok()) << config.status();
+  const std::string yaml = TrainConfigToYaml(*config);
+  absl::StatusOr<TrainConfig> again = ParseTrainConfig(yaml, "dump", {});
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << yaml;
+  EXPECT_EQ(TrainConfigToYaml(*again), yaml);
+  EXPECT_EQ(again->system_prompt, "You are \"careful\".\nThink.");
+  EXPECT_EQ(again->lr, 1.5e-7);
+  EXPECT_THAT(yaml, HasSubstr("grpo:\n"));
+}
+
+}  // namespace
+}  // namespace microrl::learner
