@@ -1,19 +1,30 @@
 // learner: trains LoRA adapters with GRPO against a rollout server and a reward
-// service.
+// service, serving GetInfo (run state, progress, peers) and /metrics meanwhile.
+//
+//   learner --config=run.yaml [--set="optim.lr=1e-6;rollout.group_size=8"]
+//   [--resume] learner                      (no run: serves GetInfo, state
+//   IDLE) learner eval --model=DIR [--adapter=PEFT_DIR] --datasets=aime24,amc23
+//   ...
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/base/flag_usage.h"
 #include "common/base/logging.h"
 #include "common/base/net.h"
 #include "common/base/signals.h"
 #include "common/device/device.h"
 #include "common/rpc/server_main.h"
+#include "learner/config.h"
+#include "learner/eval_command.h"
 #include "learner/learner_service.h"
 #include "learner/peer_monitor.h"
+#include "learner/trainer.h"
+#include "learner/training_status.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "Address to serve gRPC and /metrics on.");
@@ -26,13 +37,41 @@ ABSL_FLAG(
 ABSL_FLAG(int, max_message_mb, 256,
           "Largest gRPC message accepted or sent, MiB.");
 ABSL_FLAG(std::string, device, "cpu",
-          "Device to train on: cpu, cuda or cuda:N.");
+          "Device to train on when no --config says: cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, rollout_address, "127.0.0.1:50051",
-          "host:port of the rollout server (empty: none).");
+          "host:port of the rollout server (empty: none); a --config's "
+          "rollout.address wins.");
 ABSL_FLAG(std::string, reward_address, "127.0.0.1:50052",
-          "host:port of the reward service (empty: none).");
+          "host:port of the reward service (empty: none); a --config's "
+          "reward.address wins.");
 ABSL_FLAG(int, peer_probe_interval_ms, 2000,
           "How often to probe the peers' health, ms.");
+ABSL_FLAG(std::string, config, "",
+          "Training run configuration (YAML); without it no run starts.");
+ABSL_FLAG(std::string, set, "",
+          "Configuration overrides, \"section.key=value\" separated by ';'.");
+ABSL_FLAG(bool, resume, false,
+          "Continue the run from its newest checkpoint (else a run directory "
+          "with checkpoints is refused).");
+// learner eval
+ABSL_FLAG(std::string, model, "",
+          "eval: model directory (tokenizer, chat template).");
+ABSL_FLAG(std::string, adapter, "",
+          "eval: PEFT adapter directory (empty: the served one).");
+ABSL_FLAG(bool, compare_base, false,
+          "eval: also evaluate the base model (LoRA off).");
+ABSL_FLAG(
+    std::string, datasets, "aime24,aime25,amc23",
+    "eval: comma-separated names (<data_dir>/<name>.jsonl) or name=path.");
+ABSL_FLAG(std::string, data_dir, "", "eval: directory of the named datasets.");
+ABSL_FLAG(int64_t, problems, 0,
+          "eval: first N problems of each dataset (0: all).");
+ABSL_FLAG(int64_t, samples, 16, "eval: completions per problem.");
+ABSL_FLAG(double, temperature, 0.6, "eval: sampling temperature.");
+ABSL_FLAG(double, top_p, 0.95, "eval: nucleus sampling.");
+ABSL_FLAG(int64_t, max_tokens, 3584, "eval: completion tokens.");
+ABSL_FLAG(std::string, ks, "1,8,16", "eval: the k of pass@k, comma-separated.");
+ABSL_FLAG(std::string, out, "", "eval: directory for eval.json and eval.md.");
 
 namespace {
 
@@ -46,6 +85,60 @@ absl::Status ValidatePeerAddress(const std::string& flag,
   return absl::OkStatus();
 }
 
+int Eval(const char* component) {
+  microrl::learner::EvalCommandOptions o;
+  o.model_dir = absl::GetFlag(FLAGS_model);
+  o.adapter_dir = absl::GetFlag(FLAGS_adapter);
+  o.compare_base = absl::GetFlag(FLAGS_compare_base);
+  for (absl::string_view d :
+       absl::StrSplit(absl::GetFlag(FLAGS_datasets), ',', absl::SkipEmpty()))
+    o.datasets.emplace_back(d);
+  o.data_dir = absl::GetFlag(FLAGS_data_dir);
+  o.problems = absl::GetFlag(FLAGS_problems);
+  o.samples = absl::GetFlag(FLAGS_samples);
+  o.temperature = absl::GetFlag(FLAGS_temperature);
+  o.top_p = absl::GetFlag(FLAGS_top_p);
+  o.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  o.ks.clear();
+  for (absl::string_view k :
+       absl::StrSplit(absl::GetFlag(FLAGS_ks), ',', absl::SkipEmpty())) {
+    int64_t value = 0;
+    if (!absl::SimpleAtoi(k, &value) || value < 1) {
+      return microrl::rpc::UsageError(
+          component,
+          absl::InvalidArgumentError(absl::StrCat("--ks: bad k \"", k, "\"")));
+    }
+    o.ks.push_back(value);
+  }
+  o.rollout_address = absl::GetFlag(FLAGS_rollout_address);
+  o.reward_address = absl::GetFlag(FLAGS_reward_address);
+  o.out_dir = absl::GetFlag(FLAGS_out);
+  // The training defaults for the prompt, unless a --config gives its own.
+  microrl::learner::TrainConfig defaults;
+  o.instruction = defaults.instruction;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    absl::StatusOr<microrl::learner::TrainConfig> config =
+        microrl::learner::LoadTrainConfig(absl::GetFlag(FLAGS_config), {});
+    if (!config.ok())
+      return microrl::rpc::UsageError(component, config.status());
+    o.system_prompt = config->system_prompt;
+    o.instruction = config->instruction;
+    o.problem_field = config->problem_field;
+    o.answer_field = config->answer_field;
+    if (o.model_dir.empty()) o.model_dir = config->model_path;
+  }
+  if (o.model_dir.empty()) {
+    return microrl::rpc::UsageError(
+        component, absl::InvalidArgumentError("--model: is required"));
+  }
+  absl::Status status = microrl::learner::RunEvalCommand(o);
+  if (!status.ok()) {
+    std::cerr << component << " eval: " << status.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -54,8 +147,16 @@ int main(int argc, char** argv) {
   microrl::SetLogComponent(kComponent);
   microrl::SetUpFlagUsage(
       "Trains LoRA adapters with GRPO against a rollout server and a reward "
-      "service.");
-  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+      "service (learner --config=run.yaml), or evaluates them (learner eval).");
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() >= 2 && std::string(positional[1]) == "eval") {
+    if (positional.size() > 2) {
+      return microrl::rpc::UsageError(
+          kComponent,
+          absl::InvalidArgumentError("eval takes no further arguments"));
+    }
+    return Eval(kComponent);
+  }
 
   microrl::rpc::ServerMainOptions server;
   server.host = absl::GetFlag(FLAGS_host);
@@ -63,9 +164,30 @@ int main(int argc, char** argv) {
   server.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   server.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   server.ready_file = absl::GetFlag(FLAGS_ready_file);
-  const std::string rollout_address = absl::GetFlag(FLAGS_rollout_address);
-  const std::string reward_address = absl::GetFlag(FLAGS_reward_address);
+  std::string rollout_address = absl::GetFlag(FLAGS_rollout_address);
+  std::string reward_address = absl::GetFlag(FLAGS_reward_address);
+  std::string device_name = absl::GetFlag(FLAGS_device);
   const int probe_ms = absl::GetFlag(FLAGS_peer_probe_interval_ms);
+
+  std::optional<microrl::learner::TrainConfig> config;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    std::vector<std::string> overrides;
+    for (absl::string_view o :
+         absl::StrSplit(absl::GetFlag(FLAGS_set), ';', absl::SkipEmpty()))
+      overrides.emplace_back(o);
+    absl::StatusOr<microrl::learner::TrainConfig> loaded =
+        microrl::learner::LoadTrainConfig(absl::GetFlag(FLAGS_config),
+                                          overrides);
+    if (!loaded.ok()) {
+      return microrl::rpc::UsageError(
+          kComponent, absl::InvalidArgumentError(absl::StrCat(
+                          "--config: ", loaded.status().message())));
+    }
+    config = *loaded;
+    rollout_address = config->rollout_address;
+    reward_address = config->reward_address;
+    device_name = config->device;
+  }
   for (const absl::Status& status :
        {microrl::rpc::CheckNoPositionalArguments(positional),
         microrl::rpc::ValidateServerMainOptions(server),
@@ -77,7 +199,7 @@ int main(int argc, char** argv) {
     if (!status.ok()) return microrl::rpc::UsageError(kComponent, status);
   }
   absl::StatusOr<microrl::device::Device> device =
-      microrl::device::ResolveDevice(absl::GetFlag(FLAGS_device));
+      microrl::device::ResolveDevice(device_name);
   if (!device.ok()) {
     return microrl::rpc::UsageError(
         kComponent, absl::InvalidArgumentError(
@@ -86,13 +208,44 @@ int main(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   microrl::rpc::ProcessIdentity identity(kComponent);
+  microrl::learner::TrainingStatus status;
+  std::unique_ptr<microrl::learner::Trainer> trainer;
+  if (config.has_value()) {
+    absl::StatusOr<std::unique_ptr<microrl::learner::Trainer>> created =
+        microrl::learner::Trainer::Create(*config, absl::GetFlag(FLAGS_resume),
+                                          *registry, status);
+    if (!created.ok()) {
+      std::cerr << kComponent << ": " << created.status().message() << "\n";
+      return 1;
+    }
+    trainer = *std::move(created);
+  }
   microrl::learner::PeerMonitor peers(
       {{"rollout", rollout_address, "microrl.v1.Rollout"},
        {"reward", reward_address, "microrl.v1.Reward"}},
       absl::Milliseconds(probe_ms),
       /*timeout=*/absl::Milliseconds(500), *registry);
-  microrl::learner::LearnerService service({*device}, identity, peers);
-  microrl::ExitWithoutStaticDestructors(
-      microrl::rpc::RunServer(server, {{&service, "microrl.v1.Learner"}},
-                              registry, identity, [&peers] { peers.Stop(); }));
+  microrl::learner::LearnerService service({*device}, identity, peers, status);
+  absl::Status run_status;
+  std::thread training;
+  if (trainer != nullptr) {
+    training = std::thread([&] {
+      run_status = trainer->Run();
+      // The run is over: stop serving too.
+      microrl::RequestTermination();
+    });
+  }
+  const int code = microrl::rpc::RunServer(
+      server, {{&service, "microrl.v1.Learner"}}, registry, identity, [&] {
+        if (trainer != nullptr) trainer->Stop();
+        if (training.joinable()) training.join();
+        peers.Stop();
+      });
+  if (training.joinable()) {
+    trainer->Stop();
+    training.join();
+  }
+  microrl::ExitWithoutStaticDestructors(code != 0         ? code
+                                        : run_status.ok() ? 0
+                                                          : 1);
 }

@@ -5,18 +5,20 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/net.h"
 #include "common/rpc/client.h"
+#include "common/rpc/retry.h"
 #include "common/rpc/status.h"
 #include "grpcpp/client_context.h"
 
 namespace microrl::learner {
 
 absl::StatusOr<std::unique_ptr<RewardClient>> RewardClient::Create(
-    const std::string& address, absl::Duration timeout) {
+    const std::string& address, absl::Duration timeout,
+    const rpc::RetryPolicy& retry) {
   if (absl::StatusOr<HostPort> parsed = ParseHostPort(address); !parsed.ok()) {
     return parsed.status();
   }
   return std::unique_ptr<RewardClient>(new RewardClient(
-      v1::Reward::NewStub(rpc::MakeChannel(address)), timeout));
+      v1::Reward::NewStub(rpc::MakeChannel(address)), timeout, retry));
 }
 
 absl::StatusOr<std::vector<RewardResult>> RewardClient::Score(
@@ -35,12 +37,20 @@ absl::StatusOr<std::vector<RewardResult>> RewardClient::Score(
       for (const auto& [key, value] : items[i].metadata)
         (*item->mutable_metadata())[key] = value;
     }
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         absl::ToChronoMilliseconds(timeout_));
     v1::ScoreResponse response;
-    const grpc::Status status = stub_->Score(&context, request, &response);
-    if (!status.ok()) return rpc::FromGrpcStatus(status);
+    const absl::Status status =
+        rpc::RetryUnavailable("reward Score", retry_, [&]() -> absl::Status {
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() +
+                               absl::ToChronoMilliseconds(timeout_));
+          response.Clear();
+          return rpc::FromGrpcStatus(
+              stub_->Score(&context, request, &response));
+        });
+    if (!status.ok()) {
+      return absl::Status(status.code(),
+                          absl::StrCat("reward service: ", status.message()));
+    }
     if (response.results_size() != static_cast<int>(end - start)) {
       return absl::DataLossError(
           absl::StrCat("reward service returned ", response.results_size(),

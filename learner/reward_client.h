@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/rpc/retry.h"
 #include "proto/reward.grpc.pb.h"
 
 namespace microrl::learner {
@@ -36,9 +37,11 @@ struct RewardResult {
 // reward_service/examples/python_reward_server.py). Thread-safe.
 class RewardClient {
  public:
-  // `address` is host:port; each call gets `timeout`.
+  // `address` is host:port; each call gets `timeout`; Score is retried on
+  // UNAVAILABLE per `retry`.
   static absl::StatusOr<std::unique_ptr<RewardClient>> Create(
-      const std::string& address, absl::Duration timeout);
+      const std::string& address, absl::Duration timeout,
+      const rpc::RetryPolicy& retry = {});
 
   // Scores `items` in batches of at most `batch_size` (a server may cap batches
   // lower; RewardInfo.max_batch_items tells). Results come in item order. Fails
@@ -50,11 +53,13 @@ class RewardClient {
   absl::StatusOr<v1::RewardInfo> GetInfo() const;
 
  private:
-  RewardClient(std::unique_ptr<v1::Reward::Stub> stub, absl::Duration timeout)
-      : stub_(std::move(stub)), timeout_(timeout) {}
+  RewardClient(std::unique_ptr<v1::Reward::Stub> stub, absl::Duration timeout,
+               const rpc::RetryPolicy& retry)
+      : stub_(std::move(stub)), timeout_(timeout), retry_(retry) {}
 
   std::unique_ptr<v1::Reward::Stub> stub_;
   absl::Duration timeout_;
+  rpc::RetryPolicy retry_;
 };
 
 }  // namespace microrl::learner

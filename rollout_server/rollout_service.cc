@@ -1,7 +1,5 @@
 #include "rollout_server/rollout_service.h"
 
-#include <openssl/evp.h>
-
 #include <chrono>
 #include <future>
 #include <utility>
@@ -11,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/base/logging.h"
+#include "common/base/sha256.h"
 #include "common/rpc/status.h"
 #include "common/safetensors/safetensors.h"
 
@@ -63,19 +62,6 @@ absl::Status CheckAdapterPath(const std::string& path) {
   return absl::OkStatus();
 }
 
-std::string Sha256Hex(const std::string& bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_sha256(),
-             nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < length; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 15]);
-  }
-  return hex;
-}
 
 RolloutService::RolloutService(const RolloutServiceOptions& options,
                                std::shared_ptr<Engine> engine,

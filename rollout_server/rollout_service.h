@@ -66,9 +66,6 @@ class RolloutService final : public v1::Rollout::Service {
 // Checks a LoadAdapter path: relative, no "..", no empty or "." components.
 absl::Status CheckAdapterPath(const std::string& path);
 
-// Lowercase hex SHA-256 of `bytes`.
-std::string Sha256Hex(const std::string& bytes);
-
 }  // namespace microrl::rollout
 
 #endif  // MICRORL_ROLLOUT_SERVER_ROLLOUT_SERVICE_H_

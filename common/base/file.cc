@@ -1,5 +1,7 @@
 #include "common/base/file.h"
 
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,6 +43,23 @@ absl::Status WriteFileAtomically(const std::string& path,
     std::remove(tmp.c_str());
     return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path,
                                             ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveTree(const std::string& path) {
+  struct stat info;
+  if (lstat(path.c_str(), &info) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::InternalError(
+        absl::StrCat("cannot stat ", path, ": ", std::strerror(errno)));
+  }
+  auto remove = [](const char* entry, const struct stat*, int, struct FTW*) {
+    return ::remove(entry) == 0 ? 0 : -1;
+  };
+  if (nftw(path.c_str(), remove, 64, FTW_DEPTH | FTW_PHYS) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot remove ", path, ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }

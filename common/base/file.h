@@ -17,6 +17,12 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view bytes);
 
+// Deletes `path` and everything below it (no error if it does not exist),
+// with POSIX calls: std::filesystem::remove_all must not be used in a binary
+// that links LibTorch, whose libtorch.so exports its own, incompatible copy
+// (it crashes; see docs/development.md).
+absl::Status RemoveTree(const std::string& path);
+
 }  // namespace microrl
 
 #endif  // MICRORL_COMMON_BASE_FILE_H_

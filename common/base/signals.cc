@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@ sigset_t TerminationSet() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);  // RequestTermination()
   return set;
 }
 
@@ -31,6 +33,10 @@ int WaitForTerminationSignal() {
   }
   return sig;
 }
+
+void RequestTermination() { kill(getpid(), SIGUSR1); }
+
+bool IsTerminationRequest(int sig) { return sig == SIGUSR1; }
 
 void ExitWithoutStaticDestructors(int code) {
   std::fflush(nullptr);

@@ -9,12 +9,20 @@ namespace microrl {
 // where the program is ready to stop. No async signal handler runs, so shutdown
 // code may lock, allocate and log freely.
 
-// Blocks SIGINT and SIGTERM in the calling thread and in threads it creates
-// afterwards.
+// Blocks SIGINT and SIGTERM (and SIGUSR1, which RequestTermination sends) in
+// the calling thread and in threads it creates afterwards.
 void BlockTerminationSignals();
 
-// Blocks the caller until SIGINT or SIGTERM arrives; returns the signal number.
+// Blocks the caller until SIGINT, SIGTERM or RequestTermination()'s signal
+// arrives; returns the signal number.
 int WaitForTerminationSignal();
+
+// Signals this process (SIGUSR1) to stop: a thread that has finished the
+// program's work (e.g. a training run) makes the waiting main thread stop
+// cleanly. Unlike a second SIGTERM, a request during a stop is harmless.
+void RequestTermination();
+// Whether `sig` (from WaitForTerminationSignal) came from RequestTermination.
+bool IsTerminationRequest(int sig);
 
 // Ends the process with `code` after flushing stdio, without running static
 // destructors. For a service main after a clean stop: LibTorch's static

@@ -92,10 +92,17 @@ int RunServer(const ServerMainOptions& options,
 
   const int sig = WaitForTerminationSignal();
   const absl::Time stop_start = absl::Now();
-  MRL_LOG(INFO) << "received " << strsignal(sig)
-                << ", stopping (a second signal exits at once)";
+  if (IsTerminationRequest(sig)) {
+    MRL_LOG(INFO) << "work done, stopping";
+  } else {
+    MRL_LOG(INFO) << "received " << strsignal(sig)
+                  << ", stopping (a second signal exits at once)";
+  }
   std::thread([] {
-    const int again = WaitForTerminationSignal();
+    int again = 0;
+    do {
+      again = WaitForTerminationSignal();
+    } while (IsTerminationRequest(again));
     MRL_LOG(WARNING) << "received " << strsignal(again)
                      << " again: exiting without a clean stop";
     _exit(1);

@@ -1,0 +1,143 @@
+#include "learner/rollout_client.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/sha256.h"
+#include "common/rpc/client.h"
+#include "common/rpc/status.h"
+
+namespace microrl::learner {
+namespace {
+
+constexpr size_t kChunkBytes = size_t{1} << 20;
+
+std::chrono::system_clock::time_point Deadline(absl::Duration timeout) {
+  return absl::ToChronoTime(absl::Now() + timeout);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RolloutClient>> RolloutClient::Create(
+    const std::string& address, const RolloutClientOptions& options) {
+  if (address.empty())
+    return absl::InvalidArgumentError("no rollout server address");
+  return std::unique_ptr<RolloutClient>(new RolloutClient(
+      address, v1::Rollout::NewStub(rpc::MakeChannel(address)), options));
+}
+
+absl::Status RolloutClient::Call(
+    const std::string& what, absl::Duration timeout,
+    const std::function<grpc::Status(grpc::ClientContext*)>& call) {
+  const std::string label = absl::StrCat("rollout ", what, " at ", address_);
+  absl::Status status =
+      rpc::RetryUnavailable(label, options_.retry, [&]() -> absl::Status {
+        grpc::ClientContext context;
+        context.set_deadline(Deadline(timeout));
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          in_flight_.insert(&context);
+        }
+        const grpc::Status result = call(&context);
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          in_flight_.erase(&context);
+        }
+        return rpc::FromGrpcStatus(result);
+      });
+  if (status.ok() || status.code() == absl::StatusCode::kUnavailable)
+    return status;
+  return absl::Status(status.code(),
+                      absl::StrCat(label, ": ", status.message()));
+}
+
+absl::StatusOr<v1::GenerateResponse> RolloutClient::Generate(
+    const v1::GenerateRequest& request) {
+  v1::GenerateResponse response;
+  absl::Status status = Call(
+      "Generate", options_.generate_timeout, [&](grpc::ClientContext* context) {
+        response.Clear();
+        return stub_->Generate(context, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
+    uint64_t version, const std::string& config_json,
+    const std::string& safetensors) {
+  v1::LoadAdapterResponse response;
+  const std::string sha = Sha256Hex(safetensors);
+  int attempts = 0;
+  absl::Status status = Call(
+      "LoadAdapter", options_.control_timeout,
+      [&](grpc::ClientContext* context) {
+        ++attempts;
+        response.Clear();
+        std::unique_ptr<grpc::ClientWriter<v1::LoadAdapterRequest>> writer =
+            stub_->LoadAdapter(context, &response);
+        v1::LoadAdapterRequest message;
+        v1::AdapterHeader* header = message.mutable_header();
+        header->set_version(version);
+        header->set_adapter_config_json(config_json);
+        header->set_total_bytes(safetensors.size());
+        header->set_sha256(sha);
+        bool ok = writer->Write(message);
+        for (size_t at = 0; ok && at < safetensors.size(); at += kChunkBytes) {
+          message.Clear();
+          message.set_safetensors_chunk(safetensors.substr(at, kChunkBytes));
+          ok = writer->Write(message);
+        }
+        writer->WritesDone();
+        return writer->Finish();
+      });
+  // A retry after a reply that got lost finds the version already loaded.
+  if (status.code() == absl::StatusCode::kFailedPrecondition && attempts > 1) {
+    absl::StatusOr<v1::RolloutInfo> info = GetInfo();
+    if (info.ok() && info->adapter_version() == version) {
+      response.set_version(version);
+      return response;
+    }
+  }
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::SleepResponse> RolloutClient::Sleep(bool abort_running) {
+  v1::SleepRequest request;
+  request.set_abort_running(abort_running);
+  v1::SleepResponse response;
+  absl::Status status =
+      Call("Sleep", options_.control_timeout, [&](grpc::ClientContext* c) {
+        return stub_->Sleep(c, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::WakeResponse> RolloutClient::Wake() {
+  v1::WakeResponse response;
+  absl::Status status =
+      Call("Wake", options_.control_timeout, [&](grpc::ClientContext* c) {
+        return stub_->Wake(c, v1::WakeRequest(), &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::RolloutInfo> RolloutClient::GetInfo() {
+  v1::RolloutInfo response;
+  absl::Status status =
+      Call("GetInfo", options_.control_timeout, [&](grpc::ClientContext* c) {
+        return stub_->GetInfo(c, v1::GetInfoRequest(), &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
+void RolloutClient::CancelInFlight() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (grpc::ClientContext* context : in_flight_) context->TryCancel();
+}
+
+}  // namespace microrl::learner

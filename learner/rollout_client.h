@@ -1,0 +1,67 @@
+#ifndef MICRORL_LEARNER_ROLLOUT_CLIENT_H_
+#define MICRORL_LEARNER_ROLLOUT_CLIENT_H_
+
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/rpc/retry.h"
+#include "proto/rollout.grpc.pb.h"
+
+namespace microrl::learner {
+
+struct RolloutClientOptions {
+  absl::Duration generate_timeout = absl::Hours(1);
+  absl::Duration control_timeout =
+      absl::Minutes(5);  // LoadAdapter, Sleep, Wake, GetInfo
+  rpc::RetryPolicy retry;
+};
+
+// The learner's client of a rollout server: every call has a deadline and is
+// retried on UNAVAILABLE with backoff; errors carry the server's status and
+// say which call failed. Thread-safe; CancelInFlight() aborts the calls in
+// flight (for a learner that is stopping), later calls run normally.
+class RolloutClient {
+ public:
+  static absl::StatusOr<std::unique_ptr<RolloutClient>> Create(
+      const std::string& address, const RolloutClientOptions& options);
+
+  absl::StatusOr<v1::GenerateResponse> Generate(
+      const v1::GenerateRequest& request);
+  // Streams a PEFT adapter (adapter_config.json text and
+  // adapter_model.safetensors bytes) in 1 MiB chunks with its SHA-256, as
+  // `version`.
+  absl::StatusOr<v1::LoadAdapterResponse> LoadAdapter(
+      uint64_t version, const std::string& config_json,
+      const std::string& safetensors);
+  absl::StatusOr<v1::SleepResponse> Sleep(bool abort_running);
+  absl::StatusOr<v1::WakeResponse> Wake();
+  absl::StatusOr<v1::RolloutInfo> GetInfo();
+
+  void CancelInFlight();
+
+ private:
+  RolloutClient(std::string address, std::unique_ptr<v1::Rollout::Stub> stub,
+                const RolloutClientOptions& options)
+      : address_(std::move(address)),
+        stub_(std::move(stub)),
+        options_(options) {}
+
+  // Runs `call` with a fresh context per attempt, registered for Cancel().
+  absl::Status Call(
+      const std::string& what, absl::Duration timeout,
+      const std::function<grpc::Status(grpc::ClientContext*)>& call);
+
+  const std::string address_;
+  std::unique_ptr<v1::Rollout::Stub> stub_;
+  const RolloutClientOptions options_;
+  std::mutex mu_;
+  std::set<grpc::ClientContext*> in_flight_;
+};
+
+}  // namespace microrl::learner
+
+#endif  // MICRORL_LEARNER_ROLLOUT_CLIENT_H_

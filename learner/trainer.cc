@@ -1,0 +1,644 @@
+#include "learner/trainer.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/base/file.h"
+#include "common/base/logging.h"
+#include "common/device/device.h"
+#include "learner/evaluate.h"
+
+namespace microrl::learner {
+namespace fs = std::filesystem;
+namespace {
+
+uint64_t SplitMix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+double Mean(const std::vector<double>& v) {
+  if (v.empty()) return 0;
+  double sum = 0;
+  for (double x : v) sum += x;
+  return sum / static_cast<double>(v.size());
+}
+
+double Std(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  const double mean = Mean(v);
+  double sum = 0;
+  for (double x : v) sum += (x - mean) * (x - mean);
+  return std::sqrt(sum / static_cast<double>(v.size() - 1));
+}
+
+std::string MetricName(const std::string& key) {
+  std::string name = "microrl_train_";
+  for (char c : key)
+    name.push_back(std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
+  return name;
+}
+
+std::string FormatDuration(double seconds) {
+  const int64_t s = static_cast<int64_t>(seconds);
+  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%ds", s);
+}
+
+}  // namespace
+
+struct Trainer::Rollouts {
+  std::vector<const Problem*> problems;
+  v1::GenerateResponse response;
+  std::vector<std::string> prompt_texts;
+  // Per completion (problem-major): reward, correctness, components.
+  std::vector<RewardResult> scores;
+  double generate_seconds = 0;
+  double score_seconds = 0;
+};
+
+Trainer::Trainer(const TrainConfig& config, prometheus::Registry& registry,
+                 TrainingStatus& status)
+    : config_(config), registry_(registry), status_(status) {}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
+    const TrainConfig& config, bool resume, prometheus::Registry& registry,
+    TrainingStatus& status) {
+  std::unique_ptr<Trainer> t(new Trainer(config, registry, status));
+  t->run_dir_ = config.output_dir + "/" + config.run_name;
+  const std::string checkpoints = t->run_dir_ + "/checkpoints";
+  const std::optional<std::string> latest = LatestCheckpoint(checkpoints);
+  if (latest.has_value() && !resume) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        t->run_dir_,
+        " has checkpoints; pass --resume to continue it, or choose another "
+        "run.name"));
+  }
+  std::error_code error;
+  fs::create_directories(checkpoints, error);
+  if (error) {
+    return absl::InternalError(
+        absl::StrCat("cannot create ", checkpoints, ": ", error.message()));
+  }
+  if (absl::Status s = WriteFileAtomically(t->run_dir_ + "/config.yaml",
+                                           TrainConfigToYaml(config));
+      !s.ok()) {
+    return s;
+  }
+
+  // Model and adapter.
+  absl::StatusOr<device::Device> dev = device::ResolveDevice(config.device);
+  if (!dev.ok()) return dev.status();
+  model::DecoderOptions options;
+  options.device =
+      dev->cuda ? at::Device(at::kCUDA, dev->index) : at::Device(at::kCPU);
+  options.dtype = config.dtype == "float32"    ? at::kFloat
+                  : config.dtype == "bfloat16" ? at::kBFloat16
+                  : config.dtype == "float16"  ? at::kHalf
+                  : dev->cuda                  ? at::kBFloat16
+                                               : at::kFloat;
+  absl::StatusOr<std::unique_ptr<model::Decoder>> decoder =
+      model::Decoder::Load(config.model_path, options);
+  if (!decoder.ok()) return decoder.status();
+  t->decoder_ = *std::move(decoder);
+
+  t->state_.seed = config.seed;
+  if (latest.has_value()) {
+    absl::StatusOr<LoadedCheckpoint> loaded =
+        LoadCheckpoint(*latest, t->decoder_->config(), options.device);
+    if (!loaded.ok()) return loaded.status();
+    t->state_ = loaded->state;
+    t->adapter_ = std::move(loaded->adapter);
+    t->adapter_->SetRequiresGrad(true);
+    t->checkpointed_step_ = t->state_.step;
+    MRL_LOG(INFO) << "resuming " << t->run_dir_ << " from " << *latest
+                  << " (step " << t->state_.step << ")";
+  } else {
+    model::LoraConfig lora;
+    lora.rank = config.lora_rank;
+    lora.alpha = config.lora_alpha;
+    lora.use_rslora = config.lora_rslora;
+    lora.targets.clear();
+    for (const std::string& name : config.lora_targets) {
+      absl::StatusOr<model::LoraModule> module = model::ParseLoraModule(name);
+      if (!module.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("lora.targets: ", module.status().message()));
+      }
+      lora.targets.push_back(*module);
+    }
+    absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter =
+        model::LoraAdapter::Create(t->decoder_->config(), lora, options.device,
+                                   config.seed);
+    if (!adapter.ok()) return adapter.status();
+    t->adapter_ = *std::move(adapter);
+  }
+  t->optimizer_ = std::make_unique<AdamW>(
+      t->adapter_->Parameters(),
+      AdamWOptions{config.beta1, config.beta2, config.adam_epsilon,
+                   config.weight_decay});
+  if (latest.has_value()) {
+    if (absl::Status s = LoadOptimizerState(*latest, t->state_.optimizer_step,
+                                            *t->optimizer_);
+        !s.ok()) {
+      return s;
+    }
+  }
+
+  UpdateOptions update;
+  update.loss.policy.clip_low = config.clip_low;
+  update.loss.policy.clip_high = config.clip_high;
+  update.loss.policy.dual_clip = config.dual_clip;
+  absl::StatusOr<LossAggregation> aggregation =
+      ParseLossAggregation(config.loss_aggregation);
+  if (!aggregation.ok()) return aggregation.status();
+  update.loss.policy.aggregation = *aggregation;
+  update.loss.kl_coef = config.kl_coef;
+  absl::StatusOr<KlEstimator> estimator = ParseKlEstimator(config.kl_estimator);
+  if (!estimator.ok()) return estimator.status();
+  update.loss.kl_estimator = *estimator;
+  update.loss.entropy_coef = config.entropy_coef;
+  update.mini_batches = config.mini_batches;
+  update.epochs = config.epochs;
+  update.recompute_old_logprobs = config.old_logprobs == "recompute";
+  update.micro_batch_tokens = config.micro_batch_tokens;
+  update.temperature = config.temperature;
+  update.gradient_checkpointing = config.gradient_checkpointing;
+  update.horizon = config.loss_horizon > 0
+                       ? config.loss_horizon
+                       : static_cast<double>(config.max_response_tokens);
+  update.max_grad_norm = config.max_grad_norm;
+  update.schedule.lr = config.lr;
+  update.schedule.cosine = config.schedule == "cosine";
+  update.schedule.warmup_steps = config.warmup_steps;
+  update.schedule.total_steps =
+      config.max_steps * config.mini_batches * config.epochs;
+  update.schedule.min_lr_ratio = config.min_lr_ratio;
+  t->updater_ = std::make_unique<PolicyUpdater>(*t->decoder_, *t->adapter_,
+                                                *t->optimizer_, update);
+
+  // Data.
+  absl::StatusOr<std::vector<Problem>> problems = LoadProblems(
+      config.train_path, config.problem_field, config.answer_field);
+  if (!problems.ok()) return problems.status();
+  t->problems_ = *std::move(problems);
+  if (!config.eval_path.empty()) {
+    absl::StatusOr<std::vector<Problem>> eval = LoadProblems(
+        config.eval_path, config.problem_field, config.answer_field);
+    if (!eval.ok()) return eval.status();
+    t->eval_problems_ = *std::move(eval);
+    if (config.eval_problems > 0 &&
+        static_cast<int64_t>(t->eval_problems_.size()) > config.eval_problems) {
+      t->eval_problems_.resize(config.eval_problems);
+    }
+  }
+  absl::StatusOr<PromptBuilder> prompts = PromptBuilder::Create(
+      config.model_path, config.system_prompt, config.instruction);
+  if (!prompts.ok()) return prompts.status();
+  t->prompts_ = std::make_unique<PromptBuilder>(*std::move(prompts));
+  t->sampler_ = std::make_unique<EpochSampler>(
+      static_cast<int64_t>(t->problems_.size()), config.seed);
+  t->sampler_->Seek(t->state_.data_epoch, t->state_.data_offset);
+
+  // Clients.
+  RolloutClientOptions rollout_options;
+  rollout_options.generate_timeout = absl::Seconds(config.generate_timeout_s);
+  absl::StatusOr<std::unique_ptr<RolloutClient>> rollout =
+      RolloutClient::Create(config.rollout_address, rollout_options);
+  if (!rollout.ok()) return rollout.status();
+  t->rollout_ = *std::move(rollout);
+  absl::StatusOr<std::unique_ptr<RewardClient>> reward = RewardClient::Create(
+      config.reward_address, absl::Seconds(config.reward_timeout_s));
+  if (!reward.ok()) return reward.status();
+  t->reward_ = *std::move(reward);
+
+  // The metric series continues where the checkpoint left it.
+  const std::string log_path = t->run_dir_ + "/metrics.jsonl";
+  if (fs::exists(log_path)) {
+    std::ifstream in(log_path);
+    std::string kept;
+    std::string line;
+    while (std::getline(in, line)) {
+      try {
+        if (nlohmann::json::parse(line).value("step", int64_t{0}) <=
+            t->state_.step) {
+          kept += line + "\n";
+        }
+      } catch (const nlohmann::json::exception&) {
+        // A torn last line from a crash: dropped.
+      }
+    }
+    if (absl::Status s = WriteFileAtomically(log_path, kept); !s.ok()) return s;
+  }
+  status.Update([&](TrainingStatus::View& v) {
+    v.state = v1::LEARNER_STATE_WAITING_FOR_PEERS;
+    v.run_name = config.run_name;
+    v.step = t->state_.step;
+    v.total_steps = config.max_steps;
+    v.adapter_version = t->state_.adapter_version;
+  });
+  MRL_LOG(INFO) << "configuration:\n" << TrainConfigToYaml(config);
+  return t;
+}
+
+void Trainer::Stop() {
+  stop_ = true;
+  // Only a Generate can be long; a step whose update has begun completes
+  // (update and publish), so the state saved at the end is consistent.
+  if (rollout_ != nullptr) rollout_->CancelInFlight();
+}
+
+// ------------------------------------------------------------------ the phases
+
+std::vector<const Problem*> Trainer::SamplePrompts() {
+  std::vector<const Problem*> batch;
+  for (int64_t index : sampler_->Next(config_.prompts_per_step)) {
+    batch.push_back(&problems_[index]);
+  }
+  return batch;
+}
+
+absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
+    const std::vector<const Problem*>& problems) {
+  const absl::Time start = absl::Now();
+  if (rollout_asleep_) {
+    absl::StatusOr<v1::WakeResponse> woke = rollout_->Wake();
+    if (!woke.ok()) return woke.status();
+    rollout_asleep_ = false;
+  }
+  Rollouts rollouts;
+  rollouts.problems = problems;
+  v1::GenerateRequest request;
+  request.set_group_size(static_cast<int32_t>(config_.group_size));
+  request.set_min_adapter_version(state_.adapter_version);
+  request.set_request_id(
+      absl::StrCat(config_.run_name, "-step-", state_.step + 1));
+  v1::SamplingParams* sampling = request.mutable_sampling();
+  sampling->set_temperature(static_cast<float>(config_.temperature));
+  sampling->set_top_p(static_cast<float>(config_.top_p));
+  sampling->set_top_k(static_cast<int32_t>(config_.top_k));
+  sampling->set_max_tokens(static_cast<int32_t>(config_.max_response_tokens));
+  sampling->set_seed(SplitMix64(config_.seed ^ SplitMix64(state_.step + 1)));
+  for (const Problem* problem : problems) {
+    absl::StatusOr<std::string> text = prompts_->Text(*problem);
+    if (!text.ok()) return text.status();
+    rollouts.prompt_texts.push_back(*text);
+    const std::vector<int32_t> ids = prompts_->tokenizer().Encode(*text, false);
+    v1::Prompt* prompt = request.add_prompts();
+    prompt->set_id(problem->id);
+    prompt->mutable_token_ids()->mutable_ids()->Add(ids.begin(), ids.end());
+  }
+  absl::StatusOr<v1::GenerateResponse> response = rollout_->Generate(request);
+  if (!response.ok()) return response.status();
+  rollouts.response = *std::move(response);
+  rollouts.generate_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return rollouts;
+}
+
+absl::Status Trainer::Score(Rollouts& rollouts) {
+  const absl::Time start = absl::Now();
+  std::vector<RewardItem> items;
+  for (size_t p = 0; p < rollouts.problems.size(); ++p) {
+    const v1::CompletionGroup& group =
+        rollouts.response.groups(static_cast<int>(p));
+    for (int g = 0; g < group.completions_size(); ++g) {
+      RewardItem item;
+      item.id = absl::StrCat(rollouts.problems[p]->id, "#", g);
+      item.prompt = rollouts.prompt_texts[p];
+      item.completion = group.completions(g).text();
+      item.ground_truth = rollouts.problems[p]->answer;
+      items.push_back(std::move(item));
+    }
+  }
+  absl::StatusOr<std::vector<RewardResult>> scores = reward_->Score(items);
+  if (!scores.ok()) return scores.status();
+  rollouts.scores = *std::move(scores);
+  rollouts.score_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return absl::OkStatus();
+}
+
+std::vector<Sample> Trainer::ComputeAdvantages(const Rollouts& rollouts,
+                                               StepMetrics& m) {
+  const int64_t group = config_.group_size;
+  std::vector<float> rewards;
+  std::vector<double> reward_values, lengths;
+  std::map<std::string, std::vector<double>> components;
+  int64_t correct = 0;
+  int64_t truncated = 0;
+  int64_t max_length = 0;
+  for (const RewardResult& r : rollouts.scores) {
+    rewards.push_back(static_cast<float>(r.reward));
+    reward_values.push_back(r.reward);
+    correct += r.correct ? 1 : 0;
+    for (const auto& [name, value] : r.components)
+      components[name].push_back(value);
+  }
+  for (const v1::CompletionGroup& g : rollouts.response.groups()) {
+    for (const v1::Completion& c : g.completions()) {
+      lengths.push_back(c.completion_tokens());
+      max_length = std::max<int64_t>(max_length, c.completion_tokens());
+      truncated += c.finish_reason() == v1::FINISH_REASON_LENGTH ? 1 : 0;
+    }
+  }
+  AdvantageOptions options;
+  options.norm = config_.advantage == "none"    ? AdvantageNorm::kNone
+                 : config_.advantage == "batch" ? AdvantageNorm::kBatchStd
+                                                : AdvantageNorm::kGroupStd;
+  options.epsilon = config_.advantage_epsilon;
+  const at::Tensor reward_tensor = at::tensor(rewards, at::kFloat);
+  const at::Tensor advantages =
+      learner::ComputeAdvantages(reward_tensor, group, options).contiguous();
+  const at::Tensor zero_variance =
+      ZeroVarianceGroups(reward_tensor, group).contiguous();
+  const float* adv = advantages.data_ptr<float>();
+  const bool* flat = zero_variance.data_ptr<bool>();
+
+  std::vector<Sample> samples;
+  int64_t index = 0;
+  int64_t zero_groups = 0;
+  for (int p = 0; p < rollouts.response.groups_size(); ++p) {
+    const v1::CompletionGroup& g = rollouts.response.groups(p);
+    zero_groups += flat[index] ? 1 : 0;
+    for (const v1::Completion& c : g.completions()) {
+      const bool skip = (config_.filter_zero_variance && flat[index]) ||
+                        c.token_ids().empty();
+      if (!skip) {
+        Sample s;
+        s.prompt.assign(g.prompt_token_ids().begin(),
+                        g.prompt_token_ids().end());
+        s.completion.assign(c.token_ids().begin(), c.token_ids().end());
+        s.rollout_logprobs.assign(c.logprobs().begin(), c.logprobs().end());
+        s.advantage = adv[index];
+        samples.push_back(std::move(s));
+      }
+      ++index;
+    }
+  }
+  const double completions =
+      static_cast<double>(std::max<size_t>(1, reward_values.size()));
+  m["reward_mean"] = Mean(reward_values);
+  m["reward_std"] = Std(reward_values);
+  for (const auto& [name, values] : components)
+    m["reward/" + name] = Mean(values);
+  m["accuracy"] = correct / completions;
+  m["zero_variance_fraction"] =
+      static_cast<double>(zero_groups) /
+      std::max<int>(1, rollouts.response.groups_size());
+  m["response_length_mean"] = Mean(lengths);
+  m["response_length_max"] = max_length;
+  m["clipped_ratio"] = truncated / completions;
+  m["trained_completions"] = static_cast<int64_t>(samples.size());
+  return samples;
+}
+
+absl::StatusOr<UpdateStats> Trainer::Update(
+    const std::vector<Sample>& samples) {
+  if (config_.colocated && !rollout_asleep_) {
+    absl::StatusOr<v1::SleepResponse> slept =
+        rollout_->Sleep(/*abort_running=*/false);
+    if (!slept.ok()) return slept.status();
+    rollout_asleep_ = true;
+  }
+  absl::StatusOr<UpdateStats> stats =
+      updater_->Update(samples, state_.optimizer_step);
+  if (config_.colocated) {
+    absl::StatusOr<device::Device> dev = device::ResolveDevice(config_.device);
+    if (dev.ok()) device::ReleaseCachedMemory(*dev);
+  }
+  return stats;
+}
+
+absl::Status Trainer::Publish() {
+  absl::StatusOr<std::string> weights = adapter_->PeftSafetensors();
+  if (!weights.ok()) return weights.status();
+  const uint64_t version = state_.adapter_version + 1;
+  absl::StatusOr<v1::LoadAdapterResponse> loaded = rollout_->LoadAdapter(
+      version, adapter_->PeftConfigJson(config_.model_path), *weights);
+  if (!loaded.ok()) return loaded.status();
+  state_.adapter_version = version;
+  status_.Update([&](TrainingStatus::View& v) { v.adapter_version = version; });
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::AppendLog(const StepMetrics& line) {
+  std::ofstream out(run_dir_ + "/metrics.jsonl", std::ios::app);
+  out << line.dump() << "\n";
+  out.flush();
+  if (!out)
+    return absl::InternalError(
+        absl::StrCat("cannot append to ", run_dir_, "/metrics.jsonl"));
+  return absl::OkStatus();
+}
+
+void Trainer::SetGauge(const std::string& key, double value) {
+  auto it = gauges_.find(key);
+  if (it == gauges_.end()) {
+    prometheus::Gauge& gauge =
+        prometheus::BuildGauge()
+            .Name(MetricName(key))
+            .Help("Training metric " + key + " of the last step.")
+            .Register(registry_)
+            .Add({});
+    it = gauges_.emplace(key, &gauge).first;
+  }
+  it->second->Set(value);
+}
+
+void Trainer::Log(const StepMetrics& m, absl::Duration step_time) {
+  for (const auto& [key, value] : m.items()) {
+    if (value.is_number()) SetGauge(key, value.get<double>());
+  }
+  if (absl::Status s = AppendLog(m); !s.ok()) MRL_LOG(ERROR) << s;
+  const double elapsed = state_.elapsed_seconds;
+  const double per_step = elapsed / std::max<int64_t>(1, state_.step - 0);
+  const double eta =
+      per_step * static_cast<double>(config_.max_steps - state_.step);
+  std::cout << absl::StrFormat(
+                   "step %d/%d | reward %.3f | acc %.3f | len %.0f | entropy "
+                   "%.3f | %.1f s/step "
+                   "| ETA %s",
+                   state_.step, config_.max_steps, m.value("reward_mean", 0.0),
+                   m.value("accuracy", 0.0),
+                   m.value("response_length_mean", 0.0),
+                   m.value("entropy", 0.0), absl::ToDoubleSeconds(step_time),
+                   FormatDuration(eta))
+            << std::endl;
+}
+
+absl::Status Trainer::Checkpoint() {
+  const std::string root = run_dir_ + "/checkpoints";
+  if (absl::Status s =
+          SaveCheckpoint(CheckpointDir(root, state_.step), state_, *adapter_,
+                         *optimizer_, config_.model_path);
+      !s.ok()) {
+    return s;
+  }
+  PruneCheckpoints(root, config_.keep_checkpoints);
+  checkpointed_step_ = state_.step;
+  MRL_LOG(INFO) << "checkpoint at step " << state_.step;
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Evaluate() {
+  status_.Update(
+      [](TrainingStatus::View& v) { v.state = v1::LEARNER_STATE_EVALUATING; });
+  EvalOptions options;
+  options.samples = 1;
+  options.temperature = 0;  // greedy pass@1
+  options.ks = {1};
+  options.max_tokens = config_.eval_max_tokens > 0
+                           ? config_.eval_max_tokens
+                           : config_.max_response_tokens;
+  options.min_adapter_version = state_.adapter_version;
+  const absl::Time start = absl::Now();
+  if (rollout_asleep_) {
+    absl::StatusOr<v1::WakeResponse> woke = rollout_->Wake();
+    if (!woke.ok()) return woke.status();
+    rollout_asleep_ = false;
+  }
+  absl::StatusOr<EvalResult> result = learner::Evaluate(
+      "validation", eval_problems_, *prompts_, *rollout_, *reward_, options);
+  status_.Update(
+      [](TrainingStatus::View& v) { v.state = v1::LEARNER_STATE_TRAINING; });
+  if (!result.ok()) return result.status();
+  StepMetrics line = {{"step", state_.step}, {"eval", "validation"}};
+  line["val_pass@1"] = result->pass_at[1];
+  line["val_mean_length"] = result->mean_length;
+  line["val_seconds"] = absl::ToDoubleSeconds(absl::Now() - start);
+  SetGauge("val_pass_at_1", result->pass_at[1]);
+  std::cout << absl::StrFormat("step %d: validation pass@1 %.3f on %d problems",
+                               state_.step, result->pass_at[1],
+                               result->problems)
+            << std::endl;
+  return AppendLog(line);
+}
+
+absl::Status Trainer::Step() {
+  const absl::Time start = absl::Now();
+  StepMetrics m = {{"step", state_.step + 1}, {"epoch", sampler_->epoch()}};
+  const std::vector<const Problem*> problems = SamplePrompts();
+  if (stop_) return absl::CancelledError("stopping");
+  absl::StatusOr<Rollouts> rollouts = Generate(problems);
+  if (!rollouts.ok()) return rollouts.status();
+  if (absl::Status s = Score(*rollouts); !s.ok()) return s;
+  const std::vector<Sample> samples = ComputeAdvantages(*rollouts, m);
+  const absl::Time update_start = absl::Now();
+  absl::StatusOr<UpdateStats> stats = Update(samples);
+  if (!stats.ok()) return stats.status();
+  const double update_seconds =
+      absl::ToDoubleSeconds(absl::Now() - update_start);
+  const absl::Time publish_start = absl::Now();
+  if (absl::Status s = Publish(); !s.ok()) return s;
+  const double publish_seconds =
+      absl::ToDoubleSeconds(absl::Now() - publish_start);
+  ++state_.step;
+  // The data position of the last completed step (a step cut short does not
+  // move it).
+  state_.data_epoch = sampler_->epoch();
+  state_.data_offset = sampler_->offset();
+  const absl::Duration step_time = absl::Now() - start;
+  state_.elapsed_seconds += absl::ToDoubleSeconds(step_time);
+
+  m["entropy"] = stats->entropy;
+  m["kl"] = stats->kl;
+  m["policy_loss"] = stats->policy_loss;
+  m["loss"] = stats->loss;
+  m["clip_fraction_low"] = stats->clip_low_fraction;
+  m["clip_fraction_high"] = stats->clip_high_fraction;
+  m["dual_clip_fraction"] = stats->dual_clip_fraction;
+  m["approx_kl"] = stats->approx_kl;
+  m["grad_norm"] = stats->grad_norm;
+  m["lr"] = stats->lr;
+  m["logprob_mismatch_mean"] = stats->logprob_mismatch_mean;
+  m["logprob_mismatch_max"] = stats->logprob_mismatch_max;
+  m["optimizer_steps"] = stats->optimizer_steps;
+  int64_t generated = 0;
+  for (const auto& g : rollouts->response.groups()) {
+    for (const auto& c : g.completions()) generated += c.completion_tokens();
+  }
+  m["time/generate"] = rollouts->generate_seconds;
+  m["time/score"] = rollouts->score_seconds;
+  m["time/update"] = update_seconds;
+  m["time/publish"] = publish_seconds;
+  m["time/step"] = absl::ToDoubleSeconds(step_time);
+  m["generate_tokens_per_second"] = rollouts->generate_seconds > 0
+                                        ? generated / rollouts->generate_seconds
+                                        : 0;
+  m["update_tokens_per_second"] =
+      update_seconds > 0 ? stats->tokens / update_seconds : 0;
+  m["adapter_version"] = state_.adapter_version;
+  absl::StatusOr<device::Device> dev = device::ResolveDevice(config_.device);
+  if (dev.ok()) {
+    const device::MemoryInfo memory = device::QueryMemory(*dev);
+    m["gpu_memory_allocated_bytes"] = memory.allocated_bytes;
+    m["gpu_memory_reserved_bytes"] = memory.reserved_bytes;
+  }
+  std::vector<std::string> ids;
+  for (const Problem* p : problems) ids.push_back(p->id);
+  m["problems"] = ids;
+  Log(m, step_time);
+  status_.Update([&](TrainingStatus::View& v) { v.step = state_.step; });
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Run() {
+  started_ = absl::Now();
+  status_.Update(
+      [](TrainingStatus::View& v) { v.state = v1::LEARNER_STATE_TRAINING; });
+  absl::Status status;
+  // The rollout server serves the current adapter before the first step, as a
+  // new version (a restarted server has none; a running one an older one).
+  absl::StatusOr<v1::RolloutInfo> info = rollout_->GetInfo();
+  if (!info.ok()) {
+    status = info.status();
+  } else {
+    if (info->state() == v1::ROLLOUT_STATE_SLEEPING) rollout_asleep_ = true;
+    state_.adapter_version =
+        std::max(state_.adapter_version, info->adapter_version());
+    status = Publish();
+  }
+  const double budget = config_.time_budget_hours * 3600;
+  while (status.ok() && state_.step < config_.max_steps && !stop_) {
+    if (state_.elapsed_seconds >= budget) {
+      MRL_LOG(INFO) << "time budget of " << config_.time_budget_hours
+                    << " h reached";
+      break;
+    }
+    status = Step();
+    if (!status.ok()) break;
+    if (state_.step % config_.checkpoint_every == 0) status = Checkpoint();
+    if (status.ok() && config_.eval_every > 0 &&
+        state_.step % config_.eval_every == 0 && !eval_problems_.empty()) {
+      status = Evaluate();
+    }
+  }
+  if (stop_ && (status.code() == absl::StatusCode::kCancelled))
+    status = absl::OkStatus();
+  // The last completed step is saved whatever ended the run.
+  if (checkpointed_step_ != state_.step) {
+    absl::Status saved = Checkpoint();
+    if (status.ok()) status = saved;
+  }
+  if (status.ok()) {
+    status = adapter_->SavePeft(run_dir_ + "/adapter", config_.model_path);
+  }
+  status_.Update([&](TrainingStatus::View& v) {
+    v.state = status.ok() ? v1::LEARNER_STATE_DONE : v1::LEARNER_STATE_FAILED;
+    v.error = status.ok() ? "" : std::string(status.message());
+  });
+  if (!status.ok()) MRL_LOG(ERROR) << "training failed: " << status;
+  return status;
+}
+
+}  // namespace microrl::learner
