@@ -228,6 +228,37 @@ def main():
             check([l["reward_mean"] for l in split_steps] == [l["reward_mean"] for l in steps],
                   "a resumed run has other rewards")
 
+            # ---- learner eval: pass@k of the trained adapter and of the base model
+            eval_dir = os.path.join(work, "eval")
+            result = subprocess.run(
+                [args.learner, "eval", f"--model={model_dir}",
+                 f"--adapter={os.path.join(run_dir, 'adapter')}", "--compare_base",
+                 "--datasets=aime24,amc=" + os.path.join(args.shared, "data", "amc23.jsonl"),
+                 f"--data_dir={os.path.join(args.shared, 'data')}", "--problems=2",
+                 "--samples=4", "--ks=1,2,4", "--max_tokens=8",
+                 f"--rollout_address=127.0.0.1:{ports[0]}",
+                 f"--reward_address=127.0.0.1:{ports[1]}", f"--out={eval_dir}"],
+                capture_output=True, text=True, timeout=300)
+            check(result.returncode == 0, f"eval exited {result.returncode}: {result.stderr[-2000:]}")
+            table = open(os.path.join(eval_dir, "eval.md")).read() if result.returncode == 0 else ""
+            check("| dataset | problems | n | pass@1 | pass@2 | pass@4 |" in table, table)
+            check("| aime24 | 2 | 4 |" in table and "| amc | 2 | 4 |" in table, table)
+            check("relative change of mean token entropy" in table, table)
+            results = json.load(open(os.path.join(eval_dir, "eval.json"))) if table else []
+            check([r["model"] for r in results].count("base") == 2, f"eval.json {results}")
+            check(all(0 <= r["pass@4"] <= 1 and r["mean_entropy"] > 0 for r in results),
+                  f"eval.json {results}")
+            adapted = [r for r in results if r["model"] != "base"]
+            served = stub.GetInfo(common_pb2.GetInfoRequest(), timeout=10).adapter_version
+            check(all(r["adapter_version"] == served for r in adapted), f"eval adapter {adapted}")
+            bad_eval = subprocess.run([args.learner, "eval", f"--model={model_dir}",
+                                       "--datasets=nope", f"--data_dir={work}",
+                                       f"--rollout_address=127.0.0.1:{ports[0]}",
+                                       f"--reward_address=127.0.0.1:{ports[1]}"],
+                                      capture_output=True, text=True, timeout=60)
+            check(bad_eval.returncode == 1 and "nope.jsonl" in bad_eval.stderr,
+                  f"eval of a missing dataset: {bad_eval.returncode} {bad_eval.stderr}")
+
             # ---- bad configurations
             bad = os.path.join(work, "bad.yaml")
             with open(bad, "w") as f:

@@ -1,0 +1,62 @@
+#include "common/rpc/retry.h"
+
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace microrl::rpc {
+namespace {
+
+using ::testing::HasSubstr;
+
+RetryPolicy Fast(int attempts) {
+  RetryPolicy policy;
+  policy.max_attempts = attempts;
+  policy.initial_backoff = absl::Milliseconds(1);
+  policy.max_backoff = absl::Milliseconds(4);
+  return policy;
+}
+
+TEST(RetryTest, RetriesUnavailableUntilSuccess) {
+  int calls = 0;
+  absl::Status status = RetryUnavailable("call", Fast(5), [&] {
+    return ++calls < 3 ? absl::UnavailableError("down") : absl::OkStatus();
+  });
+  EXPECT_TRUE(status.ok());
+  EXPECT_EQ(calls, 3);
+}
+
+TEST(RetryTest, GivesUpSayingHowOften) {
+  int calls = 0;
+  absl::Status status = RetryUnavailable("rollout Generate", Fast(3), [&] {
+    ++calls;
+    return absl::UnavailableError("connection refused");
+  });
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(status.message(),
+              HasSubstr("rollout Generate: unavailable after 3 attempts: connection refused"));
+}
+
+TEST(RetryTest, OtherErrorsAreNotRetried) {
+  int calls = 0;
+  absl::Status status = RetryUnavailable("call", Fast(5), [&] {
+    ++calls;
+    return absl::InvalidArgumentError("bad");
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(RetryTest, BacksOffExponentially) {
+  RetryPolicy policy = Fast(4);
+  policy.initial_backoff = absl::Milliseconds(20);
+  policy.max_backoff = absl::Milliseconds(40);
+  const absl::Time start = absl::Now();
+  (void)RetryUnavailable("call", policy, [] { return absl::UnavailableError("x"); });
+  // 20 + 40 + 40 ms between four attempts.
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(95));
+}
+
+}  // namespace
+}  // namespace microrl::rpc
