@@ -86,6 +86,12 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"eval.every", &c.eval_every},
       {"eval.problems", &c.eval_problems},
       {"eval.max_tokens", &c.eval_max_tokens},
+      {"eval.final_datasets", &c.final_datasets},
+      {"eval.data_dir", &c.eval_data_dir},
+      {"eval.final_samples", &c.final_samples},
+      {"eval.final_temperature", &c.final_temperature},
+      {"eval.final_top_p", &c.final_top_p},
+      {"eval.final_compare_base", &c.final_compare_base},
   };
 }
 
@@ -388,6 +394,11 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
                    "is required when eval.every > 0"),
            Require(c.eval_problems >= 0, "eval.problems", "must be >= 0"),
            Require(c.eval_max_tokens >= 0, "eval.max_tokens", "must be >= 0"),
+           Require(c.final_samples >= 1, "eval.final_samples", "must be >= 1"),
+           Require(c.final_temperature >= 0, "eval.final_temperature",
+                   "must be >= 0"),
+           Require(c.final_top_p > 0 && c.final_top_p <= 1, "eval.final_top_p",
+                   "must be in (0, 1]"),
        }) {
     if (!status.ok()) return status;
   }

@@ -99,6 +99,14 @@ struct TrainConfig {
   int64_t eval_every = 0;       // steps (0: never during training)
   int64_t eval_problems = 0;    // first N problems (0: all)
   int64_t eval_max_tokens = 0;  // 0: max_response_tokens
+  // At the end of the run: pass@k (k in 1, 8, 16 up to final_samples) on these
+  // datasets (names in eval_data_dir, or name=path), into <run>/eval/.
+  std::vector<std::string> final_datasets;
+  std::string eval_data_dir;
+  int64_t final_samples = 16;
+  double final_temperature = 0.6;
+  double final_top_p = 0.95;
+  bool final_compare_base = true;
 };
 
 // Reads `path` (YAML; a top-level `base: other.yaml` is read first, relative to

@@ -66,7 +66,10 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o) {
     options.top_p = o.top_p;
     options.max_tokens = o.max_tokens;
     options.seed = o.seed;
-    options.ks = o.ks;
+    options.ks.clear();
+    for (int64_t k : o.ks) {
+      if (k <= o.samples) options.ks.push_back(k);
+    }
     options.min_adapter_version = version;
     absl::StatusOr<EvalResult> result =
         Evaluate(name, *problems, *prompts, **rollout, **reward, options);
@@ -86,10 +89,14 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o) {
       base.push_back(*std::move(base_result));
     }
   }
-  std::string markdown = "## pass@k (%)\n\n" + PassAtKTable(adapted, o.ks);
+  std::vector<int64_t> ks;
+  for (int64_t k : o.ks) {
+    if (k <= o.samples) ks.push_back(k);
+  }
+  std::string markdown = "## pass@k (%)\n\n" + PassAtKTable(adapted, ks);
   if (o.compare_base) {
     absl::StrAppend(
-        &markdown, "\n## base model pass@k (%)\n\n", PassAtKTable(base, o.ks),
+        &markdown, "\n## base model pass@k (%)\n\n", PassAtKTable(base, ks),
         "\n## relative change of mean token entropy vs the base model\n\n"
         "| dataset | base | adapter | change |\n| --- | --- | --- | --- |\n");
     for (size_t i = 0; i < adapted.size(); ++i) {

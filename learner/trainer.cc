@@ -14,6 +14,7 @@
 #include "common/base/file.h"
 #include "common/base/logging.h"
 #include "common/device/device.h"
+#include "learner/eval_command.h"
 #include "learner/evaluate.h"
 
 namespace microrl::learner {
@@ -632,6 +633,35 @@ absl::Status Trainer::Run() {
   }
   if (status.ok()) {
     status = adapter_->SavePeft(run_dir_ + "/adapter", config_.model_path);
+  }
+  if (status.ok() && !stop_ && !config_.final_datasets.empty()) {
+    status_.Update([](TrainingStatus::View& v) {
+      v.state = v1::LEARNER_STATE_EVALUATING;
+    });
+    EvalCommandOptions eval;
+    eval.model_dir = config_.model_path;
+    eval.compare_base = config_.final_compare_base;
+    eval.datasets = config_.final_datasets;
+    eval.data_dir = config_.eval_data_dir;
+    eval.problem_field = config_.problem_field;
+    eval.answer_field = config_.answer_field;
+    eval.system_prompt = config_.system_prompt;
+    eval.instruction = config_.instruction;
+    eval.samples = config_.final_samples;
+    eval.temperature = config_.final_temperature;
+    eval.top_p = config_.final_top_p;
+    eval.max_tokens = config_.eval_max_tokens > 0 ? config_.eval_max_tokens
+                                                  : config_.max_response_tokens;
+    eval.seed = config_.seed;
+    eval.rollout_address = config_.rollout_address;
+    eval.reward_address = config_.reward_address;
+    eval.out_dir = run_dir_ + "/eval";
+    if (rollout_asleep_) {
+      absl::StatusOr<v1::WakeResponse> woke = rollout_->Wake();
+      if (!woke.ok()) status = woke.status();
+      rollout_asleep_ = false;
+    }
+    if (status.ok()) status = RunEvalCommand(eval);
   }
   status_.Update([&](TrainingStatus::View& v) {
     v.state = status.ok() ? v1::LEARNER_STATE_DONE : v1::LEARNER_STATE_FAILED;

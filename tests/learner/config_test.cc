@@ -125,11 +125,13 @@ TEST(ConfigTest, TheResolvedDumpReadsBackTheSame) {
 TEST(ConfigTest, ThePapersPresetsAreValid) {
   const std::string dir = std::string(MICRORL_SOURCE_DIR) + "/configs/paper";
   int presets = 0;
-  for (const std::string model : {"qwen2.5-1.5b-instruct", "qwen2.5-math-1.5b",
-                                  "deepscaler-1.5b-preview", "qwen3-0.6b", "llama3.2-1b-instruct"}) {
+  for (const std::string model :
+       {"qwen2.5-1.5b-instruct", "qwen2.5-math-1.5b", "deepscaler-1.5b-preview",
+        "qwen3-0.6b", "llama3.2-1b-instruct"}) {
     for (int rank : {8, 64, 256}) {
       const std::string name = model + "-r" + std::to_string(rank);
-      absl::StatusOr<TrainConfig> config = LoadTrainConfig(dir + "/" + name + ".yaml", {});
+      absl::StatusOr<TrainConfig> config =
+          LoadTrainConfig(dir + "/" + name + ".yaml", {});
       ASSERT_TRUE(config.ok()) << name << ": " << config.status();
       EXPECT_EQ(config->run_name, name);
       EXPECT_EQ(config->lora_rank, rank);

@@ -32,7 +32,8 @@ TEST(EvaluateTest, PassAtKIsTheUnbiasedEstimator) {
     for (int c = 0; c <= n; ++c) {
       for (int k : {1, 2, 8, 16}) {
         if (k > n) continue;
-        EXPECT_NEAR(PassAtK(n, c, k), Reference(n, c, k), 1e-9) << n << " " << c << " " << k;
+        EXPECT_NEAR(PassAtK(n, c, k), Reference(n, c, k), 1e-9)
+            << n << " " << c << " " << k;
       }
     }
   }
@@ -45,7 +46,9 @@ TEST(EvaluateTest, TablesAndJsonSayWhatWasMeasured) {
   result.samples = 16;
   result.pass_at = {{1, 0.4}, {8, 0.6}, {16, 0.7}};
   const std::string table = PassAtKTable({result}, {1, 8, 16});
-  EXPECT_THAT(table, HasSubstr("| dataset | problems | n | pass@1 | pass@8 | pass@16 |"));
+  EXPECT_THAT(
+      table,
+      HasSubstr("| dataset | problems | n | pass@1 | pass@8 | pass@16 |"));
   EXPECT_THAT(table, HasSubstr("| aime24 | 30 | 16 | 40.0 | 60.0 | 70.0 |"));
   const nlohmann::ordered_json json = EvalResultToJson(result);
   EXPECT_EQ(json["pass@16"], 0.7);

@@ -90,6 +90,10 @@ eval:
   every: 2
   problems: 3
   max_tokens: 8
+  final_datasets: [amc23]
+  data_dir: {shared}/data
+  final_samples: 2
+  final_compare_base: false
 """
 
 
@@ -193,6 +197,8 @@ def main():
             check(info.adapter_version == 5, f"rollout serves version {info.adapter_version}")
             checkpoints = sorted(os.listdir(os.path.join(run_dir, "checkpoints")))
             check(checkpoints == ["step_00000004"], f"checkpoints {checkpoints}")
+            final = open(os.path.join(run_dir, "eval", "eval.md")).read()
+            check("| amc23 | 40 | 2 | " in final, f"final evaluation table: {final}")
             for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors",
                          "config.yaml", "checkpoints/step_00000004/state.json",
                          "checkpoints/step_00000004/optimizer.safetensors"):

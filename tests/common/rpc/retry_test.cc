@@ -34,8 +34,8 @@ TEST(RetryTest, GivesUpSayingHowOften) {
   });
   EXPECT_EQ(calls, 3);
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(status.message(),
-              HasSubstr("rollout Generate: unavailable after 3 attempts: connection refused"));
+  EXPECT_THAT(status.message(), HasSubstr("rollout Generate: unavailable after "
+                                          "3 attempts: connection refused"));
 }
 
 TEST(RetryTest, OtherErrorsAreNotRetried) {
@@ -53,7 +53,8 @@ TEST(RetryTest, BacksOffExponentially) {
   policy.initial_backoff = absl::Milliseconds(20);
   policy.max_backoff = absl::Milliseconds(40);
   const absl::Time start = absl::Now();
-  (void)RetryUnavailable("call", policy, [] { return absl::UnavailableError("x"); });
+  (void)RetryUnavailable("call", policy,
+                         [] { return absl::UnavailableError("x"); });
   // 20 + 40 + 40 ms between four attempts.
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(95));
 }
