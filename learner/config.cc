@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -327,6 +328,21 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
            Require(c.lora_alpha > 0, "lora.alpha", "must be > 0"),
            Require(!c.lora_targets.empty(), "lora.targets",
                    "must name at least one module"),
+           Require(std::all_of(c.lora_targets.begin(), c.lora_targets.end(),
+                               [](const std::string& t) {
+                                 static const std::set<std::string> known = {
+                                     "q_proj",    "k_proj",    "v_proj",
+                                     "o_proj",    "gate_proj", "up_proj",
+                                     "down_proj", "q",         "k",
+                                     "v",         "o",         "gate",
+                                     "up",        "down"};
+                                 return known.count(t) > 0;
+                               }),
+                   "lora.targets",
+                   "modules are q_proj, k_proj, v_proj, o_proj, gate_proj, "
+                   "up_proj, down_proj"),
+           Require(!c.output_dir.empty(), "run.output_dir",
+                   "must not be empty"),
            Require(!c.train_path.empty(), "data.train", "is required"),
            Require(!c.problem_field.empty(), "data.problem_field",
                    "must not be empty"),

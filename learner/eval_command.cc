@@ -11,7 +11,9 @@
 
 namespace microrl::learner {
 
-absl::Status RunEvalCommand(const EvalCommandOptions& o) {
+absl::Status RunEvalCommand(const EvalCommandOptions& o,
+                            RolloutClient* given_rollout,
+                            const std::atomic<bool>* stop) {
   if (o.datasets.empty())
     return absl::InvalidArgumentError("--datasets: name at least one");
   if (o.samples < 1)
@@ -19,9 +21,25 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o) {
   absl::StatusOr<PromptBuilder> prompts =
       PromptBuilder::Create(o.model_dir, o.system_prompt, o.instruction);
   if (!prompts.ok()) return prompts.status();
-  absl::StatusOr<std::unique_ptr<RolloutClient>> rollout =
-      RolloutClient::Create(o.rollout_address, {});
-  if (!rollout.ok()) return rollout.status();
+  std::unique_ptr<RolloutClient> own_rollout;
+  if (given_rollout == nullptr) {
+    absl::StatusOr<std::unique_ptr<RolloutClient>> created =
+        RolloutClient::Create(o.rollout_address, {});
+    if (!created.ok()) return created.status();
+    own_rollout = *std::move(created);
+  }
+  RolloutClient* rollout =
+      given_rollout != nullptr ? given_rollout : own_rollout.get();
+  // A server left asleep by a colocated run is woken.
+  {
+    absl::StatusOr<v1::RolloutInfo> info = rollout->GetInfo();
+    if (!info.ok()) return info.status();
+    if (info->state() == v1::ROLLOUT_STATE_SLEEPING) {
+      if (absl::StatusOr<v1::WakeResponse> woke = rollout->Wake(); !woke.ok()) {
+        return woke.status();
+      }
+    }
+  }
   absl::StatusOr<std::unique_ptr<RewardClient>> reward =
       RewardClient::Create(o.reward_address, absl::Minutes(5));
   if (!reward.ok()) return reward.status();
@@ -34,11 +52,11 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o) {
     absl::StatusOr<std::string> weights =
         ReadFileToString(o.adapter_dir + "/adapter_model.safetensors");
     if (!weights.ok()) return weights.status();
-    absl::StatusOr<v1::RolloutInfo> info = (*rollout)->GetInfo();
+    absl::StatusOr<v1::RolloutInfo> info = rollout->GetInfo();
     if (!info.ok()) return info.status();
     version = info->adapter_version() + 1;
     absl::StatusOr<v1::LoadAdapterResponse> loaded =
-        (*rollout)->LoadAdapter(version, *config, *weights);
+        rollout->LoadAdapter(version, *config, *weights);
     if (!loaded.ok()) return loaded.status();
     std::cout << "loaded " << o.adapter_dir << " as adapter version " << version
               << "\n";
@@ -48,6 +66,8 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o) {
   std::vector<EvalResult> base;
   nlohmann::ordered_json json = nlohmann::ordered_json::array();
   for (const std::string& spec : o.datasets) {
+    if (stop != nullptr && stop->load())
+      return absl::CancelledError("stopping");
     const size_t eq = spec.find('=');
     const std::string name =
         eq == std::string::npos ? spec : spec.substr(0, eq);
@@ -72,7 +92,7 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o) {
     }
     options.min_adapter_version = version;
     absl::StatusOr<EvalResult> result =
-        Evaluate(name, *problems, *prompts, **rollout, **reward, options);
+        Evaluate(name, *problems, *prompts, *rollout, **reward, options);
     if (!result.ok()) return result.status();
     nlohmann::ordered_json line = EvalResultToJson(*result);
     line["model"] = o.adapter_dir.empty() ? "served" : o.adapter_dir;
@@ -81,7 +101,7 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o) {
     if (o.compare_base) {
       options.disable_adapter = true;
       absl::StatusOr<EvalResult> base_result =
-          Evaluate(name, *problems, *prompts, **rollout, **reward, options);
+          Evaluate(name, *problems, *prompts, *rollout, **reward, options);
       if (!base_result.ok()) return base_result.status();
       nlohmann::ordered_json base_line = EvalResultToJson(*base_result);
       base_line["model"] = "base";

@@ -1,11 +1,13 @@
 #ifndef MICRORL_LEARNER_EVAL_COMMAND_H_
 #define MICRORL_LEARNER_EVAL_COMMAND_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "learner/rollout_client.h"
 
 namespace microrl::learner {
 
@@ -38,7 +40,11 @@ struct EvalCommandOptions {
 // datasets, through a running rollout server and reward service; prints and
 // writes a table like the paper's Table 1 (pass@k) and, with compare_base, its
 // Table 2 (relative change of mean token entropy against the base model).
-absl::Status RunEvalCommand(const EvalCommandOptions& options);
+// `rollout` (if given) is used instead of a new client; `stop` (if given)
+// makes it return Cancelled between datasets once set.
+absl::Status RunEvalCommand(const EvalCommandOptions& options,
+                            RolloutClient* rollout = nullptr,
+                            const std::atomic<bool>* stop = nullptr);
 
 }  // namespace microrl::learner
 

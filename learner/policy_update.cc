@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "common/model/token_stats.h"
@@ -232,9 +233,14 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         ++stats.micro_batches;
       }
       stats.loss += step_loss;
-      stats.grad_norm += ClipGradNorm(parameters, options_.max_grad_norm);
+      const double norm = ClipGradNorm(parameters, options_.max_grad_norm);
       stats.lr = LearningRate(options_.schedule, step);
-      optimizer_.Step(stats.lr);
+      if (std::isfinite(norm)) {
+        stats.grad_norm += norm;
+        optimizer_.Step(stats.lr);
+      } else {
+        ++stats.skipped_steps;  // a NaN/inf gradient would poison the weights
+      }
       optimizer_.ZeroGrad();
       ++step;
       ++stats.optimizer_steps;

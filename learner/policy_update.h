@@ -42,6 +42,7 @@ struct UpdateOptions {
 // tokens).
 struct UpdateStats {
   int64_t optimizer_steps = 0;
+  int64_t skipped_steps = 0;  // steps left out for a non-finite gradient norm
   int64_t micro_batches = 0;
   int64_t tokens = 0;  // completion tokens in the batch
   double loss = 0;

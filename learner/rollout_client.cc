@@ -27,24 +27,32 @@ absl::StatusOr<std::unique_ptr<RolloutClient>> RolloutClient::Create(
 }
 
 absl::Status RolloutClient::Call(
-    const std::string& what, absl::Duration timeout,
+    const std::string& what, absl::Duration timeout, bool cancellable,
     const std::function<grpc::Status(grpc::ClientContext*)>& call) {
   const std::string label = absl::StrCat("rollout ", what, " at ", address_);
-  absl::Status status =
-      rpc::RetryUnavailable(label, options_.retry, [&]() -> absl::Status {
+  auto cancelled = [this] {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cancelled_;
+  };
+  absl::Status status = rpc::RetryUnavailable(
+      label, options_.retry,
+      [&]() -> absl::Status {
         grpc::ClientContext context;
         context.set_deadline(Deadline(timeout));
-        {
+        if (cancellable) {
           std::lock_guard<std::mutex> lock(mu_);
+          if (cancelled_)
+            return absl::CancelledError("the learner is stopping");
           in_flight_.insert(&context);
         }
         const grpc::Status result = call(&context);
-        {
+        if (cancellable) {
           std::lock_guard<std::mutex> lock(mu_);
           in_flight_.erase(&context);
         }
         return rpc::FromGrpcStatus(result);
-      });
+      },
+      cancellable ? std::function<bool()>(cancelled) : std::function<bool()>());
   if (status.ok() || status.code() == absl::StatusCode::kUnavailable)
     return status;
   return absl::Status(status.code(),
@@ -54,11 +62,12 @@ absl::Status RolloutClient::Call(
 absl::StatusOr<v1::GenerateResponse> RolloutClient::Generate(
     const v1::GenerateRequest& request) {
   v1::GenerateResponse response;
-  absl::Status status = Call(
-      "Generate", options_.generate_timeout, [&](grpc::ClientContext* context) {
-        response.Clear();
-        return stub_->Generate(context, request, &response);
-      });
+  absl::Status status =
+      Call("Generate", options_.generate_timeout, /*cancellable=*/true,
+           [&](grpc::ClientContext* context) {
+             response.Clear();
+             return stub_->Generate(context, request, &response);
+           });
   if (!status.ok()) return status;
   return response;
 }
@@ -70,7 +79,7 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
   const std::string sha = Sha256Hex(safetensors);
   int attempts = 0;
   absl::Status status = Call(
-      "LoadAdapter", options_.control_timeout,
+      "LoadAdapter", options_.control_timeout, /*cancellable=*/false,
       [&](grpc::ClientContext* context) {
         ++attempts;
         response.Clear();
@@ -108,9 +117,10 @@ absl::StatusOr<v1::SleepResponse> RolloutClient::Sleep(bool abort_running) {
   request.set_abort_running(abort_running);
   v1::SleepResponse response;
   absl::Status status =
-      Call("Sleep", options_.control_timeout, [&](grpc::ClientContext* c) {
-        return stub_->Sleep(c, request, &response);
-      });
+      Call("Sleep", options_.control_timeout, /*cancellable=*/false,
+           [&](grpc::ClientContext* c) {
+             return stub_->Sleep(c, request, &response);
+           });
   if (!status.ok()) return status;
   return response;
 }
@@ -118,9 +128,10 @@ absl::StatusOr<v1::SleepResponse> RolloutClient::Sleep(bool abort_running) {
 absl::StatusOr<v1::WakeResponse> RolloutClient::Wake() {
   v1::WakeResponse response;
   absl::Status status =
-      Call("Wake", options_.control_timeout, [&](grpc::ClientContext* c) {
-        return stub_->Wake(c, v1::WakeRequest(), &response);
-      });
+      Call("Wake", options_.control_timeout, /*cancellable=*/false,
+           [&](grpc::ClientContext* c) {
+             return stub_->Wake(c, v1::WakeRequest(), &response);
+           });
   if (!status.ok()) return status;
   return response;
 }
@@ -128,15 +139,17 @@ absl::StatusOr<v1::WakeResponse> RolloutClient::Wake() {
 absl::StatusOr<v1::RolloutInfo> RolloutClient::GetInfo() {
   v1::RolloutInfo response;
   absl::Status status =
-      Call("GetInfo", options_.control_timeout, [&](grpc::ClientContext* c) {
-        return stub_->GetInfo(c, v1::GetInfoRequest(), &response);
-      });
+      Call("GetInfo", options_.control_timeout, /*cancellable=*/false,
+           [&](grpc::ClientContext* c) {
+             return stub_->GetInfo(c, v1::GetInfoRequest(), &response);
+           });
   if (!status.ok()) return status;
   return response;
 }
 
-void RolloutClient::CancelInFlight() {
+void RolloutClient::CancelGenerate() {
   std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
   for (grpc::ClientContext* context : in_flight_) context->TryCancel();
 }
 

@@ -22,8 +22,9 @@ struct RolloutClientOptions {
 
 // The learner's client of a rollout server: every call has a deadline and is
 // retried on UNAVAILABLE with backoff; errors carry the server's status and
-// say which call failed. Thread-safe; CancelInFlight() aborts the calls in
-// flight (for a learner that is stopping), later calls run normally.
+// say which call failed. Thread-safe; CancelGenerate() aborts Generate calls
+// in flight and refuses later ones (for a learner that is stopping), while the
+// short control calls (LoadAdapter, Sleep, Wake, GetInfo) still run.
 class RolloutClient {
  public:
   static absl::StatusOr<std::unique_ptr<RolloutClient>> Create(
@@ -41,7 +42,7 @@ class RolloutClient {
   absl::StatusOr<v1::WakeResponse> Wake();
   absl::StatusOr<v1::RolloutInfo> GetInfo();
 
-  void CancelInFlight();
+  void CancelGenerate();
 
  private:
   RolloutClient(std::string address, std::unique_ptr<v1::Rollout::Stub> stub,
@@ -50,16 +51,18 @@ class RolloutClient {
         stub_(std::move(stub)),
         options_(options) {}
 
-  // Runs `call` with a fresh context per attempt, registered for Cancel().
+  // Runs `call` with a fresh context per attempt; a cancellable call's
+  // contexts are registered for CancelGenerate().
   absl::Status Call(
-      const std::string& what, absl::Duration timeout,
+      const std::string& what, absl::Duration timeout, bool cancellable,
       const std::function<grpc::Status(grpc::ClientContext*)>& call);
 
   const std::string address_;
   std::unique_ptr<v1::Rollout::Stub> stub_;
   const RolloutClientOptions options_;
   std::mutex mu_;
-  std::set<grpc::ClientContext*> in_flight_;
+  std::set<grpc::ClientContext*> in_flight_;  // cancellable calls
+  bool cancelled_ = false;                    // guarded by mu_
 };
 
 }  // namespace microrl::learner

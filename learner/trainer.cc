@@ -121,6 +121,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     if (!loaded.ok()) return loaded.status();
     t->state_ = loaded->state;
     t->adapter_ = std::move(loaded->adapter);
+    const model::LoraConfig& saved = t->adapter_->config();
+    if (saved.rank != config.lora_rank || saved.alpha != config.lora_alpha ||
+        saved.use_rslora != config.lora_rslora ||
+        saved.targets.size() != config.lora_targets.size()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          *latest, " holds an adapter of rank ", saved.rank, ", alpha ",
+          saved.alpha, " on ", saved.targets.size(),
+          " modules; the configuration asks for rank ", config.lora_rank,
+          ", alpha ", config.lora_alpha, " on ", config.lora_targets.size(),
+          " (a resumed run keeps its adapter's shape)"));
+    }
     t->adapter_->SetRequiresGrad(true);
     t->checkpointed_step_ = t->state_.step;
     MRL_LOG(INFO) << "resuming " << t->run_dir_ << " from " << *latest
@@ -257,7 +268,7 @@ void Trainer::Stop() {
   stop_ = true;
   // Only a Generate can be long; a step whose update has begun completes
   // (update and publish), so the state saved at the end is consistent.
-  if (rollout_ != nullptr) rollout_->CancelInFlight();
+  if (rollout_ != nullptr) rollout_->CancelGenerate();
 }
 
 // ------------------------------------------------------------------ the phases
@@ -302,6 +313,18 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
   }
   absl::StatusOr<v1::GenerateResponse> response = rollout_->Generate(request);
   if (!response.ok()) return response.status();
+  if (response->groups_size() != static_cast<int>(problems.size())) {
+    return absl::DataLossError(
+        absl::StrCat("the rollout server returned ", response->groups_size(),
+                     " groups for ", problems.size(), " prompts"));
+  }
+  for (const v1::CompletionGroup& group : response->groups()) {
+    if (group.completions_size() != config_.group_size) {
+      return absl::DataLossError(absl::StrCat(
+          "the rollout server returned a group of ", group.completions_size(),
+          " completions, not ", config_.group_size));
+    }
+  }
   rollouts.response = *std::move(response);
   rollouts.generate_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return rollouts;
@@ -533,21 +556,36 @@ absl::Status Trainer::Step() {
   absl::StatusOr<Rollouts> rollouts = Generate(problems);
   if (!rollouts.ok()) return rollouts.status();
   if (absl::Status s = Score(*rollouts); !s.ok()) return s;
-  const std::vector<Sample> samples = ComputeAdvantages(*rollouts, m);
+  std::vector<Sample> samples;
+  try {
+    samples = ComputeAdvantages(*rollouts, m);
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("computing advantages failed: ", e.what()));
+  }
   const absl::Time update_start = absl::Now();
-  absl::StatusOr<UpdateStats> stats = Update(samples);
+  absl::StatusOr<UpdateStats> stats;
+  dirty_ = true;  // until the step is committed below
+  try {
+    stats = Update(samples);
+  } catch (const std::exception& e) {
+    stats = absl::InternalError(absl::StrCat("the update failed: ", e.what()));
+  }
   if (!stats.ok()) return stats.status();
   const double update_seconds =
       absl::ToDoubleSeconds(absl::Now() - update_start);
+  // The step is committed once its update is done: the weights, the step count
+  // and the data position move together (a resumed run publishes its adapter
+  // at start-up, so a failed publish loses nothing).
+  ++state_.step;
+  state_.data_epoch = sampler_->epoch();
+  state_.data_offset = sampler_->offset();
+  dirty_ = false;
+  stepped_ = true;
   const absl::Time publish_start = absl::Now();
   if (absl::Status s = Publish(); !s.ok()) return s;
   const double publish_seconds =
       absl::ToDoubleSeconds(absl::Now() - publish_start);
-  ++state_.step;
-  // The data position of the last completed step (a step cut short does not
-  // move it).
-  state_.data_epoch = sampler_->epoch();
-  state_.data_offset = sampler_->offset();
   const absl::Duration step_time = absl::Now() - start;
   state_.elapsed_seconds += absl::ToDoubleSeconds(step_time);
 
@@ -564,6 +602,7 @@ absl::Status Trainer::Step() {
   m["logprob_mismatch_mean"] = stats->logprob_mismatch_mean;
   m["logprob_mismatch_max"] = stats->logprob_mismatch_max;
   m["optimizer_steps"] = stats->optimizer_steps;
+  m["skipped_optimizer_steps"] = stats->skipped_steps;
   int64_t generated = 0;
   for (const auto& g : rollouts->response.groups()) {
     for (const auto& c : g.completions()) generated += c.completion_tokens();
@@ -627,11 +666,11 @@ absl::Status Trainer::Run() {
   if (stop_ && (status.code() == absl::StatusCode::kCancelled))
     status = absl::OkStatus();
   // The last completed step is saved whatever ended the run.
-  if (checkpointed_step_ != state_.step) {
+  if (stepped_ && !dirty_ && checkpointed_step_ != state_.step) {
     absl::Status saved = Checkpoint();
     if (status.ok()) status = saved;
   }
-  if (status.ok()) {
+  if (status.ok() && !dirty_) {
     status = adapter_->SavePeft(run_dir_ + "/adapter", config_.model_path);
   }
   if (status.ok() && !stop_ && !config_.final_datasets.empty()) {
@@ -661,7 +700,15 @@ absl::Status Trainer::Run() {
       if (!woke.ok()) status = woke.status();
       rollout_asleep_ = false;
     }
-    if (status.ok()) status = RunEvalCommand(eval);
+    if (status.ok()) status = RunEvalCommand(eval, rollout_.get(), &stop_);
+    if (stop_ && status.code() == absl::StatusCode::kCancelled)
+      status = absl::OkStatus();
+  }
+  // Leave the rollout server awake for whoever uses it next.
+  if (rollout_asleep_) {
+    if (absl::StatusOr<v1::WakeResponse> woke = rollout_->Wake(); woke.ok()) {
+      rollout_asleep_ = false;
+    }
   }
   status_.Update([&](TrainingStatus::View& v) {
     v.state = status.ok() ? v1::LEARNER_STATE_DONE : v1::LEARNER_STATE_FAILED;

@@ -93,6 +93,10 @@ class Trainer {
   std::unique_ptr<EpochSampler> sampler_;
   TrainingState state_;
   int64_t checkpointed_step_ = -1;
+  bool stepped_ = false;  // a step completed in this process
+  // The weights changed without the step being committed (a failed update):
+  // the state must not be checkpointed.
+  bool dirty_ = false;
   bool rollout_asleep_ = false;
   std::atomic<bool> stop_{false};
   absl::Time started_;

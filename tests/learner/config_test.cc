@@ -90,6 +90,10 @@ TEST(ConfigTest, ErrorsNameTheFileAndLine) {
   EXPECT_THAT(
       error(std::string(kMinimal) + "grpo:\n  loss_aggregation: mean\n"),
       HasSubstr("grpo.loss_aggregation"));
+  EXPECT_THAT(error(std::string(kMinimal) + "lora:\n  targets: [qkv_proj]\n"),
+              HasSubstr("lora.targets: modules are"));
+  EXPECT_THAT(error(std::string(kMinimal) + "run:\n  output_dir: \"\"\n"),
+              HasSubstr("run.output_dir"));
 }
 
 TEST(ConfigTest, BaseFilesAreReadFirst) {

@@ -265,6 +265,15 @@ def main():
             check(bad_eval.returncode == 1 and "nope.jsonl" in bad_eval.stderr,
                   f"eval of a missing dataset: {bad_eval.returncode} {bad_eval.stderr}")
 
+            # ---- an unreachable rollout server: retried, then a clear error, no checkpoint
+            code, out, _ = run_learner(args, work, write_config("nopeer", 2),
+                                       ["--set=rollout.address=127.0.0.1:1"])
+            check(code == 1 and "unavailable after 6 attempts" in out,
+                  f"unreachable rollout server: {code} {out[-800:]}")
+            nopeer = os.path.join(work, "runs", "nopeer", "checkpoints")
+            check(os.path.isdir(nopeer) and not os.listdir(nopeer),
+                  f"a run that never stepped left checkpoints {os.listdir(nopeer)}")
+
             # ---- bad configurations
             bad = os.path.join(work, "bad.yaml")
             with open(bad, "w") as f:
