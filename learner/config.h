@@ -36,11 +36,15 @@ struct TrainConfig {
                                            "o_proj",   "gate_proj", "up_proj",
                                            "down_proj"};
   bool lora_rslora = false;
+  // A PEFT adapter to start from (e.g. `learner sft`'s), instead of a fresh
+  // one.
+  std::string lora_init;
 
   // data
   std::string train_path;
   std::string problem_field = "problem";
   std::string answer_field = "answer";
+  std::string completion_field = "completion";  // learner sft: the target text
   std::string system_prompt;
   // The user message; "{problem}" is replaced by the problem.
   std::string instruction =
@@ -93,6 +97,10 @@ struct TrainConfig {
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;   // cosine: the final lr / lr
   double max_grad_norm = 1.0;  // <= 0: no clipping
+
+  // sft (learner sft): completions per optimizer step; the run's max_steps,
+  // lr and schedule apply.
+  int64_t sft_batch_size = 32;
 
   // eval
   std::string eval_path;        // validation JSONL (e.g. MATH500)

@@ -42,6 +42,8 @@ class PromptBuilder {
   absl::StatusOr<std::string> Text(const Problem& problem) const;
   absl::StatusOr<std::vector<int32_t>> Ids(const Problem& problem) const;
   const tokenizer::Tokenizer& tokenizer() const { return *tokenizer_; }
+  // The chat template's end-of-turn token ("" if it names none).
+  const std::string& eos_token() const { return chat_template_->eos_token(); }
 
  private:
   PromptBuilder(std::shared_ptr<const tokenizer::Tokenizer> tokenizer,

@@ -23,6 +23,7 @@
 #include "learner/eval_command.h"
 #include "learner/learner_service.h"
 #include "learner/peer_monitor.h"
+#include "learner/sft.h"
 #include "learner/trainer.h"
 #include "learner/training_status.h"
 
@@ -149,6 +150,31 @@ int main(int argc, char** argv) {
       "Trains LoRA adapters with GRPO against a rollout server and a reward "
       "service (learner --config=run.yaml), or evaluates them (learner eval).");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() >= 2 && std::string(positional[1]) == "sft") {
+    if (positional.size() > 2 || absl::GetFlag(FLAGS_config).empty()) {
+      return microrl::rpc::UsageError(
+          kComponent, absl::InvalidArgumentError(
+                          "usage: learner sft --config=sft.yaml [--set=...]"));
+    }
+    std::vector<std::string> overrides;
+    for (absl::string_view o :
+         absl::StrSplit(absl::GetFlag(FLAGS_set), ';', absl::SkipEmpty()))
+      overrides.emplace_back(o);
+    absl::StatusOr<microrl::learner::TrainConfig> config =
+        microrl::learner::LoadTrainConfig(absl::GetFlag(FLAGS_config),
+                                          overrides);
+    if (!config.ok()) {
+      return microrl::rpc::UsageError(
+          kComponent, absl::InvalidArgumentError(absl::StrCat(
+                          "--config: ", config.status().message())));
+    }
+    absl::Status status = microrl::learner::RunSft(*config);
+    if (!status.ok()) {
+      std::cerr << kComponent << " sft: " << status.message() << "\n";
+      return 1;
+    }
+    return 0;
+  }
   if (positional.size() >= 2 && std::string(positional[1]) == "eval") {
     if (positional.size() > 2) {
       return microrl::rpc::UsageError(

@@ -50,6 +50,23 @@ std::string MetricName(const std::string& key) {
   return name;
 }
 
+// A resumed or initial adapter must have the shape the configuration asks for.
+absl::Status CheckAdapterShape(const model::LoraAdapter& adapter,
+                               const TrainConfig& config,
+                               const std::string& source) {
+  const model::LoraConfig& have = adapter.config();
+  if (have.rank == config.lora_rank && have.alpha == config.lora_alpha &&
+      have.use_rslora == config.lora_rslora &&
+      have.targets.size() == config.lora_targets.size()) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      source, " holds an adapter of rank ", have.rank, ", alpha ", have.alpha,
+      " on ", have.targets.size(), " modules; the configuration asks for rank ",
+      config.lora_rank, ", alpha ", config.lora_alpha, " on ",
+      config.lora_targets.size(), " (lora.* must match)"));
+}
+
 std::string FormatDuration(double seconds) {
   const int64_t s = static_cast<int64_t>(seconds);
   if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
@@ -121,16 +138,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     if (!loaded.ok()) return loaded.status();
     t->state_ = loaded->state;
     t->adapter_ = std::move(loaded->adapter);
-    const model::LoraConfig& saved = t->adapter_->config();
-    if (saved.rank != config.lora_rank || saved.alpha != config.lora_alpha ||
-        saved.use_rslora != config.lora_rslora ||
-        saved.targets.size() != config.lora_targets.size()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          *latest, " holds an adapter of rank ", saved.rank, ", alpha ",
-          saved.alpha, " on ", saved.targets.size(),
-          " modules; the configuration asks for rank ", config.lora_rank,
-          ", alpha ", config.lora_alpha, " on ", config.lora_targets.size(),
-          " (a resumed run keeps its adapter's shape)"));
+    if (absl::Status shape = CheckAdapterShape(*t->adapter_, config, *latest);
+        !shape.ok()) {
+      return shape;
     }
     t->adapter_->SetRequiresGrad(true);
     t->checkpointed_step_ = t->state_.step;
@@ -151,10 +161,26 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
       lora.targets.push_back(*module);
     }
     absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter =
-        model::LoraAdapter::Create(t->decoder_->config(), lora, options.device,
-                                   config.seed);
-    if (!adapter.ok()) return adapter.status();
+        config.lora_init.empty()
+            ? model::LoraAdapter::Create(t->decoder_->config(), lora,
+                                         options.device, config.seed)
+            : model::LoraAdapter::LoadPeft(
+                  config.lora_init, t->decoder_->config(), options.device);
+    if (!adapter.ok()) {
+      return absl::Status(
+          adapter.status().code(),
+          absl::StrCat(config.lora_init.empty() ? "" : "lora.init: ",
+                       adapter.status().message()));
+    }
     t->adapter_ = *std::move(adapter);
+    t->adapter_->SetRequiresGrad(true);
+    if (!config.lora_init.empty()) {
+      if (absl::Status shape =
+              CheckAdapterShape(*t->adapter_, config, config.lora_init);
+          !shape.ok()) {
+        return shape;
+      }
+    }
   }
   t->optimizer_ = std::make_unique<AdamW>(
       t->adapter_->Parameters(),
