@@ -237,6 +237,13 @@ Engine::Engine(std::shared_ptr<const model::Decoder> decoder,
                     "Version of the loaded LoRA adapter (0: none).")),
       sleeping_gauge_(MakeGauge(registry, "microrl_rollout_sleeping",
                                 "1 while asleep (KV cache freed).")),
+      device_allocated_(MakeGauge(
+          registry, "microrl_rollout_device_memory_allocated_bytes",
+          "GPU memory held by live tensors of this process (0 on the CPU).")),
+      device_reserved_(MakeGauge(
+          registry, "microrl_rollout_device_memory_reserved_bytes",
+          "GPU memory held by this process's caching allocator (0 on the "
+          "CPU).")),
       prefill_seconds_(MakeHistogram(
           registry, "microrl_rollout_prefill_seconds",
           "Seconds per batched prefill, sampling included.",
@@ -1017,6 +1024,13 @@ void Engine::Publish() {
   }
   const int64_t waiting = WaitingSequences();
   running_gauge_.Set(static_cast<double>(running_.size()));
+  if (now - memory_published_ >= absl::Seconds(1)) {  // host-side counters
+    const device::MemoryInfo memory =
+        device::QueryMemory(ToDevice(decoder_->options().device));
+    device_allocated_.Set(static_cast<double>(memory.allocated_bytes));
+    device_reserved_.Set(static_cast<double>(memory.reserved_bytes));
+    memory_published_ = now;
+  }
   waiting_gauge_.Set(static_cast<double>(waiting));
   kv_used_ratio_.Set(static_cast<double>(used) /
                      static_cast<double>(num_slots_ * options_.max_model_len));

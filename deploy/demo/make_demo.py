@@ -52,7 +52,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--sft", type=int, default=2000)
-    parser.add_argument("--think_fraction", type=float, default=0.35,
+    parser.add_argument("--think_fraction", type=float, default=0.4,
                         help="share of warm-up examples that show the worked solution; the "
                              "rest state the answer directly")
     parser.add_argument("--hidden", type=int, default=96)
