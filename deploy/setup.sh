@@ -53,7 +53,7 @@ APT_PACKAGES=(
   libcivetweb-dev civetweb nlohmann-json3-dev libpcre2-dev libutf8proc-dev libyaml-cpp-dev
   libcurl4-openssl-dev libssl-dev zlib1g-dev
   python3 python3-venv python3-dev
-  prometheus
+  prometheus docker-compose clang libclang-rt-14-dev
 )
 missing_packages() {
   local p

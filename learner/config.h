@@ -64,10 +64,14 @@ struct TrainConfig {
   // after).
   bool colocated = false;
   double generate_timeout_s = 3600;
+  // How long to keep retrying a rollout server that is unreachable (restarting)
+  // before the run checkpoints and fails.
+  double rollout_max_wait_s = 600;
 
   // reward
   std::string reward_address = "127.0.0.1:50052";
   double reward_timeout_s = 300;
+  double reward_max_wait_s = 600;  // the same for the reward service
 
   // grpo
   std::string advantage = "group";  // group (GRPO), none (Dr. GRPO), batch

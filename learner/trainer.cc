@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -252,12 +253,20 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   // Clients.
   RolloutClientOptions rollout_options;
   rollout_options.generate_timeout = absl::Seconds(config.generate_timeout_s);
+  // A peer that is down is retried (with a log line per attempt) for up to its
+  // max_wait_s; then the run checkpoints and fails.
+  rollout_options.retry.max_attempts = std::numeric_limits<int>::max();
+  rollout_options.retry.max_elapsed = absl::Seconds(config.rollout_max_wait_s);
+  rpc::RetryPolicy reward_retry;
+  reward_retry.max_attempts = std::numeric_limits<int>::max();
+  reward_retry.max_elapsed = absl::Seconds(config.reward_max_wait_s);
   absl::StatusOr<std::unique_ptr<RolloutClient>> rollout =
       RolloutClient::Create(config.rollout_address, rollout_options);
   if (!rollout.ok()) return rollout.status();
   t->rollout_ = *std::move(rollout);
   absl::StatusOr<std::unique_ptr<RewardClient>> reward = RewardClient::Create(
-      config.reward_address, absl::Seconds(config.reward_timeout_s));
+      config.reward_address, absl::Seconds(config.reward_timeout_s),
+      reward_retry);
   if (!reward.ok()) return reward.status();
   t->reward_ = *std::move(reward);
 
@@ -338,6 +347,18 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
     prompt->mutable_token_ids()->mutable_ids()->Add(ids.begin(), ids.end());
   }
   absl::StatusOr<v1::GenerateResponse> response = rollout_->Generate(request);
+  // A rollout server restarted since the last publish serves an older adapter
+  // (or none) and refuses the request: publish the current one again and
+  // retry the same request (same prompts and seed).
+  for (int republished = 0;
+       !response.ok() &&
+       response.status().code() == absl::StatusCode::kFailedPrecondition &&
+       republished < 2 && !stop_;
+       ++republished) {
+    if (absl::Status s = Republish(); !s.ok()) return s;
+    request.set_min_adapter_version(state_.adapter_version);
+    response = rollout_->Generate(request);
+  }
   if (!response.ok()) return response.status();
   if (response->groups_size() != static_cast<int>(problems.size())) {
     return absl::DataLossError(
@@ -354,6 +375,24 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
   rollouts.response = *std::move(response);
   rollouts.generate_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return rollouts;
+}
+
+absl::Status Trainer::Republish() {
+  absl::StatusOr<v1::RolloutInfo> info = rollout_->GetInfo();
+  if (!info.ok()) return info.status();
+  MRL_LOG(WARNING) << "the rollout server serves adapter version "
+                   << info->adapter_version() << ", not "
+                   << state_.adapter_version
+                   << " (restarted?): publishing the current adapter again";
+  rollout_asleep_ = info->state() == v1::ROLLOUT_STATE_SLEEPING;
+  if (rollout_asleep_) {
+    absl::StatusOr<v1::WakeResponse> woke = rollout_->Wake();
+    if (!woke.ok()) return woke.status();
+    rollout_asleep_ = false;
+  }
+  state_.adapter_version =
+      std::max(state_.adapter_version, info->adapter_version());
+  return Publish();
 }
 
 absl::Status Trainer::Score(Rollouts& rollouts) {

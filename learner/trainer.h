@@ -69,6 +69,9 @@ class Trainer {
                                         StepMetrics& metrics);
   absl::StatusOr<UpdateStats> Update(const std::vector<Sample>& samples);
   absl::Status Publish();
+  // Publishes the current adapter again to a rollout server that lost it (a
+  // restart), waking it first if it is asleep.
+  absl::Status Republish();
   void Log(const StepMetrics& metrics, absl::Duration step_time);
   absl::Status Checkpoint();
   absl::Status Evaluate();

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -34,7 +35,7 @@ struct Raised {
 };
 
 constexpr size_t kMaxOutputBytes = 64 << 20;
-constexpr int64_t kMaxLoopIterations = 10'000'000;
+constexpr int64_t kMaxLoopIterations = 100'000;
 constexpr int kMaxDepth = 200;
 
 // ------------------------------------------------------------------ text
@@ -1198,8 +1199,11 @@ struct Negate : Expr {
   Negate(int l, ExprPtr o, bool m) : Expr(l), operand(std::move(o)), minus(m) {}
   Value Eval(Context& ctx) const override {
     const Value v = operand->Eval(ctx);
-    if (v.kind() == Value::Kind::kInt)
+    if (v.kind() == Value::Kind::kInt) {
+      if (minus && v.as_int() == std::numeric_limits<int64_t>::min())
+        Fail(line, "integer overflow");
       return Value(minus ? -v.as_int() : v.as_int());
+    }
     if (v.kind() == Value::Kind::kFloat)
       return Value(minus ? -v.as_float() : v.as_float());
     if (v.kind() == Value::Kind::kBool)
@@ -1282,6 +1286,8 @@ Value Arithmetic(const std::string& op, const Value& a, const Value& b,
         for (int64_t i = 0; i < n; ++i) out += text->as_string();
         return Value(out);
       }
+      if (static_cast<double>(n) * text->list()->size() > 1'000'000)
+        Fail(line, "repetition too large");
       List out;
       for (int64_t i = 0; i < n; ++i)
         out.insert(out.end(), text->list()->begin(), text->list()->end());
@@ -1291,15 +1297,20 @@ Value Arithmetic(const std::string& op, const Value& a, const Value& b,
   if (!numeric(a) || !numeric(b)) type_error();
   const bool ints =
       a.kind() != Value::Kind::kFloat && b.kind() != Value::Kind::kFloat;
-  if (op == "+")
-    return ints ? Value(as_int(a) + as_int(b))
-                : Value(as_double(a) + as_double(b));
-  if (op == "-")
-    return ints ? Value(as_int(a) - as_int(b))
-                : Value(as_double(a) - as_double(b));
-  if (op == "*")
-    return ints ? Value(as_int(a) * as_int(b))
-                : Value(as_double(a) * as_double(b));
+  // Python's integers do not overflow; a template whose integers leave int64
+  // is refused rather than computed wrongly.
+  if (ints && (op == "+" || op == "-" || op == "*")) {
+    int64_t result = 0;
+    const bool overflow =
+        op == "+"   ? __builtin_add_overflow(as_int(a), as_int(b), &result)
+        : op == "-" ? __builtin_sub_overflow(as_int(a), as_int(b), &result)
+                    : __builtin_mul_overflow(as_int(a), as_int(b), &result);
+    if (overflow) Fail(line, "integer overflow");
+    return Value(result);
+  }
+  if (op == "+") return Value(as_double(a) + as_double(b));
+  if (op == "-") return Value(as_double(a) - as_double(b));
+  if (op == "*") return Value(as_double(a) * as_double(b));
   if (op == "/") {
     if (as_double(b) == 0) Fail(line, "division by zero");
     return Value(as_double(a) / as_double(b));
@@ -1307,6 +1318,8 @@ Value Arithmetic(const std::string& op, const Value& a, const Value& b,
   if (op == "//" || op == "%") {
     if (as_double(b) == 0) Fail(line, "integer division or modulo by zero");
     if (ints) {
+      if (as_int(b) == -1 && as_int(a) == std::numeric_limits<int64_t>::min())
+        Fail(line, "integer overflow");
       const int64_t q = FloorDiv(as_int(a), as_int(b));
       return op == "//" ? Value(q) : Value(as_int(a) - q * as_int(b));
     }
@@ -1315,9 +1328,15 @@ Value Arithmetic(const std::string& op, const Value& a, const Value& b,
   }
   if (op == "**") {
     if (ints && as_int(b) >= 0) {
-      int64_t result = 1;
-      for (int64_t i = 0; i < as_int(b); ++i) result *= as_int(a);
-      return Value(result);
+      int64_t power = 1, base = as_int(a);
+      bool overflow = false;
+      for (int64_t e = as_int(b); e > 0; e >>= 1) {
+        if ((e & 1) != 0)
+          overflow |= __builtin_mul_overflow(power, base, &power);
+        if (e > 1) overflow |= __builtin_mul_overflow(base, base, &base);
+        if (overflow) Fail(line, "integer overflow");
+      }
+      return Value(power);
     }
     return Value(std::pow(as_double(a), as_double(b)));
   }

@@ -267,8 +267,9 @@ def main():
 
             # ---- an unreachable rollout server: retried, then a clear error, no checkpoint
             code, out, _ = run_learner(args, work, write_config("nopeer", 2),
-                                       ["--set=rollout.address=127.0.0.1:1"])
-            check(code == 1 and "unavailable after 6 attempts" in out,
+                                       ["--set=rollout.address=127.0.0.1:1;"
+                                        "rollout.max_wait_s=3"])
+            check(code == 1 and "unavailable after" in out and "attempts over" in out,
                   f"unreachable rollout server: {code} {out[-800:]}")
             nopeer = os.path.join(work, "runs", "nopeer", "checkpoints")
             check(os.path.isdir(nopeer) and not os.listdir(nopeer),

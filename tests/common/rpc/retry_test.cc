@@ -1,5 +1,7 @@
 #include "common/rpc/retry.h"
 
+#include <limits>
+
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -35,7 +37,25 @@ TEST(RetryTest, GivesUpSayingHowOften) {
   EXPECT_EQ(calls, 3);
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(status.message(), HasSubstr("rollout Generate: unavailable after "
-                                          "3 attempts: connection refused"));
+                                          "3 attempts over "));
+  EXPECT_THAT(status.message(), HasSubstr(": connection refused"));
+}
+
+TEST(RetryTest, GivesUpAfterMaxElapsed) {
+  RetryPolicy policy = Fast(std::numeric_limits<int>::max());
+  policy.initial_backoff = absl::Milliseconds(10);
+  policy.max_backoff = absl::Milliseconds(10);
+  policy.max_elapsed = absl::Milliseconds(100);
+  int calls = 0;
+  absl::Status status = RetryUnavailable("reward Score", policy, [&] {
+    ++calls;
+    return absl::UnavailableError("connection refused");
+  });
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(status.message(), HasSubstr("reward Score: unavailable after "));
+  // Never more attempts than 100 ms of 10 ms waits allow (plus the first).
+  EXPECT_GT(calls, 1);
+  EXPECT_LE(calls, 12);
 }
 
 TEST(RetryTest, OtherErrorsAreNotRetried) {

@@ -94,6 +94,36 @@ TEST(JinjaTest, ErrorsNameTheLine) {
   EXPECT_EQ(raised.message(), "t.jinja: No tools here!");
 }
 
+TEST(JinjaTest, HostileTemplatesAreRefusedNotRun) {
+  struct Case {
+    std::string source;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}"
+       "{% endfor %}",
+       "too many loop iterations"},
+      {"{{ range(2000000000) }}", "range too large"},
+      {"{{ 'ab' * 1000000000 }}", "repetition too large"},
+      {"{{ [1, 2] * 1000000000 }}", "repetition too large"},
+      {"{{ 9223372036854775807 + 1 }}", "integer overflow"},
+      {"{{ -9223372036854775807 - 2 }}", "integer overflow"},
+      {"{{ 3037000500 * 3037000500 }}", "integer overflow"},
+      {"{{ 2 ** 1000000000000 }}", "integer overflow"},
+      {"{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}",
+       "nested too deeply"},
+  };
+  for (const Case& c : cases) {
+    const absl::Status status = Render(c.source).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument)
+        << c.source.substr(0, 80);
+    EXPECT_THAT(std::string(status.message()), HasSubstr(c.message))
+        << status.message().substr(0, 200);
+  }
+  EXPECT_EQ(Ok("{{ 2 ** 62 }} {{ -9223372036854775807 - 1 }} {{ 7 // -2 }}"),
+            "4611686018427387904 -9223372036854775808 -4");
+}
+
 TEST(JinjaTest, PythonFormattingOfValues) {
   EXPECT_EQ(Ok("{{ 0.1 + 0.2 }} {{ 1e16 }} {{ 1e-5 }} {{ 2.0 }} {{ -0.0 }} {{ "
                "10 / 4 }}"),
