@@ -60,9 +60,19 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"rollout.colocated", &c.colocated},
       {"rollout.generate_timeout_s", &c.generate_timeout_s},
       {"rollout.max_wait_s", &c.rollout_max_wait_s},
+      {"rollout.tls_ca", &c.rollout_security.tls_ca},
+      {"rollout.tls_cert", &c.rollout_security.tls_cert},
+      {"rollout.tls_key", &c.rollout_security.tls_key},
+      {"rollout.tls_server_name", &c.rollout_security.tls_server_name},
+      {"rollout.token_file", &c.rollout_security.token_file},
       {"reward.address", &c.reward_address},
       {"reward.timeout_s", &c.reward_timeout_s},
       {"reward.max_wait_s", &c.reward_max_wait_s},
+      {"reward.tls_ca", &c.reward_security.tls_ca},
+      {"reward.tls_cert", &c.reward_security.tls_cert},
+      {"reward.tls_key", &c.reward_security.tls_key},
+      {"reward.tls_server_name", &c.reward_security.tls_server_name},
+      {"reward.token_file", &c.reward_security.token_file},
       {"grpo.advantage", &c.advantage},
       {"grpo.advantage_epsilon", &c.advantage_epsilon},
       {"grpo.filter_zero_variance", &c.filter_zero_variance},
@@ -428,6 +438,30 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
     if (!status.ok()) return status;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<rpc::ClientSecurity> ResolvePeerSecurity(
+    const PeerSecurityConfig& peer, const std::string& section) {
+  rpc::ClientSecurity security;
+  security.tls_ca_file = peer.tls_ca;
+  security.tls_cert_file = peer.tls_cert;
+  security.tls_key_file = peer.tls_key;
+  security.tls_server_name = peer.tls_server_name;
+  if (!peer.token_file.empty()) {
+    absl::StatusOr<std::string> token = rpc::ReadTokenFile(peer.token_file);
+    if (!token.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(section, ".token_file: ", token.status().message()));
+    }
+    security.token = *token;
+  }
+  if (absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+          rpc::MakeChannelCredentials(security);
+      !credentials.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(section, ".tls_*: ", credentials.status().message()));
+  }
+  return security;
 }
 
 std::string TrainConfigToYaml(const TrainConfig& config) {

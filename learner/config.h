@@ -6,12 +6,30 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/rpc/security.h"
 
 namespace microrl::learner {
 
 // Everything a training run needs, read from a YAML file (sections run, model,
 // lora, data, rollout, reward, grpo, optim, eval; see configs/README.md) with
 // "section.key=value" overrides. Defaults are the values below.
+// How the learner reaches a peer across machines: TLS (the CA that signed the
+// peer's certificate; a client certificate and key for mutual TLS; the name the
+// certificate carries if not the address's host) and a shared token read from
+// a file. Empty: plaintext, no token.
+struct PeerSecurityConfig {
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
+  std::string token_file;
+};
+
+// The client side of `peer` ("rollout" or "reward" names the keys in errors):
+// the token read from token_file, the TLS files checked.
+absl::StatusOr<rpc::ClientSecurity> ResolvePeerSecurity(
+    const PeerSecurityConfig& peer, const std::string& section);
+
 struct TrainConfig {
   // run
   std::string run_name = "run";
@@ -67,11 +85,13 @@ struct TrainConfig {
   // How long to keep retrying a rollout server that is unreachable (restarting)
   // before the run checkpoints and fails.
   double rollout_max_wait_s = 600;
+  PeerSecurityConfig rollout_security;
 
   // reward
   std::string reward_address = "127.0.0.1:50052";
   double reward_timeout_s = 300;
   double reward_max_wait_s = 600;  // the same for the reward service
+  PeerSecurityConfig reward_security;
 
   // grpo
   std::string advantage = "group";  // group (GRPO), none (Dr. GRPO), batch

@@ -24,7 +24,8 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o,
   std::unique_ptr<RolloutClient> own_rollout;
   if (given_rollout == nullptr) {
     absl::StatusOr<std::unique_ptr<RolloutClient>> created =
-        RolloutClient::Create(o.rollout_address, {});
+        RolloutClient::Create(o.rollout_address,
+                              {.security = o.rollout_security});
     if (!created.ok()) return created.status();
     own_rollout = *std::move(created);
   }
@@ -40,8 +41,8 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o,
       }
     }
   }
-  absl::StatusOr<std::unique_ptr<RewardClient>> reward =
-      RewardClient::Create(o.reward_address, absl::Minutes(5));
+  absl::StatusOr<std::unique_ptr<RewardClient>> reward = RewardClient::Create(
+      o.reward_address, absl::Minutes(5), {}, o.reward_security);
   if (!reward.ok()) return reward.status();
 
   uint64_t version = 0;

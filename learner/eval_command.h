@@ -33,6 +33,8 @@ struct EvalCommandOptions {
   std::vector<int64_t> ks = {1, 8, 16};
   std::string rollout_address;
   std::string reward_address;
+  rpc::ClientSecurity rollout_security;
+  rpc::ClientSecurity reward_security;
   std::string out_dir;  // eval.json and eval.md ("": print only)
 };
 

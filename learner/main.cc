@@ -18,6 +18,7 @@
 #include "common/base/net.h"
 #include "common/base/signals.h"
 #include "common/device/device.h"
+#include "common/rpc/security_flags.h"
 #include "common/rpc/server_main.h"
 #include "learner/config.h"
 #include "learner/eval_command.h"
@@ -125,6 +126,18 @@ int Eval(const char* component) {
     o.system_prompt = config->system_prompt;
     o.instruction = config->instruction;
     o.problem_field = config->problem_field;
+    absl::StatusOr<microrl::rpc::ClientSecurity> rollout_security =
+        microrl::learner::ResolvePeerSecurity(config->rollout_security,
+                                              "rollout");
+    if (!rollout_security.ok())
+      return microrl::rpc::UsageError(component, rollout_security.status());
+    absl::StatusOr<microrl::rpc::ClientSecurity> reward_security =
+        microrl::learner::ResolvePeerSecurity(config->reward_security,
+                                              "reward");
+    if (!reward_security.ok())
+      return microrl::rpc::UsageError(component, reward_security.status());
+    o.rollout_security = *rollout_security;
+    o.reward_security = *reward_security;
     o.answer_field = config->answer_field;
     if (o.model_dir.empty()) o.model_dir = config->model_path;
   }
@@ -190,6 +203,11 @@ int main(int argc, char** argv) {
   server.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   server.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   server.ready_file = absl::GetFlag(FLAGS_ready_file);
+  absl::StatusOr<microrl::rpc::ServerSecurity> security =
+      microrl::rpc::ServerSecurityFromFlags();
+  if (!security.ok())
+    return microrl::rpc::UsageError(kComponent, security.status());
+  server.security = *std::move(security);
   std::string rollout_address = absl::GetFlag(FLAGS_rollout_address);
   std::string reward_address = absl::GetFlag(FLAGS_reward_address);
   std::string device_name = absl::GetFlag(FLAGS_device);
@@ -246,9 +264,18 @@ int main(int argc, char** argv) {
     }
     trainer = *std::move(created);
   }
+  microrl::rpc::ClientSecurity rollout_security, reward_security;
+  if (config.has_value()) {  // already checked by Trainer::Create
+    rollout_security = microrl::learner::ResolvePeerSecurity(
+                           config->rollout_security, "rollout")
+                           .value_or(microrl::rpc::ClientSecurity{});
+    reward_security =
+        microrl::learner::ResolvePeerSecurity(config->reward_security, "reward")
+            .value_or(microrl::rpc::ClientSecurity{});
+  }
   microrl::learner::PeerMonitor peers(
-      {{"rollout", rollout_address, "microrl.v1.Rollout"},
-       {"reward", reward_address, "microrl.v1.Reward"}},
+      {{"rollout", rollout_address, "microrl.v1.Rollout", rollout_security},
+       {"reward", reward_address, "microrl.v1.Reward", reward_security}},
       absl::Milliseconds(probe_ms),
       /*timeout=*/absl::Milliseconds(500), *registry);
   microrl::learner::LearnerService service({*device}, identity, peers, status);

@@ -13,6 +13,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/flag_usage.h"
+#include "common/rpc/security.h"
 #include "learner/logprobs_command.h"
 #include "learner/status_command.h"
 #include "learner/tokenizer_commands.h"
@@ -21,6 +22,12 @@ ABSL_FLAG(std::string, rollout, "", "status: host:port of the rollout server.");
 ABSL_FLAG(std::string, reward, "", "status: host:port of the reward service.");
 ABSL_FLAG(std::string, learner, "", "status: host:port of the learner.");
 ABSL_FLAG(int, timeout_ms, 2000, "status: time limit per RPC, ms.");
+ABSL_FLAG(std::string, tls_ca, "",
+          "status: PEM CA of services serving TLS (empty: plaintext).");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "status: name the services' certificates carry, if not the host.");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "status: file with the token of services that require one.");
 ABSL_FLAG(std::string, model, "", "logprobs: Hugging Face model directory.");
 ABSL_FLAG(std::string, adapter, "",
           "logprobs: PEFT LoRA adapter directory (optional).");
@@ -57,6 +64,18 @@ int Status() {
   options.reward_address = absl::GetFlag(FLAGS_reward);
   options.learner_address = absl::GetFlag(FLAGS_learner);
   options.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms));
+  options.security.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
+  options.security.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  if (const std::string file = absl::GetFlag(FLAGS_auth_token_file);
+      !file.empty()) {
+    absl::StatusOr<std::string> token = microrl::rpc::ReadTokenFile(file);
+    if (!token.ok()) {
+      std::cerr << "microrl status: --auth_token_file: "
+                << token.status().message() << "\n";
+      return 2;
+    }
+    options.security.token = *token;
+  }
   if (options.rollout_address.empty() && options.reward_address.empty() &&
       options.learner_address.empty()) {
     std::fprintf(stderr,

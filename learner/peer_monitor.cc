@@ -14,8 +14,14 @@ PeerMonitor::PeerMonitor(std::vector<Peer> peers, absl::Duration interval,
                      "last probe.")
                  .Register(registry);
   for (const Peer& peer : peers_) {
-    channels_.push_back(peer.address.empty() ? nullptr
-                                             : rpc::MakeChannel(peer.address));
+    std::shared_ptr<grpc::Channel> channel;
+    if (!peer.address.empty()) {
+      // Bad security files were refused at start-up; plaintext otherwise.
+      absl::StatusOr<std::shared_ptr<grpc::Channel>> secure =
+          rpc::MakeSecureChannel(peer.address, peer.security);
+      channel = secure.ok() ? *secure : rpc::MakeChannel(peer.address);
+    }
+    channels_.push_back(channel);
     up_.push_back(&up.Add({{"role", peer.role}}));
     v1::PeerStatus status;
     status.set_role(peer.role);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/rpc/security.h"
 #include "grpcpp/channel.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -19,10 +20,11 @@ namespace microrl::learner {
 
 // A service the learner depends on.
 struct Peer {
-  std::string role;     // "rollout" or "reward"
-  std::string address;  // host:port; empty = not configured
-  std::string service;  // gRPC service name whose health is probed
-                        // ("microrl.v1.Reward")
+  std::string role;              // "rollout" or "reward"
+  std::string address;           // host:port; empty = not configured
+  std::string service;           // gRPC service name whose health is probed
+                                 // ("microrl.v1.Reward")
+  rpc::ClientSecurity security;  // TLS and token, if the peer wants them
 };
 
 // Probes each peer's gRPC health service every `interval` on a background

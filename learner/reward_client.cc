@@ -13,12 +13,15 @@ namespace microrl::learner {
 
 absl::StatusOr<std::unique_ptr<RewardClient>> RewardClient::Create(
     const std::string& address, absl::Duration timeout,
-    const rpc::RetryPolicy& retry) {
+    const rpc::RetryPolicy& retry, const rpc::ClientSecurity& security) {
   if (absl::StatusOr<HostPort> parsed = ParseHostPort(address); !parsed.ok()) {
     return parsed.status();
   }
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      rpc::MakeSecureChannel(address, security);
+  if (!channel.ok()) return channel.status();
   return std::unique_ptr<RewardClient>(new RewardClient(
-      v1::Reward::NewStub(rpc::MakeChannel(address)), timeout, retry));
+      v1::Reward::NewStub(*std::move(channel)), timeout, retry));
 }
 
 absl::StatusOr<std::vector<RewardResult>> RewardClient::Score(

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/rpc/retry.h"
+#include "common/rpc/security.h"
 #include "proto/reward.grpc.pb.h"
 
 namespace microrl::learner {
@@ -41,7 +42,8 @@ class RewardClient {
   // UNAVAILABLE per `retry`.
   static absl::StatusOr<std::unique_ptr<RewardClient>> Create(
       const std::string& address, absl::Duration timeout,
-      const rpc::RetryPolicy& retry = {});
+      const rpc::RetryPolicy& retry = {},
+      const rpc::ClientSecurity& security = {});
 
   // Scores `items` in batches of at most `batch_size` (a server may cap batches
   // lower; RewardInfo.max_batch_items tells). Results come in item order. Fails

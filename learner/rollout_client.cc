@@ -22,8 +22,11 @@ absl::StatusOr<std::unique_ptr<RolloutClient>> RolloutClient::Create(
     const std::string& address, const RolloutClientOptions& options) {
   if (address.empty())
     return absl::InvalidArgumentError("no rollout server address");
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      rpc::MakeSecureChannel(address, options.security);
+  if (!channel.ok()) return channel.status();
   return std::unique_ptr<RolloutClient>(new RolloutClient(
-      address, v1::Rollout::NewStub(rpc::MakeChannel(address)), options));
+      address, v1::Rollout::NewStub(*std::move(channel)), options));
 }
 
 absl::Status RolloutClient::Call(

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/rpc/retry.h"
+#include "common/rpc/security.h"
 #include "proto/rollout.grpc.pb.h"
 
 namespace microrl::learner {
@@ -18,6 +19,7 @@ struct RolloutClientOptions {
   absl::Duration control_timeout =
       absl::Minutes(5);  // LoadAdapter, Sleep, Wake, GetInfo
   rpc::RetryPolicy retry;
+  rpc::ClientSecurity security;  // TLS and token, if the server wants them
 };
 
 // The learner's client of a rollout server: every call has a deadline and is

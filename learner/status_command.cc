@@ -97,7 +97,10 @@ absl::Status RunStatusCommand(const StatusCommandOptions& options,
   std::vector<std::string> not_serving;
   for (const Target& target : targets) {
     if (target.address.empty()) continue;
-    std::shared_ptr<grpc::Channel> channel = rpc::MakeChannel(target.address);
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> secure =
+        rpc::MakeSecureChannel(target.address, options.security);
+    if (!secure.ok()) return secure.status();
+    std::shared_ptr<grpc::Channel> channel = *secure;
     const absl::StatusOr<rpc::HealthStatus> health =
         rpc::CheckHealth(channel, target.service, options.timeout);
     std::string line =

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/rpc/security.h"
 
 namespace microrl::learner {
 
@@ -15,6 +16,8 @@ struct StatusCommandOptions {
   std::string reward_address;
   std::string learner_address;
   absl::Duration timeout = absl::Seconds(2);
+  // TLS and token for services that require them (the same for all).
+  rpc::ClientSecurity security;
 };
 
 // `microrl status`: for each given service, its health and GetInfo summary, one

@@ -257,6 +257,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   // max_wait_s; then the run checkpoints and fails.
   rollout_options.retry.max_attempts = std::numeric_limits<int>::max();
   rollout_options.retry.max_elapsed = absl::Seconds(config.rollout_max_wait_s);
+  absl::StatusOr<rpc::ClientSecurity> rollout_security =
+      ResolvePeerSecurity(config.rollout_security, "rollout");
+  if (!rollout_security.ok()) return rollout_security.status();
+  absl::StatusOr<rpc::ClientSecurity> reward_security =
+      ResolvePeerSecurity(config.reward_security, "reward");
+  if (!reward_security.ok()) return reward_security.status();
+  rollout_options.security = *rollout_security;
+  t->reward_security_ = *reward_security;
   rpc::RetryPolicy reward_retry;
   reward_retry.max_attempts = std::numeric_limits<int>::max();
   reward_retry.max_elapsed = absl::Seconds(config.reward_max_wait_s);
@@ -266,7 +274,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   t->rollout_ = *std::move(rollout);
   absl::StatusOr<std::unique_ptr<RewardClient>> reward = RewardClient::Create(
       config.reward_address, absl::Seconds(config.reward_timeout_s),
-      reward_retry);
+      reward_retry, *reward_security);
   if (!reward.ok()) return reward.status();
   t->reward_ = *std::move(reward);
 
@@ -759,6 +767,7 @@ absl::Status Trainer::Run() {
     eval.seed = config_.seed;
     eval.rollout_address = config_.rollout_address;
     eval.reward_address = config_.reward_address;
+    eval.reward_security = reward_security_;
     eval.out_dir = run_dir_ + "/eval";
     if (rollout_asleep_) {
       absl::StatusOr<v1::WakeResponse> woke = rollout_->Wake();

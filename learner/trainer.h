@@ -89,6 +89,7 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<PolicyUpdater> updater_;
   std::unique_ptr<RolloutClient> rollout_;
+  rpc::ClientSecurity reward_security_;  // for the final evaluation
   std::unique_ptr<RewardClient> reward_;
   std::unique_ptr<PromptBuilder> prompts_;
   std::vector<Problem> problems_;

@@ -10,6 +10,7 @@
 #include "common/base/flag_usage.h"
 #include "common/base/logging.h"
 #include "common/base/signals.h"
+#include "common/rpc/security_flags.h"
 #include "common/rpc/server_main.h"
 #include "reward_service/reward_service.h"
 #include "reward_service/score_command.h"
@@ -124,6 +125,11 @@ int main(int argc, char** argv) {
   server.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   server.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   server.ready_file = absl::GetFlag(FLAGS_ready_file);
+  absl::StatusOr<microrl::rpc::ServerSecurity> security =
+      microrl::rpc::ServerSecurityFromFlags();
+  if (!security.ok())
+    return microrl::rpc::UsageError(kComponent, security.status());
+  server.security = *std::move(security);
   for (const absl::Status& status :
        {microrl::rpc::CheckNoPositionalArguments(positional),
         microrl::rpc::ValidateServerMainOptions(server)}) {

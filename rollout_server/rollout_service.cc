@@ -1,10 +1,14 @@
 #include "rollout_server/rollout_service.h"
 
+#include <limits.h>
+#include <stdlib.h>
+
 #include <chrono>
 #include <future>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -62,6 +66,28 @@ absl::Status CheckAdapterPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+absl::Status CheckResolvesInside(const std::string& root,
+                                 const std::string& path) {
+  char resolved_root[PATH_MAX];
+  if (::realpath(root.c_str(), resolved_root) == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--adapter_dir ", root, " does not exist"));
+  }
+  const std::string prefix = absl::StrCat(resolved_root, "/");
+  for (const std::string& file :
+       {absl::StrCat(root, "/", path),
+        absl::StrCat(root, "/", path, "/adapter_config.json"),
+        absl::StrCat(root, "/", path, "/adapter_model.safetensors")}) {
+    char resolved[PATH_MAX];
+    if (::realpath(file.c_str(), resolved) == nullptr)
+      continue;  // missing: loading it reports NotFound
+    if (!absl::StartsWith(resolved, prefix)) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "adapter path \"", path, "\" leads outside --adapter_dir (a link)"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 RolloutService::RolloutService(const RolloutServiceOptions& options,
                                std::shared_ptr<Engine> engine,
@@ -199,6 +225,11 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     }
     if (absl::Status status = CheckAdapterPath(header.path()); !status.ok())
       return status;
+    if (absl::Status status =
+            CheckResolvesInside(options_.adapter_dir, header.path());
+        !status.ok()) {
+      return status;
+    }
     if (reader->Read(&message)) {
       return absl::InvalidArgumentError(
           "a header with a path must be the only message");

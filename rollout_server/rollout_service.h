@@ -65,6 +65,10 @@ class RolloutService final : public v1::Rollout::Service {
 
 // Checks a LoadAdapter path: relative, no "..", no empty or "." components.
 absl::Status CheckAdapterPath(const std::string& path);
+// PermissionDenied if `path` under `root`, or the adapter files in it, resolve
+// (through symbolic links) to somewhere outside `root`.
+absl::Status CheckResolvesInside(const std::string& root,
+                                 const std::string& path);
 
 }  // namespace microrl::rollout
 

@@ -61,4 +61,9 @@ absl::Status ValidatePort(int port, absl::string_view flag_name,
   return absl::OkStatus();
 }
 
+bool IsLoopbackHost(absl::string_view host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" ||
+         absl::StartsWith(host, "127.");
+}
+
 }  // namespace microrl

@@ -31,6 +31,9 @@ absl::Status ValidatePort(int port, absl::string_view flag_name,
 // Joins a host (bracketing IPv6) and a port into an address string.
 std::string JoinHostPort(absl::string_view host, int port);
 
+// True for "127.0.0.1" (and the rest of 127.0.0.0/8), "::1" and "localhost".
+bool IsLoopbackHost(absl::string_view host);
+
 }  // namespace microrl
 
 #endif  // MICRORL_COMMON_BASE_NET_H_

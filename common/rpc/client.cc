@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "common/rpc/security.h"
 #include "common/rpc/status.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -18,6 +19,29 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
   args.SetMaxSendMessageSize(max_message_bytes);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
                                    args);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeSecureChannel(
+    const std::string& address, const ClientSecurity& security,
+    int max_message_bytes) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(security);
+  if (!credentials.ok()) return credentials.status();
+  if (!security.token.empty()) {
+    if (absl::Status s = ValidateToken(security.token); !s.ok()) return s;
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(max_message_bytes);
+  args.SetMaxSendMessageSize(max_message_bytes);
+  if (!security.tls_server_name.empty())
+    args.SetSslTargetNameOverride(security.tls_server_name);
+  std::vector<
+      std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+      interceptors;
+  if (!security.token.empty())
+    interceptors.push_back(MakeTokenInterceptorFactory(security.token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      address, *credentials, args, std::move(interceptors));
 }
 
 absl::StatusOr<HealthStatus> CheckHealth(std::shared_ptr<grpc::Channel> channel,

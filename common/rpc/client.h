@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/rpc/limits.h"
+#include "common/rpc/security.h"
 #include "grpcpp/channel.h"
 #include "proto/health.pb.h"
 
@@ -16,6 +17,13 @@ namespace microrl::rpc {
 // `max_message_bytes` (the servers' default limit when omitted).
 std::shared_ptr<grpc::Channel> MakeChannel(
     const std::string& address,
+    int max_message_bytes = kDefaultMaxMessageBytes);
+
+// A channel with TLS and/or a token per `security` (insecure and token-less
+// when it is empty). InvalidArgument for unreadable or missing PEM files or a
+// malformed token.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeSecureChannel(
+    const std::string& address, const ClientSecurity& security,
     int max_message_bytes = kDefaultMaxMessageBytes);
 
 using HealthStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;

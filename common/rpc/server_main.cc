@@ -69,6 +69,7 @@ int RunServer(const ServerMainOptions& options,
   host_options.port = options.port;
   host_options.max_message_bytes = options.max_message_mb << 20;
   host_options.shutdown_grace = options.shutdown_grace;
+  host_options.security = options.security;
   absl::StatusOr<std::unique_ptr<ServiceHost>> host =
       ServiceHost::Start(host_options, services, *registry);
   if (!host.ok()) {
@@ -79,7 +80,13 @@ int RunServer(const ServerMainOptions& options,
                 << JoinHostPort(options.host, (*host)->port())
                 << ", metrics on http://"
                 << JoinHostPort(options.host, (*metrics_server)->port())
-                << "/metrics";
+                << "/metrics"
+                << (options.security.tls_cert_file.empty()
+                        ? ""
+                        : (options.security.tls_client_ca_file.empty()
+                               ? " (TLS)"
+                               : " (mutual TLS)"))
+                << (options.security.token.empty() ? "" : " (token required)");
 
   if (!options.ready_file.empty()) {
     const ReadyInfo ready{identity.component(), (*host)->port(),

@@ -27,6 +27,8 @@ struct ServerMainOptions {
   // If set, written once serving ({"grpc_port", "metrics_port", "pid",
   // "component"}) and removed on a clean stop.
   std::string ready_file;
+  // TLS and the shared token (ServerSecurityFromFlags); none by default.
+  ServerSecurity security;
 };
 
 // Checks the options as flags: the message names the flag ("--port=70000: must

@@ -24,10 +24,21 @@ absl::StatusOr<std::unique_ptr<ServiceHost>> ServiceHost::Start(
   grpc::EnableDefaultHealthCheckService(true);
   auto metrics = std::make_unique<RpcMetrics>(registry);
 
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(options.security);
+  if (!credentials.ok()) return credentials.status();
+  if (!options.security.token.empty() &&
+      options.security.tls_cert_file.empty() && !IsLoopbackHost(options.host)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a token without TLS is for loopback only; --host=", options.host,
+        " needs --tls_cert and --tls_key too"));
+  }
+
   const std::string address = JoinHostPort(options.host, options.port);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(address, *credentials, &port);
+
   // Without this a second server could silently share the port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "common/rpc/limits.h"
 #include "common/rpc/rpc_metrics.h"
+#include "common/rpc/security.h"
 #include "grpcpp/server.h"
 #include "prometheus/registry.h"
 
@@ -20,6 +21,8 @@ struct ServiceHostOptions {
   std::string host = "127.0.0.1";
   int port = 0;
   int max_message_bytes = kDefaultMaxMessageBytes;
+  // TLS and the shared token (none by default).
+  ServerSecurity security;
   // How long Shutdown lets in-flight calls finish before cancelling them.
   absl::Duration shutdown_grace = absl::Seconds(1);
 };
@@ -36,8 +39,8 @@ struct HostedService {
 // until Shutdown. Thread-safe.
 class ServiceHost {
  public:
-  // Builds and starts the server. InvalidArgument without services; Unavailable
-  // if the address cannot be bound.
+  // Builds and starts the server. InvalidArgument without services or for bad
+  // security settings; Unavailable if the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<ServiceHost>> Start(
       const ServiceHostOptions& options,
       const std::vector<HostedService>& services,

@@ -12,7 +12,9 @@ block before the answer. Replace `score_item` with your own logic.
 
 It generates the Python stubs from proto/ at start-up, serves the standard health
 service as every microrl server does, writes --ready_file like them, and stops on
-SIGTERM/SIGINT.
+SIGTERM/SIGINT. For use across machines it takes the same --tls_cert/--tls_key/
+--tls_client_ca and --auth_token_file flags as microrl's services (the learner's
+reward.tls_ca / reward.token_file settings match them).
 """
 import argparse
 import json
@@ -130,6 +132,28 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse(status=status)
 
 
+class TokenCheck(grpc.ServerInterceptor):
+    """Refuses every call that does not carry "authorization: Bearer <token>", as
+    microrl's own services do with --auth_token_file (UNAUTHENTICATED)."""
+
+    def __init__(self, token):
+        self.expected = ("authorization", f"Bearer {token}")
+
+        def deny(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
+        self.deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    def intercept_service(self, continuation, details):
+        if self.expected in tuple(details.invocation_metadata or ()):
+            return continuation(details)
+        return self.deny
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -137,9 +161,21 @@ def main():
     parser.add_argument("--ready_file", default="")
     parser.add_argument("--format_weight", type=float, default=0.1)
     parser.add_argument("--max_batch_items", type=int, default=8192)
+    parser.add_argument("--tls_cert", default="", help="PEM certificate: serve TLS")
+    parser.add_argument("--tls_key", default="", help="PEM key of --tls_cert")
+    parser.add_argument("--tls_client_ca", default="",
+                        help="PEM CA: require client certificates (mutual TLS)")
+    parser.add_argument("--auth_token_file", default="",
+                        help="file with the token every call must carry")
     args = parser.parse_args()
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
+    interceptors = []
+    if args.auth_token_file:
+        token = read(args.auth_token_file).decode().strip()
+        if len(token) < 16:
+            sys.exit(f"--auth_token_file {args.auth_token_file}: the token needs 16+ characters")
+        interceptors.append(TokenCheck(token))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=interceptors,
                          options=[("grpc.max_receive_message_length", 256 << 20),
                                   ("grpc.max_send_message_length", 256 << 20),
                                   ("grpc.so_reuseport", 0)])
@@ -147,7 +183,20 @@ def main():
     reward_pb2_grpc.add_RewardServicer_to_server(
         RewardServicer(args.format_weight, args.max_batch_items), server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    if args.tls_cert:
+        credentials = grpc.ssl_server_credentials(
+            [(read(args.tls_key), read(args.tls_cert))],
+            root_certificates=read(args.tls_client_ca) if args.tls_client_ca else None,
+            require_client_auth=bool(args.tls_client_ca))
+        port = server.add_secure_port(f"{args.host}:{args.port}", credentials)
+    elif interceptors:
+        # A token without TLS, like microrl's services: loopback connections only.
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            sys.exit("--auth_token_file without --tls_cert needs a loopback --host")
+        port = server.add_secure_port(f"{args.host}:{args.port}",
+                                      grpc.local_server_credentials(grpc.LocalConnectionType.LOCAL_TCP))
+    else:
+        port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
         sys.exit(f"cannot serve on {args.host}:{args.port}")
     server.start()

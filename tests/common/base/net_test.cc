@@ -5,6 +5,13 @@
 namespace microrl {
 namespace {
 
+TEST(IsLoopbackHostTest, KnowsLoopbackNames) {
+  for (const char* host : {"127.0.0.1", "127.1.2.3", "localhost", "::1"})
+    EXPECT_TRUE(IsLoopbackHost(host)) << host;
+  for (const char* host : {"0.0.0.0", "10.0.0.1", "example.com", "::", ""})
+    EXPECT_FALSE(IsLoopbackHost(host)) << host;
+}
+
 TEST(ParseHostPortTest, AcceptsHostnamesAndIpv4) {
   absl::StatusOr<HostPort> parsed = ParseHostPort("localhost:50051");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
