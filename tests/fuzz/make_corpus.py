@@ -141,6 +141,47 @@ def chat_template_seeds(shared):
     return seeds
 
 
+def model_files_seeds():
+    qwen = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+            "hidden_size": 96, "intermediate_size": 384, "num_hidden_layers": 3,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 320,
+            "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+            "tie_word_embeddings": True, "hidden_act": "silu", "torch_dtype": "float32",
+            "eos_token_id": 2, "bos_token_id": 0}
+    seeds = {"config_qwen2": b"\x00" + json.dumps(qwen).encode()}
+    llama = dict(qwen, architectures=["LlamaForCausalLM"], model_type="llama",
+                 rope_scaling={"rope_type": "llama3", "factor": 32.0,
+                               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                               "original_max_position_embeddings": 8192})
+    seeds["config_llama3"] = b"\x00" + json.dumps(llama).encode()
+    for name, change in (("heads_not_dividing", {"num_attention_heads": 5}),
+                         ("kv_not_dividing", {"num_key_value_heads": 3}),
+                         ("negative", {"hidden_size": -96}),
+                         ("huge", {"hidden_size": 1 << 40, "vocab_size": 1 << 40}),
+                         ("zero_layers", {"num_hidden_layers": 0}),
+                         ("string_sizes", {"hidden_size": "96"}),
+                         ("unknown_arch", {"architectures": ["MambaForCausalLM"]}),
+                         ("sliding", {"use_sliding_window": True, "sliding_window": 16}),
+                         ("gelu", {"hidden_act": "gelu"}),
+                         ("eos_list", {"eos_token_id": [2, 3, -1]}),
+                         ("float_eps", {"rms_norm_eps": "nan"})):
+        seeds["config_" + name] = b"\x00" + json.dumps(dict(qwen, **change)).encode()
+    seeds["config_truncated"] = b"\x00" + json.dumps(qwen).encode()[:60]
+    seeds["config_not_object"] = b"\x00[]"
+    lines = [json.dumps({"problem": "1+1=?", "answer": "2"}),
+             json.dumps({"problem": "x", "answer": 7}),
+             "", "  ", json.dumps({"problem": "y", "answer": "\\frac{1}{2}", "id": "p3"})]
+    seeds["jsonl_valid"] = b"\x01" + "\n".join(lines).encode()
+    seeds["jsonl_crlf_bom"] = b"\x01\xef\xbb\xbf" + "\r\n".join(lines).encode()
+    seeds["jsonl_bad_line"] = b"\x01" + (lines[0] + "\n{\"problem\": \n").encode()
+    seeds["jsonl_missing_field"] = b"\x01" + json.dumps({"problem": "z"}).encode()
+    seeds["jsonl_wrong_types"] = b"\x01" + json.dumps({"problem": [1], "answer": None}).encode()
+    seeds["jsonl_not_object"] = b"\x01[1,2]\n\"text\"\n3"
+    seeds["jsonl_invalid_utf8"] = b"\x01{\"problem\": \"\xff\xfe\", \"answer\": \"1\"}"
+    seeds["jsonl_deep"] = b"\x01" + b"[" * 3000 + b"]" * 3000
+    return seeds
+
+
 def reward_seeds(shared):
     seeds = {}
     n = 0
@@ -169,6 +210,7 @@ def main():
     for target, seeds in (("safetensors", safetensors_seeds()),
                           ("tokenizer", tokenizer_seeds(args.shared)),
                           ("chat_template", chat_template_seeds(args.shared)),
+                          ("model_files", model_files_seeds()),
                           ("reward", reward_seeds(args.shared))):
         out = os.path.join(HERE, "corpus", target)
         shutil.rmtree(out, ignore_errors=True)

@@ -8,12 +8,13 @@
 # TARGET: reward (answer extraction, LaTeX parsing, equivalence), safetensors (header
 # parser and validator), tokenizer (encode/decode with a real tokenizer.json, decoding
 # arbitrary ids, parsing hostile tokenizer.json files), chat_template (the Jinja subset
-# over hostile templates and messages). Builds into build-fuzz/ (MICRORL_FUZZ_DIR).
+# over hostile templates and messages), model_files (config.json and JSONL problem sets).
+# Builds into build-fuzz/ (MICRORL_FUZZ_DIR).
 # Exit status 0: no crash, sanitizer report, leak, or input slower than 25 s (sanitizers
 # slow the code 10-20x).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-TARGET=${1:?usage: run_fuzz.sh reward|safetensors|tokenizer|chat_template [SECONDS]}
+TARGET=${1:?usage: run_fuzz.sh reward|safetensors|tokenizer|chat_template|model_files [SECONDS]}
 SECONDS_TO_RUN=${2:-600}
 OUT=${MICRORL_FUZZ_DIR:-$REPO/build-fuzz}
 if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
@@ -31,6 +32,10 @@ case "$TARGET" in
     LIBS=() ;;
   tokenizer|chat_template)
     SOURCES=("$REPO"/common/tokenizer/{tokenizer,unicode,jinja,chat_template}.cc "${BASE[@]}")
+    LIBS=($(pkg-config --cflags --libs libpcre2-8 libutf8proc)) ;;
+  model_files)
+    SOURCES=("$REPO"/common/model/config.cc "$REPO"/learner/data.cc
+             "$REPO"/common/tokenizer/{tokenizer,unicode,jinja,chat_template}.cc "${BASE[@]}")
     LIBS=($(pkg-config --cflags --libs libpcre2-8 libutf8proc)) ;;
   *) echo "run_fuzz.sh: unknown target '$TARGET'" >&2; exit 2 ;;
 esac
