@@ -23,9 +23,10 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o,
   if (!prompts.ok()) return prompts.status();
   std::unique_ptr<RolloutClient> own_rollout;
   if (given_rollout == nullptr) {
+    RolloutClientOptions options;
+    options.security = o.rollout_security;
     absl::StatusOr<std::unique_ptr<RolloutClient>> created =
-        RolloutClient::Create(o.rollout_address,
-                              {.security = o.rollout_security});
+        RolloutClient::Create(o.rollout_address, options);
     if (!created.ok()) return created.status();
     own_rollout = *std::move(created);
   }

@@ -139,6 +139,21 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(
   return FromJson(*text, path);
 }
 
+namespace {
+
+// Ids at or above this are refused: the largest vocabularies in use hold about
+// 262,000 tokens, and a hostile file must not make the id table huge.
+constexpr int64_t kMaxTokenId = int64_t{1} << 22;
+
+// An id as an int32_t, or -1 if it is not an integer in [0, kMaxTokenId).
+int32_t ReadTokenId(const nlohmann::json& value) {
+  if (!value.is_number_integer()) return -1;
+  const int64_t id = value.get<int64_t>();
+  return id >= 0 && id < kMaxTokenId ? static_cast<int32_t>(id) : -1;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(
     absl::string_view text, absl::string_view source) {
   const json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -163,10 +178,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(
     }
     t->ignore_merges_ = model.value("ignore_merges", false);
     for (const auto& [token, id] : model.at("vocab").items()) {
-      const int32_t value = id.get<int32_t>();
-      if (value < 0)
+      const int32_t value = ReadTokenId(id);
+      if (value < 0) {
         return absl::InvalidArgumentError(
-            absl::StrCat(source, ": negative id"));
+            absl::StrCat(source, ": vocabulary id of \"", token,
+                         "\" is not an integer in [0, ", kMaxTokenId, ")"));
+      }
       t->vocab_[token] = value;
       if (value >= static_cast<int32_t>(t->id_to_token_.size())) {
         t->id_to_token_.resize(value + 1);
@@ -221,7 +238,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(
     if (root.contains("added_tokens") && root["added_tokens"].is_array()) {
       for (const json& added : root["added_tokens"]) {
         AddedToken token{added.at("content").get<std::string>(),
-                         added.at("id").get<int32_t>(),
+                         ReadTokenId(added.at("id")),
                          added.value("special", false)};
         for (const char* flag : {"lstrip", "rstrip", "single_word"}) {
           if (added.value(flag, false)) {
@@ -354,13 +371,28 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(
             item.at("SpecialToken").at("id").get<std::string>();
         for (const json& id :
              processor.at("special_tokens").at(name).at("ids")) {
-          (after ? t->suffix_ids_ : t->prefix_ids_)
-              .push_back(id.get<int32_t>());
+          const int32_t value = ReadTokenId(id);
+          if (value < 0) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                source, ": post-processor id is not an integer in [0, ",
+                kMaxTokenId, ")"));
+          }
+          (after ? t->suffix_ids_ : t->prefix_ids_).push_back(value);
         }
       }
     }
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", e.what()));
+  }
+  for (const std::vector<int32_t>* ids : {&t->prefix_ids_, &t->suffix_ids_}) {
+    for (int32_t id : *ids) {
+      if (id >= static_cast<int32_t>(t->id_kind_.size()) ||
+          t->id_kind_[id] == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(source, ": the post-processor adds id ", id,
+                         ", which is no token of the vocabulary"));
+      }
+    }
   }
   // Bytes each token decodes to: the byte-level mapping of its characters, or,
   // for an added token with characters outside that alphabet, its own UTF-8.

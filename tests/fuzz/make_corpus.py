@@ -1,5 +1,6 @@
 """Writes the fuzz targets' seed corpora into tests/fuzz/corpus/<target>/ (committed;
-rerun to regenerate): valid inputs, and the hostile files a user or a peer could hand
+rerun to regenerate; files named found_* are inputs fuzzing once failed on, kept as
+regression seeds): valid inputs, and the hostile files a user or a peer could hand
 the parsers (truncated, lying or overlapping safetensors headers, huge sizes, corrupt
 tokenizer.json files, pathological templates).
 
@@ -8,7 +9,6 @@ tokenizer.json files, pathological templates).
 import argparse
 import json
 import os
-import shutil
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -111,6 +111,19 @@ def tokenizer_seeds(shared):
     bad["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "(((("},
                             "behavior": "Isolated", "invert": False}
     seeds["json_bad_regex"] = b"\x02" + json.dumps(bad).encode()
+    bad = json.loads(good)
+    bad["model"]["vocab"]["o"] = 2_000_000_000  # a table of 2e9 entries, refused
+    seeds["json_huge_vocab_id"] = b"\x02" + json.dumps(bad).encode()
+    bad = json.loads(good)
+    bad["added_tokens"][0]["id"] = 1 << 31
+    seeds["json_huge_added_id"] = b"\x02" + json.dumps(bad).encode()
+    bad = json.loads(good)
+    bad["post_processor"] = {"type": "TemplateProcessing",
+                             "single": [{"SpecialToken": {"id": "<x>", "type_id": 0}},
+                                        {"Sequence": {"id": "A", "type_id": 0}}],
+                             "special_tokens": {"<x>": {"id": "<x>", "ids": [999999],
+                                                        "tokens": ["<x>"]}}}
+    seeds["json_post_processor_unknown_id"] = b"\x02" + json.dumps(bad).encode()
     seeds["json_not_object"] = b"\x02[1,2,3]"
     seeds["json_deep"] = b"\x02" + b"[" * 5000 + b"]" * 5000
     return seeds
@@ -213,8 +226,10 @@ def main():
                           ("model_files", model_files_seeds()),
                           ("reward", reward_seeds(args.shared))):
         out = os.path.join(HERE, "corpus", target)
-        shutil.rmtree(out, ignore_errors=True)
-        os.makedirs(out)
+        os.makedirs(out, exist_ok=True)
+        for name in os.listdir(out):  # inputs fuzzing found (found_*) are kept
+            if not name.startswith("found_"):
+                os.remove(os.path.join(out, name))
         for name, data in seeds.items():
             with open(os.path.join(out, name), "wb") as f:
                 f.write(data)
