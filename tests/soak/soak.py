@@ -51,6 +51,7 @@ class Proc:
 
     def start(self, extra=()):
         self.starts += 1
+        self.started_at = time.time()
         log = open(os.path.join(self.work, f"{self.name}.{self.starts}.log"), "w")
         self.proc = subprocess.Popen(self.argv + list(extra), stdout=log,
                                      stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd)
@@ -154,6 +155,11 @@ def main():
                     print(f"[soak] {name} exited by itself with {p.proc.returncode}",
                           flush=True)
                     p.start(["--resume"] if name == "learner" else [])
+        # A SIGTERM that lands before a just-restarted process reaches main() kills
+        # it by default action; let the last restart settle first.
+        settle = max(p.started_at for p in everyone.values()) + 30 - time.time()
+        if settle > 0:
+            time.sleep(settle)
         learner.stop()
         for p in services.values():
             p.stop()
@@ -189,7 +195,8 @@ def main():
     else:
         check(False, f"only {len(steps)} steps in {args.minutes} minutes (need 20)")
     print(f"[soak] {len(steps)} steps; kills {kills}; logs in {work}")
-    if not args.keep and not reports:
+    from checks import FAILURES  # noqa: E402
+    if not args.keep and not FAILURES:
         shutil.rmtree(work, ignore_errors=True)
     finish()
 
