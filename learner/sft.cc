@@ -17,6 +17,7 @@
 #include "learner/data.h"
 #include "learner/optimizer.h"
 #include "learner/policy_update.h"
+#include "learner/trainer.h"
 #include "nlohmann/json.hpp"
 
 namespace microrl::learner {
@@ -32,19 +33,10 @@ absl::Status RunSft(const TrainConfig& config) {
       !s.ok()) {
     return s;
   }
-  absl::StatusOr<device::Device> dev = device::ResolveDevice(config.device);
-  if (!dev.ok()) return dev.status();
-  model::DecoderOptions options;
-  options.device =
-      dev->cuda ? at::Device(at::kCUDA, dev->index) : at::Device(at::kCPU);
-  options.dtype = config.dtype == "float32"    ? at::kFloat
-                  : config.dtype == "bfloat16" ? at::kBFloat16
-                  : config.dtype == "float16"  ? at::kHalf
-                  : dev->cuda                  ? at::kBFloat16
-                                               : at::kFloat;
   absl::StatusOr<std::unique_ptr<model::Decoder>> decoder =
-      model::Decoder::Load(config.model_path, options);
+      LoadTrainingDecoder(config);
   if (!decoder.ok()) return decoder.status();
+  const at::Device device = (*decoder)->options().device;
   model::LoraConfig lora;
   lora.rank = config.lora_rank;
   lora.alpha = config.lora_alpha;
@@ -57,10 +49,10 @@ absl::Status RunSft(const TrainConfig& config) {
   }
   absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter =
       config.lora_init.empty()
-          ? model::LoraAdapter::Create((*decoder)->config(), lora,
-                                       options.device, config.seed)
+          ? model::LoraAdapter::Create((*decoder)->config(), lora, device,
+                                       config.seed)
           : model::LoraAdapter::LoadPeft(config.lora_init, (*decoder)->config(),
-                                         options.device);
+                                         device);
   if (!adapter.ok()) return adapter.status();
   (*adapter)->SetRequiresGrad(true);
 

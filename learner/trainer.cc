@@ -91,6 +91,21 @@ Trainer::Trainer(const TrainConfig& config, prometheus::Registry& registry,
                  TrainingStatus& status)
     : config_(config), registry_(registry), status_(status) {}
 
+absl::StatusOr<std::unique_ptr<model::Decoder>> LoadTrainingDecoder(
+    const TrainConfig& config) {
+  absl::StatusOr<device::Device> dev = device::ResolveDevice(config.device);
+  if (!dev.ok()) return dev.status();
+  model::DecoderOptions options;
+  options.device =
+      dev->cuda ? at::Device(at::kCUDA, dev->index) : at::Device(at::kCPU);
+  options.dtype = config.dtype == "float32"    ? at::kFloat
+                  : config.dtype == "bfloat16" ? at::kBFloat16
+                  : config.dtype == "float16"  ? at::kHalf
+                  : dev->cuda                  ? at::kBFloat16
+                                               : at::kFloat;
+  return model::Decoder::Load(config.model_path, options);
+}
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     const TrainConfig& config, bool resume, prometheus::Registry& registry,
     TrainingStatus& status) {
@@ -117,25 +132,16 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   }
 
   // Model and adapter.
-  absl::StatusOr<device::Device> dev = device::ResolveDevice(config.device);
-  if (!dev.ok()) return dev.status();
-  model::DecoderOptions options;
-  options.device =
-      dev->cuda ? at::Device(at::kCUDA, dev->index) : at::Device(at::kCPU);
-  options.dtype = config.dtype == "float32"    ? at::kFloat
-                  : config.dtype == "bfloat16" ? at::kBFloat16
-                  : config.dtype == "float16"  ? at::kHalf
-                  : dev->cuda                  ? at::kBFloat16
-                                               : at::kFloat;
   absl::StatusOr<std::unique_ptr<model::Decoder>> decoder =
-      model::Decoder::Load(config.model_path, options);
+      LoadTrainingDecoder(config);
   if (!decoder.ok()) return decoder.status();
+  const at::Device device = (*decoder)->options().device;
   t->decoder_ = *std::move(decoder);
 
   t->state_.seed = config.seed;
   if (latest.has_value()) {
     absl::StatusOr<LoadedCheckpoint> loaded =
-        LoadCheckpoint(*latest, t->decoder_->config(), options.device);
+        LoadCheckpoint(*latest, t->decoder_->config(), device);
     if (!loaded.ok()) return loaded.status();
     t->state_ = loaded->state;
     t->adapter_ = std::move(loaded->adapter);
@@ -163,10 +169,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     }
     absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter =
         config.lora_init.empty()
-            ? model::LoraAdapter::Create(t->decoder_->config(), lora,
-                                         options.device, config.seed)
-            : model::LoraAdapter::LoadPeft(
-                  config.lora_init, t->decoder_->config(), options.device);
+            ? model::LoraAdapter::Create(t->decoder_->config(), lora, device,
+                                         config.seed)
+            : model::LoraAdapter::LoadPeft(config.lora_init,
+                                           t->decoder_->config(), device);
     if (!adapter.ok()) {
       return absl::Status(
           adapter.status().code(),

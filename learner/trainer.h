@@ -25,6 +25,11 @@
 
 namespace microrl::learner {
 
+// The base model of a run on its device (model.device) and in its dtype
+// (model.dtype; "auto": bfloat16 on a GPU, float32 on the CPU).
+absl::StatusOr<std::unique_ptr<model::Decoder>> LoadTrainingDecoder(
+    const TrainConfig& config);
+
 // One training step's measurements, in the order they are logged.
 using StepMetrics = nlohmann::ordered_json;
 
