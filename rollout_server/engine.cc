@@ -586,12 +586,13 @@ void Engine::HandleControls() {
   }
   while (!controls_.empty()) {
     Control& control = *controls_.front();
+    absl::Status result;
     switch (control.kind) {
       case Control::Kind::kLoadAdapter: {
         if (control.version <= adapter_version_) {
-          control.done.set_value(absl::FailedPreconditionError(absl::StrCat(
+          result = absl::FailedPreconditionError(absl::StrCat(
               "adapter version ", control.version,
-              " is not above the loaded version ", adapter_version_)));
+              " is not above the loaded version ", adapter_version_));
           break;
         }
         // Running sequences, and the rest of a request partly admitted,
@@ -605,13 +606,13 @@ void Engine::HandleControls() {
         MRL_LOG(INFO) << "adapter version " << adapter_version_ << " (rank "
                       << adapter_->config().rank << ") in use after "
                       << control.seconds << " s";
-        control.done.set_value(absl::OkStatus());
+        result = absl::OkStatus();
         break;
       }
       case Control::Kind::kSleep: {
         if (sleeping_) {
           control.bytes = 0;
-          control.done.set_value(absl::OkStatus());
+          result = absl::OkStatus();
           break;
         }
         if (control.abort_running) AbortForSleep();
@@ -647,7 +648,7 @@ void Engine::HandleControls() {
         sleeping_gauge_.Set(1);
         kv_bytes_.Set(0);
         MRL_LOG(INFO) << "asleep: released " << control.bytes << " bytes";
-        control.done.set_value(absl::OkStatus());
+        result = absl::OkStatus();
         break;
       }
       case Control::Kind::kWake: {
@@ -655,7 +656,7 @@ void Engine::HandleControls() {
           absl::StatusOr<model::KvCache> cache =
               ReserveCache(*decoder_, num_slots_, options_.max_model_len);
           if (!cache.ok()) {
-            control.done.set_value(cache.status());
+            result = cache.status();
             break;
           }
           cache_.emplace(*std::move(cache));
@@ -665,10 +666,13 @@ void Engine::HandleControls() {
           MRL_LOG(INFO) << "awake: KV cache of " << cache_->bytes() << " bytes";
         }
         control.bytes = cache_->bytes();
-        control.done.set_value(absl::OkStatus());
+        result = absl::OkStatus();
         break;
       }
     }
+    // What Info reports reflects the control before its caller returns.
+    Publish();
+    control.done.set_value(std::move(result));
     controls_.pop_front();
   }
 }
