@@ -59,6 +59,24 @@ set_target_properties(microrl::torch PROPERTIES
     "${MICRORL_TORCH_DIR}/lib/libtorch.so;${MICRORL_TORCH_DIR}/lib/libtorch_cpu.so;${MICRORL_TORCH_DIR}/lib/libc10.so;Threads::Threads"
   INTERFACE_LINK_DIRECTORIES "${MICRORL_TORCH_DIR}/lib")
 
+# microrl::torch_cuda: LibTorch's CUDA-side C++ API (c10/cuda, ATen/cuda) for the few TUs
+# that need it (allocator caps, CUDA IPC). Its headers include the CUDA runtime's, which the
+# wheel's nvidia-* packages carry, so no CUDA toolkit is needed here either.
+find_path(MICRORL_CUDA_RUNTIME_INCLUDE cuda_runtime_api.h
+  PATHS ${MICRORL_TORCH_DIR}/../nvidia/cu13/include
+        ${MICRORL_TORCH_DIR}/../nvidia/cuda_runtime/include
+  NO_DEFAULT_PATH)
+if(NOT MICRORL_CUDA_RUNTIME_INCLUDE)
+  message(FATAL_ERROR "no cuda_runtime_api.h in the torch wheel's nvidia packages "
+                      "under ${MICRORL_TORCH_DIR}/.. (run deploy/setup.sh)")
+endif()
+add_library(microrl::torch_cuda INTERFACE IMPORTED)
+set_target_properties(microrl::torch_cuda PROPERTIES
+  INTERFACE_SYSTEM_INCLUDE_DIRECTORIES "${MICRORL_CUDA_RUNTIME_INCLUDE}"
+  INTERFACE_INCLUDE_DIRECTORIES "${MICRORL_CUDA_RUNTIME_INCLUDE}"
+  INTERFACE_LINK_LIBRARIES
+    "microrl::torch;${MICRORL_TORCH_DIR}/lib/libc10_cuda.so;${MICRORL_TORCH_DIR}/lib/libtorch_cuda.so")
+
 # One precompiled header shared by torch TUs (REUSE_FROM needs identical flags, which
 # these helpers guarantee). <torch/types.h> gives tensors and autograd; a TU that needs
 # torch::nn or torch::optim includes those itself. Measured here (2 cores, -O3): a TU

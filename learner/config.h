@@ -46,6 +46,9 @@ struct TrainConfig {
   std::string device = "cpu";
   std::string dtype = "auto";  // base weights: auto, float32, bfloat16, float16
   bool gradient_checkpointing = true;
+  // Caps what this process's CUDA caching allocator may reserve, GiB (0: no
+  // cap), so rollout server and learner share one GPU within a budget.
+  double gpu_memory_gib = 0;
 
   // lora
   int64_t lora_rank = 64;

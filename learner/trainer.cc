@@ -95,6 +95,15 @@ absl::StatusOr<std::unique_ptr<model::Decoder>> LoadTrainingDecoder(
     const TrainConfig& config) {
   absl::StatusOr<device::Device> dev = device::ResolveDevice(config.device);
   if (!dev.ok()) return dev.status();
+  if (config.gpu_memory_gib > 0) {
+    const absl::Status capped = device::CapMemory(
+        *dev, static_cast<uint64_t>(config.gpu_memory_gib * (1 << 30)));
+    if (!capped.ok()) {
+      return absl::Status(capped.code(), absl::StrCat("model.gpu_memory_gib: ",
+                                                      capped.message()));
+    }
+    MRL_LOG(INFO) << "GPU memory capped at " << config.gpu_memory_gib << " GiB";
+  }
   model::DecoderOptions options;
   options.device =
       dev->cuda ? at::Device(at::kCUDA, dev->index) : at::Device(at::kCPU);

@@ -39,6 +39,11 @@ ABSL_FLAG(int64_t, kv_cache_mb, 1024,
           "KV-cache memory, MiB; it holds kv_cache_mb / (one max_model_len "
           "sequence's "
           "keys and values) sequences at once.");
+ABSL_FLAG(double, gpu_memory_gib, 0,
+          "Cap on the GPU memory this process's CUDA caching allocator may "
+          "reserve, GiB (0: no cap): weights, KV cache and activations all "
+          "count, so a rollout server and a learner can share one GPU within "
+          "a budget. Needs --device=cuda.");
 ABSL_FLAG(int64_t, max_model_len, 0,
           "Tokens per sequence, prompt + completion (0: min(4096, the model's "
           "max_position_embeddings)).");
@@ -96,6 +101,7 @@ int main(int argc, char** argv) {
     model.device = *device;
     model.dtype = absl::GetFlag(FLAGS_dtype);
     model.kv_cache_mb = absl::GetFlag(FLAGS_kv_cache_mb);
+    model.gpu_memory_gib = absl::GetFlag(FLAGS_gpu_memory_gib);
     model.max_model_len = absl::GetFlag(FLAGS_max_model_len);
     model.max_tokens = absl::GetFlag(FLAGS_max_tokens);
     model.max_group_size = absl::GetFlag(FLAGS_max_group_size);

@@ -33,6 +33,21 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
                                ? at::Device(at::kCUDA, options.device.index)
                                : at::Device(at::kCPU);
   decoder_options.dtype = *dtype;
+  if (options.gpu_memory_gib < 0) {
+    return absl::InvalidArgumentError(
+        "--gpu_memory_gib: must be >= 0 (0: no cap)");
+  }
+  if (options.gpu_memory_gib > 0) {
+    const absl::Status capped = device::CapMemory(
+        options.device,
+        static_cast<uint64_t>(options.gpu_memory_gib * (1 << 30)));
+    if (!capped.ok()) {
+      return absl::Status(capped.code(),
+                          absl::StrCat("--gpu_memory_gib: ", capped.message()));
+    }
+    MRL_LOG(INFO) << "GPU memory capped at " << options.gpu_memory_gib
+                  << " GiB";
+  }
   const absl::Time start = absl::Now();
   absl::StatusOr<std::unique_ptr<model::Decoder>> decoder =
       model::Decoder::Load(options.model_dir, decoder_options);

@@ -21,6 +21,8 @@ struct ServerModelOptions {
   // "float16".
   std::string dtype = "auto";
   int64_t kv_cache_mb = 1024;
+  // Cap on what the CUDA caching allocator may reserve, GiB (0: none).
+  double gpu_memory_gib = 0;
   // 0: min(4096, the model's max_position_embeddings).
   int64_t max_model_len = 0;
   int64_t max_tokens = 1024;

@@ -1,8 +1,10 @@
 #include "common/device/device.h"
 
 #include <ATen/DeviceAccelerator.h>
+#include <ATen/ops/empty.h>
 #include <c10/core/Device.h>
 #include <c10/core/DeviceType.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/version.h>
 
 #include <algorithm>
@@ -76,15 +78,62 @@ MemoryInfo QueryMemory(const Device& device) {
         static_cast<uint64_t>(stats.allocated_bytes[kAggregate].current);
     info.reserved_bytes =
         static_cast<uint64_t>(stats.reserved_bytes[kAggregate].current);
+    info.peak_allocated_bytes =
+        static_cast<uint64_t>(stats.allocated_bytes[kAggregate].peak);
+    info.peak_reserved_bytes =
+        static_cast<uint64_t>(stats.reserved_bytes[kAggregate].peak);
     const auto [free_bytes, total_bytes] =
         at::accelerator::getMemoryInfo(index);
     info.free_bytes = free_bytes;
     info.total_bytes = total_bytes;
+    const double fraction =
+        c10::cuda::CUDACachingAllocator::getMemoryFraction(index);
+    if (fraction > 0 && fraction < 1) {
+      info.cap_bytes =
+          static_cast<uint64_t>(fraction * static_cast<double>(total_bytes));
+    }
   } catch (const std::exception&) {
     // A device that cannot report reads as zeros; callers treat zeros as
     // unknown.
   }
   return info;
+}
+
+void ResetPeakMemory(const Device& device) {
+  if (!device.cuda) return;
+  try {
+    at::accelerator::resetPeakStats(
+        static_cast<c10::DeviceIndex>(device.index));
+  } catch (const std::exception&) {
+  }
+}
+
+absl::Status CapMemory(const Device& device, uint64_t bytes) {
+  if (!device.cuda) {
+    return absl::FailedPreconditionError(
+        "a GPU memory cap needs a CUDA device (the device is cpu)");
+  }
+  if (bytes == 0) {
+    return absl::InvalidArgumentError("a GPU memory cap must be above 0");
+  }
+  try {
+    const auto index = static_cast<c10::DeviceIndex>(device.index);
+    // The allocator is set up on the first CUDA allocation.
+    (void)at::empty({1}, at::TensorOptions().device(at::kCUDA, index));
+    const auto [free_bytes, total_bytes] =
+        at::accelerator::getMemoryInfo(index);
+    if (bytes > total_bytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a GPU memory cap of ", bytes, " bytes exceeds ",
+                       device.ToString(), "'s ", total_bytes, " bytes"));
+    }
+    c10::cuda::CUDACachingAllocator::setMemoryFraction(
+        static_cast<double>(bytes) / static_cast<double>(total_bytes), index);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("cannot cap the memory of ",
+                                            device.ToString(), ": ", e.what()));
+  }
+  return absl::OkStatus();
 }
 
 void ReleaseCachedMemory(const Device& device) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -34,11 +35,27 @@ struct MemoryInfo {
   uint64_t total_bytes = 0;      // device capacity
   uint64_t free_bytes =
       0;  // free on the device (all processes), per the driver
+  // Highest allocated/reserved since the process started or ResetPeakMemory.
+  uint64_t peak_allocated_bytes = 0;
+  uint64_t peak_reserved_bytes = 0;
+  // This process's cap (CapMemory), or 0 when none is set.
+  uint64_t cap_bytes = 0;
 };
 
 // Memory of a CUDA device as the caching allocator and driver see it; all zeros
 // for the CPU.
 MemoryInfo QueryMemory(const Device& device);
+
+// Starts the peak counters of QueryMemory afresh (no-op on the CPU).
+void ResetPeakMemory(const Device& device);
+
+// Caps what this process's caching allocator may reserve on a CUDA device at
+// `bytes` (as torch.cuda.set_per_process_memory_fraction does): an allocation
+// beyond it fails with an out-of-memory error even when the GPU has room, so
+// several processes can share one GPU within a budget. Call before the large
+// allocations. InvalidArgument for 0 or more than the device's capacity,
+// FailedPrecondition on the CPU.
+absl::Status CapMemory(const Device& device, uint64_t bytes);
 
 // Returns the caching allocator's unused cached blocks to the driver (no-op on
 // the CPU).

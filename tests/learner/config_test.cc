@@ -92,6 +92,8 @@ TEST(ConfigTest, ErrorsNameTheFileAndLine) {
       HasSubstr("grpo.loss_aggregation"));
   EXPECT_THAT(error(std::string(kMinimal) + "lora:\n  targets: [qkv_proj]\n"),
               HasSubstr("lora.targets: modules are"));
+  EXPECT_THAT(error(std::string(kMinimal) + "model:\n  gpu_memory_gib: -2\n"),
+              HasSubstr("model.gpu_memory_gib: must be >= 0"));
   EXPECT_THAT(error(std::string(kMinimal) + "run:\n  output_dir: \"\"\n"),
               HasSubstr("run.output_dir"));
 }
