@@ -59,6 +59,7 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"rollout.top_p", &c.top_p},
       {"rollout.top_k", &c.top_k},
       {"rollout.colocated", &c.colocated},
+      {"rollout.publish_dtype", &c.publish_dtype},
       {"rollout.generate_timeout_s", &c.generate_timeout_s},
       {"rollout.max_wait_s", &c.rollout_max_wait_s},
       {"rollout.tls_ca", &c.rollout_security.tls_ca},
@@ -342,6 +343,10 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
                    "must be auto, float32, bfloat16 or float16"),
            Require(c.gpu_memory_gib >= 0, "model.gpu_memory_gib",
                    "must be >= 0 (0: no cap)"),
+           Require(c.publish_dtype == "auto" || c.publish_dtype == "float32" ||
+                       c.publish_dtype == "bfloat16",
+                   "rollout.publish_dtype",
+                   "must be auto, float32 or bfloat16"),
            Require(c.lora_rank >= 1, "lora.rank", "must be >= 1"),
            Require(c.lora_alpha > 0, "lora.alpha", "must be > 0"),
            Require(!c.lora_targets.empty(), "lora.targets",

@@ -84,6 +84,10 @@ struct TrainConfig {
   // Time-share one GPU with the rollout server (Sleep before the update, Wake
   // after).
   bool colocated = false;
+  // dtype of the adapter weights sent to the rollout server: auto (bfloat16
+  // when the learner's model runs in bfloat16, else float32), float32 or
+  // bfloat16. A rollout server keeps them in its model's dtype.
+  std::string publish_dtype = "auto";
   double generate_timeout_s = 3600;
   // How long to keep retrying a rollout server that is unreachable (restarting)
   // before the run checkpoints and fails.

@@ -532,7 +532,13 @@ absl::StatusOr<UpdateStats> Trainer::Update(
 }
 
 absl::Status Trainer::Publish() {
-  absl::StatusOr<std::string> weights = adapter_->PeftSafetensors();
+  const at::ScalarType dtype =
+      config_.publish_dtype == "bfloat16" ||
+              (config_.publish_dtype == "auto" &&
+               decoder_->options().dtype == at::kBFloat16)
+          ? at::kBFloat16
+          : at::kFloat;
+  absl::StatusOr<std::string> weights = adapter_->PeftSafetensors(dtype);
   if (!weights.ok()) return weights.status();
   const uint64_t version = state_.adapter_version + 1;
   absl::StatusOr<v1::LoadAdapterResponse> loaded = rollout_->LoadAdapter(

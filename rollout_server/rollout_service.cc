@@ -217,6 +217,8 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
   }
   const model::ModelConfig& config = engine_->decoder().config();
   const at::Device device = engine_->decoder().options().device;
+  // Kept in the base model's dtype: no per-step cast when decoding.
+  const at::ScalarType dtype = engine_->decoder().options().dtype;
   absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter;
   if (!header.path().empty()) {
     if (options_.adapter_dir.empty()) {
@@ -235,7 +237,7 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
           "a header with a path must be the only message");
     }
     adapter = model::LoraAdapter::LoadPeft(
-        options_.adapter_dir + "/" + header.path(), config, device);
+        options_.adapter_dir + "/" + header.path(), config, device, dtype);
   } else {
     if (header.adapter_config_json().empty()) {
       return absl::InvalidArgumentError(
@@ -277,8 +279,8 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
         safetensors::SafetensorsFile::FromBytes(std::move(bytes),
                                                 "adapter_model.safetensors");
     if (!file.ok()) return absl::InvalidArgumentError(file.status().message());
-    adapter = model::LoraAdapter::FromPeft(header.adapter_config_json(),
-                                           *std::move(file), config, device);
+    adapter = model::LoraAdapter::FromPeft(
+        header.adapter_config_json(), *std::move(file), config, device, dtype);
   }
   if (!adapter.ok()) {
     // Whatever is wrong with the adapter, the request carried it.

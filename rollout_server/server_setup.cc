@@ -99,7 +99,8 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
   if (!options.startup_adapter.empty()) {
     absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter =
         model::LoraAdapter::LoadPeft(options.startup_adapter, config,
-                                     decoder_options.device);
+                                     decoder_options.device,
+                                     decoder_options.dtype);
     if (!adapter.ok()) {
       return absl::Status(
           adapter.status().code(),

@@ -34,18 +34,23 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight * normed.to(x.scalar_type());
 }
 
-// y = x W^T + b, plus scale * (x A^T) B^T computed in the adapter's float32 and
-// cast back, as PEFT does.
+// y = x W^T + b, plus scale * (x A^T) B^T computed in the activations' dtype
+// (as PEFT under bf16 autocast, the way TRL and verl train): on the GPU LoRA's
+// matmuls run in bfloat16 while the learner's master weights stay float32 (the
+// cast is differentiable, so their gradients are float32); on the CPU all is
+// float32.
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
                   const at::Tensor& bias, const LoraLinear* lora) {
   at::Tensor y = at::linear(
       x, weight,
       bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
   if (lora == nullptr) return y;
-  const at::Tensor delta =
-      at::linear(at::linear(x.to(lora->a.scalar_type()), lora->a), lora->b) *
-      lora->scale;
-  return (y.to(delta.scalar_type()) + delta).to(y.scalar_type());
+  const at::ScalarType dtype = x.scalar_type();
+  const at::Tensor a =
+      lora->a.scalar_type() == dtype ? lora->a : lora->a.to(dtype);
+  const at::Tensor b =
+      lora->b.scalar_type() == dtype ? lora->b : lora->b.to(dtype);
+  return y + at::linear(at::linear(x, a), b) * lora->scale;
 }
 
 // x [B, T, heads, D] rotated by cos/sin [B, T, D] (rotate-half convention).

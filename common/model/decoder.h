@@ -19,7 +19,7 @@ namespace microrl::model {
 struct DecoderOptions {
   at::Device device = at::kCPU;
   // Dtype of the base weights and activations: float32 on the CPU, bfloat16 on
-  // CUDA. LoRA weights stay float32 whatever this is.
+  // CUDA. LoRA's matmuls run in this dtype too, whatever the adapter's.
   at::ScalarType dtype = at::kFloat;
 };
 

@@ -161,20 +161,21 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Create(
 }
 
 absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::LoadPeft(
-    const std::string& dir, const ModelConfig& model, at::Device device) {
+    const std::string& dir, const ModelConfig& model, at::Device device,
+    at::ScalarType dtype) {
   absl::StatusOr<std::string> config =
       ReadFileToString(dir + "/adapter_config.json");
   if (!config.ok()) return config.status();
   absl::StatusOr<std::shared_ptr<safetensors::SafetensorsFile>> weights =
       safetensors::SafetensorsFile::Open(dir + "/adapter_model.safetensors");
   if (!weights.ok()) return weights.status();
-  return FromPeft(*config, *weights, model, device);
+  return FromPeft(*config, *weights, model, device, dtype);
 }
 
 absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromPeft(
     absl::string_view config_json,
     std::shared_ptr<safetensors::SafetensorsFile> weights,
-    const ModelConfig& model, at::Device device) {
+    const ModelConfig& model, at::Device device, at::ScalarType dtype) {
   const json config =
       json::parse(config_json, nullptr, /*allow_exceptions=*/false);
   auto invalid = [](const std::string& why) {
@@ -292,17 +293,28 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromPeft(
       return invalid(absl::StrCat(where, ": rank ", rank,
                                   " but the config says ", expected_rank));
     }
-    if (!at::isfinite(a).all().item<bool>() ||
-        !at::isfinite(b).all().item<bool>()) {
-      return invalid(absl::StrCat(where, ": non-finite values"));
-    }
     const double alpha =
         PatternValue(alpha_pattern, where).value_or(adapter->config_.alpha);
-    adapter->layers_[layer][index] =
-        LoraLinear{a.to(device, at::kFloat).contiguous(),
-                   b.to(device, at::kFloat).contiguous(),
-                   ScaleFor(alpha, rank, adapter->config_.use_rslora)};
+    // Checked for non-finite values on the device, all at once below.
+    adapter->layers_[layer][index] = LoraLinear{
+        a.to(device, dtype).contiguous(), b.to(device, dtype).contiguous(),
+        ScaleFor(alpha, rank, adapter->config_.use_rslora)};
     targets.insert(module);
+  }
+  // One flag per weight on the device, read back once.
+  std::vector<at::Tensor> finite;
+  std::vector<std::string> names;
+  for (const auto& [key, pair] : pairs) {
+    const LoraLinear& linear = *adapter->layers_[key.first][key.second];
+    finite.push_back(at::isfinite(linear.a).all());
+    finite.push_back(at::isfinite(linear.b).all());
+    names.push_back(ModuleKey(key.first, static_cast<LoraModule>(key.second)));
+  }
+  const at::Tensor flags = at::stack(finite).cpu();
+  const bool* flag = flags.data_ptr<bool>();
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (!flag[2 * i] || !flag[2 * i + 1])
+      return invalid(absl::StrCat(names[i], ": non-finite values"));
   }
   adapter->config_.targets.assign(targets.begin(), targets.end());
   return adapter;
@@ -350,14 +362,17 @@ std::string LoraAdapter::PeftConfigJson(const std::string& base_model) const {
   return config.dump(2);
 }
 
-absl::StatusOr<std::string> LoraAdapter::PeftSafetensors() const {
+absl::StatusOr<std::string> LoraAdapter::PeftSafetensors(
+    at::ScalarType dtype) const {
   NamedTensors tensors;
   for (int64_t layer = 0; layer < num_layers(); ++layer) {
     for (LoraModule module : kAllModules) {
       const LoraLinear* linear = Find(layer, module);
       if (linear == nullptr) continue;
-      tensors.emplace_back(PeftTensorName(layer, module, true), linear->a);
-      tensors.emplace_back(PeftTensorName(layer, module, false), linear->b);
+      tensors.emplace_back(PeftTensorName(layer, module, true),
+                           linear->a.detach().to(dtype));
+      tensors.emplace_back(PeftTensorName(layer, module, false),
+                           linear->b.detach().to(dtype));
     }
   }
   return SerializeTensors(tensors, {{"format", "pt"}});

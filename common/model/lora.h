@@ -46,7 +46,9 @@ struct LoraLinear {
 
 // LoRA weights for every adapted linear layer of a decoder. Not thread-safe to
 // mutate; concurrent reads (forward passes) are fine. Weights are float32 on
-// the adapter's device whatever the base model's dtype.
+// the adapter's device (the learner's master weights) unless loaded in another
+// dtype (the rollout server keeps them in the base model's dtype); the forward
+// pass computes LoRA in the activations' dtype either way.
 class LoraAdapter {
  public:
   // A fresh adapter for `model`: A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's
@@ -59,14 +61,17 @@ class LoraAdapter {
   // Loads a PEFT adapter directory (adapter_config.json +
   // adapter_model.safetensors) made for a model of shape `model`.
   static absl::StatusOr<std::unique_ptr<LoraAdapter>> LoadPeft(
-      const std::string& dir, const ModelConfig& model, at::Device device);
+      const std::string& dir, const ModelConfig& model, at::Device device,
+      at::ScalarType dtype = at::kFloat);
 
   // The same from the two files' contents (e.g. received over gRPC). Checks
   // ranks, target modules, shapes against `model`, and that values are finite.
+  // The weights are kept on `device` in `dtype`.
   static absl::StatusOr<std::unique_ptr<LoraAdapter>> FromPeft(
       absl::string_view config_json,
       std::shared_ptr<safetensors::SafetensorsFile> weights,
-      const ModelConfig& model, at::Device device);
+      const ModelConfig& model, at::Device device,
+      at::ScalarType dtype = at::kFloat);
 
   // Writes adapter_config.json and adapter_model.safetensors into `dir` (made
   // if missing), loadable by PEFT's PeftModel.from_pretrained and vLLM.
@@ -74,7 +79,10 @@ class LoraAdapter {
                         const std::string& base_model) const;
   // The two files' contents.
   std::string PeftConfigJson(const std::string& base_model) const;
-  absl::StatusOr<std::string> PeftSafetensors() const;
+  // The weights are written in `dtype` (float32: exactly; bfloat16: half the
+  // bytes, what a rollout server in bfloat16 keeps anyway).
+  absl::StatusOr<std::string> PeftSafetensors(
+      at::ScalarType dtype = at::kFloat) const;
 
   // The adapted layer, or nullptr if `module` of `layer` is not adapted.
   const LoraLinear* Find(int64_t layer, LoraModule module) const;

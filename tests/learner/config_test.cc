@@ -92,6 +92,9 @@ TEST(ConfigTest, ErrorsNameTheFileAndLine) {
       HasSubstr("grpo.loss_aggregation"));
   EXPECT_THAT(error(std::string(kMinimal) + "lora:\n  targets: [qkv_proj]\n"),
               HasSubstr("lora.targets: modules are"));
+  EXPECT_THAT(
+      error(std::string(kMinimal) + "rollout:\n  publish_dtype: float16\n"),
+      HasSubstr("rollout.publish_dtype: must be auto, float32 or bfloat16"));
   EXPECT_THAT(error(std::string(kMinimal) + "model:\n  gpu_memory_gib: -2\n"),
               HasSubstr("model.gpu_memory_gib: must be >= 0"));
   EXPECT_THAT(error(std::string(kMinimal) + "run:\n  output_dir: \"\"\n"),

@@ -285,6 +285,48 @@ TEST(LoraTest, RoundTripsThroughPeftFilesAndBuffers) {
   EXPECT_FALSE(at::equal(expected, *decoder->Forward(Ids(), {})));
 }
 
+TEST(LoraTest, Bfloat16ComputeKeepsFloat32MasterWeights) {
+  const ModelConfig config = TinyConfig();
+  std::unique_ptr<Decoder> full = TinyDecoder();
+  ASSERT_NE(full, nullptr);
+  absl::StatusOr<std::unique_ptr<Decoder>> half = Decoder::FromTensors(
+      config, TinyTensors(config), {at::kCPU, at::kBFloat16});
+  ASSERT_TRUE(half.ok()) << half.status();
+  std::unique_ptr<LoraAdapter> adapter = RandomAdapter(config);
+  adapter->SetRequiresGrad(true);
+  const at::Tensor expected = full->Forward(Ids(), {adapter.get()})->detach();
+  RunOptions run;
+  run.adapter = adapter.get();
+  run.gradient_checkpointing = true;
+  const at::Tensor hidden = *(*half)->Forward(Ids(), run);
+  EXPECT_EQ(hidden.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::allclose(hidden.to(at::kFloat), expected, 0.05, 0.05));
+  hidden.to(at::kFloat).pow(2).sum().backward();
+  for (const at::Tensor& p : adapter->Parameters()) {
+    ASSERT_TRUE(p.grad().defined());
+    EXPECT_EQ(p.grad().scalar_type(), at::kFloat);
+  }
+  EXPECT_GT(
+      adapter->Find(0, LoraModule::kQ)->a.grad().abs().sum().item<double>(), 0);
+
+  // Published in bfloat16 (half the bytes) and kept in bfloat16 by a rollout
+  // server in bfloat16; the outputs match the float32 adapter's in bfloat16.
+  const std::string f32 = *adapter->PeftSafetensors();
+  absl::StatusOr<std::string> b16 = adapter->PeftSafetensors(at::kBFloat16);
+  ASSERT_TRUE(b16.ok());
+  EXPECT_LT(b16->size(), f32.size() * 6 / 10);
+  absl::StatusOr<std::unique_ptr<LoraAdapter>> served = LoraAdapter::FromPeft(
+      adapter->PeftConfigJson("tiny"),
+      *safetensors::SafetensorsFile::FromBytes(*b16, "grpc"), config, at::kCPU,
+      at::kBFloat16);
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ((*served)->Find(0, LoraModule::kQ)->a.scalar_type(), at::kBFloat16);
+  at::NoGradGuard no_grad;
+  EXPECT_TRUE(
+      at::allclose((*half)->Forward(Ids(), {served->get()})->to(at::kFloat),
+                   expected, 0.05, 0.05));
+}
+
 TEST(LoraTest, RefusesBadAdapters) {
   const ModelConfig config = TinyConfig();
   const std::string good_config =
