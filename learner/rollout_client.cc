@@ -10,7 +10,7 @@
 namespace microrl::learner {
 namespace {
 
-constexpr size_t kChunkBytes = size_t{1} << 20;
+constexpr size_t kChunkBytes = (size_t{4} << 20) - 4096;
 
 std::chrono::system_clock::time_point Deadline(absl::Duration timeout) {
   return absl::ToChronoTime(absl::Now() + timeout);
@@ -79,7 +79,6 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
     uint64_t version, const std::string& config_json,
     const std::string& safetensors) {
   v1::LoadAdapterResponse response;
-  const std::string sha = Sha256Hex(safetensors);
   int attempts = 0;
   absl::Status status = Call(
       "LoadAdapter", options_.control_timeout, /*cancellable=*/false,
@@ -93,11 +92,21 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
         header->set_version(version);
         header->set_adapter_config_json(config_json);
         header->set_total_bytes(safetensors.size());
-        header->set_sha256(sha);
         bool ok = writer->Write(message);
+        // Hashed while streaming (the server hashes what it has received
+        // meanwhile); the digest goes last.
+        Sha256 sha;
         for (size_t at = 0; ok && at < safetensors.size(); at += kChunkBytes) {
           message.Clear();
-          message.set_safetensors_chunk(safetensors.substr(at, kChunkBytes));
+          const absl::string_view chunk =
+              absl::string_view(safetensors).substr(at, kChunkBytes);
+          sha.Update(chunk);
+          message.set_safetensors_chunk(chunk.data(), chunk.size());
+          ok = writer->Write(message);
+        }
+        if (ok) {
+          message.Clear();
+          message.set_sha256_trailer(sha.HexDigest());
           ok = writer->Write(message);
         }
         writer->WritesDone();

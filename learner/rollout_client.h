@@ -35,7 +35,8 @@ class RolloutClient {
   absl::StatusOr<v1::GenerateResponse> Generate(
       const v1::GenerateRequest& request);
   // Streams a PEFT adapter (adapter_config.json text and
-  // adapter_model.safetensors bytes) in 1 MiB chunks with its SHA-256, as
+  // adapter_model.safetensors bytes) in 4 MiB chunks, hashed as they go and
+  // followed by their SHA-256, as
   // `version`.
   absl::StatusOr<v1::LoadAdapterResponse> LoadAdapter(
       uint64_t version, const std::string& config_json,

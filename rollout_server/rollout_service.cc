@@ -204,14 +204,15 @@ grpc::Status RolloutService::Generate(grpc::ServerContext* context,
 
 absl::StatusOr<std::shared_ptr<const model::LoraAdapter>>
 RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
-                            uint64_t* version, uint64_t* bytes_received) const {
+                            v1::LoadAdapterResponse* response) const {
   v1::LoadAdapterRequest message;
   if (!reader->Read(&message) || !message.has_header()) {
     return absl::InvalidArgumentError(
         "the LoadAdapter stream must start with an AdapterHeader");
   }
+  const absl::Time first = absl::Now();
   const v1::AdapterHeader header = message.header();
-  *version = header.version();
+  response->set_version(header.version());
   if (header.version() == 0) {
     return absl::InvalidArgumentError("adapter version must be at least 1");
   }
@@ -238,6 +239,7 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     }
     adapter = model::LoraAdapter::LoadPeft(
         options_.adapter_dir + "/" + header.path(), config, device, dtype);
+    response->set_load_seconds(absl::ToDoubleSeconds(absl::Now() - first));
   } else {
     if (header.adapter_config_json().empty()) {
       return absl::InvalidArgumentError(
@@ -251,10 +253,23 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     // Grows as data arrives beyond the first 64 MiB, so a header alone cannot
     // make the server reserve 4 GiB.
     bytes.reserve(std::min<uint64_t>(header.total_bytes(), uint64_t{64} << 20));
+    Sha256 sha;
+    std::string trailer;
     while (reader->Read(&message)) {
       if (message.has_header()) {
         return absl::InvalidArgumentError(
             "the stream holds a second AdapterHeader");
+      }
+      if (!trailer.empty()) {
+        return absl::InvalidArgumentError(
+            "the stream goes on after its sha256_trailer");
+      }
+      if (message.has_sha256_trailer()) {
+        trailer = message.sha256_trailer();
+        if (trailer.empty()) {
+          return absl::InvalidArgumentError("an empty sha256_trailer");
+        }
+        continue;
       }
       if (bytes.size() + message.safetensors_chunk().size() >
           header.total_bytes()) {
@@ -262,18 +277,29 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
             absl::StrCat("the stream holds more than the ",
                          header.total_bytes(), " bytes announced"));
       }
+      // Once the sender has sent what it announced beyond the first 64 MiB,
+      // the rest is reserved at once rather than by repeated doubling.
+      if (bytes.size() + message.safetensors_chunk().size() >
+          bytes.capacity()) {
+        bytes.reserve(header.total_bytes());
+      }
       bytes += message.safetensors_chunk();
+      sha.Update(message.safetensors_chunk());
     }
-    *bytes_received = bytes.size();
+    const absl::Time received = absl::Now();
+    response->set_receive_seconds(absl::ToDoubleSeconds(received - first));
+    response->set_bytes_received(bytes.size());
     if (bytes.size() != header.total_bytes()) {
       return absl::InvalidArgumentError(
           absl::StrCat("the stream ended after ", bytes.size(), " of ",
                        header.total_bytes(), " bytes"));
     }
-    if (!header.sha256().empty() && Sha256Hex(bytes) != header.sha256()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("SHA-256 of the received bytes is ", Sha256Hex(bytes),
-                       ", not ", header.sha256()));
+    const std::string digest = sha.HexDigest();
+    for (const std::string& expected : {header.sha256(), trailer}) {
+      if (!expected.empty() && digest != expected) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "SHA-256 of the received bytes is ", digest, ", not ", expected));
+      }
     }
     absl::StatusOr<std::shared_ptr<safetensors::SafetensorsFile>> file =
         safetensors::SafetensorsFile::FromBytes(std::move(bytes),
@@ -281,6 +307,7 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     if (!file.ok()) return absl::InvalidArgumentError(file.status().message());
     adapter = model::LoraAdapter::FromPeft(
         header.adapter_config_json(), *std::move(file), config, device, dtype);
+    response->set_load_seconds(absl::ToDoubleSeconds(absl::Now() - received));
   }
   if (!adapter.ok()) {
     // Whatever is wrong with the adapter, the request carried it.
@@ -294,29 +321,29 @@ grpc::Status RolloutService::LoadAdapter(
     grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     v1::LoadAdapterResponse* response) {
   if (engine_ == nullptr) return NoModel();
-  uint64_t version = 0;
-  uint64_t bytes_received = 0;
   absl::StatusOr<std::shared_ptr<const model::LoraAdapter>> adapter =
-      ReadAdapter(reader, &version, &bytes_received);
+      ReadAdapter(reader, response);
+  const uint64_t version = response->version();
   const absl::Time received = absl::Now();
   if (!adapter.ok()) {
     MRL_LOG(WARNING) << "rejected adapter version " << version << ": "
                      << adapter.status();
+    response->Clear();
     return rpc::ToGrpcStatus(adapter.status());
   }
   absl::StatusOr<double> swapped = engine_->LoadAdapter(*adapter, version);
   if (!swapped.ok()) return rpc::ToGrpcStatus(swapped.status());
   const double seconds = absl::ToDoubleSeconds(absl::Now() - received);
-  response->set_version(version);
   response->set_rank(static_cast<int32_t>((*adapter)->config().rank));
   for (model::LoraModule module : (*adapter)->config().targets) {
     response->add_target_modules(model::LoraModuleName(module));
   }
-  response->set_bytes_received(bytes_received);
   response->set_swap_seconds(seconds);
   MRL_LOG(INFO) << "adapter version " << version
-                << " loaded: " << bytes_received << " bytes, swap " << seconds
-                << " s (engine " << *swapped << " s)";
+                << " loaded: " << response->bytes_received()
+                << " bytes, received in " << response->receive_seconds()
+                << " s, loaded in " << response->load_seconds()
+                << " s, swapped in " << seconds << " s";
   return grpc::Status::OK;
 }
 

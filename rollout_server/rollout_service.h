@@ -53,10 +53,11 @@ class RolloutService final : public v1::Rollout::Service {
   // of each prompt go to `prompt_ids` too.
   absl::StatusOr<GenerationRequest> ToEngineRequest(
       const v1::GenerateRequest& request) const;
-  // Reads the LoadAdapter stream into an adapter on the model's device.
+  // Reads the LoadAdapter stream into an adapter on the model's device, and
+  // sets the version, bytes, receive_seconds and load_seconds of `response`.
   absl::StatusOr<std::shared_ptr<const model::LoraAdapter>> ReadAdapter(
-      grpc::ServerReader<v1::LoadAdapterRequest>* reader, uint64_t* version,
-      uint64_t* bytes_received) const;
+      grpc::ServerReader<v1::LoadAdapterRequest>* reader,
+      v1::LoadAdapterResponse* response) const;
 
   const RolloutServiceOptions options_;
   const std::shared_ptr<Engine> engine_;

@@ -301,13 +301,18 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromPeft(
         ScaleFor(alpha, rank, adapter->config_.use_rslora)};
     targets.insert(module);
   }
-  // One flag per weight on the device, read back once.
+  // Each weight's minimum and maximum (one pass, no temporary; NaN
+  // propagates), read back once for all: finite iff both are.
   std::vector<at::Tensor> finite;
   std::vector<std::string> names;
+  auto finite_flag = [](const at::Tensor& t) {
+    const auto [low, high] = at::aminmax(t);
+    return at::isfinite(at::stack({low, high})).all();
+  };
   for (const auto& [key, pair] : pairs) {
     const LoraLinear& linear = *adapter->layers_[key.first][key.second];
-    finite.push_back(at::isfinite(linear.a).all());
-    finite.push_back(at::isfinite(linear.b).all());
+    finite.push_back(finite_flag(linear.a));
+    finite.push_back(finite_flag(linear.b));
     names.push_back(ModuleKey(key.first, static_cast<LoraModule>(key.second)));
   }
   const at::Tensor flags = at::stack(finite).cpu();

@@ -361,6 +361,18 @@ TEST(LoraTest, RefusesBadAdapters) {
                                              {b, at::zeros({32, 4})}})
                               .message()),
               HasSubstr("non-finite"));
+  // One bad value among finite ones, in either weight, in float32 or bfloat16.
+  for (const float bad : {NAN, INFINITY, -INFINITY}) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      at::Tensor b_bad = at::randn({32, 4}).to(dtype);
+      b_bad[7][2] = bad;
+      EXPECT_THAT(
+          std::string(load(good_config, {{a, at::randn({4, 32})}, {b, b_bad}})
+                          .message()),
+          HasSubstr("model.layers.0.self_attn.q_proj: non-finite values"))
+          << bad;
+    }
+  }
   EXPECT_THAT(std::string(load(R"({"r": 2})", good).message()),
               HasSubstr("rank 4 but the config says 2"));
   EXPECT_EQ(load(good_config, {{"base_model.model.lm_head.lora_A.weight",

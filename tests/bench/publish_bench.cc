@@ -1,0 +1,149 @@
+// Adapter publish latency: the learner's side of handing a LoRA adapter to a
+// running rollout server, timed end to end (driven by publish_bench.py).
+//
+//   publish_bench --model=DIR --rollout=HOST:PORT --rank=256 --iters=5
+//                 [--device=cpu|cuda] [--dtype=bfloat16|float32]
+//
+// Makes a random adapter of the given rank on every linear layer of the model
+// in DIR (its config.json), on --device as the learner holds it, then
+// publishes it --iters times with increasing versions, as the trainer does
+// after each step: serialize (device to host, safetensors) then LoadAdapter
+// over gRPC (streamed in chunks with its SHA-256; the server checks, parses,
+// copies to its device and swaps). Prints one JSON line with the median and
+// every sample.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/time/clock.h"
+#include "common/device/device.h"
+#include "common/model/config.h"
+#include "common/model/lora.h"
+#include "learner/rollout_client.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, model, "", "Model directory (config.json).");
+ABSL_FLAG(std::string, rollout, "", "Rollout server address.");
+ABSL_FLAG(int64_t, rank, 256, "LoRA rank.");
+ABSL_FLAG(double, alpha, 128, "LoRA alpha.");
+ABSL_FLAG(int, iters, 5, "Publishes to time (after one warm-up).");
+ABSL_FLAG(std::string, device, "cpu", "Where the learner's adapter lives.");
+ABSL_FLAG(std::string, dtype, "bfloat16",
+          "dtype of the published weights: bfloat16 or float32.");
+
+namespace {
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+int Run() {
+  using microrl::model::LoraModule;
+  absl::StatusOr<microrl::model::ModelConfig> config =
+      microrl::model::LoadModelConfig(absl::GetFlag(FLAGS_model));
+  if (!config.ok()) {
+    std::cerr << config.status() << "\n";
+    return 1;
+  }
+  absl::StatusOr<microrl::device::Device> device =
+      microrl::device::ResolveDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    std::cerr << device.status() << "\n";
+    return 1;
+  }
+  const at::Device at_device = device->cuda
+                                   ? at::Device(at::kCUDA, device->index)
+                                   : at::Device(at::kCPU);
+  microrl::model::LoraConfig lora;
+  lora.rank = absl::GetFlag(FLAGS_rank);
+  lora.alpha = absl::GetFlag(FLAGS_alpha);
+  lora.targets = {LoraModule::kQ,   LoraModule::kK,    LoraModule::kV,
+                  LoraModule::kO,   LoraModule::kGate, LoraModule::kUp,
+                  LoraModule::kDown};
+  absl::StatusOr<std::unique_ptr<microrl::model::LoraAdapter>> adapter =
+      microrl::model::LoraAdapter::Create(*config, lora, at_device, 1);
+  if (!adapter.ok()) {
+    std::cerr << adapter.status() << "\n";
+    return 1;
+  }
+  {
+    at::NoGradGuard no_grad;
+    for (const at::Tensor& p : (*adapter)->Parameters()) {
+      if (p.abs().sum().item<double>() == 0) p.normal_(0, 1e-3);
+    }
+  }
+  const at::ScalarType dtype =
+      absl::GetFlag(FLAGS_dtype) == "float32" ? at::kFloat : at::kBFloat16;
+  const std::string config_json = (*adapter)->PeftConfigJson("bench");
+
+  absl::StatusOr<std::unique_ptr<microrl::learner::RolloutClient>> client =
+      microrl::learner::RolloutClient::Create(absl::GetFlag(FLAGS_rollout), {});
+  if (!client.ok()) {
+    std::cerr << client.status() << "\n";
+    return 1;
+  }
+  absl::StatusOr<microrl::v1::RolloutInfo> info = (*client)->GetInfo();
+  if (!info.ok()) {
+    std::cerr << info.status() << "\n";
+    return 1;
+  }
+  uint64_t version = info->adapter_version();
+  std::vector<double> serialize, rpc, total, receive, load, swap;
+  uint64_t bytes = 0;
+  const int iters = absl::GetFlag(FLAGS_iters);
+  for (int i = -1; i < iters; ++i) {  // i = -1: warm-up
+    microrl::device::Synchronize(*device);
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::string> weights = (*adapter)->PeftSafetensors(dtype);
+    if (!weights.ok()) {
+      std::cerr << weights.status() << "\n";
+      return 1;
+    }
+    const absl::Time serialized = absl::Now();
+    absl::StatusOr<microrl::v1::LoadAdapterResponse> loaded =
+        (*client)->LoadAdapter(++version, config_json, *weights);
+    const absl::Time end = absl::Now();
+    if (!loaded.ok()) {
+      std::cerr << loaded.status() << "\n";
+      return 1;
+    }
+    bytes = weights->size();
+    if (i < 0) continue;
+    serialize.push_back(absl::ToDoubleSeconds(serialized - start));
+    rpc.push_back(absl::ToDoubleSeconds(end - serialized));
+    total.push_back(absl::ToDoubleSeconds(end - start));
+    receive.push_back(loaded->receive_seconds());
+    load.push_back(loaded->load_seconds());
+    swap.push_back(loaded->swap_seconds());
+  }
+  const nlohmann::json out = {
+      {"transport", "grpc"},
+      {"rank", lora.rank},
+      {"dtype", absl::GetFlag(FLAGS_dtype)},
+      {"parameters", (*adapter)->NumParameters()},
+      {"bytes", bytes},
+      {"serialize_s", Median(serialize)},
+      {"rpc_s", Median(rpc)},
+      {"receive_s", Median(receive)},
+      {"load_s", Median(load)},
+      {"swap_s", Median(swap)},
+      {"total_s", Median(total)},
+      {"total_samples_s", total},
+  };
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return Run();
+}

@@ -1,0 +1,145 @@
+"""Adapter publish latency: microrl (learner -> rollout_server over gRPC) against PEFT's
+hand-off through files, for the same model shape and LoRA rank.
+
+  publish_bench.py [--shape qwen2.5-1.5b] [--rank 256] [--device cpu|cuda] [--iters 5]
+                   [--build_dir build] [--model DIR]
+
+Makes a random-weight model of the shape with transformers (bfloat16), starts a real
+rollout_server on it (loopback, bfloat16), and runs publish_bench: a random rank-r adapter on
+all seven linear layers of every decoder layer is published --iters times as the learner does
+after a step (serialize from the learner's device, stream over gRPC with SHA-256; the server
+checks, parses, copies to its device and swaps). The peer is what a PEFT-based trainer does
+to hand an adapter to a separate inference process: save_pretrained to /dev/shm, then
+load_file + set_peft_model_state_dict into a PeftModel on the device. Prints medians, the
+ratio (PEFT / microrl; > 1 means microrl is faster) and the issue's goal (gRPC <= 1 s).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, Qwen2Config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+from bench_models import SHAPES  # noqa: E402
+import service_process  # noqa: E402
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_model(shape, out_dir):
+    torch.manual_seed(0)
+    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
+    model.save_pretrained(out_dir)
+    return model
+
+
+def peft_handoff(model, rank, device, iters):
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    model = model.to(device)
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=128,
+                                                  target_modules=TARGETS))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1e-3)
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    samples = []
+    size = 0
+    for i in range(iters + 1):
+        work = tempfile.mkdtemp(prefix="peft_publish.", dir=shm)
+        try:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            peft_model.save_pretrained(work)
+            state = load_file(os.path.join(work, "adapter_model.safetensors"), device=device)
+            set_peft_model_state_dict(peft_model, state)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            size = os.path.getsize(os.path.join(work, "adapter_model.safetensors"))
+        finally:
+            shutil.rmtree(work)
+        if i > 0:
+            samples.append(elapsed)
+    dtype = next(p.dtype for n, p in peft_model.named_parameters() if "lora_A" in n)
+    return sorted(samples)[len(samples) // 2], size, str(dtype)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", default="qwen2.5-1.5b", choices=SHAPES)
+    parser.add_argument("--rank", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--build_dir", default=os.path.join(HERE, "..", "..", "build"))
+    parser.add_argument("--rollout_server", default="")
+    parser.add_argument("--bench_bin", default="")
+    parser.add_argument("--skip_peft", action="store_true")
+    parser.add_argument("--keep_model", default="",
+                        help="reuse (or make and keep) the random model in this directory")
+    args = parser.parse_args()
+    rollout_server = args.rollout_server or os.path.join(args.build_dir,
+                                                         "rollout_server/rollout_server")
+    bench_bin = args.bench_bin or os.path.join(args.build_dir, "tests/bench/publish_bench")
+
+    work = tempfile.mkdtemp(prefix="publish_bench.")
+    try:
+        start = time.perf_counter()
+        model_dir = args.keep_model or os.path.join(work, "model")
+        if args.keep_model and os.path.exists(os.path.join(model_dir, "config.json")):
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+        else:
+            model = make_model(args.shape, model_dir)
+        print(f"model {args.shape} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
+              f"parameters, bfloat16) made in {time.perf_counter() - start:.1f} s; LoRA rank "
+              f"{args.rank} on {', '.join(TARGETS)}; device {args.device}", flush=True)
+        server, ready = service_process.start(
+            rollout_server, work, "rollout",
+            [f"--model={model_dir}", f"--device={args.device}", "--dtype=bfloat16",
+             "--kv_cache_mb=64", "--max_model_len=256", "--max_message_mb=64"])
+        try:
+            result = subprocess.run(
+                [bench_bin, f"--model={model_dir}",
+                 f"--rollout=127.0.0.1:{ready['grpc_port']}", f"--rank={args.rank}",
+                 f"--iters={args.iters}", f"--device={args.device}", "--dtype=bfloat16"],
+                capture_output=True, text=True)
+            if result.returncode != 0:
+                sys.exit(f"publish_bench failed: {result.stderr}")
+            ours = json.loads(result.stdout.strip().splitlines()[-1])
+        finally:
+            error = service_process.stop(server, "rollout_server")
+            if error:
+                print(open(os.path.join(work, "rollout.log")).read())
+                sys.exit(error)
+        print(f"microrl gRPC publish: {ours['bytes'] / 2**20:.0f} MiB ({ours['dtype']}, "
+              f"{ours['parameters'] / 1e6:.0f}M parameters): median {ours['total_s'] * 1e3:.0f} ms"
+              f" = serialize {ours['serialize_s'] * 1e3:.0f} ms + LoadAdapter "
+              f"{ours['rpc_s'] * 1e3:.0f} ms (server: receive {ours['receive_s'] * 1e3:.0f} ms, "
+              f"load {ours['load_s'] * 1e3:.0f} ms, swap {ours['swap_s'] * 1e3:.0f} ms); goal <= 1000 ms: "
+              f"{'met' if ours['total_s'] <= 1.0 else 'NOT met'}", flush=True)
+        report = {"microrl": ours}
+        if not args.skip_peft:
+            peft_s, peft_bytes, peft_dtype = peft_handoff(model, args.rank, args.device,
+                                                          args.iters)
+            print(f"PEFT save_pretrained + load into a PeftModel: {peft_bytes / 2**20:.0f} MiB "
+                  f"({peft_dtype}): median {peft_s * 1e3:.0f} ms   ratio "
+                  f"{peft_s / ours['total_s']:.2f}")
+            report["peft"] = {"total_s": peft_s, "bytes": peft_bytes, "dtype": peft_dtype}
+        print(json.dumps(report))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
