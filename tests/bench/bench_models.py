@@ -10,3 +10,20 @@ SHAPES = {
                          num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
                          tie_word_embeddings=True),
 }
+
+
+def make_or_load(shape, model_dir, dtype, max_position_embeddings=8192):
+    """The random-weight model of `shape` saved in model_dir (made there, seed 0, if the
+    directory holds no config.json yet; several benchmarks can then share one), in dtype."""
+    import os
+
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    if os.path.exists(os.path.join(model_dir, "config.json")):
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    torch.manual_seed(0)
+    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=max_position_embeddings)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+    model.save_pretrained(model_dir)
+    return model

@@ -2,7 +2,7 @@
 hand-off through files, for the same model shape and LoRA rank.
 
   publish_bench.py [--shape qwen2.5-1.5b] [--rank 256] [--device cpu|cuda] [--iters 5]
-                   [--build_dir build] [--model DIR]
+                   [--build_dir build] [--model_dir DIR]
 
 Makes a random-weight model of the shape with transformers (bfloat16), starts a real
 rollout_server on it (loopback, bfloat16), and runs publish_bench: a random rank-r adapter on
@@ -23,23 +23,14 @@ import tempfile
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, Qwen2Config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
-from bench_models import SHAPES  # noqa: E402
+from bench_models import SHAPES, make_or_load  # noqa: E402
 import service_process  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def make_model(shape, out_dir):
-    torch.manual_seed(0)
-    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
-    model.save_pretrained(out_dir)
-    return model
 
 
 def peft_handoff(model, rank, device, iters):
@@ -86,8 +77,9 @@ def main():
     parser.add_argument("--rollout_server", default="")
     parser.add_argument("--bench_bin", default="")
     parser.add_argument("--skip_peft", action="store_true")
-    parser.add_argument("--keep_model", default="",
-                        help="reuse (or make and keep) the random model in this directory")
+    parser.add_argument("--model_dir", default="",
+                        help="the random model's directory, shared with other benchmarks "
+                             "(made there if it holds none)")
     args = parser.parse_args()
     rollout_server = args.rollout_server or os.path.join(args.build_dir,
                                                          "rollout_server/rollout_server")
@@ -96,11 +88,8 @@ def main():
     work = tempfile.mkdtemp(prefix="publish_bench.")
     try:
         start = time.perf_counter()
-        model_dir = args.keep_model or os.path.join(work, "model")
-        if args.keep_model and os.path.exists(os.path.join(model_dir, "config.json")):
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
-        else:
-            model = make_model(args.shape, model_dir)
+        model_dir = args.model_dir or os.path.join(work, "model")
+        model = make_or_load(args.shape, model_dir, torch.bfloat16)
         print(f"model {args.shape} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
               f"parameters, bfloat16) made in {time.perf_counter() - start:.1f} s; LoRA rank "
               f"{args.rank} on {', '.join(TARGETS)}; device {args.device}", flush=True)

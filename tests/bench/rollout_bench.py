@@ -20,9 +20,8 @@ import tempfile
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, Qwen2Config
 
-from bench_models import SHAPES
+from bench_models import SHAPES, make_or_load
 
 # Peak memory bandwidth, bytes/s, by a part of the device name (first match wins).
 BANDWIDTH = {"H100 PCIe": 2.0e12, "H100 NVL": 3.9e12, "H100": 3.35e12, "H200": 4.8e12,
@@ -52,6 +51,9 @@ def main():
     parser.add_argument("--skip_transformers", action="store_true",
                         help="measure microrl only (e.g. when transformers would run out "
                              "of memory)")
+    parser.add_argument("--model_dir", default="",
+                        help="the random model's directory, shared with other benchmarks "
+                             "(made there if it holds none)")
     parser.add_argument("--bench_bin", default=os.path.join(
         os.path.dirname(__file__), "../../build/tests/bench/rollout_bench"))
     args = parser.parse_args()
@@ -59,12 +61,12 @@ def main():
         torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     torch.manual_seed(0)
-    config = Qwen2Config(**SHAPES[args.shape],
-                         max_position_embeddings=max(4096, args.prompt_len + args.new_tokens))
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(args.device).eval()
-    parameters = sum(p.numel() for p in model.parameters())
     work = tempfile.mkdtemp(prefix="rollout_bench.")
-    model.save_pretrained(os.path.join(work, "model"))
+    model_dir = args.model_dir or os.path.join(work, "model")
+    model = make_or_load(args.shape, model_dir, dtype,
+                         max(8192, args.prompt_len + args.new_tokens)).to(args.device)
+    config = model.config
+    parameters = sum(p.numel() for p in model.parameters())
     prompts = torch.randint(0, config.vocab_size, (args.prompts, args.prompt_len))
     with open(os.path.join(work, "prompts.json"), "w") as f:
         json.dump(prompts.tolist(), f)
@@ -74,7 +76,7 @@ def main():
           f"{args.new_tokens} new tokens; torch threads {torch.get_num_threads()}", flush=True)
 
     # microrl first, so transformers' allocations do not crowd it on a GPU.
-    command = [args.bench_bin, f"--model={work}/model", f"--prompts={work}/prompts.json",
+    command = [args.bench_bin, f"--model={model_dir}", f"--prompts={work}/prompts.json",
                f"--group={args.group}", f"--new_tokens={args.new_tokens}",
                f"--device={args.device}", f"--threads={args.threads}"]
     ours = json.loads(subprocess.run(command, capture_output=True, text=True,

@@ -1,0 +1,136 @@
+// Training throughput of the learner's GRPO update (driven by train_bench.py,
+// which runs transformers + PEFT on the same model and batch).
+//
+//   train_bench --model=DIR --device=cpu|cuda --rank=256 --batch=16
+//               --prompt=512 --completion=1024 --micro_batch_tokens=8192
+//               --iters=2
+//
+// A random-weight model in DIR, a LoRA adapter of --rank on all seven linear
+// layers of every decoder layer (float32 master weights and AdamW state; the
+// forward runs in the model's dtype: bfloat16 on CUDA), and a batch of --batch
+// random sequences with random advantages. Each timed iteration is one
+// PolicyUpdater::Update, as the trainer runs it: micro-batches of at most
+// --micro_batch_tokens padded tokens with gradient checkpointing, log-probs
+// and entropies in chunks, the clipped GRPO loss, one AdamW step. Prints one
+// JSON line.
+#include <ATen/ATen.h>
+
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/time/clock.h"
+#include "common/device/device.h"
+#include "common/model/decoder.h"
+#include "common/model/lora.h"
+#include "learner/optimizer.h"
+#include "learner/policy_update.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, model, "", "Hugging Face model directory.");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
+ABSL_FLAG(int64_t, rank, 256, "LoRA rank.");
+ABSL_FLAG(int, batch, 16, "Sequences per update.");
+ABSL_FLAG(int, prompt, 512, "Prompt tokens per sequence.");
+ABSL_FLAG(int, completion, 1024, "Completion tokens per sequence.");
+ABSL_FLAG(int64_t, micro_batch_tokens, 8192,
+          "Padded tokens per forward/backward.");
+ABSL_FLAG(int, iters, 2, "Timed updates (after one warm-up).");
+ABSL_FLAG(bool, gradient_checkpointing, true, "Recompute layers in backward.");
+
+namespace {
+
+using microrl::learner::Sample;
+using microrl::model::LoraModule;
+
+int Fail(const absl::Status& status) {
+  std::cerr << status << "\n";
+  return 1;
+}
+
+int Run() {
+  absl::StatusOr<microrl::device::Device> device =
+      microrl::device::ResolveDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return Fail(device.status());
+  microrl::model::DecoderOptions options;
+  options.device = device->cuda ? at::Device(at::kCUDA, device->index)
+                                : at::Device(at::kCPU);
+  options.dtype = device->cuda ? at::kBFloat16 : at::kFloat;
+  absl::StatusOr<std::unique_ptr<microrl::model::Decoder>> decoder =
+      microrl::model::Decoder::Load(absl::GetFlag(FLAGS_model), options);
+  if (!decoder.ok()) return Fail(decoder.status());
+  microrl::model::LoraConfig lora;
+  lora.rank = absl::GetFlag(FLAGS_rank);
+  lora.alpha = 128;
+  lora.targets = {LoraModule::kQ,   LoraModule::kK,    LoraModule::kV,
+                  LoraModule::kO,   LoraModule::kGate, LoraModule::kUp,
+                  LoraModule::kDown};
+  absl::StatusOr<std::unique_ptr<microrl::model::LoraAdapter>> adapter =
+      microrl::model::LoraAdapter::Create((*decoder)->config(), lora,
+                                          options.device, 1);
+  if (!adapter.ok()) return Fail(adapter.status());
+  microrl::learner::AdamW optimizer((*adapter)->Parameters(), {});
+  microrl::learner::UpdateOptions update;
+  update.micro_batch_tokens = absl::GetFlag(FLAGS_micro_batch_tokens);
+  update.gradient_checkpointing = absl::GetFlag(FLAGS_gradient_checkpointing);
+  update.schedule.lr = 1e-6;
+  microrl::learner::PolicyUpdater updater(**decoder, **adapter, optimizer,
+                                          update);
+
+  // Random sequences, rollout log-probs and advantages (fixed seed).
+  at::manual_seed(0);
+  const int batch = absl::GetFlag(FLAGS_batch);
+  const int prompt = absl::GetFlag(FLAGS_prompt);
+  const int completion = absl::GetFlag(FLAGS_completion);
+  const int64_t vocab = (*decoder)->config().vocab_size;
+  std::vector<Sample> samples(batch);
+  for (int i = 0; i < batch; ++i) {
+    const at::Tensor ids =
+        at::randint(vocab, {prompt + completion}, at::kInt).contiguous();
+    const int32_t* data = ids.data_ptr<int32_t>();
+    samples[i].prompt.assign(data, data + prompt);
+    samples[i].completion.assign(data + prompt, data + prompt + completion);
+    samples[i].rollout_logprobs.assign(completion, -12.0f);
+    samples[i].advantage = i % 2 == 0 ? 1.0f : -1.0f;
+  }
+
+  std::vector<double> seconds;
+  microrl::learner::UpdateStats stats;
+  int64_t step = 0;
+  const int iters = absl::GetFlag(FLAGS_iters);
+  for (int i = -1; i < iters; ++i) {
+    microrl::device::Synchronize(*device);
+    microrl::device::ResetPeakMemory(*device);
+    const absl::Time start = absl::Now();
+    absl::StatusOr<microrl::learner::UpdateStats> result =
+        updater.Update(samples, step);
+    if (!result.ok()) return Fail(result.status());
+    microrl::device::Synchronize(*device);
+    if (i >= 0) seconds.push_back(absl::ToDoubleSeconds(absl::Now() - start));
+    stats = *result;
+  }
+  std::sort(seconds.begin(), seconds.end());
+  const double median = seconds[seconds.size() / 2];
+  const int64_t tokens = int64_t{batch} * (prompt + completion);
+  const microrl::device::MemoryInfo memory =
+      microrl::device::QueryMemory(*device);
+  const nlohmann::json out = {
+      {"tokens", tokens},
+      {"completion_tokens", stats.tokens},
+      {"micro_batches", stats.micro_batches},
+      {"seconds", median},
+      {"tokens_per_second", static_cast<double>(tokens) / median},
+      {"peak_allocated_bytes", memory.peak_allocated_bytes},
+      {"entropy", stats.entropy},
+      {"grad_norm", stats.grad_norm},
+  };
+  std::cout << out.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return Run();
+}
