@@ -644,6 +644,11 @@ absl::Status Trainer::Evaluate() {
 
 absl::Status Trainer::Step() {
   const absl::Time start = absl::Now();
+  if (absl::StatusOr<device::Device> dev =
+          device::ResolveDevice(config_.device);
+      dev.ok()) {
+    device::ResetPeakMemory(*dev);
+  }
   StepMetrics m = {{"step", state_.step + 1}, {"epoch", sampler_->epoch()}};
   const std::vector<const Problem*> problems = SamplePrompts();
   if (stop_) return absl::CancelledError("stopping");
@@ -717,6 +722,9 @@ absl::Status Trainer::Step() {
     const device::MemoryInfo memory = device::QueryMemory(*dev);
     m["gpu_memory_allocated_bytes"] = memory.allocated_bytes;
     m["gpu_memory_reserved_bytes"] = memory.reserved_bytes;
+    // The step's highest (its update's), against model.gpu_memory_gib.
+    m["gpu_memory_peak_allocated_bytes"] = memory.peak_allocated_bytes;
+    m["gpu_memory_peak_reserved_bytes"] = memory.peak_reserved_bytes;
   }
   std::vector<std::string> ids;
   for (const Problem* p : problems) ids.push_back(p->id);

@@ -244,6 +244,10 @@ Engine::Engine(std::shared_ptr<const model::Decoder> decoder,
           registry, "microrl_rollout_device_memory_reserved_bytes",
           "GPU memory held by this process's caching allocator (0 on the "
           "CPU).")),
+      device_peak_reserved_(MakeGauge(
+          registry, "microrl_rollout_device_memory_peak_reserved_bytes",
+          "The most GPU memory this process's caching allocator has held "
+          "since it started (0 on the CPU).")),
       prefill_seconds_(MakeHistogram(
           registry, "microrl_rollout_prefill_seconds",
           "Seconds per batched prefill, sampling included.",
@@ -1033,6 +1037,7 @@ void Engine::Publish() {
         device::QueryMemory(ToDevice(decoder_->options().device));
     device_allocated_.Set(static_cast<double>(memory.allocated_bytes));
     device_reserved_.Set(static_cast<double>(memory.reserved_bytes));
+    device_peak_reserved_.Set(static_cast<double>(memory.peak_reserved_bytes));
     memory_published_ = now;
   }
   waiting_gauge_.Set(static_cast<double>(waiting));

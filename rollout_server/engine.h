@@ -245,8 +245,9 @@ class Engine {
   prometheus::Gauge& tokens_per_second_;
   prometheus::Gauge& adapter_version_gauge_;
   prometheus::Gauge& sleeping_gauge_;
-  prometheus::Gauge& device_allocated_;  // caching allocator: live tensors
-  prometheus::Gauge& device_reserved_;   // caching allocator: held blocks
+  prometheus::Gauge& device_allocated_;      // caching allocator: live tensors
+  prometheus::Gauge& device_reserved_;       // caching allocator: held blocks
+  prometheus::Gauge& device_peak_reserved_;  // the most it has held
   absl::Time memory_published_ = absl::InfinitePast();
   prometheus::Histogram& prefill_seconds_;
   prometheus::Histogram& decode_step_seconds_;

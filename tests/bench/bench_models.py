@@ -5,6 +5,10 @@ SHAPES = {
     "qwen2-100m": dict(vocab_size=32000, hidden_size=768, intermediate_size=2048,
                        num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=2,
                        tie_word_embeddings=True),
+    # Qwen2.5's vocabulary on a small body: CPU dry runs of scripts that use a Qwen tokenizer.
+    "qwen2.5-tiny": dict(vocab_size=151936, hidden_size=256, intermediate_size=704,
+                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                         tie_word_embeddings=True),
     # Qwen2.5-1.5B's shape.
     "qwen2.5-1.5b": dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960,
                          num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
@@ -12,15 +16,18 @@ SHAPES = {
 }
 
 
-def make_or_load(shape, model_dir, dtype, max_position_embeddings=8192):
+def make_or_load(shape, model_dir, dtype, max_position_embeddings=8192, load=True):
     """The random-weight model of `shape` saved in model_dir (made there, seed 0, if the
-    directory holds no config.json yet; several benchmarks can then share one), in dtype."""
+    directory holds no config.json yet; several benchmarks can then share one), in dtype;
+    with load=False only made if missing, and None returned."""
     import os
 
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     if os.path.exists(os.path.join(model_dir, "config.json")):
+        if not load:
+            return None
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     torch.manual_seed(0)
     config = Qwen2Config(**SHAPES[shape], max_position_embeddings=max_position_embeddings)

@@ -7,10 +7,9 @@ import subprocess
 import sys
 import time
 
-from grpc_tools import protoc
-
 
 def generate_stubs(source_dir, out_dir):
+    from grpc_tools import protoc  # only here: the benchmarks run where grpc_tools is absent
     protos = ["proto/common.proto", "proto/rollout.proto", "proto/reward.proto",
               "proto/learner.proto", "proto/health.proto"]
     rc = protoc.main(["protoc", f"--proto_path={source_dir}", f"--python_out={out_dir}",
