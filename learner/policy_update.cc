@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/model/tensor_io.h"
 #include "common/model/token_stats.h"
 
 namespace microrl::learner {
@@ -95,20 +96,20 @@ absl::StatusOr<PolicyUpdater::TokenTensors> PolicyUpdater::Score(
   run.adapter = adapter;
   run.gradient_checkpointing = with_grad && options_.gradient_checkpointing;
   absl::StatusOr<at::Tensor> hidden = decoder_.Forward(
-      at::tensor(ids, at::kLong).view({batch, longest}).to(device), run);
+      model::HostToDevice(ids, at::kLong, device).view({batch, longest}), run);
   if (!hidden.ok()) return hidden.status();
   const at::Tensor rows =
       hidden->reshape({batch * longest, -1})
-          .index_select(0, at::tensor(flat_rows, at::kLong).to(device));
+          .index_select(0, model::HostToDevice(flat_rows, at::kLong, device));
   absl::StatusOr<model::TokenStats> stats = model::ComputeTokenStats(
-      rows, decoder_.lm_head(), at::tensor(targets, at::kLong).to(device),
+      rows, decoder_.lm_head(), model::HostToDevice(targets, at::kLong, device),
       options_.temperature,
       model::ChunkRowsForBudget(decoder_.config().vocab_size));
   if (!stats.ok()) return stats.status();
   const auto float_options =
       at::TensorOptions().dtype(at::kFloat).device(device);
-  const at::Tensor b_index = at::tensor(row_b, at::kLong).to(device);
-  const at::Tensor t_index = at::tensor(row_t, at::kLong).to(device);
+  const at::Tensor b_index = model::HostToDevice(row_b, at::kLong, device);
+  const at::Tensor t_index = model::HostToDevice(row_t, at::kLong, device);
   TokenTensors out;
   out.logprobs = at::zeros({batch, width}, float_options)
                      .index_put({b_index, t_index}, stats->logprobs);
@@ -185,7 +186,7 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         normalizer.sequences += 1;
       }
       optimizer_.ZeroGrad();
-      double step_loss = 0;
+      at::Tensor sums;  // [9] doubles on the device, see below
       for (const auto& [mb_begin, mb_end] :
            MicroBatches(samples, begin, end, options_.micro_batch_tokens)) {
         const std::vector<Sample> part(samples.begin() + mb_begin,
@@ -213,26 +214,39 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         }
         const GrpoLossResult result =
             GrpoLoss(scored->logprobs, old, reference, scored->entropy,
-                     at::tensor(advantages, at::kFloat).to(device),
+                     model::HostToDevice(advantages, at::kFloat, device),
                      scored->mask, options_.loss, normalizer);
         result.loss.backward();
-        step_loss += result.loss.item<double>();
-        const double tokens = scored->mask.sum().item<double>();
-        weight_sum += tokens;
-        stats.policy_loss += result.policy.loss.item<double>();
-        if (result.kl.defined()) stats.kl += result.kl.item<double>();
-        stats.entropy +=
-            (scored->entropy.detach() * scored->mask).sum().item<double>();
-        stats.clip_high_fraction +=
-            result.policy.clip_high_fraction.item<double>() * tokens;
-        stats.clip_low_fraction +=
-            result.policy.clip_low_fraction.item<double>() * tokens;
-        stats.dual_clip_fraction +=
-            result.policy.dual_clip_fraction.item<double>() * tokens;
-        stats.approx_kl += result.policy.approx_kl.item<double>() * tokens;
+        // The micro-batch's figures stay on the device, summed over the
+        // mini-batch and read back once per optimizer step (no host sync per
+        // micro-batch).
+        const at::Tensor tokens = scored->mask.sum().to(at::kDouble);
+        const at::Tensor zero = at::zeros({}, tokens.options());
+        const at::Tensor figures = at::stack(
+            {result.loss.detach().to(at::kDouble), tokens,
+             result.policy.loss.detach().to(at::kDouble),
+             result.kl.defined() ? result.kl.detach().to(at::kDouble) : zero,
+             (scored->entropy.detach() * scored->mask).sum().to(at::kDouble),
+             result.policy.clip_high_fraction.to(at::kDouble) * tokens,
+             result.policy.clip_low_fraction.to(at::kDouble) * tokens,
+             result.policy.dual_clip_fraction.to(at::kDouble) * tokens,
+             result.policy.approx_kl.to(at::kDouble) * tokens});
+        sums = sums.defined() ? sums + figures : figures;
         ++stats.micro_batches;
       }
-      stats.loss += step_loss;
+      if (sums.defined()) {
+        const at::Tensor host = sums.cpu();
+        const double* f = host.data_ptr<double>();
+        stats.loss += f[0];
+        weight_sum += f[1];
+        stats.policy_loss += f[2];
+        stats.kl += f[3];
+        stats.entropy += f[4];
+        stats.clip_high_fraction += f[5];
+        stats.clip_low_fraction += f[6];
+        stats.dual_clip_fraction += f[7];
+        stats.approx_kl += f[8];
+      }
       const double norm = ClipGradNorm(parameters, options_.max_grad_norm);
       stats.lr = LearningRate(options_.schedule, step);
       if (std::isfinite(norm)) {

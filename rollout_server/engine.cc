@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "common/base/logging.h"
 #include "common/device/device.h"
+#include "common/model/tensor_io.h"
 #include "rollout_server/sampler.h"
 
 namespace microrl::rollout {
@@ -784,21 +785,22 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
   }
   model::RunOptions run;
   run.adapter = chunks.front().uses_adapter ? adapter_.get() : nullptr;
-  absl::StatusOr<at::Tensor> hidden =
-      decoder_->Step(at::tensor(ids, at::kLong).view({rows, longest}), leaders,
-                     lengths, *cache_, run);
+  absl::StatusOr<at::Tensor> hidden = decoder_->Step(
+      model::HostToDevice(ids, at::kLong, decoder_->options().device)
+          .view({rows, longest}),
+      leaders, lengths, *cache_, run);
   absl::Status status = hidden.status();
   if (status.ok()) {
     try {
       const at::Device device = decoder_->options().device;
       const at::Tensor last_positions =
-          at::tensor(lengths, at::kLong).to(device) - 1;
+          model::HostToDevice(lengths, at::kLong, device) - 1;
       const at::Tensor last = hidden->index(
           {at::arange(rows,
                       at::TensorOptions().dtype(at::kLong).device(device)),
            last_positions});  // [rows, H]
       const at::Tensor logits = decoder_->Logits(last).index_select(
-          0, at::tensor(row_of_sequence, at::kLong).to(device));
+          0, model::HostToDevice(row_of_sequence, at::kLong, device));
       for (int64_t r = 0; r < rows; ++r) {
         for (int i = 1; i < chunks[r].count; ++i) {
           cache_->CopyPrefix(leaders[r], leaders[r] + i, lengths[r]);
@@ -829,9 +831,10 @@ void Engine::DecodeStep() {
   }
   model::RunOptions run;
   run.adapter = RunningUsesAdapter() ? adapter_.get() : nullptr;
-  absl::StatusOr<at::Tensor> hidden =
-      decoder_->Step(at::tensor(ids, at::kLong).view({n, 1}), slots,
-                     std::vector<int64_t>(n, 1), *cache_, run);
+  absl::StatusOr<at::Tensor> hidden = decoder_->Step(
+      model::HostToDevice(ids, at::kLong, decoder_->options().device)
+          .view({n, 1}),
+      slots, std::vector<int64_t>(n, 1), *cache_, run);
   absl::Status status = hidden.status();
   if (status.ok()) {
     try {

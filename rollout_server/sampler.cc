@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "common/model/tensor_io.h"
+
 namespace microrl::rollout {
 double RowUniform(uint64_t seed, int64_t position) {
   // splitmix64 of the seed, then of the position: a uniform 53-bit fraction.
@@ -42,9 +44,8 @@ at::Tensor TopKMask(const at::Tensor& scaled,
     active[n] = on;
   }
   const at::Tensor idx =
-      at::tensor(index, at::kLong).to(scaled.device()).unsqueeze(1);
-  const at::Tensor on = at::tensor(active, at::kByte)
-                            .to(scaled.device())
+      model::HostToDevice(index, at::kLong, scaled.device()).unsqueeze(1);
+  const at::Tensor on = model::HostToDevice(active, at::kByte, scaled.device())
                             .to(at::kBool)
                             .unsqueeze(1);
   const at::Tensor threshold = top.gather(1, idx);  // [N, 1]
@@ -69,7 +70,7 @@ at::Tensor TopPMask(const at::Tensor& scaled,
                                     : static_cast<float>(top_p[n]);
   }
   const at::Tensor p =
-      at::tensor(thresholds, at::kFloat).to(scaled.device()).unsqueeze(1);
+      model::HostToDevice(thresholds, at::kFloat, scaled.device()).unsqueeze(1);
   // Keep the smallest prefix whose mass reaches p: a token is dropped when the
   // mass before it already reaches p. The most likely token always stays.
   const at::Tensor before = at::cumsum(probs, 1) - probs;
@@ -107,9 +108,9 @@ SampleResult Sample(const at::Tensor& logits,
   }
   const at::Device device = logits.device();
   const at::Tensor scaled =
-      logits.to(at::kFloat) * at::tensor(inverse_temperature, at::kFloat)
-                                  .to(device)
-                                  .unsqueeze(1);  // [N, V]
+      logits.to(at::kFloat) *
+      model::HostToDevice(inverse_temperature, at::kFloat, device)
+          .unsqueeze(1);  // [N, V]
   const at::Tensor log_probs = at::log_softmax(scaled, 1);
   at::Tensor tokens = scaled.argmax(1);
   if (!all_greedy) {
@@ -121,15 +122,14 @@ SampleResult Sample(const at::Tensor& logits,
       uniforms[i] = RowUniform(seeds[i], positions[i]);
     const at::Tensor cdf =
         at::cumsum(at::softmax(TopPMask(TopKMask(scaled, top_k), top_p), 1), 1);
-    const at::Tensor target = at::tensor(uniforms, at::kDouble)
-                                  .to(device)
+    const at::Tensor target = model::HostToDevice(uniforms, at::kDouble, device)
                                   .to(at::kFloat)
                                   .unsqueeze(1) *
                               cdf.narrow(1, vocab - 1, 1);
     const at::Tensor sampled =
         at::searchsorted(cdf, target).squeeze(1).clamp_max(vocab - 1);
     const at::Tensor is_greedy =
-        at::tensor(greedy, at::kByte).to(device).to(at::kBool);
+        model::HostToDevice(greedy, at::kByte, device).to(at::kBool);
     tokens = at::where(is_greedy, tokens, sampled);
   }
   return {tokens, log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)};

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/model/checkpoint.h"
+#include "common/model/tensor_io.h"
 
 namespace microrl::model {
 namespace {
@@ -446,13 +447,13 @@ absl::StatusOr<at::Tensor> Decoder::Step(const at::Tensor& ids,
         const auto long_options =
             at::TensorOptions().dtype(at::kLong).device(options_.device);
         const at::Tensor start =
-            at::tensor(starts, at::kLong).to(options_.device);
+            HostToDevice(starts, at::kLong, options_.device);
         const at::Tensor positions =
             start.unsqueeze(1) +
             at::arange(steps, long_options).unsqueeze(0);  // [N, T]
         CacheView view;
         view.cache = &cache;
-        view.slots = at::tensor(slots, at::kLong).to(options_.device);
+        view.slots = HostToDevice(slots, at::kLong, options_.device);
         view.slot_index = view.slots.unsqueeze(1).expand({rows, steps});
         view.positions = positions;
         view.first_slot = consecutive ? slots[0] : -1;

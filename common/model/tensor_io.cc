@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "common/base/file.h"
 
@@ -127,5 +129,30 @@ absl::StatusOr<std::map<std::string, at::Tensor>> ReadTensors(
   }
   return out;
 }
+
+template <typename T>
+at::Tensor HostToDevice(const std::vector<T>& values, at::ScalarType dtype,
+                        at::Device device) {
+  TORCH_CHECK(c10::elementSize(dtype) == sizeof(T),
+              "HostToDevice: element size mismatch");
+  const bool cuda = device.is_cuda();
+  at::Tensor host =
+      at::empty({static_cast<int64_t>(values.size())},
+                at::TensorOptions().dtype(dtype).pinned_memory(cuda));
+  if (!values.empty())
+    std::memcpy(host.data_ptr(), values.data(), values.size() * sizeof(T));
+  return cuda ? host.to(device, /*non_blocking=*/true) : host;
+}
+
+template at::Tensor HostToDevice(const std::vector<int64_t>&, at::ScalarType,
+                                 at::Device);
+template at::Tensor HostToDevice(const std::vector<int32_t>&, at::ScalarType,
+                                 at::Device);
+template at::Tensor HostToDevice(const std::vector<float>&, at::ScalarType,
+                                 at::Device);
+template at::Tensor HostToDevice(const std::vector<double>&, at::ScalarType,
+                                 at::Device);
+template at::Tensor HostToDevice(const std::vector<uint8_t>&, at::ScalarType,
+                                 at::Device);
 
 }  // namespace microrl::model

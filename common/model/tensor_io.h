@@ -25,6 +25,16 @@ absl::StatusOr<at::Tensor> TensorFromFile(
     const std::shared_ptr<safetensors::SafetensorsFile>& file,
     const safetensors::TensorInfo& info);
 
+// A 1-D tensor of `values` on `device`. On CUDA the values go through pinned
+// host memory and are copied without blocking the host (a plain
+// at::tensor(values).to(device) waits for the GPU's queue to drain, a host
+// synchronization per call); the copy is ordered on the current stream before
+// any kernel that uses the result. T is int64_t, int32_t, float, double or
+// uint8_t, as `dtype` says.
+template <typename T>
+at::Tensor HostToDevice(const std::vector<T>& values, at::ScalarType dtype,
+                        at::Device device);
+
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 // Serializes tensors (any device or layout; copied to contiguous CPU as
