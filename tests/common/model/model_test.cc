@@ -285,6 +285,26 @@ TEST(LoraTest, RoundTripsThroughPeftFilesAndBuffers) {
   EXPECT_FALSE(at::equal(expected, *decoder->Forward(Ids(), {})));
 }
 
+TEST(TensorIoTest, HostToDeviceCopiesValuesInTheirDtype) {
+  std::vector<at::Device> devices = {at::kCPU};
+  if (at::hasCUDA()) devices.emplace_back(at::kCUDA, 0);
+  for (const at::Device& device : devices) {
+    const at::Tensor ids = HostToDevice(
+        std::vector<int64_t>{3, -1, int64_t{1} << 40}, at::kLong, device);
+    EXPECT_EQ(ids.device(), device);
+    EXPECT_TRUE(at::equal(
+        ids.cpu(), torch::tensor({int64_t{3}, int64_t{-1}, int64_t{1} << 40})));
+    const at::Tensor u =
+        HostToDevice(std::vector<double>{0.25, 1e-300}, at::kDouble, device);
+    EXPECT_EQ(u.cpu()[1].item<double>(), 1e-300);
+    const at::Tensor flags =
+        HostToDevice(std::vector<uint8_t>{1, 0, 1}, at::kByte, device);
+    EXPECT_EQ(flags.sum().item<int64_t>(), 2);
+    EXPECT_EQ(HostToDevice(std::vector<float>{}, at::kFloat, device).numel(),
+              0);
+  }
+}
+
 TEST(LoraTest, Bfloat16ComputeKeepsFloat32MasterWeights) {
   const ModelConfig config = TinyConfig();
   std::unique_ptr<Decoder> full = TinyDecoder();
