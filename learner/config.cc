@@ -60,6 +60,7 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"rollout.top_k", &c.top_k},
       {"rollout.colocated", &c.colocated},
       {"rollout.publish_dtype", &c.publish_dtype},
+      {"rollout.publish_via", &c.publish_via},
       {"rollout.generate_timeout_s", &c.generate_timeout_s},
       {"rollout.max_wait_s", &c.rollout_max_wait_s},
       {"rollout.tls_ca", &c.rollout_security.tls_ca},
@@ -347,6 +348,9 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
                        c.publish_dtype == "bfloat16",
                    "rollout.publish_dtype",
                    "must be auto, float32 or bfloat16"),
+           Require(c.publish_via == "auto" || c.publish_via == "grpc" ||
+                       c.publish_via == "cuda_ipc",
+                   "rollout.publish_via", "must be auto, grpc or cuda_ipc"),
            Require(c.lora_rank >= 1, "lora.rank", "must be >= 1"),
            Require(c.lora_alpha > 0, "lora.alpha", "must be > 0"),
            Require(!c.lora_targets.empty(), "lora.targets",

@@ -88,6 +88,11 @@ struct TrainConfig {
   // when the learner's model runs in bfloat16, else float32), float32 or
   // bfloat16. A rollout server keeps them in its model's dtype.
   std::string publish_dtype = "auto";
+  // How the adapter reaches the rollout server: auto (CUDA IPC when the
+  // learner is on a GPU and the rollout server on loopback, falling back to
+  // gRPC for good if the server cannot open it), grpc (streamed bytes) or
+  // cuda_ipc (no fallback).
+  std::string publish_via = "auto";
   double generate_timeout_s = 3600;
   // How long to keep retrying a rollout server that is unreachable (restarting)
   // before the run checkpoints and fails.

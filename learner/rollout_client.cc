@@ -124,6 +124,38 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
   return response;
 }
 
+absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapterIpc(
+    uint64_t version, const std::string& config_json,
+    const v1::CudaIpcAdapter& ipc) {
+  v1::LoadAdapterResponse response;
+  int attempts = 0;
+  absl::Status status = Call(
+      "LoadAdapter", options_.control_timeout, /*cancellable=*/false,
+      [&](grpc::ClientContext* context) {
+        ++attempts;
+        response.Clear();
+        std::unique_ptr<grpc::ClientWriter<v1::LoadAdapterRequest>> writer =
+            stub_->LoadAdapter(context, &response);
+        v1::LoadAdapterRequest message;
+        v1::AdapterHeader* header = message.mutable_header();
+        header->set_version(version);
+        header->set_adapter_config_json(config_json);
+        *header->mutable_cuda_ipc() = ipc;
+        writer->Write(message);
+        writer->WritesDone();
+        return writer->Finish();
+      });
+  if (status.code() == absl::StatusCode::kFailedPrecondition && attempts > 1) {
+    absl::StatusOr<v1::RolloutInfo> info = GetInfo();
+    if (info.ok() && info->adapter_version() == version) {
+      response.set_version(version);
+      return response;
+    }
+  }
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<v1::SleepResponse> RolloutClient::Sleep(bool abort_running) {
   v1::SleepRequest request;
   request.set_abort_running(abort_running);

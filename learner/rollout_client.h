@@ -41,6 +41,12 @@ class RolloutClient {
   absl::StatusOr<v1::LoadAdapterResponse> LoadAdapter(
       uint64_t version, const std::string& config_json,
       const std::string& safetensors);
+  // Hands over an adapter by CUDA IPC handle (no bytes streamed): the server
+  // copies the weights from this process's GPU memory. UNIMPLEMENTED when the
+  // server cannot open them.
+  absl::StatusOr<v1::LoadAdapterResponse> LoadAdapterIpc(
+      uint64_t version, const std::string& config_json,
+      const v1::CudaIpcAdapter& ipc);
   absl::StatusOr<v1::SleepResponse> Sleep(bool abort_running);
   absl::StatusOr<v1::WakeResponse> Wake();
   absl::StatusOr<v1::RolloutInfo> GetInfo();

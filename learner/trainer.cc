@@ -14,7 +14,9 @@
 #include "absl/time/clock.h"
 #include "common/base/file.h"
 #include "common/base/logging.h"
+#include "common/base/net.h"
 #include "common/device/device.h"
+#include "common/model/adapter_ipc.h"
 #include "learner/eval_command.h"
 #include "learner/evaluate.h"
 
@@ -538,11 +540,46 @@ absl::Status Trainer::Publish() {
                decoder_->options().dtype == at::kBFloat16)
           ? at::kBFloat16
           : at::kFloat;
-  absl::StatusOr<std::string> weights = adapter_->PeftSafetensors(dtype);
-  if (!weights.ok()) return weights.status();
   const uint64_t version = state_.adapter_version + 1;
-  absl::StatusOr<v1::LoadAdapterResponse> loaded = rollout_->LoadAdapter(
-      version, adapter_->PeftConfigJson(config_.model_path), *weights);
+  const std::string config_json = adapter_->PeftConfigJson(config_.model_path);
+  absl::StatusOr<v1::LoadAdapterResponse> loaded =
+      absl::UnimplementedError("not sent");
+  const absl::StatusOr<HostPort> rollout =
+      ParseHostPort(config_.rollout_address);
+  const bool ipc = config_.publish_via == "cuda_ipc" ||
+                   (config_.publish_via == "auto" && !ipc_unavailable_ &&
+                    decoder_->options().device.is_cuda() && rollout.ok() &&
+                    IsLoopbackHost(rollout->host));
+  if (ipc) {
+    absl::StatusOr<model::IpcAdapter> shared =
+        model::ExportAdapter(*adapter_, dtype, ipc_staging_);
+    bool unavailable = !shared.ok();
+    if (shared.ok()) {
+      v1::CudaIpcAdapter message;
+      message.set_handle(shared->handle);
+      message.set_offset(static_cast<uint64_t>(shared->offset));
+      message.set_bytes(static_cast<uint64_t>(shared->bytes));
+      message.set_layout_json(shared->layout_json);
+      message.set_device_uuid(shared->device_uuid);
+      loaded = rollout_->LoadAdapterIpc(version, config_json, message);
+      // The server cannot open it (CPU, another GPU or host, IPC off).
+      unavailable = loaded.status().code() == absl::StatusCode::kUnimplemented;
+    } else {
+      loaded = shared.status();
+    }
+    if (unavailable && config_.publish_via == "auto") {
+      MRL_LOG(WARNING) << "CUDA IPC publishing is unavailable ("
+                       << loaded.status()
+                       << "): publishing over gRPC from now on";
+      ipc_unavailable_ = true;
+      ipc_staging_ = at::Tensor();
+    }
+  }
+  if (!ipc || ipc_unavailable_) {
+    absl::StatusOr<std::string> weights = adapter_->PeftSafetensors(dtype);
+    if (!weights.ok()) return weights.status();
+    loaded = rollout_->LoadAdapter(version, config_json, *weights);
+  }
   if (!loaded.ok()) return loaded.status();
   state_.adapter_version = version;
   status_.Update([&](TrainingStatus::View& v) { v.adapter_version = version; });

@@ -107,6 +107,10 @@ class Trainer {
   // the state must not be checkpointed.
   bool dirty_ = false;
   bool rollout_asleep_ = false;
+  // CUDA IPC publishing: the packed weights the rollout server copies from,
+  // and whether IPC turned out unavailable (then gRPC from there on).
+  at::Tensor ipc_staging_;
+  bool ipc_unavailable_ = false;
   std::atomic<bool> stop_{false};
   absl::Time started_;
   double elapsed_at_start_ = 0;

@@ -60,6 +60,10 @@ ABSL_FLAG(uint64_t, adapter_version, 1, "Version of --adapter.");
 ABSL_FLAG(std::string, adapter_dir, "",
           "Directory that LoadAdapter's paths are relative to (unset: paths "
           "refused).");
+ABSL_FLAG(bool, cuda_ipc, true,
+          "Accept LoadAdapter by CUDA IPC handle from a process on this host "
+          "and GPU (the learner's default when both share a GPU): the "
+          "weights are copied device to device, no bytes over the socket.");
 
 int main(int argc, char** argv) {
   constexpr char kComponent[] = "rollout_server";
@@ -116,7 +120,8 @@ int main(int argc, char** argv) {
   }
   microrl::rpc::ProcessIdentity identity(kComponent);
   microrl::rollout::RolloutService service(
-      {*device, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_adapter_dir)},
+      {*device, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_adapter_dir),
+       absl::GetFlag(FLAGS_cuda_ipc)},
       engine, identity);
   microrl::ExitWithoutStaticDestructors(microrl::rpc::RunServer(
       server, {{&service, "microrl.v1.Rollout"}}, registry, identity));

@@ -13,7 +13,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/base/logging.h"
+#include "common/base/net.h"
 #include "common/base/sha256.h"
+#include "common/model/adapter_ipc.h"
 #include "common/rpc/status.h"
 #include "common/safetensors/safetensors.h"
 
@@ -204,6 +206,7 @@ grpc::Status RolloutService::Generate(grpc::ServerContext* context,
 
 absl::StatusOr<std::shared_ptr<const model::LoraAdapter>>
 RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
+                            const std::string& peer,
                             v1::LoadAdapterResponse* response) const {
   v1::LoadAdapterRequest message;
   if (!reader->Read(&message) || !message.has_header()) {
@@ -221,7 +224,49 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
   // Kept in the base model's dtype: no per-step cast when decoding.
   const at::ScalarType dtype = engine_->decoder().options().dtype;
   absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter;
-  if (!header.path().empty()) {
+  if (header.has_cuda_ipc()) {
+    if (!header.path().empty() || header.total_bytes() != 0) {
+      return absl::InvalidArgumentError(
+          "a header with cuda_ipc has neither path nor total_bytes");
+    }
+    if (header.adapter_config_json().empty()) {
+      return absl::InvalidArgumentError(
+          "a CUDA IPC adapter needs adapter_config_json in the header");
+    }
+    if (!options_.cuda_ipc) {
+      return absl::UnimplementedError(
+          "CUDA IPC is off on this server (--cuda_ipc=false)");
+    }
+    // A handle lets the server read the sender's GPU memory: only a process
+    // on this host can mean one.
+    if (!IsLoopbackPeer(peer)) {
+      return absl::UnimplementedError(
+          absl::StrCat("CUDA IPC: the sender ", peer, " is not on this host"));
+    }
+    if (reader->Read(&message)) {
+      return absl::InvalidArgumentError(
+          "a header with cuda_ipc must be the only message");
+    }
+    const v1::CudaIpcAdapter& ipc = header.cuda_ipc();
+    model::IpcAdapter shared;
+    shared.handle = ipc.handle();
+    shared.offset = static_cast<int64_t>(
+        std::min<uint64_t>(ipc.offset(), uint64_t{1} << 62));
+    shared.bytes = static_cast<int64_t>(
+        std::min<uint64_t>(ipc.bytes(), uint64_t{1} << 62));
+    shared.layout_json = ipc.layout_json();
+    shared.device_uuid = ipc.device_uuid();
+    absl::StatusOr<std::unique_ptr<model::LoraAdapter>> imported =
+        model::ImportAdapter(shared, header.adapter_config_json(), config,
+                             device, dtype);
+    response->set_load_seconds(absl::ToDoubleSeconds(absl::Now() - first));
+    // Whatever could not be opened here: the sender streams the bytes instead.
+    if (!imported.ok() &&
+        imported.status().code() == absl::StatusCode::kUnimplemented) {
+      return imported.status();
+    }
+    adapter = std::move(imported);
+  } else if (!header.path().empty()) {
     if (options_.adapter_dir.empty()) {
       return absl::FailedPreconditionError(
           "adapter paths need the server to be started with --adapter_dir");
@@ -322,7 +367,7 @@ grpc::Status RolloutService::LoadAdapter(
     v1::LoadAdapterResponse* response) {
   if (engine_ == nullptr) return NoModel();
   absl::StatusOr<std::shared_ptr<const model::LoraAdapter>> adapter =
-      ReadAdapter(reader, response);
+      ReadAdapter(reader, context->peer(), response);
   const uint64_t version = response->version();
   const absl::Time received = absl::Now();
   if (!adapter.ok()) {

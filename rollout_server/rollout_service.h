@@ -19,6 +19,9 @@ struct RolloutServiceOptions {
   std::string model_path;
   // Directory that LoadAdapter paths are relative to ("": paths refused).
   std::string adapter_dir;
+  // Whether LoadAdapter accepts adapters by CUDA IPC handle (from loopback
+  // peers only).
+  bool cuda_ipc = true;
 };
 
 // The microrl.v1.Rollout service over an Engine. Without an engine (no --model)
@@ -57,7 +60,7 @@ class RolloutService final : public v1::Rollout::Service {
   // sets the version, bytes, receive_seconds and load_seconds of `response`.
   absl::StatusOr<std::shared_ptr<const model::LoraAdapter>> ReadAdapter(
       grpc::ServerReader<v1::LoadAdapterRequest>* reader,
-      v1::LoadAdapterResponse* response) const;
+      const std::string& peer, v1::LoadAdapterResponse* response) const;
 
   const RolloutServiceOptions options_;
   const std::shared_ptr<Engine> engine_;

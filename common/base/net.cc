@@ -4,6 +4,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 
 namespace microrl {
 
@@ -64,6 +66,25 @@ absl::Status ValidatePort(int port, absl::string_view flag_name,
 bool IsLoopbackHost(absl::string_view host) {
   return host == "localhost" || host == "::1" || host == "[::1]" ||
          absl::StartsWith(host, "127.");
+}
+
+bool IsLoopbackPeer(absl::string_view peer) {
+  if (absl::StartsWith(peer, "unix:") ||
+      absl::StartsWith(peer, "unix-abstract:"))
+    return true;
+  if (!absl::ConsumePrefix(&peer, "ipv4:") &&
+      !absl::ConsumePrefix(&peer, "ipv6:")) {
+    return false;
+  }
+  const size_t colon = peer.rfind(':');
+  if (colon == absl::string_view::npos) return false;
+  std::string host =
+      absl::StrReplaceAll(peer.substr(0, colon), {{"%5B", "["}, {"%5D", "]"}});
+  absl::string_view h = host;
+  absl::ConsumePrefix(&h, "[");
+  absl::ConsumeSuffix(&h, "]");
+  absl::ConsumePrefix(&h, "::ffff:");  // IPv4-mapped
+  return IsLoopbackHost(h);
 }
 
 }  // namespace microrl

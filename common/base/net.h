@@ -34,6 +34,11 @@ std::string JoinHostPort(absl::string_view host, int port);
 // True for "127.0.0.1" (and the rest of 127.0.0.0/8), "::1" and "localhost".
 bool IsLoopbackHost(absl::string_view host);
 
+// True when a gRPC peer string (ServerContext::peer(): "ipv4:127.0.0.1:5000",
+// "ipv6:[::1]:5000", "ipv6:%5B::ffff:127.0.0.1%5D:5000", "unix:/path") is this
+// host.
+bool IsLoopbackPeer(absl::string_view peer);
+
 }  // namespace microrl
 
 #endif  // MICRORL_COMMON_BASE_NET_H_

@@ -176,6 +176,21 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromPeft(
     absl::string_view config_json,
     std::shared_ptr<safetensors::SafetensorsFile> weights,
     const ModelConfig& model, at::Device device, at::ScalarType dtype) {
+  NamedTensors tensors;
+  for (const safetensors::TensorInfo& info : weights->tensors()) {
+    absl::StatusOr<at::Tensor> tensor = TensorFromFile(weights, info);
+    if (!tensor.ok()) return tensor.status();
+    tensors.emplace_back(info.name, *std::move(tensor));
+  }
+  return FromTensors(config_json, tensors, weights->label(), model, device,
+                     dtype, /*copy=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromTensors(
+    absl::string_view config_json,
+    const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+    const std::string& label, const ModelConfig& model, at::Device device,
+    at::ScalarType dtype, bool copy) {
   const json config =
       json::parse(config_json, nullptr, /*allow_exceptions=*/false);
   auto invalid = [](const std::string& why) {
@@ -237,33 +252,31 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromPeft(
   static const std::regex kName(
       R"(base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_(A|B)(\.default)?\.weight)");
   std::map<std::pair<int64_t, int>, std::pair<at::Tensor, at::Tensor>> pairs;
-  for (const safetensors::TensorInfo& info : weights->tensors()) {
+  for (const auto& [name, tensor] : tensors) {
     std::smatch match;
-    if (!std::regex_match(info.name, match, kName)) {
+    if (!std::regex_match(name, match, kName)) {
       return absl::UnimplementedError(absl::StrCat(
-          weights->label(), ": tensor \"", info.name,
+          label, ": tensor \"", name,
           "\" is not a LoRA A/B weight of a decoder layer's linear layer"));
     }
     int64_t layer = 0;
     if (!absl::SimpleAtoi(match[1].str(), &layer) ||
         layer >= model.num_layers) {
-      return invalid(absl::StrCat("tensor \"", info.name, "\": the model has ",
+      return invalid(absl::StrCat("tensor \"", name, "\": the model has ",
                                   model.num_layers, " layers"));
     }
     absl::StatusOr<LoraModule> module = ParseLoraModule(match[3].str());
     if (!module.ok() || IsAttention(*module) != (match[2] == "self_attn")) {
       return absl::UnimplementedError(
-          absl::StrCat("tensor \"", info.name, "\": module ", match[3].str(),
+          absl::StrCat("tensor \"", name, "\": module ", match[3].str(),
                        " is not supported"));
     }
-    absl::StatusOr<at::Tensor> tensor = TensorFromFile(weights, info);
-    if (!tensor.ok()) return tensor.status();
-    if (!at::isFloatingType(tensor->scalar_type())) {
+    if (!at::isFloatingType(tensor.scalar_type())) {
       return invalid(
-          absl::StrCat("tensor \"", info.name, "\" is not floating point"));
+          absl::StrCat("tensor \"", name, "\" is not floating point"));
     }
     auto& pair = pairs[{layer, static_cast<int>(*module)}];
-    (match[4] == "A" ? pair.first : pair.second) = *tensor;
+    (match[4] == "A" ? pair.first : pair.second) = tensor;
   }
   if (pairs.empty())
     return invalid("adapter_model.safetensors holds no LoRA weights");
@@ -297,7 +310,8 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromPeft(
         PatternValue(alpha_pattern, where).value_or(adapter->config_.alpha);
     // Checked for non-finite values on the device, all at once below.
     adapter->layers_[layer][index] = LoraLinear{
-        a.to(device, dtype).contiguous(), b.to(device, dtype).contiguous(),
+        a.to(device, dtype, /*non_blocking=*/false, copy).contiguous(),
+        b.to(device, dtype, /*non_blocking=*/false, copy).contiguous(),
         ScaleFor(alpha, rank, adapter->config_.use_rslora)};
     targets.insert(module);
   }

@@ -73,6 +73,16 @@ class LoraAdapter {
       const ModelConfig& model, at::Device device,
       at::ScalarType dtype = at::kFloat);
 
+  // The same from tensors by PEFT name (any device and floating dtype; `label`
+  // names their source in errors). copy: the adapter gets its own copies even
+  // where the tensors are already on `device` in `dtype` (e.g. another
+  // process's memory, opened through CUDA IPC).
+  static absl::StatusOr<std::unique_ptr<LoraAdapter>> FromTensors(
+      absl::string_view config_json,
+      const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+      const std::string& label, const ModelConfig& model, at::Device device,
+      at::ScalarType dtype, bool copy);
+
   // Writes adapter_config.json and adapter_model.safetensors into `dir` (made
   // if missing), loadable by PEFT's PeftModel.from_pretrained and vLLM.
   absl::Status SavePeft(const std::string& dir,

@@ -23,6 +23,7 @@
 #include "absl/flags/parse.h"
 #include "absl/time/clock.h"
 #include "common/device/device.h"
+#include "common/model/adapter_ipc.h"
 #include "common/model/config.h"
 #include "common/model/lora.h"
 #include "learner/rollout_client.h"
@@ -36,6 +37,9 @@ ABSL_FLAG(int, iters, 5, "Publishes to time (after one warm-up).");
 ABSL_FLAG(std::string, device, "cpu", "Where the learner's adapter lives.");
 ABSL_FLAG(std::string, dtype, "bfloat16",
           "dtype of the published weights: bfloat16 or float32.");
+ABSL_FLAG(std::string, transport, "grpc",
+          "grpc: serialize and stream the bytes; cuda_ipc: pack on the GPU and "
+          "hand over a CUDA IPC handle (the learner's two ways).");
 
 namespace {
 
@@ -98,23 +102,44 @@ int Run() {
   std::vector<double> serialize, rpc, total, receive, load, swap;
   uint64_t bytes = 0;
   const int iters = absl::GetFlag(FLAGS_iters);
+  const bool ipc = absl::GetFlag(FLAGS_transport) == "cuda_ipc";
+  at::Tensor staging;
   for (int i = -1; i < iters; ++i) {  // i = -1: warm-up
     microrl::device::Synchronize(*device);
     const absl::Time start = absl::Now();
-    absl::StatusOr<std::string> weights = (*adapter)->PeftSafetensors(dtype);
-    if (!weights.ok()) {
-      std::cerr << weights.status() << "\n";
-      return 1;
+    absl::StatusOr<microrl::v1::LoadAdapterResponse> loaded;
+    absl::Time serialized;
+    if (ipc) {
+      absl::StatusOr<microrl::model::IpcAdapter> shared =
+          microrl::model::ExportAdapter(**adapter, dtype, staging);
+      if (!shared.ok()) {
+        std::cerr << shared.status() << "\n";
+        return 1;
+      }
+      serialized = absl::Now();
+      microrl::v1::CudaIpcAdapter message;
+      message.set_handle(shared->handle);
+      message.set_offset(static_cast<uint64_t>(shared->offset));
+      message.set_bytes(static_cast<uint64_t>(shared->bytes));
+      message.set_layout_json(shared->layout_json);
+      message.set_device_uuid(shared->device_uuid);
+      loaded = (*client)->LoadAdapterIpc(++version, config_json, message);
+      bytes = static_cast<uint64_t>(shared->bytes);
+    } else {
+      absl::StatusOr<std::string> weights = (*adapter)->PeftSafetensors(dtype);
+      if (!weights.ok()) {
+        std::cerr << weights.status() << "\n";
+        return 1;
+      }
+      serialized = absl::Now();
+      loaded = (*client)->LoadAdapter(++version, config_json, *weights);
+      bytes = weights->size();
     }
-    const absl::Time serialized = absl::Now();
-    absl::StatusOr<microrl::v1::LoadAdapterResponse> loaded =
-        (*client)->LoadAdapter(++version, config_json, *weights);
     const absl::Time end = absl::Now();
     if (!loaded.ok()) {
       std::cerr << loaded.status() << "\n";
       return 1;
     }
-    bytes = weights->size();
     if (i < 0) continue;
     serialize.push_back(absl::ToDoubleSeconds(serialized - start));
     rpc.push_back(absl::ToDoubleSeconds(end - serialized));
@@ -124,7 +149,7 @@ int Run() {
     swap.push_back(loaded->swap_seconds());
   }
   const nlohmann::json out = {
-      {"transport", "grpc"},
+      {"transport", absl::GetFlag(FLAGS_transport)},
       {"rank", lora.rank},
       {"dtype", absl::GetFlag(FLAGS_dtype)},
       {"parameters", (*adapter)->NumParameters()},

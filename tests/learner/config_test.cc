@@ -92,6 +92,8 @@ TEST(ConfigTest, ErrorsNameTheFileAndLine) {
       HasSubstr("grpo.loss_aggregation"));
   EXPECT_THAT(error(std::string(kMinimal) + "lora:\n  targets: [qkv_proj]\n"),
               HasSubstr("lora.targets: modules are"));
+  EXPECT_THAT(error(std::string(kMinimal) + "rollout:\n  publish_via: shm\n"),
+              HasSubstr("rollout.publish_via: must be auto, grpc or cuda_ipc"));
   EXPECT_THAT(
       error(std::string(kMinimal) + "rollout:\n  publish_dtype: float16\n"),
       HasSubstr("rollout.publish_dtype: must be auto, float32 or bfloat16"));

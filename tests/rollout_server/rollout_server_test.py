@@ -17,6 +17,7 @@ loopback. Checked:
 """
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -286,6 +287,28 @@ def main():
                 ("escape", iter([rollout_pb2.LoadAdapterRequest(
                     header=rollout_pb2.AdapterHeader(version=3, path="../adapters/v1"))]),
                  grpc.StatusCode.INVALID_ARGUMENT, ".."),
+                ("trailer sha", itertools.chain(
+                    stream(3, v1_bytes, v1_config, sha=""),
+                    [rollout_pb2.LoadAdapterRequest(sha256_trailer="00" * 32)]),
+                 grpc.StatusCode.INVALID_ARGUMENT, "SHA-256"),
+                ("after trailer", itertools.chain(
+                    stream(3, v1_bytes, v1_config, sha=""),
+                    [rollout_pb2.LoadAdapterRequest(
+                        sha256_trailer=hashlib.sha256(v1_bytes).hexdigest()),
+                     rollout_pb2.LoadAdapterRequest(safetensors_chunk=b"x")]),
+                 grpc.StatusCode.INVALID_ARGUMENT, "goes on after its sha256_trailer"),
+                ("cuda ipc on the cpu", iter([rollout_pb2.LoadAdapterRequest(
+                    header=rollout_pb2.AdapterHeader(
+                        version=3, adapter_config_json=v1_config,
+                        cuda_ipc=rollout_pb2.CudaIpcAdapter(
+                            handle=b"h" * 64, bytes=len(v1_bytes), layout_json="{}",
+                            device_uuid="00" * 16)))]),
+                 grpc.StatusCode.UNIMPLEMENTED, "on the CPU"),
+                ("cuda ipc and a path", iter([rollout_pb2.LoadAdapterRequest(
+                    header=rollout_pb2.AdapterHeader(
+                        version=3, adapter_config_json=v1_config, path="v1",
+                        cuda_ipc=rollout_pb2.CudaIpcAdapter(handle=b"h")))]),
+                 grpc.StatusCode.INVALID_ARGUMENT, "neither path nor total_bytes"),
                 ("missing dir", iter([rollout_pb2.LoadAdapterRequest(
                     header=rollout_pb2.AdapterHeader(version=3, path="v9"))]),
                  grpc.StatusCode.INVALID_ARGUMENT, "v9"),

@@ -5,6 +5,19 @@
 namespace microrl {
 namespace {
 
+TEST(IsLoopbackPeerTest, ReadsGrpcPeerStrings) {
+  for (const char* peer : {"ipv4:127.0.0.1:5000", "ipv6:[::1]:5000",
+                           "ipv6:%5B::ffff:127.0.0.1%5D:43210",
+                           "ipv6:[::ffff:127.0.0.1]:1", "unix:/tmp/socket"}) {
+    EXPECT_TRUE(IsLoopbackPeer(peer)) << peer;
+  }
+  for (const char* peer :
+       {"ipv4:10.0.0.1:5000", "ipv6:[2001:db8::1]:5000",
+        "ipv6:%5B::ffff:10.1.2.3%5D:1", "127.0.0.1:5000", "", "ipv4:"}) {
+    EXPECT_FALSE(IsLoopbackPeer(peer)) << peer;
+  }
+}
+
 TEST(IsLoopbackHostTest, KnowsLoopbackNames) {
   for (const char* host : {"127.0.0.1", "127.1.2.3", "localhost", "::1"})
     EXPECT_TRUE(IsLoopbackHost(host)) << host;

@@ -1,0 +1,235 @@
+#include "common/model/adapter_ipc.h"
+
+#include <ATen/ATen.h>
+#include <ATen/DeviceAccelerator.h>
+#include <ATen/cuda/CUDAContextLight.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+
+#include <exception>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace microrl::model {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int64_t kAlignment = 256;  // bytes; each weight starts on a multiple
+
+const char* DtypeName(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBFloat16:
+      return "BF16";
+    case at::kHalf:
+      return "F16";
+    case at::kFloat:
+      return "F32";
+    default:
+      return nullptr;
+  }
+}
+
+std::optional<at::ScalarType> DtypeFromName(const std::string& name) {
+  if (name == "BF16") return at::kBFloat16;
+  if (name == "F16") return at::kHalf;
+  if (name == "F32") return at::kFloat;
+  return std::nullopt;
+}
+
+void Synchronize(at::Device device) {
+  at::accelerator::synchronizeDevice(device.index());
+}
+
+}  // namespace
+
+std::string DeviceUuid(at::Device device) {
+  if (!device.is_cuda()) return "";
+  try {
+    const cudaDeviceProp* properties =
+        at::cuda::getDeviceProperties(device.index());
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (char c : properties->uuid.bytes) {
+      const auto byte = static_cast<unsigned char>(c);
+      hex.push_back(kHex[byte >> 4]);
+      hex.push_back(kHex[byte & 15]);
+    }
+    return hex;
+  } catch (const std::exception&) {
+    return "";
+  }
+}
+
+absl::StatusOr<IpcAdapter> ExportAdapter(const LoraAdapter& adapter,
+                                         at::ScalarType dtype,
+                                         at::Tensor& staging) {
+  const char* dtype_name = DtypeName(dtype);
+  if (dtype_name == nullptr) {
+    return absl::InvalidArgumentError(
+        "CUDA IPC adapters are bfloat16, float16 or float32");
+  }
+  std::vector<std::pair<std::string, at::Tensor>> weights;
+  for (int64_t layer = 0; layer < adapter.num_layers(); ++layer) {
+    for (LoraModule module : adapter.config().targets) {
+      const LoraLinear* linear = adapter.Find(layer, module);
+      if (linear == nullptr) continue;
+      weights.emplace_back(PeftTensorName(layer, module, true), linear->a);
+      weights.emplace_back(PeftTensorName(layer, module, false), linear->b);
+    }
+  }
+  if (weights.empty()) return absl::InvalidArgumentError("an empty adapter");
+  const at::Device device = weights.front().second.device();
+  if (!device.is_cuda()) {
+    return absl::FailedPreconditionError(
+        "CUDA IPC needs the adapter on a CUDA device");
+  }
+  const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
+  json layout = json::object();
+  std::vector<int64_t> begins;
+  int64_t total = 0;
+  for (const auto& [name, tensor] : weights) {
+    total = (total + kAlignment - 1) / kAlignment * kAlignment;
+    const int64_t bytes = tensor.numel() * element;
+    layout[name] = {{"dtype", dtype_name},
+                    {"shape", tensor.sizes().vec()},
+                    {"data_offsets", {total, total + bytes}}};
+    begins.push_back(total);
+    total += bytes;
+  }
+  try {
+    if (!staging.defined() || staging.numel() != total ||
+        staging.device() != device) {
+      staging = at::Tensor();  // the old buffer goes before the new one comes
+      staging = at::empty({total},
+                          at::TensorOptions().dtype(at::kByte).device(device));
+    }
+    c10::InferenceMode no_grad;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const at::Tensor& tensor = weights[i].second;
+      staging.narrow(0, begins[i], tensor.numel() * element)
+          .view(dtype)
+          .view(tensor.sizes())
+          .copy_(tensor.detach());
+    }
+    // The receiver reads from another process: everything must have landed.
+    Synchronize(device);
+    const c10::cuda::CUDACachingAllocator::ShareableHandle handle =
+        c10::cuda::CUDACachingAllocator::shareIpcHandle(staging.data_ptr());
+    IpcAdapter shared;
+    shared.handle = handle.handle;
+    shared.offset = static_cast<int64_t>(handle.offset);
+    shared.bytes = total;
+    shared.layout_json = layout.dump();
+    shared.device_uuid = DeviceUuid(device);
+    return shared;
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("exporting the adapter for CUDA IPC: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<LoraAdapter>> ImportAdapter(
+    const IpcAdapter& shared, const std::string& config_json,
+    const ModelConfig& model, at::Device device, at::ScalarType dtype) {
+  if (!device.is_cuda()) {
+    return absl::UnimplementedError(
+        "CUDA IPC: this server's model is on the CPU");
+  }
+  const std::string uuid = DeviceUuid(device);
+  if (uuid.empty() || uuid != shared.device_uuid) {
+    return absl::UnimplementedError(absl::StrCat(
+        "CUDA IPC: the adapter is on GPU ", shared.device_uuid,
+        ", this server's model on GPU ", uuid.empty() ? "(unknown)" : uuid));
+  }
+  auto invalid = [](const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA IPC adapter: ", why));
+  };
+  if (shared.bytes <= 0 || shared.offset < 0) {
+    return invalid("bytes must be positive and offset non-negative");
+  }
+  const json layout =
+      json::parse(shared.layout_json, nullptr, /*allow_exceptions=*/false);
+  if (layout.is_discarded() || !layout.is_object() || layout.empty()) {
+    return invalid("the layout is not a non-empty JSON object");
+  }
+  struct Entry {
+    std::string name;
+    at::ScalarType dtype;
+    std::vector<int64_t> shape;
+    int64_t begin;
+  };
+  std::vector<Entry> entries;
+  for (const auto& [name, value] : layout.items()) {
+    const std::string where = absl::StrCat("layout of \"", name, "\": ");
+    if (!value.is_object() || !value.contains("dtype") ||
+        !value["dtype"].is_string() || !value.contains("shape") ||
+        !value["shape"].is_array() || !value.contains("data_offsets") ||
+        !value["data_offsets"].is_array() ||
+        value["data_offsets"].size() != 2) {
+      return invalid(where + "wants dtype, shape and data_offsets [b, e]");
+    }
+    const std::optional<at::ScalarType> type =
+        DtypeFromName(value["dtype"].get<std::string>());
+    if (!type.has_value()) return invalid(where + "dtype is not BF16/F16/F32");
+    const int64_t element = static_cast<int64_t>(c10::elementSize(*type));
+    Entry entry{name, *type, {}, 0};
+    int64_t count = 1;
+    if (value["shape"].empty() || value["shape"].size() > 2) {
+      return invalid(where + "shape must have 1 or 2 dimensions");
+    }
+    for (const json& dim : value["shape"]) {
+      if (!dim.is_number_integer() || dim.get<int64_t>() <= 0 ||
+          dim.get<int64_t>() > (int64_t{1} << 31)) {
+        return invalid(where + "bad dimension");
+      }
+      entry.shape.push_back(dim.get<int64_t>());
+      count *= entry.shape.back();
+    }
+    const json& offsets = value["data_offsets"];
+    if (!offsets[0].is_number_integer() || !offsets[1].is_number_integer()) {
+      return invalid(where + "data_offsets must be integers");
+    }
+    entry.begin = offsets[0].get<int64_t>();
+    const int64_t end = offsets[1].get<int64_t>();
+    if (entry.begin < 0 || end > shared.bytes || entry.begin % element != 0 ||
+        end - entry.begin != count * element) {
+      return invalid(where + "data_offsets do not fit the shape inside " +
+                     std::to_string(shared.bytes) + " bytes");
+    }
+    entries.push_back(std::move(entry));
+  }
+  std::shared_ptr<void> base;
+  try {
+    c10::DeviceGuard guard(device);
+    base = c10::cuda::CUDACachingAllocator::getIpcDevPtr(shared.handle);
+  } catch (const std::exception& e) {
+    return absl::UnimplementedError(absl::StrCat(
+        "CUDA IPC: cannot open the adapter's handle here: ", e.what()));
+  }
+  char* data = static_cast<char*>(base.get()) + shared.offset;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const Entry& entry : entries) {
+    tensors.emplace_back(
+        entry.name,
+        at::from_blob(data + entry.begin, entry.shape,
+                      at::TensorOptions().dtype(entry.dtype).device(device)));
+  }
+  absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter;
+  try {
+    adapter = LoraAdapter::FromTensors(config_json, tensors, "CUDA IPC adapter",
+                                       model, device, dtype, /*copy=*/true);
+    // The copies must be done before the handle closes (with `base`).
+    Synchronize(device);
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("CUDA IPC: copying the adapter: ", e.what()));
+  }
+  return adapter;
+}
+
+}  // namespace microrl::model
