@@ -823,37 +823,76 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
 void Engine::DecodeStep() {
   const absl::Time start = absl::Now();
   const int64_t n = static_cast<int64_t>(running_.size());
+  const at::Device device = decoder_->options().device;
+  int64_t window = options_.decode_steps_per_sync > 0
+                       ? options_.decode_steps_per_sync
+                       : (device.is_cuda() ? 8 : 1);
   std::vector<int64_t> ids(n);
   std::vector<int64_t> slots(n);
   for (int64_t i = 0; i < n; ++i) {
-    ids[i] = running_[i]->last_token;
+    const Sequence& sequence = *running_[i];
+    ids[i] = sequence.last_token;
     slots[i] = i;
+    // No sequence goes past its max_tokens (nor, so, its slot).
+    window = std::min<int64_t>(
+        window, sequence.max_tokens -
+                    static_cast<int64_t>(sequence.out->token_ids.size()));
   }
+  window = std::max<int64_t>(window, 1);
   model::RunOptions run;
   run.adapter = RunningUsesAdapter() ? adapter_.get() : nullptr;
-  absl::StatusOr<at::Tensor> hidden = decoder_->Step(
-      model::HostToDevice(ids, at::kLong, decoder_->options().device)
-          .view({n, 1}),
-      slots, std::vector<int64_t>(n, 1), *cache_, run);
-  absl::Status status = hidden.status();
-  if (status.ok()) {
-    try {
-      status = SampleAndAppend(decoder_->Logits(hidden->select(1, 0)), 0);
-    } catch (const std::exception& e) {
-      status =
-          absl::InternalError(absl::StrCat("decode step failed: ", e.what()));
+  absl::Status status;
+  try {
+    at::Tensor input = model::HostToDevice(ids, at::kLong, device).view({n, 1});
+    std::vector<at::Tensor> tokens;
+    std::vector<at::Tensor> logprobs;
+    for (int64_t step = 0; step < window && status.ok(); ++step) {
+      absl::StatusOr<at::Tensor> hidden = decoder_->Step(
+          input, slots, std::vector<int64_t>(n, 1), *cache_, run);
+      if (!hidden.ok()) {
+        status = hidden.status();
+        break;
+      }
+      const SampleResult sampled = Sample(
+          decoder_->Logits(hidden->select(1, 0)), SamplingRows(0, n, step));
+      tokens.push_back(sampled.tokens);
+      logprobs.push_back(sampled.logprobs);
+      input = sampled.tokens.view({n, 1});
     }
+    if (status.ok()) {
+      // The one device-to-host copy of the window: [2, steps, n].
+      const at::Tensor host = at::stack({at::stack(tokens).to(at::kDouble),
+                                         at::stack(logprobs).to(at::kDouble)})
+                                  .cpu();
+      const double* values = host.data_ptr<double>();
+      const int64_t steps = static_cast<int64_t>(tokens.size());
+      int64_t appended = 0;
+      for (int64_t step = 0; step < steps; ++step) {
+        for (int64_t i = 0; i < n; ++i) {
+          Sequence& sequence = *running_[i];
+          if (sequence.finished || sequence.request->finished) continue;
+          Append(sequence, static_cast<int32_t>(values[step * n + i]),
+                 static_cast<float>(values[(steps + step) * n + i]));
+          ++appended;
+        }
+      }
+      CountGenerated(appended);
+      decode_step_seconds_.Observe(Seconds(absl::Now() - start) /
+                                   static_cast<double>(steps));
+    }
+  } catch (const std::exception& e) {
+    status =
+        absl::InternalError(absl::StrCat("decode step failed: ", e.what()));
   }
   if (!status.ok()) {
     MRL_LOG(ERROR) << "decode step of " << n << " sequences failed: " << status;
     for (auto& sequence : running_) FailRequest(*sequence->request, status);
   }
   Compact();
-  decode_step_seconds_.Observe(Seconds(absl::Now() - start));
 }
 
-absl::Status Engine::SampleAndAppend(const at::Tensor& logits, size_t first) {
-  const int64_t n = logits.size(0);
+std::vector<RowSampling> Engine::SamplingRows(size_t first, int64_t n,
+                                              int64_t ahead) const {
   std::vector<RowSampling> rows(n);
   for (int64_t i = 0; i < n; ++i) {
     const Sequence& sequence = *running_[first + i];
@@ -862,9 +901,21 @@ absl::Status Engine::SampleAndAppend(const at::Tensor& logits, size_t first) {
     rows[i].top_p = s.top_p;
     rows[i].top_k = s.top_k;
     rows[i].seed = sequence.seed;
-    rows[i].position = static_cast<int64_t>(sequence.out->token_ids.size());
+    rows[i].position =
+        static_cast<int64_t>(sequence.out->token_ids.size()) + ahead;
   }
-  const SampleResult sampled = Sample(logits, rows);
+  return rows;
+}
+
+void Engine::CountGenerated(int64_t tokens) {
+  generated_tokens_.Increment(static_cast<double>(tokens));
+  generated_total_ += static_cast<uint64_t>(tokens);
+  rate_window_tokens_ += static_cast<uint64_t>(tokens);
+}
+
+absl::Status Engine::SampleAndAppend(const at::Tensor& logits, size_t first) {
+  const int64_t n = logits.size(0);
+  const SampleResult sampled = Sample(logits, SamplingRows(first, n, 0));
   // The one device-to-host copy of the step: tokens and log-probs together.
   const at::Tensor host = at::stack({sampled.tokens.to(at::kDouble),
                                      sampled.logprobs.to(at::kDouble)})
@@ -876,9 +927,7 @@ absl::Status Engine::SampleAndAppend(const at::Tensor& logits, size_t first) {
     Append(sequence, static_cast<int32_t>(values[i]),
            static_cast<float>(values[n + i]));
   }
-  generated_tokens_.Increment(static_cast<double>(n));
-  generated_total_ += static_cast<uint64_t>(n);
-  rate_window_tokens_ += static_cast<uint64_t>(n);
+  CountGenerated(n);
   return absl::OkStatus();
 }
 

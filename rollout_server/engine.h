@@ -24,6 +24,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "rollout_server/sampler.h"
 
 namespace microrl::rollout {
 
@@ -41,6 +42,13 @@ struct EngineOptions {
   std::vector<int64_t> eos_token_ids;
   // Padded prompt tokens per batched prefill (one prompt may exceed it alone).
   int64_t prefill_tokens = 8192;
+  // Decode steps run back to back before the sampled tokens are read back
+  // (each step's tokens feed the next on the device): the host waits for the
+  // GPU once per window, not once per token. A sequence that stops inside a
+  // window has its later tokens dropped (at most this many - 1 wasted steps),
+  // and a window never runs a sequence past its max_tokens. The tokens are
+  // the same as with 1. 0: 8 on CUDA, 1 on the CPU (where nothing waits).
+  int64_t decode_steps_per_sync = 0;
 };
 
 struct SamplingConfig {
@@ -185,6 +193,11 @@ class Engine {
   // Samples from logits [N, V] for running_[first, first + N), appends the
   // tokens and removes the sequences that finished.
   absl::Status SampleAndAppend(const at::Tensor& logits, size_t first);
+  // Sampling parameters of running_[first, first + n) for the token `ahead`
+  // positions after the last appended one.
+  std::vector<RowSampling> SamplingRows(size_t first, int64_t n,
+                                        int64_t ahead) const;
+  void CountGenerated(int64_t tokens);
   // Appends a sampled token; returns whether the sequence has finished.
   bool Append(Sequence& sequence, int32_t token, float logprob);
   void Finish(Sequence& sequence, FinishReason reason, std::string stop_reason);

@@ -53,6 +53,11 @@ ABSL_FLAG(int, max_group_size, 1024,
           "Largest group_size a request may ask for.");
 ABSL_FLAG(int64_t, prefill_tokens, 8192,
           "Padded prompt tokens per batched prefill.");
+ABSL_FLAG(int64_t, decode_steps_per_sync, 0,
+          "Decode steps run back to back on the device before the sampled "
+          "tokens are read back (the host waits for the GPU once per window); "
+          "sequences that stop inside a window drop their later tokens. 0: 8 "
+          "on CUDA, 1 on the CPU.");
 ABSL_FLAG(
     std::string, adapter, "",
     "PEFT adapter directory to serve from the start (as --adapter_version).");
@@ -110,6 +115,7 @@ int main(int argc, char** argv) {
     model.max_tokens = absl::GetFlag(FLAGS_max_tokens);
     model.max_group_size = absl::GetFlag(FLAGS_max_group_size);
     model.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
+    model.decode_steps_per_sync = absl::GetFlag(FLAGS_decode_steps_per_sync);
     model.startup_adapter = absl::GetFlag(FLAGS_adapter);
     model.adapter_version = absl::GetFlag(FLAGS_adapter_version);
     absl::StatusOr<std::shared_ptr<microrl::rollout::Engine>> started =

@@ -89,6 +89,13 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
   engine_options.default_max_tokens = options.max_tokens;
   engine_options.max_group_size = options.max_group_size;
   engine_options.prefill_tokens = options.prefill_tokens;
+  if (options.decode_steps_per_sync < 0 ||
+      options.decode_steps_per_sync > 256) {
+    return absl::InvalidArgumentError(
+        "--decode_steps_per_sync: must be in [0, 256] (0: 8 on CUDA, 1 on the "
+        "CPU)");
+  }
+  engine_options.decode_steps_per_sync = options.decode_steps_per_sync;
   engine_options.eos_token_ids = config.eos_token_ids;
   std::shared_ptr<const model::Decoder> shared_decoder = *std::move(decoder);
   absl::StatusOr<std::unique_ptr<Engine>> engine =

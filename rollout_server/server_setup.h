@@ -28,6 +28,7 @@ struct ServerModelOptions {
   int64_t max_tokens = 1024;
   int max_group_size = 1024;
   int64_t prefill_tokens = 8192;
+  int64_t decode_steps_per_sync = 0;  // 0: 8 on CUDA, 1 on the CPU
   // A PEFT adapter directory to serve from the start, as version
   // adapter_version.
   std::string startup_adapter;

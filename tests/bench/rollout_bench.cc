@@ -33,6 +33,8 @@ ABSL_FLAG(int, iters, 1, "Timed repetitions (after one short warm-up).");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, dtype, "auto", "auto, float32, bfloat16 or float16.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads (0: LibTorch's default).");
+ABSL_FLAG(int64_t, decode_steps_per_sync, 0,
+          "As the rollout server's flag (0: 8 on CUDA, 1 on the CPU).");
 
 namespace {
 
@@ -85,6 +87,7 @@ int main(int argc, char** argv) {
   options.max_model_len = static_cast<int64_t>(longest) + new_tokens;
   options.max_group_size = group;
   options.max_tokens = new_tokens;
+  options.decode_steps_per_sync = absl::GetFlag(FLAGS_decode_steps_per_sync);
   // Room for every sequence at once: prompts x group slots of max_model_len.
   absl::StatusOr<microrl::model::ModelConfig> config =
       microrl::model::LoadModelConfig(options.model_dir);

@@ -40,7 +40,8 @@ struct TestEngine {
 };
 
 TestEngine MakeEngine(int64_t slots, int64_t max_model_len = 64,
-                      std::vector<int64_t> eos = {}) {
+                      std::vector<int64_t> eos = {},
+                      int64_t decode_steps_per_sync = 0) {
   TestEngine t;
   t.decoder = TinyDecoder();
   EngineOptions options;
@@ -49,6 +50,7 @@ TestEngine MakeEngine(int64_t slots, int64_t max_model_len = 64,
   options.default_max_tokens = 16;
   options.max_group_size = 64;
   options.eos_token_ids = std::move(eos);
+  options.decode_steps_per_sync = decode_steps_per_sync;
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(t.decoder, nullptr, options, *t.registry);
   EXPECT_TRUE(engine.ok()) << engine.status();
@@ -273,6 +275,49 @@ TEST(EngineTest, SameSeedSameCompletionsDifferentSeedsDiffer) {
       Generate(*t.engine, Request(Prompts(), 2, 1.0, 16, std::nullopt));
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_NE(a->groups[0][0].token_ids, b->groups[0][0].token_ids);
+}
+
+TEST(EngineTest, DecodeWindowsGiveTheTokensOfSingleSteps) {
+  // Several steps between read-backs: sequences that stop inside a window (EOS,
+  // stop ids, max_tokens, a short context) end exactly where single steps end
+  // them, with the same tokens and log-probs.
+  auto run = [](int64_t window) {
+    TestEngine t = MakeEngine(/*slots=*/6, /*max_model_len=*/24, {5}, window);
+    EXPECT_NE(t.engine, nullptr);
+    std::vector<Completion> out;
+    std::vector<std::future<absl::StatusOr<GenerationResult>>> futures;
+    for (const int64_t max_tokens : {0, 3, 7}) {
+      GenerationRequest request = Request(Prompts(), 3, 1.0, max_tokens, 21);
+      request.sampling.stop_token_ids = {9, 30};
+      futures.push_back(SubmitAsync(*t.engine, std::move(request)));
+    }
+    futures.push_back(
+        SubmitAsync(*t.engine, Request({{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}}, 2,
+                                       0.0, 14)));  // to the end of the context
+    for (auto& future : futures) {
+      absl::StatusOr<GenerationResult> result = future.get();
+      EXPECT_TRUE(result.ok()) << result.status();
+      if (!result.ok()) continue;
+      for (const auto& group : result->groups)
+        for (const Completion& completion : group) out.push_back(completion);
+    }
+    return out;
+  };
+  const std::vector<Completion> single = run(1);
+  const std::vector<Completion> windowed = run(5);
+  ASSERT_EQ(single.size(), windowed.size());
+  int stopped_early = 0;
+  for (size_t i = 0; i < single.size(); ++i) {
+    EXPECT_EQ(single[i].token_ids, windowed[i].token_ids) << i;
+    EXPECT_EQ(single[i].finish_reason, windowed[i].finish_reason) << i;
+    EXPECT_EQ(single[i].stop_reason, windowed[i].stop_reason) << i;
+    ASSERT_EQ(single[i].logprobs.size(), windowed[i].logprobs.size()) << i;
+    for (size_t t = 0; t < single[i].logprobs.size(); ++t)
+      EXPECT_NEAR(single[i].logprobs[t], windowed[i].logprobs[t], 1e-5) << i;
+    stopped_early += single[i].finish_reason == FinishReason::kStop;
+  }
+  // The case the windows are for: some completions stop mid-window.
+  EXPECT_GT(stopped_early, 3);
 }
 
 TEST(EngineTest, StopTokensEosAndLengths) {
