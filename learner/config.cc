@@ -351,6 +351,10 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
            Require(c.publish_via == "auto" || c.publish_via == "grpc" ||
                        c.publish_via == "cuda_ipc",
                    "rollout.publish_via", "must be auto, grpc or cuda_ipc"),
+           Require(
+               c.publish_via != "cuda_ipc" || c.device.rfind("cuda", 0) == 0,
+               "rollout.publish_via",
+               "cuda_ipc needs the learner on a GPU (model.device cuda)"),
            Require(c.lora_rank >= 1, "lora.rank", "must be >= 1"),
            Require(c.lora_alpha > 0, "lora.alpha", "must be > 0"),
            Require(!c.lora_targets.empty(), "lora.targets",

@@ -417,6 +417,9 @@ absl::Status Trainer::Republish() {
   }
   state_.adapter_version =
       std::max(state_.adapter_version, info->adapter_version());
+  // The restarted server may take CUDA IPC or not: ask again.
+  ipc_checked_ = false;
+  ipc_unavailable_ = false;
   return Publish();
 }
 
@@ -546,14 +549,34 @@ absl::Status Trainer::Publish() {
       absl::UnimplementedError("not sent");
   const absl::StatusOr<HostPort> rollout =
       ParseHostPort(config_.rollout_address);
-  const bool ipc = config_.publish_via == "cuda_ipc" ||
-                   (config_.publish_via == "auto" && !ipc_unavailable_ &&
-                    decoder_->options().device.is_cuda() && rollout.ok() &&
-                    IsLoopbackHost(rollout->host));
+  const bool automatic = config_.publish_via == "auto";
+  bool ipc =
+      config_.publish_via == "cuda_ipc" ||
+      (automatic && !ipc_unavailable_ && decoder_->options().device.is_cuda() &&
+       rollout.ok() && IsLoopbackHost(rollout->host));
+  auto give_up_ipc = [&](const absl::Status& why) {
+    MRL_LOG(WARNING) << "CUDA IPC publishing is unavailable (" << why
+                     << "): publishing over gRPC from now on";
+    ipc_unavailable_ = true;
+    ipc_staging_ = at::Tensor();
+    ipc = false;
+  };
+  if (ipc && automatic && !ipc_checked_) {
+    // A server that does not take IPC says so (it may be on the CPU, or not
+    // know the field at all).
+    absl::StatusOr<v1::RolloutInfo> info = rollout_->GetInfo();
+    if (info.ok()) {
+      ipc_checked_ = true;
+      if (!info->accepts_cuda_ipc()) {
+        give_up_ipc(absl::UnimplementedError(
+            "the rollout server does not accept CUDA IPC adapters"));
+      }
+    }
+  }
+  bool stream = !ipc;
   if (ipc) {
     absl::StatusOr<model::IpcAdapter> shared =
         model::ExportAdapter(*adapter_, dtype, ipc_staging_);
-    bool unavailable = !shared.ok();
     if (shared.ok()) {
       v1::CudaIpcAdapter message;
       message.set_handle(shared->handle);
@@ -563,19 +586,23 @@ absl::Status Trainer::Publish() {
       message.set_device_uuid(shared->device_uuid);
       loaded = rollout_->LoadAdapterIpc(version, config_json, message);
       // The server cannot open it (CPU, another GPU or host, IPC off).
-      unavailable = loaded.status().code() == absl::StatusCode::kUnimplemented;
+      if (automatic &&
+          loaded.status().code() == absl::StatusCode::kUnimplemented) {
+        give_up_ipc(loaded.status());
+        stream = true;
+      }
+    } else if (automatic) {
+      // E.g. no room for the packed copy under model.gpu_memory_gib: this
+      // publish streams, the next tries IPC again.
+      MRL_LOG(WARNING) << "CUDA IPC export failed (" << shared.status()
+                       << "): publishing this adapter over gRPC";
+      ipc_staging_ = at::Tensor();
+      stream = true;
     } else {
       loaded = shared.status();
     }
-    if (unavailable && config_.publish_via == "auto") {
-      MRL_LOG(WARNING) << "CUDA IPC publishing is unavailable ("
-                       << loaded.status()
-                       << "): publishing over gRPC from now on";
-      ipc_unavailable_ = true;
-      ipc_staging_ = at::Tensor();
-    }
   }
-  if (!ipc || ipc_unavailable_) {
+  if (stream) {
     absl::StatusOr<std::string> weights = adapter_->PeftSafetensors(dtype);
     if (!weights.ok()) return weights.status();
     loaded = rollout_->LoadAdapter(version, config_json, *weights);

@@ -111,6 +111,7 @@ class Trainer {
   // and whether IPC turned out unavailable (then gRPC from there on).
   at::Tensor ipc_staging_;
   bool ipc_unavailable_ = false;
+  bool ipc_checked_ = false;  // the server's accepts_cuda_ipc was read
   std::atomic<bool> stop_{false};
   absl::Time started_;
   double elapsed_at_start_ = 0;

@@ -322,11 +322,12 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
             absl::StrCat("the stream holds more than the ",
                          header.total_bytes(), " bytes announced"));
       }
-      // Once the sender has sent what it announced beyond the first 64 MiB,
-      // the rest is reserved at once rather than by repeated doubling.
+      // Grows fourfold (fewer copies than doubling), never beyond what was
+      // announced: a sender must send a quarter of a reservation to cause it.
       if (bytes.size() + message.safetensors_chunk().size() >
           bytes.capacity()) {
-        bytes.reserve(header.total_bytes());
+        bytes.reserve(std::min<uint64_t>(header.total_bytes(),
+                                         uint64_t{4} * bytes.capacity()));
       }
       bytes += message.safetensors_chunk();
       sha.Update(message.safetensors_chunk());
@@ -440,6 +441,8 @@ grpc::Status RolloutService::GetInfo(grpc::ServerContext* context,
   response->set_model_path(options_.model_path);
   response->set_architecture(model::ArchitectureName(config.architecture));
   response->set_dtype(DtypeName(engine_->decoder().options().dtype));
+  response->set_accepts_cuda_ipc(options_.cuda_ipc &&
+                                 engine_->decoder().options().device.is_cuda());
   response->set_kv_cache_bytes(static_cast<uint64_t>(snapshot.kv_cache_bytes));
   response->set_kv_cache_budget_bytes(
       static_cast<uint64_t>(snapshot.kv_cache_budget_bytes));

@@ -1,6 +1,7 @@
 #include "common/device/device.h"
 
 #include <ATen/DeviceAccelerator.h>
+#include <ATen/cuda/CUDAContextLight.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/Device.h>
 #include <c10/core/DeviceType.h>
@@ -89,8 +90,10 @@ MemoryInfo QueryMemory(const Device& device) {
     const double fraction =
         c10::cuda::CUDACachingAllocator::getMemoryFraction(index);
     if (fraction > 0 && fraction < 1) {
-      info.cap_bytes =
-          static_cast<uint64_t>(fraction * static_cast<double>(total_bytes));
+      // The allocator applies the fraction to this total.
+      info.cap_bytes = static_cast<uint64_t>(
+          fraction * static_cast<double>(
+                         at::cuda::getDeviceProperties(index)->totalGlobalMem));
     }
   } catch (const std::exception&) {
     // A device that cannot report reads as zeros; callers treat zeros as
@@ -120,8 +123,10 @@ absl::Status CapMemory(const Device& device, uint64_t bytes) {
     const auto index = static_cast<c10::DeviceIndex>(device.index);
     // The allocator is set up on the first CUDA allocation.
     (void)at::empty({1}, at::TensorOptions().device(at::kCUDA, index));
-    const auto [free_bytes, total_bytes] =
-        at::accelerator::getMemoryInfo(index);
+    // The allocator applies the fraction to this total (not the driver's
+    // free/total figures).
+    const uint64_t total_bytes =
+        at::cuda::getDeviceProperties(index)->totalGlobalMem;
     if (bytes > total_bytes) {
       return absl::InvalidArgumentError(
           absl::StrCat("a GPU memory cap of ", bytes, " bytes exceeds ",

@@ -54,7 +54,8 @@ void ResetPeakMemory(const Device& device);
 // beyond it fails with an out-of-memory error even when the GPU has room, so
 // several processes can share one GPU within a budget. Call before the large
 // allocations. InvalidArgument for 0 or more than the device's capacity,
-// FailedPrecondition on the CPU.
+// FailedPrecondition on the CPU. The CUDA context itself (about 0.5 GiB per
+// process) is outside the cap.
 absl::Status CapMemory(const Device& device, uint64_t bytes);
 
 // Returns the caching allocator's unused cached blocks to the driver (no-op on

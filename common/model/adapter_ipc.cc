@@ -184,11 +184,11 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> ImportAdapter(
     }
     for (const json& dim : value["shape"]) {
       if (!dim.is_number_integer() || dim.get<int64_t>() <= 0 ||
-          dim.get<int64_t>() > (int64_t{1} << 31)) {
-        return invalid(where + "bad dimension");
+          dim.get<int64_t>() > shared.bytes / element / count) {
+        return invalid(where + "a dimension is not positive or does not fit");
       }
       entry.shape.push_back(dim.get<int64_t>());
-      count *= entry.shape.back();
+      count *= entry.shape.back();  // <= bytes / element: no overflow
     }
     const json& offsets = value["data_offsets"];
     if (!offsets[0].is_number_integer() || !offsets[1].is_number_integer()) {
@@ -203,7 +203,20 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> ImportAdapter(
     }
     entries.push_back(std::move(entry));
   }
+  // Opened handles close when `base` goes: every copy from them must be done
+  // by then, whatever happens below.
   std::shared_ptr<void> base;
+  struct SyncBeforeClose {
+    at::Device device;
+    bool armed = false;
+    ~SyncBeforeClose() {
+      if (!armed) return;
+      try {
+        Synchronize(device);
+      } catch (const std::exception&) {
+      }
+    }
+  } sync{device};
   try {
     c10::DeviceGuard guard(device);
     base = c10::cuda::CUDACachingAllocator::getIpcDevPtr(shared.handle);
@@ -211,23 +224,32 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> ImportAdapter(
     return absl::UnimplementedError(absl::StrCat(
         "CUDA IPC: cannot open the adapter's handle here: ", e.what()));
   }
-  char* data = static_cast<char*>(base.get()) + shared.offset;
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const Entry& entry : entries) {
-    tensors.emplace_back(
-        entry.name,
-        at::from_blob(data + entry.begin, entry.shape,
-                      at::TensorOptions().dtype(entry.dtype).device(device)));
-  }
+  sync.armed = true;
   absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter;
   try {
+    char* data = static_cast<char*>(base.get()) + shared.offset;
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const Entry& entry : entries) {
+      tensors.emplace_back(
+          entry.name,
+          at::for_blob(data + entry.begin, entry.shape)
+              .options(at::TensorOptions().dtype(entry.dtype).device(device))
+              .target_device(device)
+              .make_tensor());
+    }
     adapter = LoraAdapter::FromTensors(config_json, tensors, "CUDA IPC adapter",
                                        model, device, dtype, /*copy=*/true);
-    // The copies must be done before the handle closes (with `base`).
     Synchronize(device);
   } catch (const std::exception& e) {
     return absl::InternalError(
         absl::StrCat("CUDA IPC: copying the adapter: ", e.what()));
+  }
+  // What is wrong with the adapter itself (e.g. a module FromTensors does not
+  // support) is the request's fault, not IPC's: not UNIMPLEMENTED, which would
+  // make the sender give up IPC.
+  if (!adapter.ok() &&
+      adapter.status().code() == absl::StatusCode::kUnimplemented) {
+    return absl::InvalidArgumentError(adapter.status().message());
   }
   return adapter;
 }

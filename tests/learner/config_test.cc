@@ -95,6 +95,9 @@ TEST(ConfigTest, ErrorsNameTheFileAndLine) {
   EXPECT_THAT(error(std::string(kMinimal) + "rollout:\n  publish_via: shm\n"),
               HasSubstr("rollout.publish_via: must be auto, grpc or cuda_ipc"));
   EXPECT_THAT(
+      error(std::string(kMinimal) + "rollout:\n  publish_via: cuda_ipc\n"),
+      HasSubstr("cuda_ipc needs the learner on a GPU"));
+  EXPECT_THAT(
       error(std::string(kMinimal) + "rollout:\n  publish_dtype: float16\n"),
       HasSubstr("rollout.publish_dtype: must be auto, float32 or bfloat16"));
   EXPECT_THAT(error(std::string(kMinimal) + "model:\n  gpu_memory_gib: -2\n"),

@@ -286,10 +286,10 @@ def main():
             code, out, _ = run_learner(args, work, write_config("ok", 2),
                                        ["--set=rollout.group_size=1"])
             check(code == 2 and "rollout.group_size" in out, f"bad override: {code} {out[-500:]}")
-            # CUDA IPC asked for with the learner on the CPU: a clear error, no fallback.
+            # CUDA IPC asked for with the learner on the CPU: refused at start.
             code, out, _ = run_learner(args, work, write_config("ipc", 2),
                                        ["--set=rollout.publish_via=cuda_ipc"])
-            check(code == 1 and "CUDA IPC needs the adapter on a CUDA device" in out,
+            check(code == 2 and "cuda_ipc needs the learner on a GPU" in out,
                   f"cuda_ipc on the CPU: {code} {out[-800:]}")
         finally:
             errors = [e for e in (stop(p, name) for p, name in running) if e]

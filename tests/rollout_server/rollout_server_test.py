@@ -303,7 +303,7 @@ def main():
                         cuda_ipc=rollout_pb2.CudaIpcAdapter(
                             handle=b"h" * 64, bytes=len(v1_bytes), layout_json="{}",
                             device_uuid="00" * 16)))]),
-                 grpc.StatusCode.UNIMPLEMENTED, "on the CPU"),
+                 grpc.StatusCode.UNIMPLEMENTED, "on the CPU"),  # and GetInfo says so:
                 ("cuda ipc and a path", iter([rollout_pb2.LoadAdapterRequest(
                     header=rollout_pb2.AdapterHeader(
                         version=3, adapter_config_json=v1_config, path="v1",
@@ -313,6 +313,7 @@ def main():
                     header=rollout_pb2.AdapterHeader(version=3, path="v9"))]),
                  grpc.StatusCode.INVALID_ARGUMENT, "v9"),
             ]
+            check(not info().accepts_cuda_ipc, "a CPU server advertises CUDA IPC")
             for what, requests, code, substring in bad:
                 expect_error(lambda: stub.LoadAdapter(requests, timeout=60), code, substring,
                              f"adapter {what}")
