@@ -70,12 +70,18 @@ if(NOT MICRORL_CUDA_RUNTIME_INCLUDE)
   message(FATAL_ERROR "no cuda_runtime_api.h in the torch wheel's nvidia packages "
                       "under ${MICRORL_TORCH_DIR}/.. (run deploy/setup.sh)")
 endif()
+# The CUDA runtime library beside it (the c10/cuda headers call it inline).
+find_library(MICRORL_CUDART NAMES libcudart.so.13 libcudart.so.12 cudart
+  PATHS ${MICRORL_CUDA_RUNTIME_INCLUDE}/../lib NO_DEFAULT_PATH)
+if(NOT MICRORL_CUDART)
+  message(FATAL_ERROR "no libcudart beside ${MICRORL_CUDA_RUNTIME_INCLUDE}")
+endif()
 add_library(microrl::torch_cuda INTERFACE IMPORTED)
 set_target_properties(microrl::torch_cuda PROPERTIES
   INTERFACE_SYSTEM_INCLUDE_DIRECTORIES "${MICRORL_CUDA_RUNTIME_INCLUDE}"
   INTERFACE_INCLUDE_DIRECTORIES "${MICRORL_CUDA_RUNTIME_INCLUDE}"
   INTERFACE_LINK_LIBRARIES
-    "microrl::torch;${MICRORL_TORCH_DIR}/lib/libc10_cuda.so;${MICRORL_TORCH_DIR}/lib/libtorch_cuda.so")
+    "microrl::torch;${MICRORL_TORCH_DIR}/lib/libc10_cuda.so;${MICRORL_TORCH_DIR}/lib/libtorch_cuda.so;${MICRORL_CUDART}")
 
 # One precompiled header shared by torch TUs (REUSE_FROM needs identical flags, which
 # these helpers guarantee). <torch/types.h> gives tensors and autograd; a TU that needs

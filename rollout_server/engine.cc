@@ -14,6 +14,7 @@
 #include "common/base/logging.h"
 #include "common/device/device.h"
 #include "common/model/tensor_io.h"
+#include "rollout_server/decode_graphs.h"
 #include "rollout_server/sampler.h"
 
 namespace microrl::rollout {
@@ -185,6 +186,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
         " tokens (max_model_len) needs ", slot_bytes,
         " bytes; raise the KV-cache budget or lower max_model_len"));
   }
+  if (options.cuda_graphs && !decoder->options().device.is_cuda()) {
+    return absl::InvalidArgumentError("CUDA graphs need the model on a GPU");
+  }
+  if (options.decode_key_bucket < 0) {
+    return absl::InvalidArgumentError("decode_key_bucket must be >= 0");
+  }
   absl::StatusOr<model::KvCache> cache =
       ReserveCache(*decoder, num_slots, options.max_model_len);
   if (!cache.ok()) return cache.status();
@@ -267,6 +274,9 @@ Engine::Engine(std::shared_ptr<const model::Decoder> decoder,
   snapshot_.num_slots = num_slots_;
   kv_bytes_.Set(static_cast<double>(cache_->bytes()));
   rate_window_start_ = absl::Now();
+  if (options_.cuda_graphs) {
+    graphs_ = std::make_unique<DecodeGraphs>(*decoder_, num_slots_);
+  }
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -605,6 +615,7 @@ void Engine::HandleControls() {
         if (RunningUsesAdapter() || HeadPartlyAdmitted()) return;
         adapter_ = control.adapter;
         adapter_version_ = control.version;
+        if (graphs_ != nullptr) graphs_->Clear();  // they hold the old weights
         control.seconds = Seconds(absl::Now() - control.submitted);
         swap_seconds_.Observe(control.seconds);
         adapter_version_gauge_.Set(static_cast<double>(adapter_version_));
@@ -627,6 +638,7 @@ void Engine::HandleControls() {
             device::QueryMemory(ToDevice(decoder_->options().device))
                 .reserved_bytes;
         const int64_t cache_bytes = cache_->bytes();
+        if (graphs_ != nullptr) graphs_->Clear();  // they hold the cache
         cache_.reset();
         device::ReleaseCachedMemory(ToDevice(decoder_->options().device));
         const int64_t after =
@@ -828,36 +840,59 @@ void Engine::DecodeStep() {
                        ? options_.decode_steps_per_sync
                        : (device.is_cuda() ? 8 : 1);
   std::vector<int64_t> ids(n);
-  std::vector<int64_t> slots(n);
   for (int64_t i = 0; i < n; ++i) {
     const Sequence& sequence = *running_[i];
     ids[i] = sequence.last_token;
-    slots[i] = i;
     // No sequence goes past its max_tokens (nor, so, its slot).
     window = std::min<int64_t>(
         window, sequence.max_tokens -
                     static_cast<int64_t>(sequence.out->token_ids.size()));
   }
-  window = std::max<int64_t>(window, 1);
+  // Each step adds a position to every slot: none may pass the capacity.
+  const int64_t capacity = cache_->capacity();
+  std::vector<int64_t> starts(n);
+  int64_t longest = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    starts[i] = cache_->length(i);
+    longest = std::max(longest, starts[i]);
+  }
+  window = std::max<int64_t>(std::min(window, capacity - longest), 1);
+  const int64_t bucket = options_.decode_key_bucket > 0
+                             ? options_.decode_key_bucket
+                         : graphs_ != nullptr ? 256
+                                              : 1;
   model::RunOptions run;
   run.adapter = RunningUsesAdapter() ? adapter_.get() : nullptr;
   absl::Status status;
+  std::vector<at::Tensor> tokens;
+  std::vector<at::Tensor> logprobs;
   try {
     at::Tensor input = model::HostToDevice(ids, at::kLong, device).view({n, 1});
-    std::vector<at::Tensor> tokens;
-    std::vector<at::Tensor> logprobs;
-    for (int64_t step = 0; step < window && status.ok(); ++step) {
-      absl::StatusOr<at::Tensor> hidden = decoder_->Step(
-          input, slots, std::vector<int64_t>(n, 1), *cache_, run);
-      if (!hidden.ok()) {
-        status = hidden.status();
+    at::Tensor positions = model::HostToDevice(starts, at::kLong, device);
+    for (int64_t step = 0; step < window; ++step) {
+      if (longest + step + 1 > capacity) {
+        status = absl::ResourceExhaustedError(absl::StrCat(
+            "a sequence would pass the KV capacity of ", capacity, " tokens"));
         break;
       }
-      const SampleResult sampled = Sample(
-          decoder_->Logits(hidden->select(1, 0)), SamplingRows(0, n, step));
+      const int64_t key_length = std::min<int64_t>(
+          capacity, (longest + step + 1 + bucket - 1) / bucket * bucket);
+      const at::Tensor hidden =
+          graphs_ != nullptr
+              ? graphs_->Run(input, positions, key_length, *cache_, run)
+              : decoder_->DecodeOnDevice(input, positions, 0, key_length,
+                                         *cache_, run);
+      const SampleResult sampled = Sample(decoder_->Logits(hidden.select(1, 0)),
+                                          SamplingRows(0, n, step));
       tokens.push_back(sampled.tokens);
       logprobs.push_back(sampled.logprobs);
       input = sampled.tokens.view({n, 1});
+      positions = positions + 1;
+    }
+    // The cache now holds the window's positions of every row (those of a
+    // sequence that stopped inside it go with the sequence).
+    for (int64_t i = 0; i < n; ++i) {
+      cache_->set_length(i, starts[i] + static_cast<int64_t>(tokens.size()));
     }
     if (status.ok()) {
       // The one device-to-host copy of the window: [2, steps, n].

@@ -28,6 +28,8 @@
 
 namespace microrl::rollout {
 
+class DecodeGraphs;
+
 struct EngineOptions {
   // Memory for keys and values; the number of sequence slots is this over one
   // slot's size (max_model_len tokens).
@@ -49,6 +51,14 @@ struct EngineOptions {
   // and a window never runs a sequence past its max_tokens. The tokens are
   // the same as with 1. 0: 8 on CUDA, 1 on the CPU (where nothing waits).
   int64_t decode_steps_per_sync = 0;
+  // Decode steps replayed from CUDA graphs (DecodeGraphs), one per batch size
+  // bucket and key-length bucket, captured on first use and again after each
+  // adapter swap or Sleep. CUDA only.
+  bool cuda_graphs = false;
+  // Decode attends over key positions rounded up to a multiple of this (masked
+  // beyond each sequence), so shapes repeat: 0 is exact lengths, or 256 with
+  // cuda_graphs.
+  int64_t decode_key_bucket = 0;
 };
 
 struct SamplingConfig {
@@ -235,6 +245,7 @@ class Engine {
 
   // --- owned by the engine thread
   std::optional<model::KvCache> cache_;
+  std::unique_ptr<DecodeGraphs> graphs_;           // with cuda_graphs
   std::deque<std::shared_ptr<Control>> controls_;  // applied in order
   std::deque<std::shared_ptr<Request>> waiting_;
   // running_[i] holds KV slot i.

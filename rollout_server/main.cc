@@ -58,6 +58,14 @@ ABSL_FLAG(int64_t, decode_steps_per_sync, 0,
           "tokens are read back (the host waits for the GPU once per window); "
           "sequences that stop inside a window drop their later tokens. 0: 8 "
           "on CUDA, 1 on the CPU.");
+ABSL_FLAG(bool, cuda_graphs, false,
+          "Replay decode steps from CUDA graphs (one per batch-size and "
+          "key-length bucket, captured on first use and after each adapter "
+          "swap or Sleep). Needs --device=cuda. Not measured yet: off by "
+          "default.");
+ABSL_FLAG(int64_t, decode_key_bucket, 0,
+          "Decode attends over key positions rounded up to a multiple of this "
+          "(masked), so shapes repeat; 0: exact, or 256 with --cuda_graphs.");
 ABSL_FLAG(
     std::string, adapter, "",
     "PEFT adapter directory to serve from the start (as --adapter_version).");
@@ -116,6 +124,8 @@ int main(int argc, char** argv) {
     model.max_group_size = absl::GetFlag(FLAGS_max_group_size);
     model.prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
     model.decode_steps_per_sync = absl::GetFlag(FLAGS_decode_steps_per_sync);
+    model.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+    model.decode_key_bucket = absl::GetFlag(FLAGS_decode_key_bucket);
     model.startup_adapter = absl::GetFlag(FLAGS_adapter);
     model.adapter_version = absl::GetFlag(FLAGS_adapter_version);
     absl::StatusOr<std::shared_ptr<microrl::rollout::Engine>> started =

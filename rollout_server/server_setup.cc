@@ -96,6 +96,8 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
         "CPU)");
   }
   engine_options.decode_steps_per_sync = options.decode_steps_per_sync;
+  engine_options.cuda_graphs = options.cuda_graphs;
+  engine_options.decode_key_bucket = options.decode_key_bucket;
   engine_options.eos_token_ids = config.eos_token_ids;
   std::shared_ptr<const model::Decoder> shared_decoder = *std::move(decoder);
   absl::StatusOr<std::unique_ptr<Engine>> engine =

@@ -29,6 +29,8 @@ struct ServerModelOptions {
   int max_group_size = 1024;
   int64_t prefill_tokens = 8192;
   int64_t decode_steps_per_sync = 0;  // 0: 8 on CUDA, 1 on the CPU
+  bool cuda_graphs = false;
+  int64_t decode_key_bucket = 0;
   // A PEFT adapter directory to serve from the start, as version
   // adapter_version.
   std::string startup_adapter;

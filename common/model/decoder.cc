@@ -407,6 +407,34 @@ absl::StatusOr<at::Tensor> Decoder::Forward(const at::Tensor& ids,
   });
 }
 
+at::Tensor Decoder::DecodeOnDevice(const at::Tensor& ids,
+                                   const at::Tensor& positions,
+                                   int64_t first_slot, int64_t key_length,
+                                   KvCache& cache,
+                                   const RunOptions& run) const {
+  c10::InferenceMode inference;
+  const int64_t rows = ids.size(0);
+  const auto long_options =
+      at::TensorOptions().dtype(at::kLong).device(options_.device);
+  const at::Tensor position = positions.view({rows, 1});  // [N, T = 1]
+  CacheView view;
+  view.cache = &cache;
+  view.slots = at::arange(first_slot, first_slot + rows, long_options);
+  view.slot_index = view.slots.unsqueeze(1);
+  view.positions = position;
+  view.first_slot = first_slot;
+  view.key_length = key_length;
+  view.mask =
+      at::arange(key_length, long_options).view({1, 1, 1, key_length}) <=
+      position.view({rows, 1, 1, 1});
+  const auto [cos, sin] = Rotary(position);
+  at::Tensor hidden = at::embedding(embed_, ids);
+  for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+    hidden = Layer(layer, hidden, cos, sin, run.adapter, &view);
+  }
+  return RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
+}
+
 absl::StatusOr<at::Tensor> Decoder::Step(const at::Tensor& ids,
                                          const std::vector<int64_t>& slots,
                                          const std::vector<int64_t>& new_tokens,

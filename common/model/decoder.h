@@ -70,6 +70,18 @@ class Decoder {
                                   const std::vector<int64_t>& new_tokens,
                                   KvCache& cache, const RunOptions& run) const;
 
+  // One decode step of rows 0..N-1 in slots first_slot..first_slot+N-1, with
+  // everything already on the device: ids [N, 1] int64, positions [N] int64
+  // (each row's new token goes there: its slot's length). Attends over key
+  // positions [0, key_length), masking those beyond each row's position, so
+  // key_length may be any bound >= every position + 1 (a bucket, so that the
+  // shapes repeat) up to the cache's capacity. No host work and no
+  // synchronization: the step can be captured in a CUDA graph. Does not
+  // advance the cache's lengths (the caller does). Returns [N, 1, hidden].
+  at::Tensor DecodeOnDevice(const at::Tensor& ids, const at::Tensor& positions,
+                            int64_t first_slot, int64_t key_length,
+                            KvCache& cache, const RunOptions& run) const;
+
   // Logits [..., vocab] of hidden states [..., hidden], in the model dtype. For
   // a few positions at a time (sampling, tests); per-token log-probs of whole
   // sequences go through ComputeTokenStats, chunked.

@@ -42,8 +42,15 @@ for program in "${PROGRAMS[@]}"; do
   [ -x "$CARRY/$(basename "$program")" ] ||
     { echo "run '$0 --prepare' here first, and carry .gpu_carry" >&2; exit 1; }
 done
-TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-export LD_LIBRARY_PATH="$TORCH_LIB:$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# LibTorch and the CUDA runtime beside it (the programs were built against the same
+# versions' copies here).
+TORCH_LIBS=$(python3 -c '
+import glob, os, torch
+site = os.path.dirname(os.path.dirname(torch.__file__))
+dirs = [os.path.join(os.path.dirname(torch.__file__), "lib")]
+dirs += sorted({os.path.dirname(p) for p in glob.glob(site + "/nvidia/*/lib/libcudart.so*")})
+print(":".join(dirs))')
+export LD_LIBRARY_PATH="$TORCH_LIBS:$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 LOG=${OUT:+$OUT/gpu.log}
 LOG=${LOG:-/tmp/gpu.log}

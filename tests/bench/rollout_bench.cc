@@ -35,6 +35,7 @@ ABSL_FLAG(std::string, dtype, "auto", "auto, float32, bfloat16 or float16.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads (0: LibTorch's default).");
 ABSL_FLAG(int64_t, decode_steps_per_sync, 0,
           "As the rollout server's flag (0: 8 on CUDA, 1 on the CPU).");
+ABSL_FLAG(bool, cuda_graphs, false, "As the rollout server's flag.");
 
 namespace {
 
@@ -88,6 +89,7 @@ int main(int argc, char** argv) {
   options.max_group_size = group;
   options.max_tokens = new_tokens;
   options.decode_steps_per_sync = absl::GetFlag(FLAGS_decode_steps_per_sync);
+  options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   // Room for every sequence at once: prompts x group slots of max_model_len.
   absl::StatusOr<microrl::model::ModelConfig> config =
       microrl::model::LoadModelConfig(options.model_dir);

@@ -41,7 +41,8 @@ struct TestEngine {
 
 TestEngine MakeEngine(int64_t slots, int64_t max_model_len = 64,
                       std::vector<int64_t> eos = {},
-                      int64_t decode_steps_per_sync = 0) {
+                      int64_t decode_steps_per_sync = 0,
+                      int64_t decode_key_bucket = 0) {
   TestEngine t;
   t.decoder = TinyDecoder();
   EngineOptions options;
@@ -51,6 +52,7 @@ TestEngine MakeEngine(int64_t slots, int64_t max_model_len = 64,
   options.max_group_size = 64;
   options.eos_token_ids = std::move(eos);
   options.decode_steps_per_sync = decode_steps_per_sync;
+  options.decode_key_bucket = decode_key_bucket;
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(t.decoder, nullptr, options, *t.registry);
   EXPECT_TRUE(engine.ok()) << engine.status();
@@ -281,8 +283,9 @@ TEST(EngineTest, DecodeWindowsGiveTheTokensOfSingleSteps) {
   // Several steps between read-backs: sequences that stop inside a window (EOS,
   // stop ids, max_tokens, a short context) end exactly where single steps end
   // them, with the same tokens and log-probs.
-  auto run = [](int64_t window) {
-    TestEngine t = MakeEngine(/*slots=*/6, /*max_model_len=*/24, {5}, window);
+  auto run = [](int64_t window, int64_t key_bucket) {
+    TestEngine t =
+        MakeEngine(/*slots=*/6, /*max_model_len=*/24, {5}, window, key_bucket);
     EXPECT_NE(t.engine, nullptr);
     std::vector<Completion> out;
     std::vector<std::future<absl::StatusOr<GenerationResult>>> futures;
@@ -303,21 +306,24 @@ TEST(EngineTest, DecodeWindowsGiveTheTokensOfSingleSteps) {
     }
     return out;
   };
-  const std::vector<Completion> single = run(1);
-  const std::vector<Completion> windowed = run(5);
-  ASSERT_EQ(single.size(), windowed.size());
-  int stopped_early = 0;
-  for (size_t i = 0; i < single.size(); ++i) {
-    EXPECT_EQ(single[i].token_ids, windowed[i].token_ids) << i;
-    EXPECT_EQ(single[i].finish_reason, windowed[i].finish_reason) << i;
-    EXPECT_EQ(single[i].stop_reason, windowed[i].stop_reason) << i;
-    ASSERT_EQ(single[i].logprobs.size(), windowed[i].logprobs.size()) << i;
-    for (size_t t = 0; t < single[i].logprobs.size(); ++t)
-      EXPECT_NEAR(single[i].logprobs[t], windowed[i].logprobs[t], 1e-5) << i;
-    stopped_early += single[i].finish_reason == FinishReason::kStop;
+  const std::vector<Completion> single = run(1, 0);
+  // Windows, and key lengths rounded up to 16 (masked beyond each sequence, as
+  // CUDA graphs run them; 24 positions make the last bucket partial).
+  for (const std::vector<Completion>& windowed : {run(5, 0), run(3, 16)}) {
+    ASSERT_EQ(single.size(), windowed.size());
+    int stopped_early = 0;
+    for (size_t i = 0; i < single.size(); ++i) {
+      EXPECT_EQ(single[i].token_ids, windowed[i].token_ids) << i;
+      EXPECT_EQ(single[i].finish_reason, windowed[i].finish_reason) << i;
+      EXPECT_EQ(single[i].stop_reason, windowed[i].stop_reason) << i;
+      ASSERT_EQ(single[i].logprobs.size(), windowed[i].logprobs.size()) << i;
+      for (size_t t = 0; t < single[i].logprobs.size(); ++t)
+        EXPECT_NEAR(single[i].logprobs[t], windowed[i].logprobs[t], 1e-5) << i;
+      stopped_early += single[i].finish_reason == FinishReason::kStop;
+    }
+    // The case the windows are for: some completions stop mid-window.
+    EXPECT_GT(stopped_early, 3);
   }
-  // The case the windows are for: some completions stop mid-window.
-  EXPECT_GT(stopped_early, 3);
 }
 
 TEST(EngineTest, StopTokensEosAndLengths) {
