@@ -4,7 +4,9 @@
 #   0. the GPU memory cap (device_test: a 2 GiB tensor fails under a 1 GiB cap)
 #   a. decode: tokens/s of 64 sequences (8 prompts x G=8), 512-token prompts, 1024 new
 #      tokens, Qwen2.5-1.5B's shape in bf16, against transformers `generate` on the same GPU
-#      and against the memory-bandwidth roofline (rollout_bench.py)
+#      and against the memory-bandwidth roofline (rollout_bench.py), without and with
+#      --cuda_graphs (off by default until this measures it), and how far their first
+#      completions agree
 #   b. training: tokens/s of one GRPO update, same shape, LoRA rank 256 (fp32 master
 #      weights, bf16 compute), 16 sequences of 512 + 1024 tokens, against transformers +
 #      PEFT on the same GPU and batch (train_bench.py)
@@ -80,9 +82,9 @@ section() {  # section NAME LIMIT_S COMMAND...: runs and logs one section
           cp $CARRY/tokenizer/* $MODEL/;
           $CARRY/device_test --gtest_brief=1" ;;
       a)
-        section decode 150 python3 "$B/rollout_bench.py" --shape qwen2.5-1.5b --device cuda \
+        section decode 200 python3 "$B/rollout_bench.py" --shape qwen2.5-1.5b --device cuda \
           --prompts 8 --group 8 --prompt_len 512 --new_tokens 1024 --model_dir "$MODEL" \
-          --bench_bin "$CARRY/rollout_bench" ;;
+          --variants default,cuda_graphs --bench_bin "$CARRY/rollout_bench" ;;
       b)
         section training 100 python3 "$B/train_bench.py" --shape qwen2.5-1.5b --device cuda \
           --rank 256 --batch 16 --prompt 512 --completion 1024 --micro_batch_tokens 8192 \

@@ -121,6 +121,7 @@ int main(int argc, char** argv) {
     return Fail(warm.status().ToString());
   }
   int64_t tokens = 0;
+  nlohmann::json sample;  // the first completion's start, to compare variants
   const absl::Time start = absl::Now();
   for (int i = 0; i < absl::GetFlag(FLAGS_iters); ++i) {
     absl::StatusOr<microrl::rollout::GenerationResult> result =
@@ -129,6 +130,13 @@ int main(int argc, char** argv) {
     for (const auto& g : result->groups) {
       for (const auto& completion : g) tokens += completion.token_ids.size();
     }
+    const auto& first = result->groups[0][0];
+    const size_t shown = std::min<size_t>(32, first.token_ids.size());
+    sample = {
+        {"token_ids", std::vector<int32_t>(first.token_ids.begin(),
+                                           first.token_ids.begin() + shown)},
+        {"logprobs", std::vector<float>(first.logprobs.begin(),
+                                        first.logprobs.begin() + shown)}};
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   nlohmann::json out = {
@@ -136,7 +144,8 @@ int main(int argc, char** argv) {
       {"seconds", seconds},
       {"tokens_per_second", tokens / seconds},
       {"slots", (*engine)->Snapshot().num_slots},
-      {"reserved_bytes", microrl::device::QueryMemory(*device).reserved_bytes}};
+      {"reserved_bytes", microrl::device::QueryMemory(*device).reserved_bytes},
+      {"sample", sample}};
   std::cout << out.dump() << std::endl;
   std::fflush(stdout);
   // The engine thread is joined by the destructor.

@@ -51,6 +51,9 @@ def main():
     parser.add_argument("--skip_transformers", action="store_true",
                         help="measure microrl only (e.g. when transformers would run out "
                              "of memory)")
+    parser.add_argument("--variants", default="default",
+                        help="comma-separated microrl runs, each 'default' or flags of the "
+                             "bench program joined by '+' (e.g. default,cuda_graphs)")
     parser.add_argument("--model_dir", default="",
                         help="the random model's directory, shared with other benchmarks "
                              "(made there if it holds none)")
@@ -75,13 +78,40 @@ def main():
           f"{args.prompts} prompts x G={args.group}, {args.prompt_len} prompt tokens, "
           f"{args.new_tokens} new tokens; torch threads {torch.get_num_threads()}", flush=True)
 
-    # microrl first, so transformers' allocations do not crowd it on a GPU.
-    command = [args.bench_bin, f"--model={model_dir}", f"--prompts={work}/prompts.json",
-               f"--group={args.group}", f"--new_tokens={args.new_tokens}",
-               f"--device={args.device}", f"--threads={args.threads}"]
-    ours = json.loads(subprocess.run(command, capture_output=True, text=True,
-                                     check=True).stdout.strip().splitlines()[-1])
-    rates = {"microrl": ours["tokens_per_second"]}
+    # microrl first, so transformers' allocations do not crowd it on a GPU. Each variant is
+    # a set of extra flags for the bench program (e.g. --cuda_graphs).
+    rates = {}
+    samples = {}
+    ours = None
+    for variant in args.variants.split(","):
+        flags = [f"--{flag}" for flag in variant.split("+") if flag and flag != "default"]
+        command = [args.bench_bin, f"--model={model_dir}", f"--prompts={work}/prompts.json",
+                   f"--group={args.group}", f"--new_tokens={args.new_tokens}",
+                   f"--device={args.device}", f"--threads={args.threads}", *flags]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            print(f"microrl {variant} failed: {result.stderr[-3000:]}", flush=True)
+            continue
+        run = json.loads(result.stdout.strip().splitlines()[-1])
+        name = "microrl" if variant == "default" else f"microrl {variant}"
+        rates[name] = run["tokens_per_second"]
+        samples[name] = run["sample"]
+        ours = ours or run
+        print(f"{name:28s} {run['tokens_per_second']:10.1f} tok/s", flush=True)
+    if len(samples) > 1:
+        # Variants run the same seeds: their first completions agree (up to rounding,
+        # which may flip a sampled token late).
+        base_name, base = next(iter(samples.items()))
+        for name, other in list(samples.items())[1:]:
+            same = 0
+            for a, b in zip(base["token_ids"], other["token_ids"]):
+                if a != b:
+                    break
+                same += 1
+            diff = max((abs(a - b) for a, b in zip(base["logprobs"][:same],
+                                                   other["logprobs"][:same])), default=0)
+            print(f"{name} vs {base_name}: first {same} of {len(base['token_ids'])} tokens "
+                  f"equal, max |log-prob difference| over them {diff:.2e}", flush=True)
 
     if not args.skip_transformers:
         ids = prompts.to(args.device)
@@ -104,11 +134,10 @@ def main():
             torch.cuda.synchronize()
         rates["transformers"] = tokens / (time.perf_counter() - start)
 
-    line = f"microrl {rates['microrl']:10.1f} tok/s"
     if "transformers" in rates:
-        line = (f"transformers {rates['transformers']:10.1f} tok/s   " + line +
-                f"   ratio {rates['microrl'] / rates['transformers']:.2f}")
-    print(line)
+        print(f"transformers {rates['transformers']:10.1f} tok/s; ratio microrl / transformers: "
+              + ", ".join(f"{name} {rate / rates['transformers']:.2f}"
+                          for name, rate in rates.items() if name != "transformers"))
     if args.device == "cuda":
         name = torch.cuda.get_device_name()
         bandwidth = next((b for key, b in BANDWIDTH.items() if key in name), None)
