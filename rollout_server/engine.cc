@@ -613,9 +613,11 @@ void Engine::HandleControls() {
         // Running sequences, and the rest of a request partly admitted,
         // finish with the adapter they started with.
         if (RunningUsesAdapter() || HeadPartlyAdmitted()) return;
+        // The graphs run their own copy of the adapter: the new weights go
+        // into it (no running sequence uses the adapter now).
+        if (graphs_ != nullptr) graphs_->SetAdapter(*control.adapter);
         adapter_ = control.adapter;
         adapter_version_ = control.version;
-        if (graphs_ != nullptr) graphs_->Clear();  // they hold the old weights
         control.seconds = Seconds(absl::Now() - control.submitted);
         swap_seconds_.Observe(control.seconds);
         adapter_version_gauge_.Set(static_cast<double>(adapter_version_));

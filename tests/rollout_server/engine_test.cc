@@ -453,6 +453,21 @@ TEST(EngineTest, RefusesABudgetWithNoRoomForOneSequence) {
   EXPECT_THAT(engine.status().message(), HasSubstr("holds no sequence"));
 }
 
+TEST(EngineTest, CudaGraphsNeedAGpu) {
+  prometheus::Registry registry;
+  EngineOptions options;
+  options.max_model_len = 64;
+  options.kv_cache_bytes = 4 * 64 * kBytesPerPosition;
+  options.cuda_graphs = true;
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      Engine::Create(TinyDecoder(), nullptr, options, registry);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_THAT(engine.status().message(), HasSubstr("CUDA graphs need"));
+  options.cuda_graphs = false;
+  options.decode_key_bucket = -1;
+  EXPECT_FALSE(Engine::Create(TinyDecoder(), nullptr, options, registry).ok());
+}
+
 TEST(EngineTest, HotSwapUnderLoadNeverMixesAdapterVersions) {
   TestEngine t = MakeEngine(/*slots=*/6);
   ASSERT_NE(t.engine, nullptr);
