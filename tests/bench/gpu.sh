@@ -15,12 +15,14 @@
 #   d. one full GRPO step of the paper's configuration (configs/paper/
 #      qwen2.5-1.5b-instruct-r256.yaml, 3584-token responses) with the three services under
 #      a 48 GiB total cap: time per phase and peak memory per process (grpo_step.py)
+#   e. three short GRPO steps with the rollout server on --cuda_graphs: graphs captured,
+#      then kept across the adapter swaps of a run (a crash or failed step shows here)
 #
 #   here:         bash tests/bench/gpu.sh --prepare
 #                 (builds; copies the programs, the libraries a GPU machine lacks and a Qwen
 #                 tokenizer into .gpu_carry/, kept out of git)
 #   on the GPU:   bash tests/bench/gpu.sh [SECTION...]     (device tool: carry [".gpu_carry"])
-#                 SECTION: env a b c d (default: all). Each section has its own time limit
+#                 SECTION: env a b c d e (default: all). Each section has its own time limit
 #                 and a failing one does not stop the others. The log goes to $OUT/gpu.log
 #                 when $OUT is set.
 set -uo pipefail
@@ -59,7 +61,7 @@ LOG=${LOG:-/tmp/gpu.log}
 WORK=$(mktemp -d /tmp/gpu_bench.XXXXXX)
 MODEL="$WORK/model"   # one random Qwen2.5-1.5B-shaped model shared by every section
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -eq 0 ] && SECTIONS=(env a b c d)
+[ ${#SECTIONS[@]} -eq 0 ] && SECTIONS=(env a b c d e)
 B="$REPO/tests/bench"
 
 section() {  # section NAME LIMIT_S COMMAND...: runs and logs one section
@@ -98,7 +100,12 @@ section() {  # section NAME LIMIT_S COMMAND...: runs and logs one section
           --budget_gib 48 --rollout_gib 12 --learner_gib 36 --steps 1 \
           --max_response_tokens 3584 --model_dir "$MODEL" --tokenizer_dir "$CARRY/tokenizer" \
           --bin_dir "$CARRY" --out "$WORK/grpo_step" ;;
-      *) echo "unknown section $s (env a b c d)" ;;
+      e)
+        section graphs_under_swaps 100 python3 "$B/grpo_step.py" --device cuda \
+          --shape qwen2.5-1.5b --budget_gib 48 --rollout_gib 12 --learner_gib 36 --steps 3 \
+          --max_response_tokens 256 --model_dir "$MODEL" --tokenizer_dir "$CARRY/tokenizer" \
+          --bin_dir "$CARRY" --out "$WORK/grpo_graphs" --rollout_flags=--cuda_graphs ;;
+      *) echo "unknown section $s (env a b c d e)" ;;
     esac
   done
 } 2>&1 | tee "$LOG"

@@ -65,6 +65,8 @@ def main():
                         help="where rollout_server, reward_service and learner are (a build "
                              "directory, or a flat folder of the three)")
     parser.add_argument("--out", default="", help="keep the run's files here")
+    parser.add_argument("--rollout_flags", default="",
+                        help="extra rollout_server flags, space-separated (e.g. --cuda_graphs)")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     if cuda and args.rollout_gib + args.learner_gib > args.budget_gib:
@@ -108,6 +110,7 @@ def main():
                         "--kv_cache_mb=2048"]
         if cuda:
             rollout_args.append(f"--gpu_memory_gib={args.rollout_gib}")
+        rollout_args += args.rollout_flags.split()
         rollout, rollout_ports = service_process.start(rollout_bin, work, "rollout_server",
                                                        rollout_args)
         procs.append((rollout, "rollout_server"))
