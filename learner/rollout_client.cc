@@ -75,9 +75,10 @@ absl::StatusOr<v1::GenerateResponse> RolloutClient::Generate(
   return response;
 }
 
-absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
-    uint64_t version, const std::string& config_json,
-    const std::string& safetensors) {
+absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::SendAdapter(
+    uint64_t version,
+    const std::function<void(grpc::ClientWriter<v1::LoadAdapterRequest>&)>&
+        write) {
   v1::LoadAdapterResponse response;
   int attempts = 0;
   absl::Status status = Call(
@@ -87,28 +88,7 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
         response.Clear();
         std::unique_ptr<grpc::ClientWriter<v1::LoadAdapterRequest>> writer =
             stub_->LoadAdapter(context, &response);
-        v1::LoadAdapterRequest message;
-        v1::AdapterHeader* header = message.mutable_header();
-        header->set_version(version);
-        header->set_adapter_config_json(config_json);
-        header->set_total_bytes(safetensors.size());
-        bool ok = writer->Write(message);
-        // Hashed while streaming (the server hashes what it has received
-        // meanwhile); the digest goes last.
-        Sha256 sha;
-        for (size_t at = 0; ok && at < safetensors.size(); at += kChunkBytes) {
-          message.Clear();
-          const absl::string_view chunk =
-              absl::string_view(safetensors).substr(at, kChunkBytes);
-          sha.Update(chunk);
-          message.set_safetensors_chunk(chunk.data(), chunk.size());
-          ok = writer->Write(message);
-        }
-        if (ok) {
-          message.Clear();
-          message.set_sha256_trailer(sha.HexDigest());
-          ok = writer->Write(message);
-        }
+        write(*writer);
         writer->WritesDone();
         return writer->Finish();
       });
@@ -124,36 +104,48 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
   return response;
 }
 
-absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapterIpc(
+absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
     uint64_t version, const std::string& config_json,
-    const v1::CudaIpcAdapter& ipc) {
-  v1::LoadAdapterResponse response;
-  int attempts = 0;
-  absl::Status status = Call(
-      "LoadAdapter", options_.control_timeout, /*cancellable=*/false,
-      [&](grpc::ClientContext* context) {
-        ++attempts;
-        response.Clear();
-        std::unique_ptr<grpc::ClientWriter<v1::LoadAdapterRequest>> writer =
-            stub_->LoadAdapter(context, &response);
+    const std::string& safetensors) {
+  return SendAdapter(
+      version, [&](grpc::ClientWriter<v1::LoadAdapterRequest>& writer) {
         v1::LoadAdapterRequest message;
         v1::AdapterHeader* header = message.mutable_header();
         header->set_version(version);
         header->set_adapter_config_json(config_json);
-        *header->mutable_cuda_ipc() = ipc;
-        writer->Write(message);
-        writer->WritesDone();
-        return writer->Finish();
+        header->set_total_bytes(safetensors.size());
+        bool ok = writer.Write(message);
+        // Hashed while streaming (the server hashes what it has received
+        // meanwhile); the digest goes last.
+        Sha256 sha;
+        for (size_t at = 0; ok && at < safetensors.size(); at += kChunkBytes) {
+          message.Clear();
+          const absl::string_view chunk =
+              absl::string_view(safetensors).substr(at, kChunkBytes);
+          sha.Update(chunk);
+          message.set_safetensors_chunk(chunk.data(), chunk.size());
+          ok = writer.Write(message);
+        }
+        if (ok) {
+          message.Clear();
+          message.set_sha256_trailer(sha.HexDigest());
+          writer.Write(message);
+        }
       });
-  if (status.code() == absl::StatusCode::kFailedPrecondition && attempts > 1) {
-    absl::StatusOr<v1::RolloutInfo> info = GetInfo();
-    if (info.ok() && info->adapter_version() == version) {
-      response.set_version(version);
-      return response;
-    }
-  }
-  if (!status.ok()) return status;
-  return response;
+}
+
+absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapterIpc(
+    uint64_t version, const std::string& config_json,
+    const v1::CudaIpcAdapter& ipc) {
+  return SendAdapter(version,
+                     [&](grpc::ClientWriter<v1::LoadAdapterRequest>& writer) {
+                       v1::LoadAdapterRequest message;
+                       v1::AdapterHeader* header = message.mutable_header();
+                       header->set_version(version);
+                       header->set_adapter_config_json(config_json);
+                       *header->mutable_cuda_ipc() = ipc;
+                       writer.Write(message);
+                     });
 }
 
 absl::StatusOr<v1::SleepResponse> RolloutClient::Sleep(bool abort_running) {

@@ -60,6 +60,13 @@ class RolloutClient {
         stub_(std::move(stub)),
         options_(options) {}
 
+  // One LoadAdapter stream, `write` sending its messages; a retry that finds
+  // `version` already loaded (its reply was lost) counts as done.
+  absl::StatusOr<v1::LoadAdapterResponse> SendAdapter(
+      uint64_t version,
+      const std::function<void(grpc::ClientWriter<v1::LoadAdapterRequest>&)>&
+          write);
+
   // Runs `call` with a fresh context per attempt; a cancellable call's
   // contexts are registered for CancelGenerate().
   absl::Status Call(
