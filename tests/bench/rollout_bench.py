@@ -113,6 +113,22 @@ def main():
             print(f"{name} vs {base_name}: first {same} of {len(base['token_ids'])} tokens "
                   f"equal, max |log-prob difference| over them {diff:.2e}", flush=True)
 
+    if samples:
+        # Correctness beside speed: transformers scores microrl's first completion
+        # (teacher forcing); its log-probs should match microrl's (1e-4 in float32; bf16
+        # rounding on a GPU).
+        name, sample = next(iter(samples.items()))
+        tokens = torch.tensor(sample["token_ids"], dtype=torch.long)
+        ids = torch.cat([prompts[0], tokens]).unsqueeze(0).to(args.device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids).logits[0, args.prompt_len - 1:-1].float()
+        reference = torch.log_softmax(logits, -1).gather(
+            1, tokens.to(args.device).unsqueeze(1)).squeeze(1).cpu()
+        diff = (reference - torch.tensor(sample["logprobs"])).abs()
+        print(f"{name} log-probs vs transformers scoring the same {len(tokens)} tokens: "
+              f"max |difference| {diff.max().item():.2e}, mean {diff.mean().item():.2e}",
+              flush=True)
+
     if not args.skip_transformers:
         ids = prompts.to(args.device)
 
