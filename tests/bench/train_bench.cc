@@ -20,6 +20,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/time/clock.h"
+#include "common/base/file.h"
 #include "common/device/device.h"
 #include "common/model/decoder.h"
 #include "common/model/lora.h"
@@ -37,6 +38,10 @@ ABSL_FLAG(int64_t, micro_batch_tokens, 8192,
           "Padded tokens per forward/backward.");
 ABSL_FLAG(int, iters, 2, "Timed updates (after one warm-up).");
 ABSL_FLAG(bool, gradient_checkpointing, true, "Recompute layers in backward.");
+ABSL_FLAG(
+    std::string, ids, "",
+    "JSON file: the --batch sequences of --prompt + --completion token ids "
+    "(default: random ones).");
 
 namespace {
 
@@ -84,9 +89,28 @@ int Run() {
   const int completion = absl::GetFlag(FLAGS_completion);
   const int64_t vocab = (*decoder)->config().vocab_size;
   std::vector<Sample> samples(batch);
+  nlohmann::json given;  // --ids: the sequences (the Python driver's)
+  if (!absl::GetFlag(FLAGS_ids).empty()) {
+    absl::StatusOr<std::string> text =
+        microrl::ReadFileToString(absl::GetFlag(FLAGS_ids));
+    if (!text.ok()) return Fail(text.status());
+    given = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (!given.is_array() || static_cast<int>(given.size()) != batch) {
+      return Fail(absl::InvalidArgumentError(
+          "--ids: want a JSON list of --batch lists of token ids"));
+    }
+  }
   for (int i = 0; i < batch; ++i) {
-    const at::Tensor ids =
+    at::Tensor ids =
         at::randint(vocab, {prompt + completion}, at::kInt).contiguous();
+    if (!given.is_null()) {
+      if (!given[i].is_array() ||
+          static_cast<int>(given[i].size()) != prompt + completion) {
+        return Fail(absl::InvalidArgumentError(
+            "--ids: each sequence needs --prompt + --completion ids"));
+      }
+      ids = at::tensor(given[i].get<std::vector<int32_t>>(), at::kInt);
+    }
     const int32_t* data = ids.data_ptr<int32_t>();
     samples[i].prompt.assign(data, data + prompt);
     samples[i].completion.assign(data + prompt, data + prompt + completion);
@@ -96,6 +120,7 @@ int Run() {
 
   std::vector<double> seconds;
   microrl::learner::UpdateStats stats;
+  double first_entropy = 0;  // of the warm-up: the adapter is still a no-op
   int64_t step = 0;
   const int iters = absl::GetFlag(FLAGS_iters);
   for (int i = -1; i < iters; ++i) {
@@ -107,6 +132,7 @@ int Run() {
     if (!result.ok()) return Fail(result.status());
     microrl::device::Synchronize(*device);
     if (i >= 0) seconds.push_back(absl::ToDoubleSeconds(absl::Now() - start));
+    if (i < 0) first_entropy = result->entropy;
     stats = *result;
   }
   std::sort(seconds.begin(), seconds.end());
@@ -121,7 +147,7 @@ int Run() {
       {"seconds", median},
       {"tokens_per_second", static_cast<double>(tokens) / median},
       {"peak_allocated_bytes", memory.peak_allocated_bytes},
-      {"entropy", stats.entropy},
+      {"entropy", first_entropy},
       {"grad_norm", stats.grad_norm},
   };
   std::cout << out.dump() << std::endl;

@@ -48,7 +48,10 @@ def peft_update(model, args, batch_ids, advantages, old_logprobs):
     total_tokens = args.batch * args.completion
     cuda = args.device.startswith("cuda")
 
+    entropies = []
+
     def one_update():
+        entropies.clear()
         optimizer.zero_grad(set_to_none=True)
         for begin in range(0, args.batch, per_micro):
             ids = batch_ids[begin:begin + per_micro]
@@ -62,7 +65,7 @@ def peft_update(model, args, batch_ids, advantages, old_logprobs):
                 for l, t in zip(logits, targets)])
             with torch.no_grad():  # verl's entropy_from_logits, for the metric
                 p = torch.softmax(logits, -1)
-                _ = torch.logsumexp(logits, -1) - (p * logits).sum(-1)
+                entropies.append(torch.logsumexp(logits, -1) - (p * logits).sum(-1))
             ratio = torch.exp(logprob - old_logprobs[begin:begin + per_micro])
             adv = advantages[begin:begin + per_micro].unsqueeze(-1)
             loss = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.2)).sum()
@@ -71,6 +74,7 @@ def peft_update(model, args, batch_ids, advantages, old_logprobs):
         optimizer.step()
 
     one_update()  # warm-up
+    first_entropy = torch.cat([e.flatten() for e in entropies]).float().mean().item()
     seconds = []
     for _ in range(args.iters):
         if cuda:
@@ -80,7 +84,8 @@ def peft_update(model, args, batch_ids, advantages, old_logprobs):
         if cuda:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
-    return sorted(seconds)[len(seconds) // 2], per_micro
+    # Mean token entropy of the first update (B = 0: the base model's, as microrl's).
+    return sorted(seconds)[len(seconds) // 2], per_micro, first_entropy
 
 
 def main():
@@ -110,7 +115,14 @@ def main():
           f"micro-batches of {args.micro_batch_tokens} tokens, gradient checkpointing",
           flush=True)
 
+    # One batch for both sides.
+    torch.manual_seed(0)
+    batch_ids = torch.randint(0, model.config.vocab_size, (args.batch, seq))
+    ids_file = os.path.join(os.path.dirname(model_dir), "train_bench_ids.json")
+    with open(ids_file, "w") as f:
+        json.dump(batch_ids.tolist(), f)
     command = [args.bench_bin, f"--model={model_dir}", f"--device={args.device}",
+               f"--ids={ids_file}",
                f"--rank={args.rank}", f"--batch={args.batch}", f"--prompt={args.prompt}",
                f"--completion={args.completion}",
                f"--micro_batch_tokens={args.micro_batch_tokens}", f"--iters={args.iters}"]
@@ -127,22 +139,22 @@ def main():
 
     report = {"microrl": ours}
     if not args.skip_peft:
-        torch.manual_seed(0)
         model = model.to(args.device)
-        batch_ids = torch.randint(0, model.config.vocab_size, (args.batch, seq),
-                                  device=args.device)
+        batch_ids = batch_ids.to(args.device)
         advantages = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(args.batch)],
                                   device=args.device)
         old = torch.full((args.batch, args.completion), -12.0, device=args.device)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        seconds, per_micro = peft_update(model, args, batch_ids, advantages, old)
+        seconds, per_micro, entropy = peft_update(model, args, batch_ids, advantages, old)
         rates["transformers+peft"] = args.batch * seq / seconds
         line = (f"transformers+peft {rates['transformers+peft']:10.1f} tok/s ({seconds:.2f} s per "
                 f"update, micro-batches of {per_micro} sequences")
         if cuda:
             line += f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
         print(line + f")   ratio {rates['microrl'] / rates['transformers+peft']:.2f}")
+        print(f"mean token entropy of the batch: microrl {ours['entropy']:.6f}, "
+              f"transformers+peft {entropy:.6f} (same model; LoRA B = 0 at the first update)")
         report["transformers+peft"] = {"seconds": seconds, "tokens_per_second": rates["transformers+peft"]}
     print(json.dumps(report))
 
