@@ -136,14 +136,19 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
 
 absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapterIpc(
     uint64_t version, const std::string& config_json,
-    const v1::CudaIpcAdapter& ipc) {
+    const model::IpcAdapter& ipc) {
   return SendAdapter(version,
                      [&](grpc::ClientWriter<v1::LoadAdapterRequest>& writer) {
                        v1::LoadAdapterRequest message;
                        v1::AdapterHeader* header = message.mutable_header();
                        header->set_version(version);
                        header->set_adapter_config_json(config_json);
-                       *header->mutable_cuda_ipc() = ipc;
+                       v1::CudaIpcAdapter* shared = header->mutable_cuda_ipc();
+                       shared->set_handle(ipc.handle);
+                       shared->set_offset(static_cast<uint64_t>(ipc.offset));
+                       shared->set_bytes(static_cast<uint64_t>(ipc.bytes));
+                       shared->set_layout_json(ipc.layout_json);
+                       shared->set_device_uuid(ipc.device_uuid);
                        writer.Write(message);
                      });
 }

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/model/ipc_adapter.h"
 #include "common/rpc/retry.h"
 #include "common/rpc/security.h"
 #include "proto/rollout.grpc.pb.h"
@@ -46,7 +47,7 @@ class RolloutClient {
   // server cannot open them.
   absl::StatusOr<v1::LoadAdapterResponse> LoadAdapterIpc(
       uint64_t version, const std::string& config_json,
-      const v1::CudaIpcAdapter& ipc);
+      const model::IpcAdapter& ipc);
   absl::StatusOr<v1::SleepResponse> Sleep(bool abort_running);
   absl::StatusOr<v1::WakeResponse> Wake();
   absl::StatusOr<v1::RolloutInfo> GetInfo();

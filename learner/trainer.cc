@@ -148,6 +148,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   if (!decoder.ok()) return decoder.status();
   const at::Device device = (*decoder)->options().device;
   t->decoder_ = *std::move(decoder);
+  t->device_ = {device.is_cuda(), device.is_cuda() ? device.index() : 0};
 
   t->state_.seed = config.seed;
   if (latest.has_value()) {
@@ -529,10 +530,7 @@ absl::StatusOr<UpdateStats> Trainer::Update(
   }
   absl::StatusOr<UpdateStats> stats =
       updater_->Update(samples, state_.optimizer_step);
-  if (config_.colocated) {
-    absl::StatusOr<device::Device> dev = device::ResolveDevice(config_.device);
-    if (dev.ok()) device::ReleaseCachedMemory(*dev);
-  }
+  if (config_.colocated) device::ReleaseCachedMemory(device_);
   return stats;
 }
 
@@ -578,13 +576,7 @@ absl::Status Trainer::Publish() {
     absl::StatusOr<model::IpcAdapter> shared =
         model::ExportAdapter(*adapter_, dtype, ipc_staging_);
     if (shared.ok()) {
-      v1::CudaIpcAdapter message;
-      message.set_handle(shared->handle);
-      message.set_offset(static_cast<uint64_t>(shared->offset));
-      message.set_bytes(static_cast<uint64_t>(shared->bytes));
-      message.set_layout_json(shared->layout_json);
-      message.set_device_uuid(shared->device_uuid);
-      loaded = rollout_->LoadAdapterIpc(version, config_json, message);
+      loaded = rollout_->LoadAdapterIpc(version, config_json, *shared);
       // The server cannot open it (CPU, another GPU or host, IPC off).
       if (automatic &&
           loaded.status().code() == absl::StatusCode::kUnimplemented) {
@@ -708,11 +700,7 @@ absl::Status Trainer::Evaluate() {
 
 absl::Status Trainer::Step() {
   const absl::Time start = absl::Now();
-  if (absl::StatusOr<device::Device> dev =
-          device::ResolveDevice(config_.device);
-      dev.ok()) {
-    device::ResetPeakMemory(*dev);
-  }
+  device::ResetPeakMemory(device_);
   StepMetrics m = {{"step", state_.step + 1}, {"epoch", sampler_->epoch()}};
   const std::vector<const Problem*> problems = SamplePrompts();
   if (stop_) return absl::CancelledError("stopping");
@@ -781,15 +769,12 @@ absl::Status Trainer::Step() {
   m["update_tokens_per_second"] =
       update_seconds > 0 ? stats->tokens / update_seconds : 0;
   m["adapter_version"] = state_.adapter_version;
-  absl::StatusOr<device::Device> dev = device::ResolveDevice(config_.device);
-  if (dev.ok()) {
-    const device::MemoryInfo memory = device::QueryMemory(*dev);
-    m["gpu_memory_allocated_bytes"] = memory.allocated_bytes;
-    m["gpu_memory_reserved_bytes"] = memory.reserved_bytes;
-    // The step's highest (its update's), against model.gpu_memory_gib.
-    m["gpu_memory_peak_allocated_bytes"] = memory.peak_allocated_bytes;
-    m["gpu_memory_peak_reserved_bytes"] = memory.peak_reserved_bytes;
-  }
+  const device::MemoryInfo memory = device::QueryMemory(device_);
+  m["gpu_memory_allocated_bytes"] = memory.allocated_bytes;
+  m["gpu_memory_reserved_bytes"] = memory.reserved_bytes;
+  // The step's highest (its update's), against model.gpu_memory_gib.
+  m["gpu_memory_peak_allocated_bytes"] = memory.peak_allocated_bytes;
+  m["gpu_memory_peak_reserved_bytes"] = memory.peak_reserved_bytes;
   std::vector<std::string> ids;
   for (const Problem* p : problems) ids.push_back(p->id);
   m["problems"] = ids;

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/device/device.h"
 #include "common/model/decoder.h"
 #include "common/model/lora.h"
 #include "learner/checkpoint.h"
@@ -107,6 +108,7 @@ class Trainer {
   // the state must not be checkpointed.
   bool dirty_ = false;
   bool rollout_asleep_ = false;
+  device::Device device_;  // the decoder's, for memory queries
   // CUDA IPC publishing: the packed weights the rollout server copies from,
   // and whether IPC turned out unavailable (then gRPC from there on).
   at::Tensor ipc_staging_;

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model/config.h"
+#include "common/model/ipc_adapter.h"
 #include "common/model/lora.h"
 
 // Handing a LoRA adapter from one process to another on the same GPU through
@@ -18,17 +19,6 @@
 // through the host. (The caching allocator's IPC support, as
 // torch.multiprocessing uses it.)
 namespace microrl::model {
-
-struct IpcAdapter {
-  std::string handle;  // the allocator's shareable handle (opaque bytes)
-  int64_t offset = 0;  // of the packed weights in the shared allocation
-  int64_t bytes = 0;   // of the packed weights
-  // Where each weight is in the packed bytes, as a safetensors header:
-  // {"<PEFT name>": {"dtype": "BF16", "shape": [r, in], "data_offsets": [b,
-  // e]}}.
-  std::string layout_json;
-  std::string device_uuid;  // of the sender's GPU (DeviceUuid)
-};
 
 // The GPU's UUID as 32 lowercase hex digits; "" for the CPU or a device that
 // cannot say.

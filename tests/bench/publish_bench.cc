@@ -117,13 +117,7 @@ int Run() {
         return 1;
       }
       serialized = absl::Now();
-      microrl::v1::CudaIpcAdapter message;
-      message.set_handle(shared->handle);
-      message.set_offset(static_cast<uint64_t>(shared->offset));
-      message.set_bytes(static_cast<uint64_t>(shared->bytes));
-      message.set_layout_json(shared->layout_json);
-      message.set_device_uuid(shared->device_uuid);
-      loaded = (*client)->LoadAdapterIpc(++version, config_json, message);
+      loaded = (*client)->LoadAdapterIpc(++version, config_json, *shared);
       bytes = static_cast<uint64_t>(shared->bytes);
     } else {
       absl::StatusOr<std::string> weights = (*adapter)->PeftSafetensors(dtype);
