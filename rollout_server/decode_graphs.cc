@@ -111,6 +111,9 @@ void DecodeGraphs::SetAdapter(const model::LoraAdapter& adapter) {
     impl_->adapter.reset();
     return;
   }
+  // The same one-matmul A per q/k/v and gate/up as the engine's adapter; the
+  // copies above go into it through the modules' views.
+  (*copy)->FuseInputProjections();
   impl_->adapter = *std::move(copy);
 }
 

@@ -359,6 +359,7 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     // Whatever is wrong with the adapter, the request carried it.
     return absl::InvalidArgumentError(adapter.status().message());
   }
+  (*adapter)->FuseInputProjections();
   return std::shared_ptr<const model::LoraAdapter>(*std::move(adapter));
 }
 

@@ -115,6 +115,7 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
           adapter.status().code(),
           absl::StrCat("--adapter: ", adapter.status().message()));
     }
+    (*adapter)->FuseInputProjections();
     absl::StatusOr<double> swapped = result->LoadAdapter(
         std::shared_ptr<const model::LoraAdapter>(*std::move(adapter)),
         options.adapter_version);

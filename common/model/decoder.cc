@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <exception>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/model/checkpoint.h"
@@ -61,6 +62,75 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
       .view(y.sizes());
 }
 
+// Linear layers that read the same x, as one matmul over their concatenated
+// weights [sum of sizes, in] (bias likewise, or undefined): returns each one's
+// output [..., size], with its LoRA (if `lora` has it) added as Linear does.
+// The adapted modules' A go through one matmul as well: the adapter's fused A
+// when it has one and autograd is off (the rollout server), else their
+// concatenation (inside autograd: the learner's gradients reach each A).
+std::vector<at::Tensor> FusedLinear(const at::Tensor& x,
+                                    const at::Tensor& weight,
+                                    const at::Tensor& bias,
+                                    const std::vector<int64_t>& sizes,
+                                    const std::vector<const LoraLinear*>& lora,
+                                    const at::Tensor& fused_a) {
+  const at::Tensor y = at::linear(
+      x, weight,
+      bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+  const at::ScalarType dtype = x.scalar_type();
+  auto in_dtype = [dtype](const at::Tensor& t) {
+    return t.scalar_type() == dtype ? t : t.to(dtype);
+  };
+  at::Tensor xa;  // [rows, sum of the adapted modules' ranks]
+  std::vector<at::Tensor> as;
+  for (const LoraLinear* linear : lora) {
+    if (linear != nullptr) as.push_back(in_dtype(linear->a));
+  }
+  if (!as.empty()) {
+    const at::Tensor a = fused_a.defined() && !at::GradMode::is_enabled()
+                             ? in_dtype(fused_a)
+                         : as.size() == 1 ? as.front()
+                                          : at::cat(as);
+    xa = at::linear(x.reshape({-1, x.size(-1)}), a);
+  }
+  const at::Tensor rows = y.view({-1, y.size(-1)});
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  std::vector<at::Tensor> outputs;
+  int64_t offset = 0;
+  int64_t rank_offset = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    at::Tensor part = rows.narrow(1, offset, sizes[i]);
+    if (lora[i] != nullptr) {
+      // part += scale * (x A^T) B^T: the second matmul, scale and sum in one,
+      // in place, so that an output is the same view of y (same strides, same
+      // kernels after it) with or without LoRA.
+      const int64_t rank = lora[i]->a.size(0);
+      part.addmm_(xa.narrow(1, rank_offset, rank), in_dtype(lora[i]->b).t(),
+                  /*beta=*/1, /*alpha=*/lora[i]->scale);
+      rank_offset += rank;
+    }
+    shape.back() = sizes[i];
+    outputs.push_back(part.view(shape));
+    offset += sizes[i];
+  }
+  return outputs;
+}
+
+std::vector<const LoraLinear*> GroupLora(const LoraAdapter* adapter,
+                                         int64_t layer, LoraGroup group) {
+  std::vector<const LoraLinear*> lora;
+  for (LoraModule module : LoraGroupModules(group)) {
+    lora.push_back(adapter == nullptr ? nullptr : adapter->Find(layer, module));
+  }
+  return lora;
+}
+
+const at::Tensor& GroupFusedA(const LoraAdapter* adapter, int64_t layer,
+                              LoraGroup group) {
+  static const at::Tensor* const kNone = new at::Tensor();
+  return adapter == nullptr ? *kNone : adapter->FusedA(layer, group);
+}
+
 // x [B, T, heads, D] rotated by cos/sin [B, T, D] (rotate-half convention).
 at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos,
                        const at::Tensor& sin) {
@@ -68,6 +138,57 @@ at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos,
   const at::Tensor rotated =
       at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, /*dim=*/-1);
   return x * cos.unsqueeze(2) + rotated * sin.unsqueeze(2);
+}
+
+// a @ b for batches of matrices, written in float32: on CUDA cuBLAS writes
+// float32 from bfloat16 inputs (accumulating in float32 as always); elsewhere
+// the inputs are cast first.
+at::Tensor BmmFloat(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat) {
+    return at::bmm(a, b);
+  }
+  if (a.is_cuda()) return at::bmm(a, b, at::kFloat);
+  return at::bmm(a.to(at::kFloat), b.to(at::kFloat));
+}
+
+// Attention of new tokens q [N, T, heads, D] over cached keys and values
+// [N, kv_heads, L, D] (views into the head-major cache, any slot stride),
+// where mask [N, 1, T, L] (true: attend) has at least one key per query.
+// Returns [N, heads, T, D] in q's dtype.
+//
+// Two batched matmuls rather than SDPA: with a mask and grouped KV heads, SDPA
+// on CUDA falls back to its math kernel, which repeats every KV head for each
+// query head sharing it (a copy of the whole cache per layer and step). Here
+// the query heads of a KV head are the rows of one matrix, so each KV head is
+// read once and nothing is copied but q; scores and softmax are float32.
+at::Tensor CachedAttention(const at::Tensor& q, const at::Tensor& keys,
+                           const at::Tensor& values, const at::Tensor& mask) {
+  const int64_t rows = q.size(0);
+  const int64_t steps = q.size(1);
+  const int64_t heads = q.size(2);
+  const int64_t head_dim = q.size(3);
+  const int64_t kv_heads = keys.size(1);
+  const int64_t length = keys.size(2);
+  const int64_t group = heads / kv_heads;
+  // [N * kv_heads, group * T, D]: query heads of a KV head as rows.
+  const at::Tensor queries =
+      q.view({rows, steps, kv_heads, group, head_dim})
+          .permute({0, 2, 3, 1, 4})
+          .reshape({rows * kv_heads, group * steps, head_dim});
+  at::Tensor scores =
+      BmmFloat(
+          queries,
+          keys.reshape({rows * kv_heads, length, head_dim}).transpose(1, 2))
+          .view({rows, kv_heads, group, steps, length});
+  scores.mul_(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  scores.masked_fill_(mask.view({rows, 1, 1, steps, length}).logical_not(),
+                      -std::numeric_limits<float>::infinity());
+  const at::Tensor probabilities =
+      at::softmax(scores, -1).to(values.scalar_type());
+  return BmmFloat(probabilities.view({rows * kv_heads, group * steps, length}),
+                  values.reshape({rows * kv_heads, length, head_dim}))
+      .to(q.scalar_type())
+      .view({rows, heads, steps, head_dim});
 }
 
 const LoraLinear* Lora(const LoraAdapter* adapter, int64_t layer,
@@ -250,6 +371,24 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromTensors(
         if (!(t = take(p + want.name, want.shape)).ok()) return t.status();
         *want.field = *t;
       }
+      // One weight (and bias) per group of layers that read the same input;
+      // the separate ones become views of it, so nothing is held twice.
+      auto fuse = [](std::vector<at::Tensor*> parts) {
+        std::vector<at::Tensor> tensors;
+        for (at::Tensor* part : parts) tensors.push_back(*part);
+        at::Tensor fused = at::cat(tensors);
+        int64_t offset = 0;
+        for (at::Tensor* part : parts) {
+          const int64_t rows = part->size(0);
+          *part = fused.narrow(0, offset, rows);
+          offset += rows;
+        }
+        return fused;
+      };
+      w.qkv = fuse({&w.q, &w.k, &w.v});
+      if (c.qkv_bias) w.qkv_bias = fuse({&w.q_bias, &w.k_bias, &w.v_bias});
+      w.gate_up = fuse({&w.gate, &w.up});
+      if (c.mlp_bias) w.gate_up_bias = fuse({&w.gate_bias, &w.up_bias});
       decoder->layers_.push_back(std::move(w));
     }
     // Inverse RoPE frequencies computed as transformers does, in float32.
@@ -298,13 +437,15 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
   const int64_t heads = config_.num_heads;
   const int64_t kv_heads = config_.num_kv_heads;
   const int64_t head_dim = config_.head_dim;
+  const std::vector<at::Tensor> qkv =
+      FusedLinear(x, w.qkv, w.qkv_bias,
+                  {heads * head_dim, kv_heads * head_dim, kv_heads * head_dim},
+                  GroupLora(adapter, layer, LoraGroup::kQkv),
+                  GroupFusedA(adapter, layer, LoraGroup::kQkv));
   // [B, T, heads, D]
-  at::Tensor q = Linear(x, w.q, w.q_bias, Lora(adapter, layer, LoraModule::kQ))
-                     .view({batch, steps, heads, head_dim});
-  at::Tensor k = Linear(x, w.k, w.k_bias, Lora(adapter, layer, LoraModule::kK))
-                     .view({batch, steps, kv_heads, head_dim});
-  at::Tensor v = Linear(x, w.v, w.v_bias, Lora(adapter, layer, LoraModule::kV))
-                     .view({batch, steps, kv_heads, head_dim});
+  at::Tensor q = qkv[0].view({batch, steps, heads, head_dim});
+  at::Tensor k = qkv[1].view({batch, steps, kv_heads, head_dim});
+  const at::Tensor v = qkv[2].view({batch, steps, kv_heads, head_dim});
   if (config_.qk_norm) {
     q = RmsNorm(q, w.q_norm, config_.rms_norm_eps);
     k = RmsNorm(k, w.k_norm, config_.rms_norm_eps);
@@ -313,34 +454,37 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
   k = ApplyRotary(k, cos, sin);
   const bool gqa = heads != kv_heads;
   at::Tensor attended;  // [B, heads, T, D]
+  if (cache != nullptr) {
+    // keys[slot, :, position, :] = k[n, t, :, :] (the cache is head-major).
+    using at::indexing::Slice;
+    using at::indexing::TensorIndex;
+    const std::initializer_list<TensorIndex> where = {
+        TensorIndex(cache->slot_index), TensorIndex(Slice()),
+        TensorIndex(cache->positions)};
+    cache->cache->keys(layer).index_put_(where, k);
+    cache->cache->values(layer).index_put_(where, v);
+  }
   if (cache == nullptr || !cache->mask.defined()) {
-    if (cache != nullptr) {
-      cache->cache->keys(layer).index_put_(
-          {cache->slot_index, cache->positions}, k);
-      cache->cache->values(layer).index_put_(
-          {cache->slot_index, cache->positions}, v);
-    }
+    // Causal over the new tokens alone (training, scoring, a fresh prompt):
+    // SDPA's flash kernels, which take grouped KV heads as they are.
     attended = at::scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
         /*attn_mask=*/{},
         /*dropout_p=*/0.0, /*is_causal=*/true, /*scale=*/c10::nullopt, gqa);
   } else {
-    at::Tensor& keys = cache->cache->keys(layer);
-    at::Tensor& values = cache->cache->values(layer);
-    keys.index_put_({cache->slot_index, cache->positions}, k);
-    values.index_put_({cache->slot_index, cache->positions}, v);
-    // [N, L, kv_heads, D] without a copy when the slots are consecutive.
-    const at::Tensor all_keys = cache->first_slot >= 0
-                                    ? keys.narrow(0, cache->first_slot, batch)
-                                    : keys.index_select(0, cache->slots);
+    const at::Tensor& keys = cache->cache->keys(layer);
+    const at::Tensor& values = cache->cache->values(layer);
+    // [N, kv_heads, L, D], without a copy when the slots are consecutive.
+    const int64_t length = cache->key_length;
+    const at::Tensor all_keys =
+        (cache->first_slot >= 0 ? keys.narrow(0, cache->first_slot, batch)
+                                : keys.index_select(0, cache->slots))
+            .narrow(2, 0, length);
     const at::Tensor all_values =
-        cache->first_slot >= 0 ? values.narrow(0, cache->first_slot, batch)
-                               : values.index_select(0, cache->slots);
-    attended = at::scaled_dot_product_attention(
-        q.transpose(1, 2),
-        all_keys.narrow(1, 0, cache->key_length).transpose(1, 2),
-        all_values.narrow(1, 0, cache->key_length).transpose(1, 2), cache->mask,
-        /*dropout_p=*/0.0, /*is_causal=*/false, /*scale=*/c10::nullopt, gqa);
+        (cache->first_slot >= 0 ? values.narrow(0, cache->first_slot, batch)
+                                : values.index_select(0, cache->slots))
+            .narrow(2, 0, length);
+    attended = CachedAttention(q, all_keys, all_values, cache->mask);
   }
   const at::Tensor merged =
       attended.transpose(1, 2).reshape({batch, steps, heads * head_dim});
@@ -357,11 +501,12 @@ at::Tensor Decoder::Layer(int64_t layer, const at::Tensor& hidden,
                 sin, adapter, cache);
   const at::Tensor h = hidden + attended;
   const at::Tensor x = RmsNorm(h, w.post_norm, config_.rms_norm_eps);
-  const at::Tensor gate =
-      Linear(x, w.gate, w.gate_bias, Lora(adapter, layer, LoraModule::kGate));
-  const at::Tensor up =
-      Linear(x, w.up, w.up_bias, Lora(adapter, layer, LoraModule::kUp));
-  return h + Linear(at::silu(gate) * up, w.down, w.down_bias,
+  const std::vector<at::Tensor> gate_up =
+      FusedLinear(x, w.gate_up, w.gate_up_bias,
+                  {config_.intermediate_size, config_.intermediate_size},
+                  GroupLora(adapter, layer, LoraGroup::kGateUp),
+                  GroupFusedA(adapter, layer, LoraGroup::kGateUp));
+  return h + Linear(at::silu(gate_up[0]) * gate_up[1], w.down, w.down_bias,
                     Lora(adapter, layer, LoraModule::kDown));
 }
 

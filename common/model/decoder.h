@@ -104,6 +104,9 @@ class Decoder {
     at::Tensor q_norm, k_norm;                  // [head_dim] (Qwen3)
     at::Tensor gate, up, down;
     at::Tensor gate_bias, up_bias, down_bias;
+    // q, k, v and gate, up concatenated (one matmul each; the separate
+    // weights and biases above are views of these).
+    at::Tensor qkv, qkv_bias, gate_up, gate_up_bias;
   };
   // Where attention reads keys and values from.
   struct CacheView;

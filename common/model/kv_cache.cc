@@ -22,8 +22,8 @@ absl::StatusOr<KvCache> KvCache::Create(const ModelConfig& model,
     const auto tensor_options =
         at::TensorOptions().device(options.device).dtype(options.dtype);
     for (int64_t layer = 0; layer < model.num_layers; ++layer) {
-      cache.keys_.push_back(at::zeros({options.num_slots, options.capacity,
-                                       model.num_kv_heads, model.head_dim},
+      cache.keys_.push_back(at::zeros({options.num_slots, model.num_kv_heads,
+                                       options.capacity, model.head_dim},
                                       tensor_options));
       cache.values_.push_back(at::zeros_like(cache.keys_.back()));
     }
@@ -39,11 +39,11 @@ void KvCache::CopyPrefix(int64_t src, int64_t dst, int64_t length) {
   if (src != dst && length > 0) {
     for (size_t layer = 0; layer < keys_.size(); ++layer) {
       keys_[layer][dst]
-          .narrow(0, 0, length)
-          .copy_(keys_[layer][src].narrow(0, 0, length));
+          .narrow(1, 0, length)
+          .copy_(keys_[layer][src].narrow(1, 0, length));
       values_[layer][dst]
-          .narrow(0, 0, length)
-          .copy_(values_[layer][src].narrow(0, 0, length));
+          .narrow(1, 0, length)
+          .copy_(values_[layer][src].narrow(1, 0, length));
     }
   }
   lengths_[dst] = length;

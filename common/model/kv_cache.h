@@ -19,10 +19,13 @@ struct KvCacheOptions {
 };
 
 // Keys and values of every layer for a fixed set of sequence slots:
-// per layer, keys and values of shape [num_slots, capacity, num_kv_heads,
-// head_dim]. Each slot holds one sequence's first length(slot) positions; the
-// decoder appends to it. Owned by whoever schedules sequences (the rollout
-// engine), never by the model. Not thread-safe.
+// per layer, keys and values of shape [num_slots, num_kv_heads, capacity,
+// head_dim] (head-major: the keys of consecutive slots, narrowed to a length,
+// are one strided batch of [length, head_dim] matrices per KV head, which
+// attention multiplies without a copy). Each slot holds one sequence's first
+// length(slot) positions; the decoder appends to it. Owned by whoever
+// schedules sequences (the rollout engine), never by the model. Not
+// thread-safe.
 class KvCache {
  public:
   static absl::StatusOr<KvCache> Create(const ModelConfig& model,
@@ -36,7 +39,7 @@ class KvCache {
   int64_t length(int64_t slot) const { return lengths_[slot]; }
   void set_length(int64_t slot, int64_t length) { lengths_[slot] = length; }
 
-  // Per-layer storage, [num_slots, capacity, num_kv_heads, head_dim].
+  // Per-layer storage, [num_slots, num_kv_heads, capacity, head_dim].
   at::Tensor& keys(int64_t layer) { return keys_[layer]; }
   at::Tensor& values(int64_t layer) { return values_[layer]; }
 

@@ -427,6 +427,53 @@ LoraLinear* LoraAdapter::Find(int64_t layer, LoraModule module) {
   return linear.has_value() ? &*linear : nullptr;
 }
 
+std::vector<LoraModule> LoraGroupModules(LoraGroup group) {
+  switch (group) {
+    case LoraGroup::kQkv:
+      return {LoraModule::kQ, LoraModule::kK, LoraModule::kV};
+    case LoraGroup::kGateUp:
+      return {LoraModule::kGate, LoraModule::kUp};
+  }
+  return {};
+}
+
+void LoraAdapter::FuseInputProjections() {
+  for (const at::Tensor& parameter : Parameters()) {
+    if (parameter.requires_grad()) return;
+  }
+  at::NoGradGuard no_grad;
+  fused_a_.assign(layers_.size(), {});
+  for (int64_t layer = 0; layer < num_layers(); ++layer) {
+    for (int g = 0; g < kNumLoraGroups; ++g) {
+      std::vector<LoraLinear*> adapted;
+      std::vector<at::Tensor> as;
+      for (LoraModule module : LoraGroupModules(static_cast<LoraGroup>(g))) {
+        if (LoraLinear* linear = Find(layer, module)) {
+          adapted.push_back(linear);
+          as.push_back(linear->a);
+        }
+      }
+      if (adapted.size() < 2) continue;  // nothing to gain
+      const at::Tensor fused = at::cat(as);
+      int64_t offset = 0;
+      for (LoraLinear* linear : adapted) {
+        const int64_t rank = linear->a.size(0);
+        linear->a = fused.narrow(0, offset, rank);
+        offset += rank;
+      }
+      fused_a_[layer][g] = fused;
+    }
+  }
+}
+
+const at::Tensor& LoraAdapter::FusedA(int64_t layer, LoraGroup group) const {
+  static const at::Tensor* const kNone = new at::Tensor();
+  if (layer < 0 || layer >= static_cast<int64_t>(fused_a_.size())) {
+    return *kNone;
+  }
+  return fused_a_[layer][static_cast<int>(group)];
+}
+
 std::vector<at::Tensor> LoraAdapter::Parameters() const {
   std::vector<at::Tensor> parameters;
   for (const auto& layer : layers_) {

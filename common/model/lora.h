@@ -20,6 +20,14 @@ namespace microrl::model {
 enum class LoraModule { kQ, kK, kV, kO, kGate, kUp, kDown };
 inline constexpr int kNumLoraModules = 7;
 
+// Linear layers that read the same input, so that the decoder computes them as
+// one matmul over their concatenated weights: q/k/v (attention's input) and
+// gate/up (the MLP's).
+enum class LoraGroup { kQkv, kGateUp };
+inline constexpr int kNumLoraGroups = 2;
+// The group's modules, in the order of their concatenated weights.
+std::vector<LoraModule> LoraGroupModules(LoraGroup group);
+
 // "q_proj", "k_proj", ..., the Hugging Face module names.
 const char* LoraModuleName(LoraModule module);
 // Accepts "q_proj" (or the short "q"), ...; InvalidArgument otherwise.
@@ -107,10 +115,24 @@ class LoraAdapter {
   // Sets requires_grad on every weight.
   void SetRequiresGrad(bool requires_grad);
 
+  // For adapters that only serve (the rollout server's): stores the A of each
+  // group's adapted modules (q/k/v, gate/up) of a layer in one tensor, the
+  // modules' A becoming views of it, so that a forward pass without autograd
+  // computes them in one matmul (FusedA). Values and outputs do not change;
+  // writing into a module's A (copy_) writes into the fused tensor. Does
+  // nothing if a weight requires grad (the learner concatenates per forward
+  // instead, inside autograd). Replacing a module's `a` afterwards leaves the
+  // fused tensor stale: copy into it instead.
+  void FuseInputProjections();
+  // The fused A of `group` in `layer` (rows: its adapted modules' A in the
+  // group's order), or an undefined tensor if that group is not fused.
+  const at::Tensor& FusedA(int64_t layer, LoraGroup group) const;
+
  private:
   LoraAdapter() = default;
 
   LoraConfig config_;
+  std::vector<std::array<at::Tensor, kNumLoraGroups>> fused_a_;
   std::vector<std::array<std::optional<LoraLinear>, kNumLoraModules>> layers_;
 };
 

@@ -18,12 +18,16 @@
 #      a 48 GiB total cap: time per phase and peak memory per process (grpo_step.py)
 #   e. three short GRPO steps with the rollout server on --cuda_graphs: graphs captured,
 #      then kept across the adapter swaps of a run (a crash or failed step shows here)
+#   f. (not in the default list) decode as in a, with a random rank-256 adapter on all
+#      seven linear layers on both sides (transformers + PEFT `generate`), as a GRPO
+#      rollout runs once the learner has published
 #
 #   here:         bash tests/bench/gpu.sh --prepare
 #                 (builds; copies the programs, the libraries a GPU machine lacks and a Qwen
 #                 tokenizer into .gpu_carry/, kept out of git)
 #   on the GPU:   bash tests/bench/gpu.sh [SECTION...]     (device tool: carry [".gpu_carry"])
-#                 SECTION: env a b c d e (default: all). Each section has its own time limit
+#                 SECTION: env a b c d e f (default: env a b c d e). Each section has its
+#                 own time limit
 #                 and a failing one does not stop the others. The log goes to $OUT/gpu.log
 #                 when $OUT is set.
 set -uo pipefail
@@ -107,7 +111,12 @@ section() {  # section NAME LIMIT_S COMMAND...: runs and logs one section
           --shape qwen2.5-1.5b --budget_gib 48 --rollout_gib 12 --learner_gib 36 --steps 3 \
           --max_response_tokens 256 --model_dir "$MODEL" --tokenizer_dir "$CARRY/tokenizer" \
           --bin_dir "$CARRY" --out "$WORK/grpo_graphs" --rollout_flags=--cuda_graphs ;;
-      *) echo "unknown section $s (env a b c d e)" ;;
+      f)
+        section decode_lora 200 python3 "$B/rollout_bench.py" --shape qwen2.5-1.5b \
+          --device cuda --prompts 8 --group 8 --prompt_len 512 --new_tokens 1024 \
+          --model_dir "$MODEL" --lora_rank 256 --variants default \
+          --bench_bin "$CARRY/rollout_bench" ;;
+      *) echo "unknown section $s (env a b c d e f)" ;;
     esac
   done
 } 2>&1 | tee "$LOG"

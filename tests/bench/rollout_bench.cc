@@ -5,6 +5,7 @@
 //
 //   rollout_bench --model=DIR --prompts=FILE [--group=8] [--new_tokens=64]
 //                 [--iters=1] [--device=cpu] [--dtype=auto] [--threads=0]
+//                 [--adapter=DIR]
 // FILE holds a JSON list of prompts (lists of token ids). Every completion runs
 // to new_tokens (EOS ignored), sampled at temperature 1. Prints one JSON line:
 // {"tokens", "seconds", "tokens_per_second", "prefill_seconds"...}.
@@ -36,6 +37,9 @@ ABSL_FLAG(int, threads, 0, "Intra-op threads (0: LibTorch's default).");
 ABSL_FLAG(int64_t, decode_steps_per_sync, 0,
           "As the rollout server's flag (0: 8 on CUDA, 1 on the CPU).");
 ABSL_FLAG(bool, cuda_graphs, false, "As the rollout server's flag.");
+ABSL_FLAG(std::string, adapter, "",
+          "A PEFT adapter directory every completion runs with (as the rollout "
+          "server's --adapter).");
 
 namespace {
 
@@ -90,6 +94,7 @@ int main(int argc, char** argv) {
   options.max_tokens = new_tokens;
   options.decode_steps_per_sync = absl::GetFlag(FLAGS_decode_steps_per_sync);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  options.startup_adapter = absl::GetFlag(FLAGS_adapter);
   // Room for every sequence at once: prompts x group slots of max_model_len.
   absl::StatusOr<microrl::model::ModelConfig> config =
       microrl::model::LoadModelConfig(options.model_dir);

@@ -3,6 +3,12 @@ random-weight model, prompts and lengths, in one run.
 
   rollout_bench.py [--shape qwen2-100m|qwen2.5-1.5b] [--device cpu|cuda] [--prompts 8]
                    [--group 8] [--prompt_len 64] [--new_tokens 64] [--threads N]
+                   [--lora_rank R]
+
+--lora_rank R > 0 runs both with the same random LoRA adapter of rank R on all seven
+linear layers (as a GRPO rollout runs once the learner has published): PEFT's PeftModel
+(unmerged, weights in the model dtype) on the transformers side, the adapter directory
+loaded by the engine (--adapter) on microrl's.
 
 Both sample G completions per prompt at temperature 1 (no top-p/top-k), each running to
 exactly new_tokens (EOS ignored), and count completion tokens per second of wall time
@@ -48,6 +54,9 @@ def main():
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--prompt_len", type=int, default=64)
     parser.add_argument("--new_tokens", type=int, default=64)
+    parser.add_argument("--lora_rank", type=int, default=0,
+                        help="a random LoRA adapter of this rank on every linear layer, "
+                             "on both sides (0: the base model)")
     parser.add_argument("--skip_transformers", action="store_true",
                         help="measure microrl only (e.g. when transformers would run out "
                              "of memory)")
@@ -70,13 +79,30 @@ def main():
                          max(8192, args.prompt_len + args.new_tokens)).to(args.device)
     config = model.config
     parameters = sum(p.numel() for p in model.parameters())
+    adapter_flags = []
+    if args.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(
+            r=args.lora_rank, lora_alpha=args.lora_rank,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                            "down_proj"]))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    if "lora_B" in name:
+                        p.normal_(0, 0.01)  # not a no-op
+                    p.data = p.data.to(dtype)  # PEFT keeps adapters in float32
+        model.save_pretrained(os.path.join(work, "adapter"))
+        adapter_flags = [f"--adapter={work}/adapter"]
+        parameters = sum(p.numel() for p in model.parameters())  # the roofline reads both
     prompts = torch.randint(0, config.vocab_size, (args.prompts, args.prompt_len))
     with open(os.path.join(work, "prompts.json"), "w") as f:
         json.dump(prompts.tolist(), f)
     sequences = args.prompts * args.group
     print(f"model: {args.shape}, {parameters / 1e6:.1f}M parameters, {dtype}, {args.device}; "
           f"{args.prompts} prompts x G={args.group}, {args.prompt_len} prompt tokens, "
-          f"{args.new_tokens} new tokens; torch threads {torch.get_num_threads()}", flush=True)
+          f"{args.new_tokens} new tokens; LoRA rank {args.lora_rank or 'none'}; "
+          f"torch threads {torch.get_num_threads()}", flush=True)
 
     # microrl first, so transformers' allocations do not crowd it on a GPU. Each variant is
     # a set of extra flags for the bench program (e.g. --cuda_graphs).
@@ -87,7 +113,8 @@ def main():
         flags = [f"--{flag}" for flag in variant.split("+") if flag and flag != "default"]
         command = [args.bench_bin, f"--model={model_dir}", f"--prompts={work}/prompts.json",
                    f"--group={args.group}", f"--new_tokens={args.new_tokens}",
-                   f"--device={args.device}", f"--threads={args.threads}", *flags]
+                   f"--device={args.device}", f"--threads={args.threads}",
+                   *adapter_flags, *flags]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             print(f"microrl {variant} failed: {result.stderr[-3000:]}", flush=True)

@@ -149,6 +149,40 @@ TEST(DecoderTest, CopiedPrefixDecodesLikeTheOriginal) {
   EXPECT_TRUE(at::allclose((*hidden)[0][0], (*full)[0][7], 1e-5, 1e-5));
 }
 
+TEST(DecoderTest, CachedAttentionWithGroupedHeadsMatchesTheFullForward) {
+  // The tiny model has 4 query heads on 2 KV heads. A prompt, then two decode
+  // rows in non-consecutive slots (a gathered cache) and two in consecutive
+  // ones (a view), in float32 and bfloat16, against Forward (SDPA, causal).
+  const ModelConfig config = TinyConfig();
+  ASSERT_LT(config.num_kv_heads, config.num_heads);
+  const at::Tensor token = torch::tensor({{11}, {11}}, torch::kLong);
+  const at::Tensor full =
+      *TinyDecoder()->Forward(at::cat({Ids(), token.narrow(0, 0, 1)}, 1), {});
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    absl::StatusOr<std::unique_ptr<Decoder>> decoder =
+        Decoder::FromTensors(config, TinyTensors(config), {at::kCPU, dtype});
+    ASSERT_TRUE(decoder.ok()) << decoder.status();
+    absl::StatusOr<KvCache> cache =
+        KvCache::Create(config, {5, 16, at::kCPU, dtype});
+    ASSERT_TRUE(cache.ok());
+    ASSERT_TRUE((*decoder)->Step(Ids(), {0}, {7}, *cache, {}).ok());
+    for (int64_t slot : {1, 2, 3, 4}) cache->CopyPrefix(0, slot, 7);
+    const double tolerance = dtype == at::kFloat ? 1e-5 : 0.1;
+    for (const std::vector<int64_t>& slots :
+         {std::vector<int64_t>{0, 2}, std::vector<int64_t>{3, 4}}) {
+      absl::StatusOr<at::Tensor> hidden =
+          (*decoder)->Step(token, slots, {1, 1}, *cache, {});
+      ASSERT_TRUE(hidden.ok()) << hidden.status();
+      for (int row = 0; row < 2; ++row) {
+        EXPECT_TRUE(at::allclose((*hidden)[row][0].to(at::kFloat), full[0][7],
+                                 tolerance, tolerance))
+            << (*hidden)[row][0].to(at::kFloat) - full[0][7];
+      }
+    }
+  }
+}
+
 TEST(TokenStatsTest, ChunkedEqualsUnchunkedInValuesAndGradients) {
   at::manual_seed(5);
   const at::Tensor lm_head = at::randn({50, 16});
@@ -345,6 +379,52 @@ TEST(LoraTest, Bfloat16ComputeKeepsFloat32MasterWeights) {
   EXPECT_TRUE(
       at::allclose((*half)->Forward(Ids(), {served->get()})->to(at::kFloat),
                    expected, 0.05, 0.05));
+}
+
+TEST(LoraTest, FusedInputProjectionsKeepTheOutputs) {
+  const ModelConfig config = TinyConfig();
+  std::unique_ptr<Decoder> decoder = TinyDecoder();
+  ASSERT_NE(decoder, nullptr);
+  // All modules (q/k/v and gate/up fused), and a subset (q/v fused; up alone,
+  // so gate/up is not).
+  for (const std::vector<LoraModule>& targets :
+       {std::vector<LoraModule>{LoraModule::kQ, LoraModule::kK, LoraModule::kV,
+                                LoraModule::kO, LoraModule::kGate,
+                                LoraModule::kUp, LoraModule::kDown},
+        std::vector<LoraModule>{LoraModule::kQ, LoraModule::kV,
+                                LoraModule::kUp}}) {
+    SCOPED_TRACE(targets.size());
+    std::unique_ptr<LoraAdapter> adapter =
+        RandomAdapter(config, {4, 8.0, targets});
+    adapter->SetRequiresGrad(false);
+    at::NoGradGuard no_grad;
+    const at::Tensor expected = *decoder->Forward(Ids(), {adapter.get()});
+    EXPECT_FALSE(adapter->FusedA(0, LoraGroup::kQkv).defined());
+    adapter->FuseInputProjections();
+    const at::Tensor& qkv = adapter->FusedA(1, LoraGroup::kQkv);
+    ASSERT_TRUE(qkv.defined());
+    const bool all = targets.size() == 7;
+    EXPECT_EQ(qkv.size(0), all ? 12 : 8);
+    EXPECT_EQ(adapter->FusedA(1, LoraGroup::kGateUp).defined(), all);
+    // The modules' A are views of the fused tensor, in the group's order.
+    const at::Tensor& v = adapter->Find(1, LoraModule::kV)->a;
+    EXPECT_EQ(v.data_ptr(), qkv.narrow(0, all ? 8 : 4, 4).data_ptr());
+    const at::Tensor fused = *decoder->Forward(Ids(), {adapter.get()});
+    EXPECT_TRUE(at::allclose(fused, expected, 1e-5, 1e-5))
+        << (fused - expected).abs().max().item<double>();
+    // A copy into a module's A reaches the fused matmul.
+    adapter->Find(1, LoraModule::kV)
+        ->a.copy_(adapter->Find(1, LoraModule::kQ)->a * 3);
+    EXPECT_TRUE(at::equal(qkv.narrow(0, all ? 8 : 4, 4),
+                          adapter->Find(1, LoraModule::kQ)->a * 3));
+    EXPECT_FALSE(at::allclose(*decoder->Forward(Ids(), {adapter.get()}),
+                              expected, 1e-5, 1e-5));
+  }
+  // An adapter being trained is left as it is (autograd needs its leaves).
+  std::unique_ptr<LoraAdapter> trained = RandomAdapter(config);
+  trained->SetRequiresGrad(true);
+  trained->FuseInputProjections();
+  EXPECT_FALSE(trained->FusedA(0, LoraGroup::kQkv).defined());
 }
 
 TEST(LoraTest, RefusesBadAdapters) {
