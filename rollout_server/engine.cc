@@ -129,6 +129,11 @@ struct Engine::Sequence {
   uint64_t seed = 0;
   int32_t last_token = 0;  // sampled, not yet in the KV cache
   bool uses_adapter = false;
+  // The prompt's KV: in hosts_[host] at [prompt_offset, + prompt_length), the
+  // sequence's slot holding only its completion, or (host -1) in its slot.
+  int host = -1;
+  int64_t prompt_offset = 0;
+  int64_t prompt_length = 0;
   bool finished = false;
   std::unique_ptr<tokenizer::IncrementalDecoder> detokenizer;
   Completion* out = nullptr;
@@ -226,6 +231,13 @@ Engine::Engine(std::shared_ptr<const model::Decoder> decoder,
                        .Name("microrl_rollout_completions_total")
                        .Help("Completions finished, by finish reason.")
                        .Register(registry)),
+      group_prompts_(
+          prometheus::BuildCounter()
+              .Name("microrl_rollout_group_prompts_total")
+              .Help("Prompts of groups of two or more completions, by where "
+                    "their KV went: kv=shared (once, in a host slot read by "
+                    "the group) or kv=copied (into each completion's slot).")
+              .Register(registry)),
       running_gauge_(MakeGauge(registry, "microrl_rollout_running_sequences",
                                "Sequences in the decode batch.")),
       waiting_gauge_(MakeGauge(registry, "microrl_rollout_waiting_sequences",
@@ -277,6 +289,7 @@ Engine::Engine(std::shared_ptr<const model::Decoder> decoder,
   if (options_.cuda_graphs) {
     graphs_ = std::make_unique<DecodeGraphs>(*decoder_, num_slots_);
   }
+  share_prompts_ = options_.share_prompt_kv && graphs_ == nullptr;
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -706,7 +719,8 @@ void Engine::Admit() {
   // its completions see the same adapter, and Sleep lets it finish).
   const bool only_started = !controls_.empty();
   std::vector<Chunk> chunks;
-  int64_t free = num_slots_ - static_cast<int64_t>(running_.size());
+  int64_t free = num_slots_ - static_cast<int64_t>(running_.size()) -
+                 static_cast<int64_t>(hosts_.size());
   int64_t rows = 0;
   int64_t longest = 0;
   // The adapter mode of the batch: every running sequence uses the adapter or
@@ -733,8 +747,27 @@ void Engine::Admit() {
     if (!chunks.empty() &&
         (rows + 1) * std::max(longest, length) > options_.prefill_tokens)
       break;
+    // Where the prompt's KV goes: a host with room, a new host if a slot is
+    // free beyond the group's, else each completion's slot.
+    int host = -1;
+    int64_t offset = 0;
+    const int64_t room = cache_->capacity() - 1;  // a host's last: padding
+    if (share_prompts_ && count >= 2 && length <= room) {
+      for (size_t h = 0; h < hosts_.size() && host < 0; ++h) {
+        if (hosts_[h].fill + length <= room) host = static_cast<int>(h);
+      }
+      if (host < 0 && free >= count + 1) {
+        hosts_.emplace_back();
+        host = static_cast<int>(hosts_.size()) - 1;
+        --free;
+      }
+      if (host >= 0) {
+        offset = hosts_[host].fill;
+        hosts_[host].fill += length;
+      }
+    }
     chunks.push_back({request, request->next_prompt, request->next_sample,
-                      static_cast<int>(count), uses_adapter});
+                      static_cast<int>(count), uses_adapter, host, offset});
     mode = uses_adapter;
     request->uses_adapter = uses_adapter;
     if (!request->started.has_value()) request->started = absl::Now();
@@ -765,6 +798,8 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
   std::vector<int64_t> ids(rows * longest, 0);
   std::vector<int64_t> leaders(rows);
   std::vector<int64_t> lengths(rows);
+  std::vector<int64_t> slots(rows);  // where each prompt's KV goes
+  std::vector<int64_t> offsets(rows);
   std::vector<int64_t> row_of_sequence;
   for (int64_t r = 0; r < rows; ++r) {
     const Chunk& chunk = chunks[r];
@@ -773,6 +808,14 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
     std::copy(prompt.begin(), prompt.end(), ids.begin() + r * longest);
     lengths[r] = static_cast<int64_t>(prompt.size());
     leaders[r] = static_cast<int64_t>(running_.size());
+    slots[r] = chunk.host >= 0 ? HostSlot(chunk.host) : leaders[r];
+    offsets[r] = chunk.host >= 0 ? chunk.offset : 0;
+    if (chunk.host >= 0) hosts_[chunk.host].live += chunk.count;
+    if (chunk.count >= 2) {
+      const bool shared = chunk.host >= 0;
+      ++(shared ? shared_prompts_ : copied_prompts_);
+      group_prompts_.Add({{"kv", shared ? "shared" : "copied"}}).Increment();
+    }
     for (int i = 0; i < chunk.count; ++i) {
       cache_->set_length(static_cast<int64_t>(running_.size()),
                          0);  // a fresh slot
@@ -786,6 +829,9 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
       sequence->out =
           &chunk.request->result.groups[chunk.prompt][sequence->sample];
       sequence->uses_adapter = chunk.uses_adapter;
+      sequence->host = chunk.host;
+      sequence->prompt_offset = chunk.offset;
+      sequence->prompt_length = lengths[r];
       sequence->out->adapter_version =
           chunk.uses_adapter ? adapter_version_ : 0;
       if (tokenizer_ != nullptr) {
@@ -799,10 +845,10 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
   }
   model::RunOptions run;
   run.adapter = chunks.front().uses_adapter ? adapter_.get() : nullptr;
-  absl::StatusOr<at::Tensor> hidden = decoder_->Step(
+  absl::StatusOr<at::Tensor> hidden = decoder_->PrefillAt(
       model::HostToDevice(ids, at::kLong, decoder_->options().device)
           .view({rows, longest}),
-      leaders, lengths, *cache_, run);
+      slots, offsets, lengths, *cache_, run);
   absl::Status status = hidden.status();
   if (status.ok()) {
     try {
@@ -816,6 +862,7 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
       const at::Tensor logits = decoder_->Logits(last).index_select(
           0, model::HostToDevice(row_of_sequence, at::kLong, device));
       for (int64_t r = 0; r < rows; ++r) {
+        if (chunks[r].host >= 0) continue;  // read from the host
         for (int i = 1; i < chunks[r].count; ++i) {
           cache_->CopyPrefix(leaders[r], leaders[r] + i, lengths[r]);
         }
@@ -871,6 +918,58 @@ void Engine::DecodeStep() {
   try {
     at::Tensor input = model::HostToDevice(ids, at::kLong, device).view({n, 1});
     at::Tensor positions = model::HostToDevice(starts, at::kLong, device);
+    // Prompts read from hosts: which rows read which host keys, and each
+    // row's RoPE offset (its prompt's length), fixed for the window.
+    std::optional<model::SharedPrompts> shared;
+    at::Tensor rotary_offsets;
+    if (!hosts_.empty()) {
+      const int64_t count = static_cast<int64_t>(hosts_.size());
+      // View index i is host count - 1 - i (slot num_slots_ - count + i).
+      std::vector<std::vector<int64_t>> readers(count);
+      std::vector<int64_t> offsets(n, 0);
+      int64_t fill = 1;
+      for (const Host& host : hosts_) fill = std::max(fill, host.fill);
+      for (int64_t i = 0; i < n; ++i) {
+        const Sequence& sequence = *running_[i];
+        const int64_t index =
+            sequence.host >= 0 ? count - 1 - sequence.host : 0;
+        readers[index].push_back(i);
+        if (sequence.host >= 0) offsets[i] = sequence.prompt_length;
+      }
+      size_t width = 1;
+      for (const auto& list : readers) width = std::max(width, list.size());
+      std::vector<int64_t> rows(count * width, 0);
+      std::vector<int64_t> from(count * width, 0);
+      std::vector<int64_t> to(count * width, 0);
+      std::vector<int64_t> entry(n);
+      for (int64_t index = 0; index < count; ++index) {
+        for (size_t j = 0; j < readers[index].size(); ++j) {
+          const int64_t i = readers[index][j];
+          const int64_t e =
+              index * static_cast<int64_t>(width) + static_cast<int64_t>(j);
+          const Sequence& sequence = *running_[i];
+          rows[e] = i;
+          entry[i] = e;
+          if (sequence.host >= 0) {
+            from[e] = sequence.prompt_offset;
+            to[e] = sequence.prompt_offset + sequence.prompt_length;
+          }
+        }
+      }
+      const int64_t w = static_cast<int64_t>(width);
+      shared.emplace();
+      shared->first_slot = num_slots_ - count;
+      shared->key_length =
+          std::min<int64_t>(capacity, (fill + bucket - 1) / bucket * bucket);
+      shared->rows =
+          model::HostToDevice(rows, at::kLong, device).view({count, w});
+      shared->entry = model::HostToDevice(entry, at::kLong, device);
+      shared->starts =
+          model::HostToDevice(from, at::kLong, device).view({count, w});
+      shared->ends =
+          model::HostToDevice(to, at::kLong, device).view({count, w});
+      rotary_offsets = model::HostToDevice(offsets, at::kLong, device);
+    }
     for (int64_t step = 0; step < window; ++step) {
       if (longest + step + 1 > capacity) {
         status = absl::ResourceExhaustedError(absl::StrCat(
@@ -882,8 +981,9 @@ void Engine::DecodeStep() {
       const at::Tensor hidden =
           graphs_ != nullptr
               ? graphs_->Run(input, positions, key_length, *cache_, run)
-              : decoder_->DecodeOnDevice(input, positions, 0, key_length,
-                                         *cache_, run);
+              : decoder_->DecodeOnDevice(
+                    input, positions, 0, key_length, *cache_, run,
+                    rotary_offsets, shared.has_value() ? &*shared : nullptr);
       const SampleResult sampled = Sample(decoder_->Logits(hidden.select(1, 0)),
                                           SamplingRows(0, n, step));
       tokens.push_back(sampled.tokens);
@@ -1051,6 +1151,7 @@ void Engine::Compact() {
   for (size_t i = running_.size(); i-- > 0;) {
     Sequence& sequence = *running_[i];
     if (!sequence.finished && !sequence.request->finished) continue;
+    if (sequence.host >= 0) --hosts_[sequence.host].live;
     const size_t last = running_.size() - 1;
     if (i != last) {
       cache_->CopyPrefix(static_cast<int64_t>(last), static_cast<int64_t>(i),
@@ -1058,6 +1159,23 @@ void Engine::Compact() {
       running_[i] = std::move(running_[last]);
     }
     running_.pop_back();
+  }
+  ReleaseHosts();
+}
+
+void Engine::ReleaseHosts() {
+  // From the last, so the host moved into a freed one is never free itself.
+  for (int h = static_cast<int>(hosts_.size()) - 1; h >= 0; --h) {
+    if (hosts_[h].live > 0) continue;
+    const int last = static_cast<int>(hosts_.size()) - 1;
+    if (h != last) {
+      cache_->CopyPrefix(HostSlot(last), HostSlot(h), hosts_[last].fill);
+      hosts_[h] = hosts_[last];
+      for (auto& sequence : running_) {
+        if (sequence->host == last) sequence->host = h;
+      }
+    }
+    hosts_.pop_back();
   }
 }
 
@@ -1086,6 +1204,7 @@ void Engine::DropCancelled() {
 void Engine::FailAll(const absl::Status& status) {
   for (auto& sequence : running_) FailRequest(*sequence->request, status);
   running_.clear();
+  hosts_.clear();
   for (auto& request : waiting_) FailRequest(*request, status);
   waiting_.clear();
 }
@@ -1118,6 +1237,7 @@ void Engine::Publish() {
   if (cache_.has_value()) {
     for (size_t i = 0; i < running_.size(); ++i)
       used += cache_->length(static_cast<int64_t>(i));
+    for (const Host& host : hosts_) used += host.fill;
   }
   const int64_t waiting = WaitingSequences();
   running_gauge_.Set(static_cast<double>(running_.size()));
@@ -1148,6 +1268,8 @@ void Engine::Publish() {
   snapshot_.kv_cache_bytes = cache_.has_value() ? cache_->bytes() : 0;
   snapshot_.kv_cache_used_tokens = used;
   snapshot_.generated_tokens = generated_total_;
+  snapshot_.shared_prompts = shared_prompts_;
+  snapshot_.copied_prompts = copied_prompts_;
 }
 
 }  // namespace microrl::rollout

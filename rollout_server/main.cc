@@ -66,6 +66,12 @@ ABSL_FLAG(bool, cuda_graphs, false,
 ABSL_FLAG(int64_t, decode_key_bucket, 0,
           "Decode attends over key positions rounded up to a multiple of this "
           "(masked), so shapes repeat; 0: exact, or 256 with --cuda_graphs.");
+ABSL_FLAG(bool, share_prompt_kv, false,
+          "Hold the prompt of a group of two or more completions once, in a "
+          "host slot all of them read, instead of copying it into each "
+          "completion's slot (which is still done when no slot is free for a "
+          "host). Ignored with --cuda_graphs. Not measured on a GPU yet: off "
+          "by default.");
 ABSL_FLAG(
     std::string, adapter, "",
     "PEFT adapter directory to serve from the start (as --adapter_version).");
@@ -126,6 +132,7 @@ int main(int argc, char** argv) {
     model.decode_steps_per_sync = absl::GetFlag(FLAGS_decode_steps_per_sync);
     model.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
     model.decode_key_bucket = absl::GetFlag(FLAGS_decode_key_bucket);
+    model.share_prompt_kv = absl::GetFlag(FLAGS_share_prompt_kv);
     model.startup_adapter = absl::GetFlag(FLAGS_adapter);
     model.adapter_version = absl::GetFlag(FLAGS_adapter_version);
     absl::StatusOr<std::shared_ptr<microrl::rollout::Engine>> started =

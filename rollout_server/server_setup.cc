@@ -98,6 +98,7 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
   engine_options.decode_steps_per_sync = options.decode_steps_per_sync;
   engine_options.cuda_graphs = options.cuda_graphs;
   engine_options.decode_key_bucket = options.decode_key_bucket;
+  engine_options.share_prompt_kv = options.share_prompt_kv;
   engine_options.eos_token_ids = config.eos_token_ids;
   std::shared_ptr<const model::Decoder> shared_decoder = *std::move(decoder);
   absl::StatusOr<std::unique_ptr<Engine>> engine =

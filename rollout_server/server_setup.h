@@ -31,6 +31,7 @@ struct ServerModelOptions {
   int64_t decode_steps_per_sync = 0;  // 0: 8 on CUDA, 1 on the CPU
   bool cuda_graphs = false;
   int64_t decode_key_bucket = 0;
+  bool share_prompt_kv = false;
   // A PEFT adapter directory to serve from the start, as version
   // adapter_version.
   std::string startup_adapter;

@@ -153,7 +153,8 @@ at::Tensor BmmFloat(const at::Tensor& a, const at::Tensor& b) {
 
 // Attention of new tokens q [N, T, heads, D] over cached keys and values
 // [N, kv_heads, L, D] (views into the head-major cache, any slot stride),
-// where mask [N, 1, T, L] (true: attend) has at least one key per query.
+// where hidden [N, 1, T, L] (true: not attended; computed once per step, not
+// per layer) leaves at least one key per query.
 // Returns [N, heads, T, D] in q's dtype.
 //
 // Two batched matmuls rather than SDPA: with a mask and grouped KV heads, SDPA
@@ -162,7 +163,7 @@ at::Tensor BmmFloat(const at::Tensor& a, const at::Tensor& b) {
 // the query heads of a KV head are the rows of one matrix, so each KV head is
 // read once and nothing is copied but q; scores and softmax are float32.
 at::Tensor CachedAttention(const at::Tensor& q, const at::Tensor& keys,
-                           const at::Tensor& values, const at::Tensor& mask) {
+                           const at::Tensor& values, const at::Tensor& hidden) {
   const int64_t rows = q.size(0);
   const int64_t steps = q.size(1);
   const int64_t heads = q.size(2);
@@ -181,14 +182,104 @@ at::Tensor CachedAttention(const at::Tensor& q, const at::Tensor& keys,
           keys.reshape({rows * kv_heads, length, head_dim}).transpose(1, 2))
           .view({rows, kv_heads, group, steps, length});
   scores.mul_(1.0 / std::sqrt(static_cast<double>(head_dim)));
-  scores.masked_fill_(mask.view({rows, 1, 1, steps, length}).logical_not(),
+  scores.masked_fill_(hidden.view({rows, 1, 1, steps, length}),
                       -std::numeric_limits<float>::infinity());
+  // Probabilities in the values' dtype times the values, accumulated in
+  // float32 by the matmul (as flash attention does).
   const at::Tensor probabilities =
       at::softmax(scores, -1).to(values.scalar_type());
-  return BmmFloat(probabilities.view({rows * kv_heads, group * steps, length}),
-                  values.reshape({rows * kv_heads, length, head_dim}))
-      .to(q.scalar_type())
+  return at::bmm(probabilities.view({rows * kv_heads, group * steps, length}),
+                 values.reshape({rows * kv_heads, length, head_dim}))
       .view({rows, heads, steps, head_dim});
+}
+
+// CachedAttention for one new token per row q [N, 1, heads, D] that also
+// attends to a prompt held in a host slot: host_keys/host_values [hosts,
+// kv_heads, Lp, D], the rows reading each host shared->rows [hosts, W], row
+// n's entry there shared->entry[n], the host keys each entry does not read
+// host_hidden [hosts, W, Lp] (maybe all). One softmax over a row's host keys
+// and its own keys (hidden [N, 1, 1, L] as in CachedAttention), so the result
+// is the attention over the
+// prompt followed by the row's own tokens. Each host's keys and values are
+// read once for all its rows: the queries of a host's rows are the rows of one
+// matrix per KV head.
+at::Tensor SharedPromptAttention(const at::Tensor& q, const at::Tensor& keys,
+                                 const at::Tensor& values,
+                                 const at::Tensor& hidden,
+                                 const at::Tensor& host_keys,
+                                 const at::Tensor& host_values,
+                                 const at::Tensor& host_hidden,
+                                 const SharedPrompts& shared) {
+  const int64_t rows = q.size(0);
+  const int64_t heads = q.size(2);
+  const int64_t head_dim = q.size(3);
+  const int64_t kv_heads = keys.size(1);
+  const int64_t length = keys.size(2);
+  const int64_t group = heads / kv_heads;
+  const int64_t hosts = host_keys.size(0);
+  const int64_t host_length = host_keys.size(2);
+  const int64_t width = shared.rows.size(1);
+  const at::ScalarType dtype = q.scalar_type();
+  const at::Tensor queries = q.reshape({rows, kv_heads, group, head_dim});
+  // Own keys: [N, kv_heads, group, L].
+  const at::Tensor own =
+      BmmFloat(
+          queries.view({rows * kv_heads, group, head_dim}),
+          keys.reshape({rows * kv_heads, length, head_dim}).transpose(1, 2))
+          .view({rows, kv_heads, group, length})
+          .masked_fill_(hidden.view({rows, 1, 1, length}),
+                        -std::numeric_limits<float>::infinity());
+  // Host keys: the queries of each host's entries, [hosts * kv_heads,
+  // W * group, D], against its keys; then each row's entry, [N, kv_heads,
+  // group, Lp].
+  auto by_host = [&](const at::Tensor& per_entry, int64_t last) {
+    // [hosts * W, kv_heads, group, last] -> [hosts * kv_heads, W * group, last]
+    return per_entry.view({hosts, width, kv_heads, group, last})
+        .permute({0, 2, 1, 3, 4})
+        .reshape({hosts * kv_heads, width * group, last});
+  };
+  auto by_entry = [&](const at::Tensor& per_host, int64_t last) {
+    // The inverse: [hosts * kv_heads, W * group, last] -> [hosts * W, ...]
+    return per_host.view({hosts, kv_heads, width, group, last})
+        .permute({0, 2, 1, 3, 4})
+        .reshape({hosts * width, kv_heads, group, last});
+  };
+  at::Tensor host_scores =
+      BmmFloat(
+          by_host(queries.index_select(0, shared.rows.view({-1})), head_dim),
+          host_keys.reshape({hosts * kv_heads, host_length, head_dim})
+              .transpose(1, 2))
+          .view({hosts, kv_heads, width, group, host_length})
+          .masked_fill_(host_hidden.view({hosts, 1, width, 1, host_length}),
+                        -std::numeric_limits<float>::infinity());
+  const at::Tensor host_part =
+      by_entry(host_scores.view({hosts * kv_heads, width * group, host_length}),
+               host_length)
+          .index_select(0, shared.entry);
+  const at::Tensor probabilities =
+      at::softmax(at::cat({host_part, own}, -1)
+                      .mul_(1.0 / std::sqrt(static_cast<double>(head_dim))),
+                  -1)
+          .to(dtype);
+  const at::Tensor from_own =
+      BmmFloat(probabilities.narrow(-1, host_length, length)
+                   .reshape({rows * kv_heads, group, length}),
+               values.reshape({rows * kv_heads, length, head_dim}));
+  // Each row's host probabilities back to its entry (padding entries: zero).
+  const at::Tensor entry_probabilities =
+      at::zeros({hosts * width, kv_heads, group, host_length},
+                probabilities.options())
+          .index_copy_(0, shared.entry,
+                       probabilities.narrow(-1, 0, host_length));
+  const at::Tensor from_host =
+      by_entry(BmmFloat(by_host(entry_probabilities, host_length),
+                        host_values.reshape(
+                            {hosts * kv_heads, host_length, head_dim})),
+               head_dim)
+          .index_select(0, shared.entry);
+  return (from_own.view({rows, kv_heads, group, head_dim}) + from_host)
+      .to(dtype)
+      .view({rows, heads, 1, head_dim});
 }
 
 const LoraLinear* Lora(const LoraAdapter* adapter, int64_t layer,
@@ -259,8 +350,12 @@ struct Decoder::CacheView {
   at::Tensor slots;       // [N] int64
   int64_t first_slot;     // >= 0 if slots are first_slot, first_slot + 1, ...
   int64_t key_length;  // positions to attend over: max over rows of start + T
-  at::Tensor
-      mask;  // [N, 1, T, key_length] bool; undefined: causal over new tokens
+  at::Tensor hidden;   // [N, 1, T, key_length] bool, true: not attended;
+                      // undefined: causal over the new tokens alone
+  // Decode only: prompts in host slots read first, and which host keys each
+  // entry does not read ([hosts, width, shared->key_length] bool).
+  const SharedPrompts* shared = nullptr;
+  at::Tensor host_hidden;
 };
 
 absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Load(
@@ -464,7 +559,7 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
     cache->cache->keys(layer).index_put_(where, k);
     cache->cache->values(layer).index_put_(where, v);
   }
-  if (cache == nullptr || !cache->mask.defined()) {
+  if (cache == nullptr || !cache->hidden.defined()) {
     // Causal over the new tokens alone (training, scoring, a fresh prompt):
     // SDPA's flash kernels, which take grouped KV heads as they are.
     attended = at::scaled_dot_product_attention(
@@ -484,7 +579,19 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
         (cache->first_slot >= 0 ? values.narrow(0, cache->first_slot, batch)
                                 : values.index_select(0, cache->slots))
             .narrow(2, 0, length);
-    attended = CachedAttention(q, all_keys, all_values, cache->mask);
+    if (cache->shared != nullptr) {
+      const SharedPrompts& shared = *cache->shared;
+      const int64_t hosts = shared.rows.size(0);
+      attended =
+          SharedPromptAttention(q, all_keys, all_values, cache->hidden,
+                                keys.narrow(0, shared.first_slot, hosts)
+                                    .narrow(2, 0, shared.key_length),
+                                values.narrow(0, shared.first_slot, hosts)
+                                    .narrow(2, 0, shared.key_length),
+                                cache->host_hidden, shared);
+    } else {
+      attended = CachedAttention(q, all_keys, all_values, cache->hidden);
+    }
   }
   const at::Tensor merged =
       attended.transpose(1, 2).reshape({batch, steps, heads * head_dim});
@@ -556,8 +663,9 @@ absl::StatusOr<at::Tensor> Decoder::Forward(const at::Tensor& ids,
 at::Tensor Decoder::DecodeOnDevice(const at::Tensor& ids,
                                    const at::Tensor& positions,
                                    int64_t first_slot, int64_t key_length,
-                                   KvCache& cache,
-                                   const RunOptions& run) const {
+                                   KvCache& cache, const RunOptions& run,
+                                   const at::Tensor& rotary_offsets,
+                                   const SharedPrompts* shared) const {
   c10::InferenceMode inference;
   const int64_t rows = ids.size(0);
   const auto long_options =
@@ -570,15 +678,97 @@ at::Tensor Decoder::DecodeOnDevice(const at::Tensor& ids,
   view.positions = position;
   view.first_slot = first_slot;
   view.key_length = key_length;
-  view.mask =
-      at::arange(key_length, long_options).view({1, 1, 1, key_length}) <=
+  view.hidden =
+      at::arange(key_length, long_options).view({1, 1, 1, key_length}) >
       position.view({rows, 1, 1, 1});
-  const auto [cos, sin] = Rotary(position);
+  if (shared != nullptr) {
+    view.shared = shared;
+    const at::Tensor host_positions =
+        at::arange(shared->key_length, long_options);
+    view.host_hidden =
+        (host_positions < shared->starts.unsqueeze(-1))
+            .logical_or_(host_positions >= shared->ends.unsqueeze(-1));
+  }
+  const auto [cos, sin] =
+      Rotary(rotary_offsets.defined()
+                 ? position + rotary_offsets.view({rows, 1}).to(at::kLong)
+                 : position);
   at::Tensor hidden = at::embedding(embed_, ids);
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
     hidden = Layer(layer, hidden, cos, sin, run.adapter, &view);
   }
   return RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
+}
+
+absl::StatusOr<at::Tensor> Decoder::PrefillAt(
+    const at::Tensor& ids, const std::vector<int64_t>& slots,
+    const std::vector<int64_t>& offsets, const std::vector<int64_t>& new_tokens,
+    KvCache& cache, const RunOptions& run) const {
+  if (ids.dim() != 2 || ids.scalar_type() != at::kLong) {
+    return absl::InvalidArgumentError(
+        "PrefillAt: ids must be a [rows, steps] int64 tensor");
+  }
+  const int64_t rows = ids.size(0);
+  const int64_t steps = ids.size(1);
+  if (static_cast<int64_t>(slots.size()) != rows ||
+      static_cast<int64_t>(offsets.size()) != rows ||
+      static_cast<int64_t>(new_tokens.size()) != rows) {
+    return absl::InvalidArgumentError(
+        "PrefillAt: need one slot, offset and token count per row");
+  }
+  const int64_t sink = cache.capacity() - 1;  // where padding is written
+  std::vector<int64_t> where(rows * steps);
+  for (int64_t n = 0; n < rows; ++n) {
+    if (slots[n] < 0 || slots[n] >= cache.num_slots()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("PrefillAt: no slot ", slots[n]));
+    }
+    if (new_tokens[n] < 1 || new_tokens[n] > steps) {
+      return absl::InvalidArgumentError(absl::StrCat("PrefillAt: row ", n,
+                                                     " has ", new_tokens[n],
+                                                     " new tokens of ", steps));
+    }
+    if (offsets[n] < 0 || offsets[n] + new_tokens[n] > sink) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "PrefillAt: ", new_tokens[n], " tokens at offset ", offsets[n],
+          " do not fit before the last position of a slot of ",
+          cache.capacity()));
+    }
+    for (int64_t t = 0; t < steps; ++t) {
+      where[n * steps + t] = t < new_tokens[n] ? offsets[n] + t : sink;
+    }
+  }
+  absl::StatusOr<at::Tensor> result =
+      Guarded("PrefillAt", [&]() -> absl::StatusOr<at::Tensor> {
+        c10::InferenceMode inference;
+        const at::Device device = options_.device;
+        const at::Tensor positions =
+            at::arange(steps,
+                       at::TensorOptions().dtype(at::kLong).device(device))
+                .unsqueeze(0)
+                .expand({rows, steps});
+        CacheView view;
+        view.cache = &cache;
+        view.slots = HostToDevice(slots, at::kLong, device);
+        view.slot_index = view.slots.unsqueeze(1).expand({rows, steps});
+        view.positions =
+            HostToDevice(where, at::kLong, device).view({rows, steps});
+        view.first_slot = -1;
+        view.key_length = steps;
+        const auto [cos, sin] = Rotary(positions);
+        at::Tensor hidden = at::embedding(embed_, ids.to(device));
+        for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+          hidden = Layer(layer, hidden, cos, sin, run.adapter, &view);
+        }
+        return RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
+      });
+  if (result.ok()) {
+    for (int64_t n = 0; n < rows; ++n) {
+      cache.set_length(slots[n], std::max(cache.length(slots[n]),
+                                          offsets[n] + new_tokens[n]));
+    }
+  }
+  return result;
 }
 
 absl::StatusOr<at::Tensor> Decoder::Step(const at::Tensor& ids,
@@ -639,9 +829,9 @@ absl::StatusOr<at::Tensor> Decoder::Step(const at::Tensor& ids,
         view.first_slot = consecutive ? slots[0] : -1;
         view.key_length = key_length;
         if (!fresh) {
-          view.mask = (at::arange(key_length, long_options)
-                           .view({1, 1, 1, key_length}) <=
-                       positions.view({rows, 1, steps, 1}));
+          view.hidden = (at::arange(key_length, long_options)
+                             .view({1, 1, 1, key_length}) >
+                         positions.view({rows, 1, steps, 1}));
         }
         const auto [cos, sin] = Rotary(positions);
         at::Tensor hidden = at::embedding(embed_, on_device);

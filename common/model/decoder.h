@@ -32,6 +32,22 @@ struct RunOptions {
   bool gradient_checkpointing = false;
 };
 
+// Prompts held once in "host" slots of a KvCache and read by several decode
+// rows (the G samples of a group), each of which keeps only its own tokens in
+// its own slot. Host i is slot first_slot + i; rows[i] lists the decode rows
+// reading it (padded with any row), and each such entry attends to the host's
+// keys [starts, ends) before its own slot's keys (starts == ends: none, for
+// padding and for rows whose prompt is in their own slot). All tensors int64
+// on the decoder's device.
+struct SharedPrompts {
+  int64_t first_slot = 0;
+  int64_t key_length = 0;  // host positions read: >= every entry's end
+  at::Tensor rows;         // [hosts, width]
+  at::Tensor entry;        // [N]: row n's index in rows.view(-1), distinct
+  at::Tensor starts;       // [hosts, width]
+  at::Tensor ends;         // [hosts, width]
+};
+
 // A Qwen2 / Qwen3 / Llama decoder-only transformer over Hugging Face weights.
 // The weights are plain tensors named as in the checkpoint (no nn::Module: the
 // same frozen tensors serve every forward, with or without LoRA, and on the CPU
@@ -70,17 +86,36 @@ class Decoder {
                                   const std::vector<int64_t>& new_tokens,
                                   KvCache& cache, const RunOptions& run) const;
 
+  // Prefill of prompts as sequences of their own written into slots at given
+  // offsets (several prompts may share a slot at disjoint offsets): row n's
+  // first new_tokens[n] ids take positions 0.. (RoPE), attend causally to
+  // each other only, and their keys and values go to [offsets[n],
+  // offsets[n] + new_tokens[n]) of slot slots[n]; padding goes to the slot's
+  // last position, which must hold no prompt. Each slot's length becomes at
+  // least the end of what it now holds. Returns [N, T, hidden].
+  absl::StatusOr<at::Tensor> PrefillAt(const at::Tensor& ids,
+                                       const std::vector<int64_t>& slots,
+                                       const std::vector<int64_t>& offsets,
+                                       const std::vector<int64_t>& new_tokens,
+                                       KvCache& cache,
+                                       const RunOptions& run) const;
+
   // One decode step of rows 0..N-1 in slots first_slot..first_slot+N-1, with
   // everything already on the device: ids [N, 1] int64, positions [N] int64
-  // (each row's new token goes there: its slot's length). Attends over key
-  // positions [0, key_length), masking those beyond each row's position, so
-  // key_length may be any bound >= every position + 1 (a bucket, so that the
-  // shapes repeat) up to the cache's capacity. No host work and no
-  // synchronization: the step can be captured in a CUDA graph. Does not
+  // (each row's new token goes there in its slot: the slot's length). Attends
+  // over key positions [0, key_length), masking those beyond each row's
+  // position, so key_length may be any bound >= every position + 1 (a bucket,
+  // so that the shapes repeat) up to the cache's capacity. No host work and
+  // no synchronization: the step can be captured in a CUDA graph. Does not
   // advance the cache's lengths (the caller does). Returns [N, 1, hidden].
+  // rotary_offsets [N] (if defined) is added to positions for RoPE: the
+  // length of a row's prompt held elsewhere, in `shared`'s hosts, which the
+  // rows then attend to first.
   at::Tensor DecodeOnDevice(const at::Tensor& ids, const at::Tensor& positions,
                             int64_t first_slot, int64_t key_length,
-                            KvCache& cache, const RunOptions& run) const;
+                            KvCache& cache, const RunOptions& run,
+                            const at::Tensor& rotary_offsets = at::Tensor(),
+                            const SharedPrompts* shared = nullptr) const;
 
   // Logits [..., vocab] of hidden states [..., hidden], in the model dtype. For
   // a few positions at a time (sampling, tests); per-token log-probs of whole

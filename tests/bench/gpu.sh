@@ -5,9 +5,9 @@
 #   a. decode: tokens/s of 64 sequences (8 prompts x G=8), 512-token prompts, 1024 new
 #      tokens, Qwen2.5-1.5B's shape in bf16, against transformers `generate` on the same GPU
 #      and against the memory-bandwidth roofline (rollout_bench.py): the default (decode
-#      windows of 8 steps), single steps, and --cuda_graphs (off by default until this
-#      measures it), how far their first completions agree, and microrl's log-probs against
-#      transformers scoring the same tokens
+#      windows of 8 steps), single steps, --cuda_graphs and --share_prompt_kv (both off by
+#      default until this measures them), how far their first completions agree, and
+#      microrl's log-probs against transformers scoring the same tokens
 #   b. training: tokens/s of one GRPO update, same shape, LoRA rank 256 (fp32 master
 #      weights, bf16 compute), 16 sequences of 512 + 1024 tokens, against transformers +
 #      PEFT on the same GPU and batch (train_bench.py)
@@ -89,9 +89,9 @@ section() {  # section NAME LIMIT_S COMMAND...: runs and logs one section
           cp $CARRY/tokenizer/* $MODEL/;
           $CARRY/device_test --gtest_brief=1" ;;
       a)
-        section decode 200 python3 "$B/rollout_bench.py" --shape qwen2.5-1.5b --device cuda \
+        section decode 240 python3 "$B/rollout_bench.py" --shape qwen2.5-1.5b --device cuda \
           --prompts 8 --group 8 --prompt_len 512 --new_tokens 1024 --model_dir "$MODEL" \
-          --variants default,decode_steps_per_sync=1,cuda_graphs \
+          --variants default,decode_steps_per_sync=1,cuda_graphs,share_prompt_kv \
           --bench_bin "$CARRY/rollout_bench" ;;
       b)
         section training 100 python3 "$B/train_bench.py" --shape qwen2.5-1.5b --device cuda \

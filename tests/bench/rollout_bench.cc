@@ -37,6 +37,7 @@ ABSL_FLAG(int, threads, 0, "Intra-op threads (0: LibTorch's default).");
 ABSL_FLAG(int64_t, decode_steps_per_sync, 0,
           "As the rollout server's flag (0: 8 on CUDA, 1 on the CPU).");
 ABSL_FLAG(bool, cuda_graphs, false, "As the rollout server's flag.");
+ABSL_FLAG(bool, share_prompt_kv, false, "As the rollout server's flag.");
 ABSL_FLAG(std::string, adapter, "",
           "A PEFT adapter directory every completion runs with (as the rollout "
           "server's --adapter).");
@@ -95,6 +96,7 @@ int main(int argc, char** argv) {
   options.decode_steps_per_sync = absl::GetFlag(FLAGS_decode_steps_per_sync);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.startup_adapter = absl::GetFlag(FLAGS_adapter);
+  options.share_prompt_kv = absl::GetFlag(FLAGS_share_prompt_kv);
   // Room for every sequence at once: prompts x group slots of max_model_len.
   absl::StatusOr<microrl::model::ModelConfig> config =
       microrl::model::LoadModelConfig(options.model_dir);
@@ -106,7 +108,17 @@ int main(int argc, char** argv) {
       2 * config->num_layers * config->num_kv_heads * config->head_dim *
       static_cast<int64_t>(c10::elementSize(*dtype)) * options.max_model_len;
   const int64_t sequences = static_cast<int64_t>(prompts.size()) * group;
-  options.kv_cache_mb = (sequences * slot_bytes + (1 << 20) - 1) >> 20;
+  // And the slots that hold the prompts once (share_prompt_kv; the same budget
+  // either way, so variants compare at equal memory).
+  const int64_t prompts_per_host = std::max<int64_t>(
+      1, (options.max_model_len - 1) / static_cast<int64_t>(longest));
+  const int64_t host_slots =
+      group >= 2
+          ? (static_cast<int64_t>(prompts.size()) + prompts_per_host - 1) /
+                prompts_per_host
+          : 0;
+  options.kv_cache_mb =
+      ((sequences + host_slots) * slot_bytes + (1 << 20) - 1) >> 20;
   prometheus::Registry registry;
   absl::StatusOr<std::shared_ptr<microrl::rollout::Engine>> engine =
       microrl::rollout::StartEngine(options, registry);
@@ -149,6 +161,8 @@ int main(int argc, char** argv) {
       {"seconds", seconds},
       {"tokens_per_second", tokens / seconds},
       {"slots", (*engine)->Snapshot().num_slots},
+      {"shared_prompts", (*engine)->Snapshot().shared_prompts},
+      {"copied_prompts", (*engine)->Snapshot().copied_prompts},
       {"reserved_bytes", microrl::device::QueryMemory(*device).reserved_bytes},
       {"sample", sample}};
   std::cout << out.dump() << std::endl;

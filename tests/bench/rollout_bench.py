@@ -124,7 +124,9 @@ def main():
         rates[name] = run["tokens_per_second"]
         samples[name] = run["sample"]
         ours = ours or run
-        print(f"{name:28s} {run['tokens_per_second']:10.1f} tok/s", flush=True)
+        print(f"{name:28s} {run['tokens_per_second']:10.1f} tok/s (group prompts held "
+              f"once: {run.get('shared_prompts', 0)}, copied to each slot: "
+              f"{run.get('copied_prompts', 0)})", flush=True)
     if len(samples) > 1:
         # Variants run the same seeds: their first completions agree (up to rounding,
         # which may flip a sampled token late).

@@ -42,7 +42,11 @@ struct TestEngine {
 TestEngine MakeEngine(int64_t slots, int64_t max_model_len = 64,
                       std::vector<int64_t> eos = {},
                       int64_t decode_steps_per_sync = 0,
-                      int64_t decode_key_bucket = 0) {
+                      int64_t decode_key_bucket = 0,
+                      // On here (off in the server by default), so that every
+                      // engine test runs the shared-prompt path; the copy
+                      // path runs in the rollout server's own tests.
+                      bool share_prompt_kv = true) {
   TestEngine t;
   t.decoder = TinyDecoder();
   EngineOptions options;
@@ -53,6 +57,7 @@ TestEngine MakeEngine(int64_t slots, int64_t max_model_len = 64,
   options.eos_token_ids = std::move(eos);
   options.decode_steps_per_sync = decode_steps_per_sync;
   options.decode_key_bucket = decode_key_bucket;
+  options.share_prompt_kv = share_prompt_kv;
   absl::StatusOr<std::unique_ptr<Engine>> engine =
       Engine::Create(t.decoder, nullptr, options, *t.registry);
   EXPECT_TRUE(engine.ok()) << engine.status();
@@ -197,6 +202,9 @@ TEST(EngineTest, SequencesJoiningMidFlightDecodeLikeAlone) {
       }
     }
   }
+  // Published after the step that ended the last request.
+  for (int i = 0; i < 500 && t.engine->Snapshot().running_sequences > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(t.engine->Snapshot().running_sequences, 0);
 }
 
@@ -323,6 +331,116 @@ TEST(EngineTest, DecodeWindowsGiveTheTokensOfSingleSteps) {
     }
     // The case the windows are for: some completions stop mid-window.
     EXPECT_GT(stopped_early, 3);
+  }
+}
+
+TEST(EngineTest, SharedPromptsDecodeLikePromptsCopiedToEachSlot) {
+  // Groups read their prompt from host slots (several prompts per host, hosts
+  // freed and moved as groups end, and slots copied as before when none is
+  // free), beside single completions that keep their prompt in their slot, in
+  // the same batches, with windows and rounded key lengths: the tokens and
+  // log-probs of prompts copied into every slot.
+  auto run = [](bool share, int64_t window, int64_t key_bucket,
+                EngineSnapshot* snapshot) {
+    TestEngine t = MakeEngine(/*slots=*/7, /*max_model_len=*/24, {5}, window,
+                              key_bucket, share);
+    EXPECT_NE(t.engine, nullptr);
+    std::vector<Completion> out;
+    std::vector<std::future<absl::StatusOr<GenerationResult>>> futures;
+    for (const int64_t max_tokens : {0, 3, 11}) {
+      GenerationRequest request = Request(Prompts(), 3, 1.0, max_tokens, 21);
+      request.sampling.stop_token_ids = {9, 30};
+      futures.push_back(SubmitAsync(*t.engine, std::move(request)));
+      futures.push_back(SubmitAsync(
+          *t.engine, Request({{4, 4, 2}, {6, 1, 6, 1}}, 1, 0.9, 8, 5)));
+    }
+    // A group as large as the cache leaves no slot for a host: copied.
+    futures.push_back(
+        SubmitAsync(*t.engine, Request({{8, 6, 4}}, 7, 1.0, 6, 3)));
+    // Long prompts fill hosts sooner.
+    futures.push_back(SubmitAsync(
+        *t.engine, Request({{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+                            {11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22}},
+                           2, 0.0, 12)));  // to the end of the context
+    for (auto& future : futures) {
+      absl::StatusOr<GenerationResult> result = future.get();
+      EXPECT_TRUE(result.ok()) << result.status();
+      if (!result.ok()) continue;
+      for (const auto& group : result->groups)
+        for (const Completion& completion : group) out.push_back(completion);
+    }
+    // The engine publishes its state after the step that ended the last
+    // request; wait for it.
+    for (int i = 0; i < 500 && t.engine->Snapshot().running_sequences > 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    *snapshot = t.engine->Snapshot();
+    return out;
+  };
+  EngineSnapshot copied_snapshot;
+  const std::vector<Completion> copied = run(false, 1, 0, &copied_snapshot);
+  EXPECT_EQ(copied_snapshot.shared_prompts, 0u);
+  for (const auto& [window, bucket] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 0}, {4, 16}}) {
+    SCOPED_TRACE(window);
+    EngineSnapshot snapshot;
+    const std::vector<Completion> shared = run(true, window, bucket, &snapshot);
+    // Both kinds happened, and every group prompt is counted once.
+    EXPECT_GT(snapshot.shared_prompts, 3u);
+    EXPECT_GT(snapshot.copied_prompts, 0u);
+    EXPECT_EQ(snapshot.shared_prompts + snapshot.copied_prompts,
+              copied_snapshot.copied_prompts);
+    EXPECT_EQ(snapshot.running_sequences, 0);
+    EXPECT_EQ(snapshot.kv_cache_used_tokens, 0);  // hosts freed
+    ASSERT_EQ(copied.size(), shared.size());
+    for (size_t i = 0; i < copied.size(); ++i) {
+      EXPECT_EQ(copied[i].token_ids, shared[i].token_ids) << i;
+      EXPECT_EQ(copied[i].finish_reason, shared[i].finish_reason) << i;
+      ASSERT_EQ(copied[i].logprobs.size(), shared[i].logprobs.size()) << i;
+      for (size_t t = 0; t < copied[i].logprobs.size(); ++t)
+        EXPECT_NEAR(copied[i].logprobs[t], shared[i].logprobs[t], 1e-5) << i;
+    }
+  }
+}
+
+TEST(EngineTest, AHostFreedUnderReadersOfAnotherMovesIt) {
+  // Nine slots: two prompts of the first request fill one host (10 + 12 of 23
+  // positions), the second request's prompt opens another; the first request
+  // ends first, so the second host moves into the first one's slot while its
+  // readers decode on. Their tokens are those of copied prompts.
+  auto run = [](bool share) {
+    TestEngine t =
+        MakeEngine(/*slots=*/9, /*max_model_len=*/24, {}, 1, 0, share);
+    EXPECT_NE(t.engine, nullptr);
+    // Asleep while both are submitted, so that they start together.
+    EXPECT_TRUE(t.engine->Sleep(false).ok());
+    GenerationRequest one =
+        Request({{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+                 {11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22}},
+                2, 0.9, 2, 4);
+    GenerationRequest two = Request({{31, 7, 19}}, 2, 0.9, 16, 6);
+    one.wait_if_sleeping = two.wait_if_sleeping = true;
+    auto first = SubmitAsync(*t.engine, one);
+    auto second = SubmitAsync(*t.engine, two);
+    EXPECT_TRUE(t.engine->Wake().ok());
+    std::vector<Completion> out;
+    for (auto* future : {&first, &second}) {
+      absl::StatusOr<GenerationResult> result = future->get();
+      EXPECT_TRUE(result.ok()) << result.status();
+      if (!result.ok()) continue;
+      for (const auto& group : result->groups)
+        for (const Completion& completion : group) out.push_back(completion);
+    }
+    EXPECT_EQ(t.engine->Snapshot().shared_prompts, share ? 3u : 0u);
+    return out;
+  };
+  const std::vector<Completion> copied = run(false);
+  const std::vector<Completion> shared = run(true);
+  ASSERT_EQ(copied.size(), 6u);
+  ASSERT_EQ(shared.size(), 6u);
+  for (size_t i = 0; i < copied.size(); ++i) {
+    EXPECT_EQ(copied[i].token_ids, shared[i].token_ids) << i;
+    for (size_t t = 0; t < copied[i].logprobs.size(); ++t)
+      EXPECT_NEAR(copied[i].logprobs[t], shared[i].logprobs[t], 1e-5) << i;
   }
 }
 
