@@ -64,7 +64,8 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
 
 // Linear layers that read the same x, as one matmul over their concatenated
 // weights [sum of sizes, in] (bias likewise, or undefined): returns each one's
-// output [..., size], with its LoRA (if `lora` has it) added as Linear does.
+// output [..., size], with its LoRA (if `lora` has it) added as Linear does,
+// then the whole output [..., sum of sizes] whose slices they are.
 // The adapted modules' A go through one matmul as well: the adapter's fused A
 // when it has one and autograd is off (the rollout server), else their
 // concatenation (inside autograd: the learner's gradients reach each A).
@@ -113,6 +114,7 @@ std::vector<at::Tensor> FusedLinear(const at::Tensor& x,
     outputs.push_back(part.view(shape));
     offset += sizes[i];
   }
+  outputs.push_back(y);  // whose slices the outputs are
   return outputs;
 }
 
@@ -131,13 +133,14 @@ const at::Tensor& GroupFusedA(const LoraAdapter* adapter, int64_t layer,
   return adapter == nullptr ? *kNone : adapter->FusedA(layer, group);
 }
 
-// x [B, T, heads, D] rotated by cos/sin [B, T, D] (rotate-half convention).
+// x [B, T, heads, D] rotated by cos/sin [B, T, D] (rotate-half convention,
+// x cos + rotate_half(x) sin) where `sin` is signed as Rotary returns it,
+// [-sin, sin] over the halves: rotate_half(x) sin = roll(x, D/2) signed_sin.
+// Three kernels (transformers' formula is five).
 at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos,
                        const at::Tensor& sin) {
-  const int64_t half = x.size(-1) / 2;
-  const at::Tensor rotated =
-      at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, /*dim=*/-1);
-  return x * cos.unsqueeze(2) + rotated * sin.unsqueeze(2);
+  return at::addcmul(x * cos.unsqueeze(2), x.roll(x.size(-1) / 2, -1),
+                     sin.unsqueeze(2));
 }
 
 // a @ b for batches of matrices, written in float32: on CUDA cuBLAS writes
@@ -224,7 +227,7 @@ at::Tensor SharedPromptAttention(const at::Tensor& q, const at::Tensor& keys,
   // Own keys: [N, kv_heads, group, L].
   const at::Tensor own =
       BmmFloat(
-          queries.view({rows * kv_heads, group, head_dim}),
+          queries.reshape({rows * kv_heads, group, head_dim}),
           keys.reshape({rows * kv_heads, length, head_dim}).transpose(1, 2))
           .view({rows, kv_heads, group, length})
           .masked_fill_(hidden.view({rows, 1, 1, length}),
@@ -351,7 +354,7 @@ struct Decoder::CacheView {
   int64_t first_slot;     // >= 0 if slots are first_slot, first_slot + 1, ...
   int64_t key_length;  // positions to attend over: max over rows of start + T
   at::Tensor hidden;   // [N, 1, T, key_length] bool, true: not attended;
-                      // undefined: causal over the new tokens alone
+                       // undefined: causal over the new tokens alone
   // Decode only: prompts in host slots read first, and which host keys each
   // entry does not read ([hosts, width, shared->key_length] bool).
   const SharedPrompts* shared = nullptr;
@@ -483,6 +486,10 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromTensors(
       w.qkv = fuse({&w.q, &w.k, &w.v});
       if (c.qkv_bias) w.qkv_bias = fuse({&w.q_bias, &w.k_bias, &w.v_bias});
       w.gate_up = fuse({&w.gate, &w.up});
+      if (c.qk_norm) {  // one weight per head of q and k side by side
+        w.qk_norm = at::cat({w.q_norm.expand({c.num_heads, c.head_dim}),
+                             w.k_norm.expand({c.num_kv_heads, c.head_dim})});
+      }
       if (c.mlp_bias) w.gate_up_bias = fuse({&w.gate_bias, &w.up_bias});
       decoder->layers_.push_back(std::move(w));
     }
@@ -518,8 +525,9 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromTensors(
 std::pair<at::Tensor, at::Tensor> Decoder::Rotary(
     const at::Tensor& positions) const {
   const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;
-  const at::Tensor angles = at::cat({freqs, freqs}, /*dim=*/-1);
-  return {angles.cos().to(options_.dtype), angles.sin().to(options_.dtype)};
+  const at::Tensor sin = freqs.sin();
+  return {at::cat({freqs, freqs}, /*dim=*/-1).cos().to(options_.dtype),
+          at::cat({-sin, sin}, /*dim=*/-1).to(options_.dtype)};
 }
 
 at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
@@ -537,16 +545,16 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
                   {heads * head_dim, kv_heads * head_dim, kv_heads * head_dim},
                   GroupLora(adapter, layer, LoraGroup::kQkv),
                   GroupFusedA(adapter, layer, LoraGroup::kQkv));
-  // [B, T, heads, D]
-  at::Tensor q = qkv[0].view({batch, steps, heads, head_dim});
-  at::Tensor k = qkv[1].view({batch, steps, kv_heads, head_dim});
+  // q and k side by side in the projection's output, [B, T, heads + kv_heads,
+  // D]: normalized (Qwen3) and rotated together.
+  at::Tensor qk = qkv.back()
+                      .narrow(-1, 0, (heads + kv_heads) * head_dim)
+                      .view({batch, steps, heads + kv_heads, head_dim});
+  if (config_.qk_norm) qk = RmsNorm(qk, w.qk_norm, config_.rms_norm_eps);
+  qk = ApplyRotary(qk, cos, sin);
+  const at::Tensor q = qk.narrow(2, 0, heads);  // [B, T, heads, D]
+  const at::Tensor k = qk.narrow(2, heads, kv_heads);
   const at::Tensor v = qkv[2].view({batch, steps, kv_heads, head_dim});
-  if (config_.qk_norm) {
-    q = RmsNorm(q, w.q_norm, config_.rms_norm_eps);
-    k = RmsNorm(k, w.k_norm, config_.rms_norm_eps);
-  }
-  q = ApplyRotary(q, cos, sin);
-  k = ApplyRotary(k, cos, sin);
   const bool gqa = heads != kv_heads;
   at::Tensor attended;  // [B, heads, T, D]
   if (cache != nullptr) {

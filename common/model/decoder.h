@@ -142,6 +142,7 @@ class Decoder {
     // q, k, v and gate, up concatenated (one matmul each; the separate
     // weights and biases above are views of these).
     at::Tensor qkv, qkv_bias, gate_up, gate_up_bias;
+    at::Tensor qk_norm;  // [heads + kv_heads, head_dim]: q_norm, k_norm
   };
   // Where attention reads keys and values from.
   struct CacheView;
