@@ -4,11 +4,13 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/autograd.h>
 
+#include <atomic>
 #include <cmath>
 #include <exception>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/logging.h"
 #include "common/model/checkpoint.h"
 #include "common/model/tensor_io.h"
 
@@ -150,7 +152,24 @@ at::Tensor BmmFloat(const at::Tensor& a, const at::Tensor& b) {
   if (a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat) {
     return at::bmm(a, b);
   }
-  if (a.is_cuda()) return at::bmm(a, b, at::kFloat);
+  if (a.is_cuda()) {
+    // Should this LibTorch's cuBLAS path refuse the float32 output (it has not
+    // run on a GPU yet), the matmul writes its own dtype, as transformers'
+    // eager attention does, rather than decoding failing.
+    static std::atomic<bool> float_output{true};
+    if (float_output.load(std::memory_order_relaxed)) {
+      try {
+        return at::bmm(a, b, at::kFloat);
+      } catch (const c10::Error& e) {
+        float_output = false;
+        MRL_LOG(WARNING) << "bmm with float32 output failed ("
+                         << e.what_without_backtrace()
+                         << "); attention scores are rounded to "
+                         << c10::toString(a.scalar_type()) << " from now on";
+      }
+    }
+    return at::bmm(a, b).to(at::kFloat);
+  }
   return at::bmm(a.to(at::kFloat), b.to(at::kFloat));
 }
 
