@@ -929,19 +929,26 @@ void Engine::DecodeStep() {
       std::vector<int64_t> offsets(n, 0);
       int64_t fill = 1;
       for (const Host& host : hosts_) fill = std::max(fill, host.fill);
+      std::vector<int64_t> own;  // rows whose prompt is in their own slot
       for (int64_t i = 0; i < n; ++i) {
         const Sequence& sequence = *running_[i];
-        const int64_t index =
-            sequence.host >= 0 ? count - 1 - sequence.host : 0;
-        readers[index].push_back(i);
-        if (sequence.host >= 0) offsets[i] = sequence.prompt_length;
+        if (sequence.host < 0) {
+          own.push_back(i);
+          continue;
+        }
+        readers[count - 1 - sequence.host].push_back(i);
+        offsets[i] = sequence.prompt_length;
       }
       size_t width = 1;
       for (const auto& list : readers) width = std::max(width, list.size());
+      // Those rows all point at one extra entry that reads no host key (its
+      // probabilities are zeros, so their writes there agree).
+      if (!own.empty()) ++width;
       std::vector<int64_t> rows(count * width, 0);
       std::vector<int64_t> from(count * width, 0);
       std::vector<int64_t> to(count * width, 0);
       std::vector<int64_t> entry(n);
+      for (int64_t i : own) entry[i] = static_cast<int64_t>(width) - 1;
       for (int64_t index = 0; index < count; ++index) {
         for (size_t j = 0; j < readers[index].size(); ++j) {
           const int64_t i = readers[index][j];

@@ -160,6 +160,8 @@ at::Tensor BmmFloat(const at::Tensor& a, const at::Tensor& b) {
     if (float_output.load(std::memory_order_relaxed)) {
       try {
         return at::bmm(a, b, at::kFloat);
+      } catch (const c10::OutOfMemoryError&) {
+        throw;  // says nothing about the float32 output
       } catch (const c10::Error& e) {
         float_output = false;
         MRL_LOG(WARNING) << "bmm with float32 output failed ("
@@ -287,7 +289,8 @@ at::Tensor SharedPromptAttention(const at::Tensor& q, const at::Tensor& keys,
       BmmFloat(probabilities.narrow(-1, host_length, length)
                    .reshape({rows * kv_heads, group, length}),
                values.reshape({rows * kv_heads, length, head_dim}));
-  // Each row's host probabilities back to its entry (padding entries: zero).
+  // Each row's host probabilities back to its entry (padding entries: zero;
+  // rows sharing an entry read no host key, so all write zeros to it).
   const at::Tensor entry_probabilities =
       at::zeros({hosts * width, kv_heads, group, host_length},
                 probabilities.options())
@@ -598,14 +601,15 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
     const at::Tensor& values = cache->cache->values(layer);
     // [N, kv_heads, L, D], without a copy when the slots are consecutive.
     const int64_t length = cache->key_length;
+    // (Scattered slots: only their first `length` positions are gathered.)
     const at::Tensor all_keys =
-        (cache->first_slot >= 0 ? keys.narrow(0, cache->first_slot, batch)
-                                : keys.index_select(0, cache->slots))
-            .narrow(2, 0, length);
+        cache->first_slot >= 0
+            ? keys.narrow(0, cache->first_slot, batch).narrow(2, 0, length)
+            : keys.narrow(2, 0, length).index_select(0, cache->slots);
     const at::Tensor all_values =
-        (cache->first_slot >= 0 ? values.narrow(0, cache->first_slot, batch)
-                                : values.index_select(0, cache->slots))
-            .narrow(2, 0, length);
+        cache->first_slot >= 0
+            ? values.narrow(0, cache->first_slot, batch).narrow(2, 0, length)
+            : values.narrow(2, 0, length).index_select(0, cache->slots);
     if (cache->shared != nullptr) {
       const SharedPrompts& shared = *cache->shared;
       const int64_t hosts = shared.rows.size(0);

@@ -43,9 +43,11 @@ struct SharedPrompts {
   int64_t first_slot = 0;
   int64_t key_length = 0;  // host positions read: >= every entry's end
   at::Tensor rows;         // [hosts, width]
-  at::Tensor entry;        // [N]: row n's index in rows.view(-1), distinct
-  at::Tensor starts;       // [hosts, width]
-  at::Tensor ends;         // [hosts, width]
+  // [N]: row n's index in rows.view(-1); distinct, except that rows reading
+  // no host may share an entry that reads no host key.
+  at::Tensor entry;
+  at::Tensor starts;  // [hosts, width]
+  at::Tensor ends;    // [hosts, width]
 };
 
 // A Qwen2 / Qwen3 / Llama decoder-only transformer over Hugging Face weights.

@@ -698,8 +698,9 @@ class Lexer {
         size_t back = open;
         while (back > pos && (src_[back - 1] == ' ' || src_[back - 1] == '\t'))
           --back;
+        // (What a '-' of the previous tag stripped is not there to strip.)
         if (back == 0 || src_[back - 1] == '\n')
-          text.resize(text.size() - (open - back));
+          text.resize(text.size() - std::min(text.size(), open - back));
       }
       AddText(&pieces, std::move(text), LineAt(pos));
       const int line = LineAt(open);

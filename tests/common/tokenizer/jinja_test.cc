@@ -33,6 +33,11 @@ TEST(JinjaTest, WhitespaceControlAsTransformersConfiguresIt) {
   EXPECT_EQ(Ok("a \n {%- if true -%} \n b \n {%- endif %}"), "ab");
   EXPECT_EQ(Ok("{{ 'x' }}\n{{ 'y' }}"), "x\ny");  // no trimming after {{ }}
   EXPECT_EQ(Ok("{# note #}\nz"), "z");
+  // Indentation before a block tag that the previous tag's '-' already took
+  // (found by the fuzzer: it crashed the lexer). Values from jinja2 with
+  // trim_blocks and lstrip_blocks.
+  EXPECT_EQ(Ok("{{ 1 -}}\n    {% if true %}x{% endif %}"), "1x");
+  EXPECT_EQ(Ok("a {#- c -#}  \n  {% if true %}x{% endif %}"), "ax");
 }
 
 TEST(JinjaTest, ScopingNamespacesAndLoops) {
