@@ -67,7 +67,7 @@ struct EngineOptions {
   // slot is free for one, the prompt is copied to each completion's slot as
   // before. Off with cuda_graphs (whose shapes do not cover hosts). Off by
   // default until measured on a GPU: it saves reading (G - 1) / G of the
-  // prompts' keys per step but adds about 15 small kernels per layer.
+  // prompts' keys per step but adds about 10 small kernels per layer.
   bool share_prompt_kv = false;
 };
 

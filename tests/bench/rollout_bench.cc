@@ -8,13 +8,21 @@
 //                 [--adapter=DIR]
 // FILE holds a JSON list of prompts (lists of token ids). Every completion runs
 // to new_tokens (EOS ignored), sampled at temperature 1. Prints one JSON line:
-// {"tokens", "seconds", "tokens_per_second", "prefill_seconds"...}.
+// {"tokens", "seconds", "tokens_per_second", "ops_per_decode_step"...}: the
+// last, counted after the timed run, is the ATen operators one decode step of
+// the whole batch dispatches (on the CPU: the same code as on a GPU but for
+// device-specific branches), a measure of what kernel launches cost.
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
+#include <array>
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <set>
+#include <string_view>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -56,6 +64,64 @@ absl::StatusOr<microrl::rollout::GenerationResult> Generate(
       });
   return future.get();
 }
+
+// Counts the ATen operators dispatched while `counting` (after the timed run,
+// so the count does not slow it): those our code calls (top level) and all,
+// nested ones included (e.g. linear's addmm). The engine runs on its own
+// thread, hence a global callback and a per-thread depth.
+std::atomic<bool> counting{false};
+std::atomic<int64_t> top_level_ops{0};
+std::atomic<int64_t> computing_ops{0};  // top level, views and no-ops left out
+std::atomic<int64_t> all_ops{0};
+thread_local int depth = 0;
+
+// Operators that only make a view or metadata (no kernel on a GPU).
+bool IsView(std::string_view name) {
+  static const auto* const kViews =
+      new std::set<std::string_view>{"aten::view",
+                                     "aten::narrow",
+                                     "aten::reshape",
+                                     "aten::permute",
+                                     "aten::transpose",
+                                     "aten::unsqueeze",
+                                     "aten::squeeze",
+                                     "aten::expand",
+                                     "aten::slice",
+                                     "aten::select",
+                                     "aten::t",
+                                     "aten::as_strided",
+                                     "aten::alias",
+                                     "aten::_reshape_alias",
+                                     "aten::detach",
+                                     "aten::empty",
+                                     "aten::empty_strided",
+                                     "aten::to",
+                                     "aten::_to_copy_noop",
+                                     "aten::contiguous",
+                                     "aten::size",
+                                     "aten::stride",
+                                     "aten::lift_fresh",
+                                     "aten::result_type"};
+  return kViews->count(name) > 0;
+}
+
+struct Depth : at::ObserverContext {};
+
+std::unique_ptr<at::ObserverContext> OnOpStart(const at::RecordFunction& fn) {
+  if (counting.load(std::memory_order_relaxed)) {
+    all_ops.fetch_add(1, std::memory_order_relaxed);
+    if (depth == 0) {
+      top_level_ops.fetch_add(1, std::memory_order_relaxed);
+      if (!IsView(fn.name())) {
+        computing_ops.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  }
+  ++depth;
+  return std::make_unique<Depth>();  // non-null, so that OnOpEnd runs
+}
+
+void OnOpEnd(const at::RecordFunction&, at::ObserverContext*) { --depth; }
 
 int Fail(const std::string& message) {
   std::cerr << "rollout_bench: " << message << "\n";
@@ -156,6 +222,27 @@ int main(int argc, char** argv) {
                                         first.logprobs.begin() + shown)}};
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  // Operators per decode step of the whole batch: the difference between runs
+  // of 10 and 2 new tokens over the 8 steps between them (prefill cancels).
+  at::addGlobalCallback(at::RecordFunctionCallback(&OnOpStart, &OnOpEnd)
+                            .scopes({at::RecordScope::FUNCTION}));
+  auto count = [&](int max_tokens) -> std::array<int64_t, 3> {
+    top_level_ops = 0;
+    computing_ops = 0;
+    all_ops = 0;
+    counting = true;
+    absl::StatusOr<microrl::rollout::GenerationResult> result =
+        Generate(**engine, request(max_tokens, 7));
+    counting = false;
+    if (!result.ok()) return {-1, -1, -1};
+    return {top_level_ops.load(), computing_ops.load(), all_ops.load()};
+  };
+  const std::array<int64_t, 3> two = count(2);
+  const std::array<int64_t, 3> ten = count(10);
+  const bool counted = two[0] >= 0 && ten[0] >= 0;
+  auto per_step = [&](int i) {
+    return counted ? static_cast<double>(ten[i] - two[i]) / 8.0 : -1.0;
+  };
   nlohmann::json out = {
       {"tokens", tokens},
       {"seconds", seconds},
@@ -163,6 +250,9 @@ int main(int argc, char** argv) {
       {"slots", (*engine)->Snapshot().num_slots},
       {"shared_prompts", (*engine)->Snapshot().shared_prompts},
       {"copied_prompts", (*engine)->Snapshot().copied_prompts},
+      {"ops_per_decode_step", per_step(0)},            // as our code calls them
+      {"computing_ops_per_decode_step", per_step(1)},  // of those, not views
+      {"all_ops_per_decode_step", per_step(2)},        // nested ones too
       {"reserved_bytes", microrl::device::QueryMemory(*device).reserved_bytes},
       {"sample", sample}};
   std::cout << out.dump() << std::endl;

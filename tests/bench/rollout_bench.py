@@ -126,7 +126,10 @@ def main():
         ours = ours or run
         print(f"{name:28s} {run['tokens_per_second']:10.1f} tok/s (group prompts held "
               f"once: {run.get('shared_prompts', 0)}, copied to each slot: "
-              f"{run.get('copied_prompts', 0)})", flush=True)
+              f"{run.get('copied_prompts', 0)}; ATen operators per decode step of the "
+              f"batch: {run.get('ops_per_decode_step', -1):.0f} called, of which "
+              f"{run.get('computing_ops_per_decode_step', -1):.0f} not views; "
+              f"{run.get('all_ops_per_decode_step', -1):.0f} with nested ones)", flush=True)
     if len(samples) > 1:
         # Variants run the same seeds: their first completions agree (up to rounding,
         # which may flip a sampled token late).
