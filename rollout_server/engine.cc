@@ -918,65 +918,10 @@ void Engine::DecodeStep() {
   try {
     at::Tensor input = model::HostToDevice(ids, at::kLong, device).view({n, 1});
     at::Tensor positions = model::HostToDevice(starts, at::kLong, device);
-    // Prompts read from hosts: which rows read which host keys, and each
-    // row's RoPE offset (its prompt's length), fixed for the window.
-    std::optional<model::SharedPrompts> shared;
+    // Prompts read from hosts, fixed for the window.
     at::Tensor rotary_offsets;
-    if (!hosts_.empty()) {
-      const int64_t count = static_cast<int64_t>(hosts_.size());
-      // View index i is host count - 1 - i (slot num_slots_ - count + i).
-      std::vector<std::vector<int64_t>> readers(count);
-      std::vector<int64_t> offsets(n, 0);
-      int64_t fill = 1;
-      for (const Host& host : hosts_) fill = std::max(fill, host.fill);
-      std::vector<int64_t> own;  // rows whose prompt is in their own slot
-      for (int64_t i = 0; i < n; ++i) {
-        const Sequence& sequence = *running_[i];
-        if (sequence.host < 0) {
-          own.push_back(i);
-          continue;
-        }
-        readers[count - 1 - sequence.host].push_back(i);
-        offsets[i] = sequence.prompt_length;
-      }
-      size_t width = 1;
-      for (const auto& list : readers) width = std::max(width, list.size());
-      // Those rows all point at one extra entry that reads no host key (its
-      // probabilities are zeros, so their writes there agree).
-      if (!own.empty()) ++width;
-      std::vector<int64_t> rows(count * width, 0);
-      std::vector<int64_t> from(count * width, 0);
-      std::vector<int64_t> to(count * width, 0);
-      std::vector<int64_t> entry(n);
-      for (int64_t i : own) entry[i] = static_cast<int64_t>(width) - 1;
-      for (int64_t index = 0; index < count; ++index) {
-        for (size_t j = 0; j < readers[index].size(); ++j) {
-          const int64_t i = readers[index][j];
-          const int64_t e =
-              index * static_cast<int64_t>(width) + static_cast<int64_t>(j);
-          const Sequence& sequence = *running_[i];
-          rows[e] = i;
-          entry[i] = e;
-          if (sequence.host >= 0) {
-            from[e] = sequence.prompt_offset;
-            to[e] = sequence.prompt_offset + sequence.prompt_length;
-          }
-        }
-      }
-      const int64_t w = static_cast<int64_t>(width);
-      shared.emplace();
-      shared->first_slot = num_slots_ - count;
-      shared->key_length =
-          std::min<int64_t>(capacity, (fill + bucket - 1) / bucket * bucket);
-      shared->rows =
-          model::HostToDevice(rows, at::kLong, device).view({count, w});
-      shared->entry = model::HostToDevice(entry, at::kLong, device);
-      shared->starts =
-          model::HostToDevice(from, at::kLong, device).view({count, w});
-      shared->ends =
-          model::HostToDevice(to, at::kLong, device).view({count, w});
-      rotary_offsets = model::HostToDevice(offsets, at::kLong, device);
-    }
+    const std::optional<model::SharedPrompts> shared =
+        HostReaders(bucket, &rotary_offsets);
     for (int64_t step = 0; step < window; ++step) {
       if (longest + step + 1 > capacity) {
         status = absl::ResourceExhaustedError(absl::StrCat(
@@ -1168,6 +1113,60 @@ void Engine::Compact() {
     running_.pop_back();
   }
   ReleaseHosts();
+}
+
+std::optional<model::SharedPrompts> Engine::HostReaders(
+    int64_t key_bucket, at::Tensor* rotary_offsets) const {
+  if (hosts_.empty()) return std::nullopt;
+  const at::Device device = decoder_->options().device;
+  const int64_t n = static_cast<int64_t>(running_.size());
+  const int64_t count = static_cast<int64_t>(hosts_.size());
+  // View index i is host count - 1 - i (slot num_slots_ - count + i).
+  std::vector<std::vector<int64_t>> readers(count);
+  std::vector<int64_t> offsets(n, 0);
+  std::vector<int64_t> own;  // rows whose prompt is in their own slot
+  for (int64_t i = 0; i < n; ++i) {
+    const Sequence& sequence = *running_[i];
+    if (sequence.host < 0) {
+      own.push_back(i);
+      continue;
+    }
+    readers[count - 1 - sequence.host].push_back(i);
+    offsets[i] = sequence.prompt_length;
+  }
+  size_t width = 1;
+  for (const auto& list : readers) width = std::max(width, list.size());
+  // Those rows all point at one extra entry that reads no host key (its
+  // probabilities are zeros, so their writes there agree).
+  if (!own.empty()) ++width;
+  const int64_t w = static_cast<int64_t>(width);
+  std::vector<int64_t> rows(count * w, 0);
+  std::vector<int64_t> from(count * w, 0);
+  std::vector<int64_t> to(count * w, 0);
+  std::vector<int64_t> entry(n, w - 1);
+  for (int64_t index = 0; index < count; ++index) {
+    for (size_t j = 0; j < readers[index].size(); ++j) {
+      const int64_t i = readers[index][j];
+      const int64_t e = index * w + static_cast<int64_t>(j);
+      const Sequence& sequence = *running_[i];
+      rows[e] = i;
+      entry[i] = e;
+      from[e] = sequence.prompt_offset;
+      to[e] = sequence.prompt_offset + sequence.prompt_length;
+    }
+  }
+  int64_t fill = 1;
+  for (const Host& host : hosts_) fill = std::max(fill, host.fill);
+  model::SharedPrompts shared;
+  shared.first_slot = num_slots_ - count;
+  shared.key_length = std::min<int64_t>(
+      cache_->capacity(), (fill + key_bucket - 1) / key_bucket * key_bucket);
+  shared.rows = model::HostToDevice(rows, at::kLong, device).view({count, w});
+  shared.entry = model::HostToDevice(entry, at::kLong, device);
+  shared.starts = model::HostToDevice(from, at::kLong, device).view({count, w});
+  shared.ends = model::HostToDevice(to, at::kLong, device).view({count, w});
+  *rotary_offsets = model::HostToDevice(offsets, at::kLong, device);
+  return shared;
 }
 
 void Engine::ReleaseHosts() {

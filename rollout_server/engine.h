@@ -244,6 +244,11 @@ class Engine {
   // Frees hosts no running sequence reads, keeping the rest in the last
   // slots (the last host moves into a freed one).
   void ReleaseHosts();
+  // Which running rows read which host's keys (none without hosts), host key
+  // lengths rounded up to key_bucket; each row's RoPE offset (its prompt's
+  // length if in a host) goes to rotary_offsets.
+  std::optional<model::SharedPrompts> HostReaders(
+      int64_t key_bucket, at::Tensor* rotary_offsets) const;
   void Publish();
   bool RunningUsesAdapter() const;
   // Whether the first waiting request has some completions admitted already.

@@ -691,6 +691,18 @@ absl::StatusOr<at::Tensor> Decoder::Forward(const at::Tensor& ids,
   });
 }
 
+at::Tensor Decoder::RunCached(const at::Tensor& ids,
+                              const at::Tensor& rotary_positions,
+                              const CacheView& view,
+                              const RunOptions& run) const {
+  const auto [cos, sin] = Rotary(rotary_positions);
+  at::Tensor hidden = at::embedding(embed_, ids);
+  for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+    hidden = Layer(layer, hidden, cos, sin, run.adapter, &view);
+  }
+  return RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
+}
+
 at::Tensor Decoder::DecodeOnDevice(const at::Tensor& ids,
                                    const at::Tensor& positions,
                                    int64_t first_slot, int64_t key_length,
@@ -720,15 +732,11 @@ at::Tensor Decoder::DecodeOnDevice(const at::Tensor& ids,
         (host_positions < shared->starts.unsqueeze(-1))
             .logical_or_(host_positions >= shared->ends.unsqueeze(-1));
   }
-  const auto [cos, sin] =
-      Rotary(rotary_offsets.defined()
-                 ? position + rotary_offsets.view({rows, 1}).to(at::kLong)
-                 : position);
-  at::Tensor hidden = at::embedding(embed_, ids);
-  for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
-    hidden = Layer(layer, hidden, cos, sin, run.adapter, &view);
-  }
-  return RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
+  return RunCached(ids,
+                   rotary_offsets.defined()
+                       ? position + rotary_offsets.view({rows, 1}).to(at::kLong)
+                       : position,
+                   view, run);
 }
 
 absl::StatusOr<at::Tensor> Decoder::PrefillAt(
@@ -786,12 +794,7 @@ absl::StatusOr<at::Tensor> Decoder::PrefillAt(
             HostToDevice(where, at::kLong, device).view({rows, steps});
         view.first_slot = -1;
         view.key_length = steps;
-        const auto [cos, sin] = Rotary(positions);
-        at::Tensor hidden = at::embedding(embed_, ids.to(device));
-        for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
-          hidden = Layer(layer, hidden, cos, sin, run.adapter, &view);
-        }
-        return RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
+        return RunCached(ids.to(device), positions, view, run);
       });
   if (result.ok()) {
     for (int64_t n = 0; n < rows; ++n) {
@@ -864,12 +867,7 @@ absl::StatusOr<at::Tensor> Decoder::Step(const at::Tensor& ids,
                              .view({1, 1, 1, key_length}) >
                          positions.view({rows, 1, steps, 1}));
         }
-        const auto [cos, sin] = Rotary(positions);
-        at::Tensor hidden = at::embedding(embed_, on_device);
-        for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
-          hidden = Layer(layer, hidden, cos, sin, run.adapter, &view);
-        }
-        return RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
+        return RunCached(on_device, positions, view, run);
       });
   if (result.ok()) {
     for (int64_t n = 0; n < rows; ++n)

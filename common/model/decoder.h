@@ -157,6 +157,11 @@ class Decoder {
                        const at::Tensor& cos, const at::Tensor& sin,
                        const LoraAdapter* adapter,
                        const CacheView* cache) const;
+  // The layers over ids already on the device, with the KV cache of `view`,
+  // at RoPE positions rotary_positions: the final hidden states.
+  at::Tensor RunCached(const at::Tensor& ids,
+                       const at::Tensor& rotary_positions,
+                       const CacheView& view, const RunOptions& run) const;
   at::Tensor Layer(int64_t layer, const at::Tensor& hidden,
                    const at::Tensor& cos, const at::Tensor& sin,
                    const LoraAdapter* adapter, const CacheView* cache) const;

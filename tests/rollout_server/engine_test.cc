@@ -149,6 +149,20 @@ void ExpectMatchesScoring(const model::Decoder& decoder,
   }
 }
 
+// Every completion of every request, in request, prompt and sample order.
+std::vector<Completion> AllCompletions(
+    std::vector<std::future<absl::StatusOr<GenerationResult>>>& futures) {
+  std::vector<Completion> out;
+  for (auto& future : futures) {
+    absl::StatusOr<GenerationResult> result = future.get();
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (!result.ok()) continue;
+    for (const auto& group : result->groups)
+      for (const Completion& completion : group) out.push_back(completion);
+  }
+  return out;
+}
+
 std::vector<std::vector<int32_t>> Prompts() {
   return {{3, 17, 5}, {42, 9, 1, 30, 11, 2, 8}, {7}, {12, 19, 33, 4, 25}};
 }
@@ -295,7 +309,6 @@ TEST(EngineTest, DecodeWindowsGiveTheTokensOfSingleSteps) {
     TestEngine t =
         MakeEngine(/*slots=*/6, /*max_model_len=*/24, {5}, window, key_bucket);
     EXPECT_NE(t.engine, nullptr);
-    std::vector<Completion> out;
     std::vector<std::future<absl::StatusOr<GenerationResult>>> futures;
     for (const int64_t max_tokens : {0, 3, 7}) {
       GenerationRequest request = Request(Prompts(), 3, 1.0, max_tokens, 21);
@@ -305,13 +318,7 @@ TEST(EngineTest, DecodeWindowsGiveTheTokensOfSingleSteps) {
     futures.push_back(
         SubmitAsync(*t.engine, Request({{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}}, 2,
                                        0.0, 14)));  // to the end of the context
-    for (auto& future : futures) {
-      absl::StatusOr<GenerationResult> result = future.get();
-      EXPECT_TRUE(result.ok()) << result.status();
-      if (!result.ok()) continue;
-      for (const auto& group : result->groups)
-        for (const Completion& completion : group) out.push_back(completion);
-    }
+    const std::vector<Completion> out = AllCompletions(futures);
     return out;
   };
   const std::vector<Completion> single = run(1, 0);
@@ -345,7 +352,6 @@ TEST(EngineTest, SharedPromptsDecodeLikePromptsCopiedToEachSlot) {
     TestEngine t = MakeEngine(/*slots=*/7, /*max_model_len=*/24, {5}, window,
                               key_bucket, share);
     EXPECT_NE(t.engine, nullptr);
-    std::vector<Completion> out;
     std::vector<std::future<absl::StatusOr<GenerationResult>>> futures;
     for (const int64_t max_tokens : {0, 3, 11}) {
       GenerationRequest request = Request(Prompts(), 3, 1.0, max_tokens, 21);
@@ -362,13 +368,7 @@ TEST(EngineTest, SharedPromptsDecodeLikePromptsCopiedToEachSlot) {
         *t.engine, Request({{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
                             {11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22}},
                            2, 0.0, 12)));  // to the end of the context
-    for (auto& future : futures) {
-      absl::StatusOr<GenerationResult> result = future.get();
-      EXPECT_TRUE(result.ok()) << result.status();
-      if (!result.ok()) continue;
-      for (const auto& group : result->groups)
-        for (const Completion& completion : group) out.push_back(completion);
-    }
+    const std::vector<Completion> out = AllCompletions(futures);
     // The engine publishes its state after the step that ended the last
     // request; wait for it.
     for (int i = 0; i < 500 && t.engine->Snapshot().running_sequences > 0; ++i)
@@ -422,14 +422,10 @@ TEST(EngineTest, AHostFreedUnderReadersOfAnotherMovesIt) {
     auto first = SubmitAsync(*t.engine, one);
     auto second = SubmitAsync(*t.engine, two);
     EXPECT_TRUE(t.engine->Wake().ok());
-    std::vector<Completion> out;
-    for (auto* future : {&first, &second}) {
-      absl::StatusOr<GenerationResult> result = future->get();
-      EXPECT_TRUE(result.ok()) << result.status();
-      if (!result.ok()) continue;
-      for (const auto& group : result->groups)
-        for (const Completion& completion : group) out.push_back(completion);
-    }
+    std::vector<std::future<absl::StatusOr<GenerationResult>>> futures;
+    futures.push_back(std::move(first));
+    futures.push_back(std::move(second));
+    const std::vector<Completion> out = AllCompletions(futures);
     EXPECT_EQ(t.engine->Snapshot().shared_prompts, share ? 3u : 0u);
     return out;
   };
