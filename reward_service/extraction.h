@@ -7,26 +7,59 @@
 
 #include "absl/strings/string_view.h"
 
+// Finding the final answer in free model output (or in a reference solution).
+// Pure functions over text; thread-safe.
 namespace microrl::reward {
 
 // The content of the last \boxed{...} (or \boxed ..., \fbox{...}) in `text`,
 // with nested braces; nullopt if there is none (or it is unterminated).
 std::optional<std::string> LastBoxed(absl::string_view text);
 
+// The last \boxed{} and the boxes before it that are joined to it: a box is
+// joined to the next when under 10 characters separate them, or under 70 with
+// a ",", ";", "and" or "or" between different contents ("\boxed{1}, \boxed{2}
+// and \boxed{3}" gives {"1", "2", "3"}; "\boxed{1} papers and \boxed{2} bins"
+// gives {"1", "2"}); a repeated content is kept once. *joined_by_words says
+// whether an "and"/"or" joined them. Empty when the text has no complete box.
+std::vector<std::string> TrailingBoxes(absl::string_view text,
+                                       bool* joined_by_words = nullptr);
+
 // Strips whole-answer math wrappers: $...$, $$...$$, \(...\), \[...\].
 std::string StripMathDelimiters(absl::string_view answer);
 
-struct ExtractionOptions {
-  // Phrases after which the rest of a line is taken as the answer when there is
-  // no \boxed{} ("the final answer is 42."). Matched case-insensitively; the
-  // last occurrence wins. Empty: \boxed{} only.
-  std::vector<std::string> fallback_phrases = {
-      "the final answer is", "final answer:", "the answer is"};
+// Where an extracted answer came from, in the order they are tried.
+enum class AnswerSource {
+  kBoxed,   // the last \boxed{} (with the boxes joined to it, as one list)
+  kWhole,   // the whole text is a bare answer ("x = 5", "\frac{1}{2}")
+  kPhrase,  // after a phrase: "The final answer is $7$", "Answer: 42"
+  kMath,    // the last display or inline math ($...$, \[...\], \(...\))
+  kEquals,  // the right-hand side of the last '=' / \approx of the text
+  kNumber,  // the last number-like expression of plain text
+  kText,    // a short text with none of the above ("Sunday")
+};
+const char* AnswerSourceName(AnswerSource source);
+
+struct ExtractedAnswer {
+  std::string text;
+  AnswerSource source = AnswerSource::kWhole;
 };
 
-// The answer in a completion (or in a reference solution): the last \boxed{},
-// else the text after the last fallback phrase (up to the end of its line or
-// sentence). nullopt if neither exists.
+struct ExtractionOptions {
+  // Phrases introducing a final answer, case-insensitive, tried in this order
+  // (the last occurrence of a phrase first). What follows a phrase is its first
+  // math ($...$) within a short distance, else the rest of its sentence.
+  // Empty: \boxed{} and bare answers only (no free-text fallbacks).
+  std::vector<std::string> fallback_phrases = {"final answer", "answer"};
+};
+
+// The answer in a completion, a bare answer or a reference solution, by the
+// first rule that finds one (AnswerSource's order; see docs/reward.md).
+// Searches from the end: text of any length is accepted, and only the region
+// near each candidate is examined. nullopt if nothing answer-like is found.
+std::optional<ExtractedAnswer> FindAnswer(absl::string_view text,
+                                          const ExtractionOptions& options);
+
+// FindAnswer's text.
 std::optional<std::string> ExtractAnswer(absl::string_view text,
                                          const ExtractionOptions& options);
 

@@ -32,11 +32,10 @@ ABSL_FLAG(double, format_weight, 0.1,
           "Weight of the <think> format component.");
 ABSL_FLAG(double, correct_weight, 1.0,
           "Weight of the answer-correctness component.");
-ABSL_FLAG(
-    std::string, answer_phrases,
-    "the final answer is|final answer:|the answer is",
-    "'|'-separated phrases after which an answer is taken when there is no "
-    "\\boxed{} (empty: \\boxed{} only).");
+ABSL_FLAG(std::string, answer_phrases, "final answer|answer",
+          "'|'-separated phrases introducing a final answer, tried in order when "
+          "there is no \\boxed{} (empty: \\boxed{} and bare answers only, no "
+          "free-text fallbacks; see docs/reward.md).");
 ABSL_FLAG(int, threads, 0,
           "Threads scoring a batch (0: one per hardware thread).");
 ABSL_FLAG(std::string, in, "",

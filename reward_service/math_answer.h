@@ -53,6 +53,12 @@ Comparison CompareAnswers(absl::string_view reference, absl::string_view answer,
 // The normalized LaTeX an answer is parsed from (exposed for tests and tools).
 std::string NormalizeLatex(absl::string_view answer);
 
+// Whether an answer reads as prose rather than mathematics once normalized: it
+// has a word of three or more letters that is not a function, constant,
+// Greek letter or unit in a text macro ("The result is 3" is prose; "x = 5",
+// "\frac{1}{2}", "10\text{ cm}" are not).
+bool LooksLikeProse(absl::string_view answer);
+
 }  // namespace microrl::reward
 
 #endif  // MICRORL_REWARD_SERVICE_MATH_ANSWER_H_

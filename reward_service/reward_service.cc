@@ -119,7 +119,7 @@ grpc::Status RewardService::GetInfo(grpc::ServerContext* context,
                                     const v1::GetInfoRequest* request,
                                     v1::RewardInfo* response) {
   identity_.Fill(response->mutable_process());
-  response->set_name("math_format_v1");
+  response->set_name("math_format_v2");
   (*response->mutable_component_weights())["format"] =
       options_.scoring.format_weight;
   (*response->mutable_component_weights())["correct"] =

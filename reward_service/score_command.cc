@@ -68,6 +68,7 @@ absl::Status RunScoreCommand(const ScoreCommandOptions& options) {
                              {"reward", output.reward},
                              {"components", output.components},
                              {"extracted_answer", output.extracted_answer},
+                             {"answer_source", output.answer_source},
                              {"correct", output.correct},
                              {"reason", output.reason}};
     out += record.dump() + "\n";

@@ -33,8 +33,40 @@ void Correctness(const std::string& answer, const ScoreInput& input,
   if (!comparison.equal) out->reason = comparison.reason;
 }
 
+// `text` with every byte that is not part of a valid UTF-8 sequence replaced by
+// U+FFFD: results go into protobuf strings and JSON, which require UTF-8.
+std::string ValidUtf8(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
+                             : (c >> 3) == 0x1E ? 4 : 0;
+    bool valid = length > 0 && i + length <= text.size();
+    for (size_t k = 1; valid && k < length; ++k)
+      valid = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
+    if (valid && length > 1) {  // no overlong forms, surrogates or > U+10FFFF
+      const auto c1 = static_cast<unsigned char>(text[i + 1]);
+      valid = !(c == 0xC0 || c == 0xC1) && !(c == 0xE0 && c1 < 0xA0) &&
+              !(c == 0xED && c1 >= 0xA0) && !(c == 0xF0 && c1 < 0x90) &&
+              !(c == 0xF4 && c1 >= 0x90) && c <= 0xF4;
+    }
+    if (!valid) {
+      out += "\xEF\xBF\xBD";
+      ++i;
+      continue;
+    }
+    out.append(text, i, length);
+    i += length;
+  }
+  return out;
+}
+
 void Finish(const ScoreOptions& options, absl::Time start, double format,
             ScoreOutput* out) {
+  out->extracted_answer = ValidUtf8(out->extracted_answer);
+  out->reason = ValidUtf8(out->reason);
   out->components["correct"] = out->correct ? 1.0 : 0.0;
   out->reward = options.correct_weight * out->components["correct"];
   if (format >= 0) {
@@ -47,8 +79,11 @@ void Finish(const ScoreOptions& options, absl::Time start, double format,
 }  // namespace
 
 std::string ReferenceAnswer(const std::string& ground_truth) {
-  if (std::optional<std::string> boxed = LastBoxed(ground_truth)) {
-    return StripMathDelimiters(*boxed);
+  // A reference is read like a prediction (a bare answer, or a solution whose
+  // answer is boxed or stated), with every free-text rule on.
+  if (std::optional<std::string> answer =
+          ExtractAnswer(ground_truth, ExtractionOptions())) {
+    return *answer;
   }
   return StripMathDelimiters(ground_truth);
 }
@@ -62,14 +97,16 @@ ScoreOutput ScoreCompletion(const ScoreInput& input,
     const ThinkLayout layout = AnalyzeThink(input.prompt, input.completion);
     const double format =
         layout.well_formed && LastBoxed(layout.answer_region) ? 1.0 : 0.0;
-    std::optional<std::string> answer =
-        ExtractAnswer(layout.answer_region, options.extraction);
+    std::optional<ExtractedAnswer> answer =
+        FindAnswer(layout.answer_region, options.extraction);
     if (!answer) {
       out.reason = layout.answer_region.empty() && !layout.problem.empty()
                        ? absl::StrCat("no answer: ", layout.problem)
-                       : "no \\boxed{} answer (or fallback phrase) found";
+                       : "no answer found (no \\boxed{}, answer phrase, "
+                         "math or number)";
     } else {
-      Correctness(*answer, input, options, start, &out);
+      out.answer_source = AnswerSourceName(answer->source);
+      Correctness(answer->text, input, options, start, &out);
     }
     if (format == 0) {
       const std::string why = !layout.problem.empty()

@@ -36,15 +36,19 @@ struct ScoreOutput {
   std::map<std::string, double> components;  // "format", "correct"
   bool correct = false;
   std::string extracted_answer;
+  // Which extraction rule found it (AnswerSourceName: "boxed", "phrase", ...).
+  std::string answer_source;
   // Set whenever a component is 0: what was missing or wrong.
   std::string reason;
   bool timed_out = false;
   double seconds = 0;
 };
 
-// Scores a full completion: think layout, answer extraction (only after the
-// thought), comparison with the reference (itself extracted from a \boxed{}
-// when it is a solution text). Never throws.
+// The default scoring: a full completion or a bare answer. Think layout (the
+// format term), answer extraction after the thought (FindAnswer: \boxed{}, a
+// bare answer, answer phrases, the last math, the last "=", the last number),
+// comparison with the reference (read by the same rules, so it may be a bare
+// answer or a solution text). Never throws.
 ScoreOutput ScoreCompletion(const ScoreInput& input,
                             const ScoreOptions& options);
 

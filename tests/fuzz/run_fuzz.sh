@@ -5,7 +5,9 @@
 #
 #   tests/fuzz/run_fuzz.sh TARGET [SECONDS]   (default 600; 0 = only replay the seeds)
 #
-# TARGET: reward (answer extraction, LaTeX parsing, equivalence), safetensors (header
+# TARGET: reward (answer extraction, LaTeX parsing, equivalence), reward_arith
+# (differential: exact arithmetic against GMP computing the same expression; fails on
+# any wrong verdict, not only on crashes), safetensors (header
 # parser and validator), tokenizer (encode/decode with a real tokenizer.json, decoding
 # arbitrary ids, parsing hostile tokenizer.json files), chat_template (the Jinja subset
 # over hostile templates and messages), model_files (config.json and JSONL problem sets).
@@ -14,7 +16,7 @@
 # slow the code 10-20x).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-TARGET=${1:?usage: run_fuzz.sh reward|safetensors|tokenizer|chat_template|model_files [SECONDS]}
+TARGET=${1:?usage: run_fuzz.sh reward|reward_arith|safetensors|tokenizer|chat_template|model_files [SECONDS]}
 SECONDS_TO_RUN=${2:-600}
 OUT=${MICRORL_FUZZ_DIR:-$REPO/build-fuzz}
 if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
@@ -24,9 +26,9 @@ fi
 ABSL=$(pkg-config --cflags --libs absl_strings absl_str_format absl_time absl_status absl_statusor)
 BASE=("$REPO"/common/base/file.cc)
 case "$TARGET" in
-  reward)
-    SOURCES=("$REPO"/reward_service/{extraction,math_answer,scorer,think_format}.cc)
-    LIBS=() ;;
+  reward|reward_arith)
+    SOURCES=("$REPO"/reward_service/{extraction,math_answer,rational,scorer,think_format}.cc)
+    LIBS=($(pkg-config --cflags --libs gmpxx gmp)) ;;
   safetensors)
     SOURCES=("$REPO"/common/safetensors/safetensors.cc "${BASE[@]}")
     LIBS=() ;;

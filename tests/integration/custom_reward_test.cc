@@ -49,7 +49,7 @@ TEST_P(CustomRewardTest, RewardClientScoresThroughAnyImplementation) {
   absl::StatusOr<v1::RewardInfo> info = (*client)->GetInfo();
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->name(),
-            python ? "python_example_exact_match" : "math_format_v1");
+            python ? "python_example_exact_match" : "math_format_v2");
   EXPECT_EQ(info->component_weights().at("format"), 0.1);
 
   std::vector<learner::RewardItem> items = {

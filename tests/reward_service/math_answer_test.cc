@@ -84,7 +84,13 @@ TEST(CompareAnswersTest, EquationsPlusMinusAndPercent) {
 TEST(CompareAnswersTest, CollectionsIntervalsAndMatrices) {
   EXPECT_TRUE(Same("\\{1, 2, 3\\}", "\\{3,1,2\\}"));
   EXPECT_FALSE(Same("\\{1, 2, 3\\}", "\\{1, 2\\}"));
-  EXPECT_TRUE(Same("1, 2", "2, 1"));  // several answers: any order
+  // A bare list is ordered unless the reference joins it with "and"/"or" or
+  // a side writes a set.
+  EXPECT_FALSE(Same("1, 2", "2, 1"));
+  EXPECT_FALSE(Same("10, 4, -2", "4, 10, -2"));
+  EXPECT_TRUE(Same("1 and 2", "2, 1"));
+  EXPECT_TRUE(Same("1 or 2", "2 or 1"));
+  EXPECT_TRUE(Same("1, 2", "\\{2, 1\\}"));
   EXPECT_TRUE(Same("(1, 2)", "(1,2)"));
   EXPECT_FALSE(Same("(1, 2)", "(2, 1)"));  // tuples keep their order
   EXPECT_TRUE(Same("[0, 1)", "\\left[0,1\\right)"));
@@ -138,6 +144,122 @@ TEST(CompareAnswersTest, BoundedWorkAndReasons) {
   EXPECT_EQ(CompareAnswers("12", "").reason, "empty answer");
   EXPECT_EQ(CompareAnswers("2^{999999999}", "2^{999999999}").equal, true);
   EXPECT_FALSE(CompareAnswers("1", "10^{999999}!").equal);
+}
+
+}  // namespace
+}  // namespace microrl::reward
+
+namespace microrl::reward {
+namespace {
+
+// The classes of issue 16, each as the reference and a prediction (bare
+// answers here; the scorer tests put them in completions).
+TEST(CompareAnswersTest, InequalitiesAndRelations) {
+  EXPECT_TRUE(Same("x \\geq 5", "x >= 5"));
+  EXPECT_TRUE(Same("x \\geq 5", "5 \\le x"));
+  EXPECT_TRUE(Same("x < 1", "-x > -1"));
+  EXPECT_FALSE(Same("x < 1", "-x < -1"));
+  EXPECT_FALSE(Same("x < 1", "x \\leq 1"));
+  // An inequality reference is answered by an equivalent set; a set
+  // reference is not answered by an inequality (math-verify's default).
+  EXPECT_TRUE(Same("x \\geq 5", "[5, \\infty)"));
+  EXPECT_FALSE(Same("x > 5", "[5, \\infty)"));
+  EXPECT_TRUE(Same("0 < x < 1", "(0, 1)"));
+  EXPECT_FALSE(Same("[5, \\infty)", "x \\geq 5"));
+  EXPECT_FALSE(Same("(0, 1)", "0 < x < 1"));
+  EXPECT_TRUE(Same("0<f(x)<1", "(0,1)"));
+  EXPECT_TRUE(Same("1\\leq|z|\\leq \\frac32",
+                   "z \\in [-\\frac32,-1] \\cup [1,\\frac32]"));
+  EXPECT_FALSE(Same("z \\in [-\\frac32,-1] \\cup [1,\\frac32]",
+                    "1\\leq|z|\\leq \\frac32"));  // a set reference
+  EXPECT_FALSE(Same("z \\in [-\\frac32,-1] \\cup [1,\\frac32]",
+                    "1<|z|\\leq \\frac32"));
+  EXPECT_TRUE(Same("x < -1 \\text{ or } x > 2", "(-\\infty,-1)\\cup(2,\\infty)"));
+  EXPECT_TRUE(Same("x \\in [-2,7]", "x \\in [-2, 7]"));
+}
+
+TEST(CompareAnswersTest, EquationsUpToANonZeroFactor) {
+  EXPECT_TRUE(Same("y=-\\frac12x+\\frac34", "2x+4y-3=0"));
+  EXPECT_FALSE(Same("y=-\\frac12x+\\frac34", "2x+4y+3=0"));
+  EXPECT_TRUE(Same("x^2/16 + y^2/12 = 1/4", "x^2/4 + y^2/3 = 1"));
+  EXPECT_FALSE(Same("x^2/16 + y^2/12 = 1/4", "x^2/4 + y^2/3 = 2"));
+  EXPECT_FALSE(Same("x + y = 1", "x - y = 1"));
+}
+
+TEST(CompareAnswersTest, LabelledAnswersAndRatios) {
+  EXPECT_TRUE(Same("(3,2)", "(p,q)=(3,2)"));
+  EXPECT_FALSE(Same("(3,2)", "(p,q)=(2,3)"));
+  EXPECT_TRUE(Same("4, 5", "AB=4,CD=5"));
+  EXPECT_FALSE(Same("4, 5", "AB=5,CD=4"));
+  EXPECT_TRUE(Same("7:32", "S_{MBCN}:S=7:32"));
+  EXPECT_TRUE(Same("7:32", "\\frac{7}{32}"));
+  EXPECT_TRUE(Same("3", "\\log_2(8) = 3"));
+  EXPECT_FALSE(Same("3", "x + 1 = 3"));  // an equation is not its right side
+  EXPECT_TRUE(Same("x^2+1", "f(x) = x^2+1"));
+}
+
+TEST(CompareAnswersTest, MixedNumbersPercentWordsUnitsAndScientificNotation) {
+  EXPECT_TRUE(Same("918.5", "918\\frac{1}{2}"));
+  EXPECT_TRUE(Same("-918.5", "-918\\frac12"));
+  EXPECT_TRUE(Same("2x", "2\\frac{x}{1}"));  // not a mixed number
+  EXPECT_TRUE(Same("28\\%", "28 percent"));
+  EXPECT_TRUE(Same("28\\%", "28 pct"));
+  EXPECT_TRUE(Same("125\\textnormal{ miles}", "125"));
+  EXPECT_TRUE(Same("21\\text{ dogs}", "21"));
+  EXPECT_TRUE(Same("12\\textup{ cm}^2", "12"));
+  EXPECT_TRUE(Same("6.022 \\times 10^{23}", "6.022e23"));
+  EXPECT_TRUE(Same("300000000", "3 \\times 10^{8}"));
+  EXPECT_FALSE(Same("300000000", "3 \\times 10^{9}"));
+}
+
+TEST(CompareAnswersTest, MatricesInAnyEnvironment) {
+  EXPECT_TRUE(Same("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+                   "\\left[\\begin{array}{cc} 1 & 2 \\\\ 3 & 4 "
+                   "\\end{array}\\right]"));
+  EXPECT_FALSE(Same("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+                    "\\left[\\begin{array}{cc} 1 & 2 \\\\ 4 & 3 "
+                    "\\end{array}\\right]"));
+}
+
+TEST(CompareAnswersTest, TrigonometricIdentitiesByEvaluation) {
+  EXPECT_TRUE(Same("\\tan^2(y)+1", "\\sec^2(y)"));
+  EXPECT_TRUE(Same("\\sin(2x)", "2\\sin x\\cos x"));
+  EXPECT_FALSE(Same("\\tan^2(y)-1", "\\sec^2(y)"));
+}
+
+// 128-bit rationals wrapped on these before; GMP computes them exactly.
+TEST(CompareAnswersTest, ArithmeticNeverWraps) {
+  EXPECT_FALSE(Same("0", "(2^{64})^{2}"));
+  EXPECT_TRUE(Same("340282366920938463463374607431768211456", "(2^{64})^{2}"));
+  EXPECT_FALSE(Same("12", "2^{64}\\cdot2^{64}+12"));
+  EXPECT_FALSE(Same("0", "1/(10^{30}-1)+1/(10^{30}-3)"));
+  EXPECT_FALSE(Same("73786976294838206467", "lcm(2^{64}+1, 2^{64}+3)"));
+  EXPECT_TRUE(Same("340282366920938463537161583726606417923",
+                   "\\operatorname{lcm}(2^{64}+1, 2^{64}+3)"));
+  EXPECT_TRUE(Same("2^{4950}", "2^{4949}\\cdot 2"));
+  EXPECT_FALSE(Same("2^{4950}", "2^{4950}+1"));
+  EXPECT_FALSE(Same("2^{100000}", "2^{100000}+1"));  // too large: not equal
+  EXPECT_TRUE(Same("\\binom{200}{100}",
+                   "90548514656103281165404177077484163874504589675413336841320"));
+  EXPECT_TRUE(Same("30!", "265252859812191058636308480000000"));
+}
+
+}  // namespace
+}  // namespace microrl::reward
+
+namespace microrl::reward {
+namespace {
+
+TEST(CompareAnswersTest, ValuesTooLargeForExactArithmeticAreNotComparedInDoubles) {
+  // 3^{20000} needs 31,700 bits: 1/3^{20000} is 0 in doubles, but not 0.
+  const Comparison tiny = CompareAnswers("0", "\\frac{1}{3^{20000}}");
+  EXPECT_FALSE(tiny.equal);
+  EXPECT_THAT(tiny.reason, HasSubstr("too large to compare exactly"));
+  EXPECT_FALSE(Same("1", "\\frac{3^{20000}+1}{3^{20000}}"));
+  EXPECT_FALSE(Same("0", "(3^{20000}+1)-3^{20000}"));
+  EXPECT_FALSE(Same("0", "2^{-100000}"));
+  EXPECT_FALSE(Same("1", "1^{10^{30}}+0^{10^{30}}+1"));
+  EXPECT_TRUE(Same("1", "1^{10^{30}}"));  // stays small, computed exactly
 }
 
 }  // namespace

@@ -123,7 +123,7 @@ TEST_F(RewardServiceTest, GetInfoReportsTheConfiguration) {
   grpc::ClientContext context;
   v1::RewardInfo info;
   ASSERT_TRUE(stub_->GetInfo(&context, v1::GetInfoRequest(), &info).ok());
-  EXPECT_EQ(info.name(), "math_format_v1");
+  EXPECT_EQ(info.name(), "math_format_v2");
   EXPECT_EQ(info.component_weights().at("format"), 0.1);
   EXPECT_EQ(info.component_weights().at("correct"), 1.0);
   EXPECT_EQ(info.max_batch_items(), 4);
