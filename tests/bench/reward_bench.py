@@ -1,6 +1,7 @@
 """Reward throughput: microrl against math-verify on the same completions (the
 corpus of tests/reward_service/reward_oracle.py: equivalent and perturbed forms of
-the shared data's answers inside <think>...</think> ... \\boxed{} completions).
+the shared data's answers in <think>...</think> completions, each once boxed and once
+in a free-text style with no \\boxed{}, so free-text extraction is timed too).
 
   reward_bench.py [--shared DIR] [--bench_bin BIN] [--train 400]
 Prints items/s of math-verify (parse + verify, one thread), of microrl on one
@@ -27,10 +28,8 @@ def main():
     args = parser.parse_args()
     from math_verify import parse, verify
 
-    cases = []
-    for _, answer in reward_oracle.load_answers(args.shared, args.train, seed=5):
-        for _, form in reward_oracle.equivalent_forms(answer) + reward_oracle.perturbed_forms(answer):
-            cases.append((reward_oracle.completion(form), answer))
+    cases = [(reward_oracle.completion(c["form"], c["style"]), c["gold"])
+             for c in reward_oracle.build_cases(args.shared, args.train, seed=5)]
     corpus = os.path.join(tempfile.mkdtemp(prefix="reward_bench."), "corpus.jsonl")
     with open(corpus, "w", encoding="utf-8") as f:
         for text, answer in cases:

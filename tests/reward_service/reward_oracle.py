@@ -9,9 +9,15 @@ zeros, units or text, "x =", reordered sets and lists, \\left/\\right) and pertu
 forms that must not (a changed digit, a flipped sign, a dropped factor, a wrong
 interval end). Each form is put in a completion "<think>...</think> ... \\boxed{form}",
 scored by `reward_service score` and by math-verify (parse + verify), and compared
-with the expected label. Prints accuracy for both, their agreement, and writes every
-disagreement to --report. Fails if microrl accepts a perturbed answer that
-math-verify rejects, or if microrl's accuracy on either kind falls below 97%.
+with the expected label. Every form appears twice: boxed, and again in one free-text
+style with no \\boxed{} ("Answer: $..$", "The final answer is $..$. I hope it is
+correct.", the last inline math, a display, a plain-text number, "the answer is .."),
+drawn at random (seeded) from the styles that apply. A reordered bare list is labelled not
+equivalent (lists are ordered; docs/reward.md). Prints accuracy for both, their
+agreement overall and per style, and writes every disagreement to --report. Fails if
+microrl accepts a perturbed answer that math-verify rejects, if microrl's accuracy on
+either kind falls below 97%, or if microrl is right less often than math-verify on
+either kind.
 """
 import argparse
 import json
@@ -103,7 +109,10 @@ def equivalent_forms(answer):
 def perturbed_forms(answer):
     a = answer.strip()
     forms = []
-    digits = [i for i, c in enumerate(a) if c.isdigit()]
+    # The value's digits, not a unit's (the 2 of "15\\mbox{ cm}^2" is not the answer's).
+    unit = re.search(r"\\(?:text|mbox|mathrm)\{[^{}]*\}(\^\{?\d\}?)?\s*$", a)
+    value_end = unit.start() if unit else len(a)
+    digits = [i for i, c in enumerate(a[:value_end]) if c.isdigit()]
     if digits:
         i = digits[-1]
         forms.append(("changed digit", a[:i] + str((int(a[i]) + 1) % 10) + a[i + 1:]))
@@ -120,9 +129,57 @@ def perturbed_forms(answer):
     return forms
 
 
-def completion(form):
-    return ("<think>\nLet me work through this carefully.\n</think>\n\n"
-            f"The final result is $\\boxed{{{form}}}$.")
+THINK = "<think>\nLet me work through this carefully.\n</think>\n\n"
+
+
+def is_plain_number(form):
+    return re.fullmatch(r"-?\d+(\.\d+)?", form.strip()) is not None
+
+
+# Free-text answer styles (no \boxed{}), as models write them.
+STYLES = {
+    "answer colon": lambda f: f"We simplify each part in turn.\n\nAnswer: ${f}$",
+    "final answer": lambda f: f"Combining the cases gives the result.\n\n"
+                              f"Final Answer: The final answer is ${f}$. I hope it is correct.",
+    "last inline": lambda f: f"We simplify step by step. Therefore, the result is ${f}$.",
+    "display": lambda f: f"Putting it all together,\n\\[\n{f}\n\\]",
+    "plain number": lambda f: f"Adding everything up, the total comes to {f}.",
+    "answer is": lambda f: f"After checking the arithmetic, the answer is {f}.",
+}
+
+
+def styles_for(form):
+    names = ["answer colon", "final answer", "last inline", "display"]
+    if is_plain_number(form):
+        names += ["plain number", "answer is"]
+    return names
+
+
+def completion(form, style="boxed"):
+    if style == "boxed":
+        return THINK + f"The final result is $\\boxed{{{form}}}$."
+    return THINK + STYLES[style](form)
+
+
+def build_cases(shared, train, seed):
+    """The corpus: every form boxed and again in a free-text style, with its label."""
+    cases = []
+    style_rng = random.Random(seed)
+    for answer_id, answer in load_answers(shared, train, seed):
+        labelled = [(kind, form, True) for kind, form in equivalent_forms(answer)]
+        labelled += [(kind, form, False) for kind, form in perturbed_forms(answer)
+                     if form.strip() != answer.strip()]
+        for kind, form, expect in labelled:
+            # A bare list is ordered (docs/reward.md): reordering it changes the answer.
+            if kind == "reordered list":
+                expect = False
+            cases.append({"id": answer_id, "kind": kind, "expect": expect, "gold": answer,
+                          "form": form, "style": "boxed"})
+            # The same form again in a free-text style (drawn from those that apply).
+            style = style_rng.choice(styles_for(form))
+            cases.append({"id": answer_id, "kind": kind, "expect": expect, "gold": answer,
+                          "form": form, "style": style})
+    return cases
 
 
 def main():
@@ -136,19 +193,12 @@ def main():
 
     from math_verify import parse, verify
 
-    cases = []
-    for answer_id, answer in load_answers(args.shared, args.train, args.seed):
-        for kind, form in equivalent_forms(answer):
-            cases.append({"id": answer_id, "kind": kind, "expect": True, "gold": answer, "form": form})
-        for kind, form in perturbed_forms(answer):
-            if form.strip() != answer.strip():
-                cases.append({"id": answer_id, "kind": kind, "expect": False, "gold": answer,
-                              "form": form})
+    cases = build_cases(args.shared, args.train, args.seed)
 
     work = tempfile.mkdtemp(prefix="reward_oracle.")
     with open(os.path.join(work, "in.jsonl"), "w", encoding="utf-8") as f:
         for i, case in enumerate(cases):
-            f.write(json.dumps({"id": str(i), "completion": completion(case["form"]),
+            f.write(json.dumps({"id": str(i), "completion": completion(case["form"], case["style"]),
                                 "ground_truth": case["gold"]}) + "\n")
     start = time.perf_counter()
     subprocess.run([args.reward_service, "score", f"--in={work}/in.jsonl",
@@ -162,7 +212,7 @@ def main():
     for case in cases:
         try:
             gold = parse("\\boxed{" + case["gold"] + "}")
-            pred = parse(completion(case["form"]))
+            pred = parse(completion(case["form"], case["style"]))
             theirs.append(bool(verify(gold, pred)))
         except Exception:
             theirs.append(False)
@@ -183,12 +233,18 @@ def main():
     agree = sum(a == b for a, b in zip(ours_ok, theirs))
     print(f"agreement with math-verify: {agree}/{len(cases)} ({100 * agree / len(cases):.2f}%) "
           f"on {len(cases)} completions from {len(set(c['id'] for c in cases))} answers")
+    for style in ["boxed"] + list(STYLES):
+        picked = [(o, t) for o, t, c in zip(ours_ok, theirs, cases) if c["style"] == style]
+        if picked:
+            same = sum(o == t for o, t in picked)
+            print(f"  {style:13s} agreement {same}/{len(picked)} ({100 * same / len(picked):.2f}%)")
     print(f"time: microrl {ours_seconds:.2f} s (one thread, incl. process start), "
           f"math-verify {theirs_seconds:.2f} s")
     bad_accepts = []
     for case, o, t in zip(cases, ours, theirs):
         if o["correct"] != t or o["correct"] != case["expect"]:
-            report.append({"id": case["id"], "kind": case["kind"], "expect": case["expect"],
+            report.append({"id": case["id"], "kind": case["kind"], "style": case["style"],
+                           "expect": case["expect"],
                            "microrl": o["correct"], "math_verify": t, "gold": case["gold"],
                            "form": case["form"], "microrl_reason": o["reason"]})
         if o["correct"] and not case["expect"] and not t:
@@ -208,6 +264,15 @@ def main():
         if matched < 0.97 * n:
             failures.append(f"microrl accuracy on {'equivalent' if expect else 'perturbed'} "
                             f"forms is {matched}/{n}, below 97%")
+    # Where the two disagree, the label decides who is right: microrl must be right at
+    # least as often as math-verify on each kind.
+    for expect in (True, False):
+        ours_right, n = accuracy(ours_ok, expect)
+        theirs_right, _ = accuracy(theirs, expect)
+        if ours_right < theirs_right:
+            failures.append(f"microrl is right on {ours_right}/{n} "
+                            f"{'equivalent' if expect else 'perturbed'} forms, "
+                            f"math-verify on {theirs_right}")
     if failures:
         sys.exit("\n".join(failures))
 
