@@ -1,5 +1,6 @@
 #include "common/base/file.h"
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,26 +26,67 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   return text.str();
 }
 
+namespace {
+
+absl::Status ErrnoError(absl::string_view what, const std::string& path,
+                        int err) {
+  return absl::InternalError(
+      absl::StrCat("cannot ", what, " ", path, ": ", std::strerror(err)));
+}
+
+std::string ParentDirectory(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+absl::Status SyncDirectory(const std::string& dir) {
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError("open directory", dir, errno);
+  const int result = fsync(fd);
+  const int err = errno;
+  close(fd);
+  if (result != 0) return ErrnoError("fsync directory", dir, err);
+  return absl::OkStatus();
+}
+
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view bytes) {
   const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) {
-      return absl::InternalError(
-          absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
+  const int fd =
+      open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError("write", tmp, errno);
+  // On any failure below the temporary file goes, whatever was written.
+  auto fail = [&](absl::string_view what, int err) {
+    close(fd);
+    unlink(tmp.c_str());
+    return ErrnoError(what, tmp, err);
+  };
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail("write", errno);
     }
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out.flush())
-      return absl::InternalError(absl::StrCat("cannot write ", tmp));
+    written += static_cast<size_t>(n);
+  }
+  if (fsync(fd) != 0) return fail("fsync", errno);
+  if (close(fd) != 0) {
+    const int err = errno;
+    unlink(tmp.c_str());
+    return ErrnoError("close", tmp, err);
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
-    std::remove(tmp.c_str());
+    unlink(tmp.c_str());
     return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path,
                                             ": ", std::strerror(err)));
   }
-  return absl::OkStatus();
+  return SyncDirectory(ParentDirectory(path));
 }
 
 absl::Status RemoveTree(const std::string& path) {

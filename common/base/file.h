@@ -12,10 +12,17 @@ namespace microrl {
 // read.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
-// Writes `bytes` to `path` atomically: a temporary file in the same directory,
-// then a rename, so readers never see a partial file.
+// Writes `bytes` to `path` atomically and durably: a temporary file in the
+// same directory, written and fsynced, renamed over `path`, then the directory
+// fsynced. Readers never see a partial file, and after a crash or power loss
+// `path` holds the old or the new contents, never an empty or torn file. The
+// temporary file is removed when any step fails.
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view bytes);
+
+// fsync of a directory, so that the entries created, renamed or removed in it
+// survive a crash.
+absl::Status SyncDirectory(const std::string& dir);
 
 // Deletes `path` and everything below it (no error if it does not exist),
 // with POSIX calls: std::filesystem::remove_all must not be used in a binary

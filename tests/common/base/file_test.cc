@@ -1,0 +1,67 @@
+#include "common/base/file.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace microrl {
+namespace {
+
+std::vector<std::string> Entries(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return names;
+  while (dirent* entry = readdir(d)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  closedir(d);
+  return names;
+}
+
+TEST(FileTest, WriteFileAtomicallyReplacesTheWholeFile) {
+  char pattern[] = "/tmp/file_test.XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  ASSERT_TRUE(WriteFileAtomically(dir + "/a", "first").ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/a", "second, longer").ok());
+  EXPECT_EQ(*ReadFileToString(dir + "/a"), "second, longer");
+  EXPECT_EQ(Entries(dir), std::vector<std::string>{"a"});
+  EXPECT_TRUE(SyncDirectory(dir).ok());
+  EXPECT_FALSE(SyncDirectory(dir + "/missing").ok());
+  EXPECT_TRUE(RemoveTree(dir).ok());
+}
+
+// A write that fails part-way (here the file size limit, as a full disk
+// would) leaves neither the target nor the temporary file behind.
+TEST(FileTest, AFailedWriteLeavesNoTemporaryFile) {
+  char pattern[] = "/tmp/file_test.XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  struct rlimit saved;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
+  void (*previous)(int) = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = saved;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  const absl::Status status =
+      WriteFileAtomically(dir + "/big", std::string(1 << 16, 'x'));
+  setrlimit(RLIMIT_FSIZE, &saved);
+  signal(SIGXFSZ, previous);
+  EXPECT_FALSE(status.ok());
+  EXPECT_TRUE(Entries(dir).empty()) << Entries(dir).size() << " left";
+  // A target in a missing directory: an error naming it, nothing created.
+  const absl::Status missing = WriteFileAtomically(dir + "/no/such", "x");
+  EXPECT_FALSE(missing.ok());
+  EXPECT_NE(missing.message().find(dir + "/no/such"), std::string::npos);
+  EXPECT_TRUE(RemoveTree(dir).ok());
+}
+
+}  // namespace
+}  // namespace microrl
