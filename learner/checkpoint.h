@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/model/config.h"
@@ -29,8 +30,11 @@ struct TrainingState {
 
 // A checkpoint directory: adapter/ (PEFT: adapter_config.json,
 // adapter_model.safetensors), optimizer.safetensors (AdamW's moments),
-// state.json (TrainingState). Written into "<dir>.tmp" then renamed, so a
-// checkpoint directory is complete or absent.
+// state.json (TrainingState) and, written last, MANIFEST.json (every other
+// file with its size and SHA-256). Written into "<dir>.tmp", every file and
+// directory fsynced, then renamed and the parent fsynced: when this returns OK
+// the checkpoint survives a power loss; a checkpoint torn by one (or by a
+// full disk) fails VerifyCheckpoint and is skipped on resume.
 absl::Status SaveCheckpoint(const std::string& dir, const TrainingState& state,
                             const model::LoraAdapter& adapter,
                             const AdamW& optimizer,
@@ -39,9 +43,18 @@ absl::Status SaveCheckpoint(const std::string& dir, const TrainingState& state,
 // "<root>/step_<8 digits>" for `step`.
 std::string CheckpointDir(const std::string& root, int64_t step);
 
-// The newest complete checkpoint under `root` (step_* directories with a
-// state.json), or nullopt if there is none.
-std::optional<std::string> LatestCheckpoint(const std::string& root);
+// OK when `dir` holds a MANIFEST.json whose every file exists with its size
+// and SHA-256; DataLoss naming the first thing that does not match.
+absl::Status VerifyCheckpoint(const std::string& dir);
+
+// The newest checkpoint under `root` that verifies, or nullopt. Newer step_*
+// directories that do not verify are skipped; each is logged and, when
+// `skipped` is given, appended to it as "<dir>: <why>".
+std::optional<std::string> LatestCheckpoint(
+    const std::string& root, std::vector<std::string>* skipped = nullptr);
+
+// Whether `root` holds any step_* directory, complete or not.
+bool HasCheckpointDirectories(const std::string& root);
 
 // Deletes all but the `keep` newest checkpoints under `root` (keep 0: none).
 void PruneCheckpoints(const std::string& root, int64_t keep);

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/base/file.h"
@@ -123,12 +124,20 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   std::unique_ptr<Trainer> t(new Trainer(config, registry, status));
   t->run_dir_ = config.output_dir + "/" + config.run_name;
   const std::string checkpoints = t->run_dir_ + "/checkpoints";
-  const std::optional<std::string> latest = LatestCheckpoint(checkpoints);
-  if (latest.has_value() && !resume) {
+  if (HasCheckpointDirectories(checkpoints) && !resume) {
     return absl::AlreadyExistsError(absl::StrCat(
         t->run_dir_,
         " has checkpoints; pass --resume to continue it, or choose another "
         "run.name"));
+  }
+  std::vector<std::string> skipped;
+  const std::optional<std::string> latest =
+      resume ? LatestCheckpoint(checkpoints, &skipped) : std::nullopt;
+  if (resume && !latest.has_value() && !skipped.empty()) {
+    // Checkpoints exist and none verifies: never restart the run silently.
+    return absl::DataLossError(absl::StrCat(
+        "--resume: no checkpoint under ", checkpoints,
+        " verifies: ", absl::StrJoin(skipped, "; ")));
   }
   std::error_code error;
   fs::create_directories(checkpoints, error);

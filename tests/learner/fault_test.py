@@ -17,6 +17,10 @@ and restarted while the learner trains.
    kill during a save leaves): `--resume` continues from step 2's checkpoint, ignores
    the partial one, and its metric series (rewards, losses, gradient norms, problems:
    timings aside) equals an uninterrupted run's, step for step.
+5. the newest checkpoint of a finished run torn as a power cut leaves it (a file
+   truncated, another empty): `--resume` skips it with a warning, continues from the
+   newest checkpoint that verifies, and logs each step once; with every checkpoint torn,
+   `--resume` fails (DATA_LOSS, naming why each was skipped) instead of starting over.
 
   fault_test.py --rollout_server BIN --reward_service BIN --learner BIN --source_dir REPO
 """
@@ -308,6 +312,40 @@ def main():
                   "the resumed run's metric series equals the uninterrupted run's")
         else:
             learner.proc.kill()
+
+        # ---- 5. a power cut tore the newest checkpoint's files (renamed into place,
+        # never written to disk): resume skips it for the newest one that verifies
+        torn = os.path.join(runs, "torn")
+        shutil.copytree(os.path.join(runs, "whole"), torn)
+        newest = os.path.join(torn, "checkpoints", "step_00000006")
+        check(os.path.isfile(os.path.join(newest, "MANIFEST.json")),
+              "a checkpoint has a MANIFEST.json")
+        optimizer = os.path.join(newest, "optimizer.safetensors")
+        os.truncate(optimizer, os.path.getsize(optimizer) // 2)
+        open(os.path.join(newest, "state.json"), "w").close()  # an empty file
+        learner = Learner(args.learner, work, config(work, "torn", rollout, reward, 8),
+                          ["--resume"])
+        code = learner.wait()
+        out = learner.output()
+        check(code == 0, f"--resume over a torn checkpoint finishes (exit {code})")
+        check("skipping checkpoint" in out and "step_00000006" in out,
+              "the torn checkpoint is skipped with a warning naming it")
+        check("step_00000004 (step 4)" in out,
+              "it resumed from step 4's checkpoint, the newest that verifies")
+        check(steps_logged(torn) == [1, 2, 3, 4, 5, 6, 7, 8],
+              f"each step logged exactly once: {steps_logged(torn)}")
+        # Every checkpoint torn: --resume refuses instead of starting over.
+        for name in os.listdir(os.path.join(torn, "checkpoints")):
+            open(os.path.join(torn, "checkpoints", name, "state.json"), "w").close()
+        learner = Learner(args.learner, work, config(work, "torn", rollout, reward, 10),
+                          ["--resume"])
+        code = learner.wait()
+        out = learner.output()
+        last = out[out.rfind("skipping checkpoint"):]
+        check(code != 0 and "no checkpoint under" in last and "verifies" in last,
+              f"--resume with no valid checkpoint fails, saying so (exit {code}): "
+              f"{last[-300:]!r}")
+        check(steps_logged(torn)[-1] == 8, "and leaves the run's log as it was")
     finally:
         rollout.stop()
         reward.stop()
