@@ -11,6 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/base/file.h"
@@ -118,6 +120,61 @@ absl::StatusOr<std::unique_ptr<model::Decoder>> LoadTrainingDecoder(
   return model::Decoder::Load(config.model_path, options);
 }
 
+namespace {
+
+// The configuration a run was started with (<run>/config.yaml) against the one
+// it is resumed with: a change that breaks exact resume (seed, model, data,
+// prompts and group size, LoRA shape) is refused; any other is logged.
+absl::Status CheckResumeConfig(const std::string& saved_path,
+                               const TrainConfig& config) {
+  absl::StatusOr<std::string> text = ReadFileToString(saved_path);
+  if (!text.ok()) return absl::OkStatus();  // a run from before config.yaml
+  absl::StatusOr<TrainConfig> saved = ParseTrainConfig(*text, saved_path, {});
+  if (!saved.ok()) return saved.status();
+  std::vector<std::string> refused;
+  auto same = [&](const char* key, const auto& was, const auto& now) {
+    if (!(was == now)) refused.push_back(key);
+  };
+  same("run.seed", saved->seed, config.seed);
+  same("model.path", saved->model_path, config.model_path);
+  same("data.train", saved->train_path, config.train_path);
+  same("data.problem_field", saved->problem_field, config.problem_field);
+  same("data.answer_field", saved->answer_field, config.answer_field);
+  same("data.system_prompt", saved->system_prompt, config.system_prompt);
+  same("data.instruction", saved->instruction, config.instruction);
+  same("rollout.prompts_per_step", saved->prompts_per_step,
+       config.prompts_per_step);
+  same("rollout.group_size", saved->group_size, config.group_size);
+  same("lora.rank", saved->lora_rank, config.lora_rank);
+  same("lora.alpha", saved->lora_alpha, config.lora_alpha);
+  same("lora.targets", saved->lora_targets, config.lora_targets);
+  same("lora.rslora", saved->lora_rslora, config.lora_rslora);
+  if (!refused.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--resume: ", absl::StrJoin(refused, ", "),
+        " differ from the run's configuration (", saved_path,
+        "); a resumed run continues exactly only with the same ones. Start a "
+        "new run.name to change them"));
+  }
+  // Everything else may change; say what did.
+  const std::vector<std::string> before =
+      absl::StrSplit(TrainConfigToYaml(*saved), '\n');
+  const std::vector<std::string> after =
+      absl::StrSplit(TrainConfigToYaml(config), '\n');
+  for (size_t i = 0; i < std::max(before.size(), after.size()); ++i) {
+    const std::string was = i < before.size() ? before[i] : "";
+    const std::string now = i < after.size() ? after[i] : "";
+    if (was != now) {
+      MRL_LOG(WARNING) << "resume: configuration changed: \""
+                       << absl::StripAsciiWhitespace(was) << "\" -> \""
+                       << absl::StripAsciiWhitespace(now) << "\"";
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     const TrainConfig& config, bool resume, prometheus::Registry& registry,
     TrainingStatus& status) {
@@ -145,6 +202,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     return absl::InternalError(
         absl::StrCat("cannot create ", checkpoints, ": ", error.message()));
   }
+  // One learner per run directory.
+  absl::StatusOr<std::unique_ptr<RunLock>> lock = RunLock::Acquire(t->run_dir_);
+  if (!lock.ok()) return lock.status();
+  t->lock_ = *std::move(lock);
+  // A resumed run continues exactly only with the configuration it began with.
+  if (resume) {
+    if (absl::Status s = CheckResumeConfig(t->run_dir_ + "/config.yaml", config);
+        !s.ok()) {
+      return s;
+    }
+  }
   if (absl::Status s = WriteFileAtomically(t->run_dir_ + "/config.yaml",
                                            TrainConfigToYaml(config));
       !s.ok()) {
@@ -164,6 +232,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     absl::StatusOr<LoadedCheckpoint> loaded =
         LoadCheckpoint(*latest, t->decoder_->config(), device);
     if (!loaded.ok()) return loaded.status();
+    if (loaded->state.seed != config.seed) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--resume: ", *latest, " was trained with run.seed ",
+          loaded->state.seed, ", the configuration says ", config.seed,
+          "; the data order and samples would change"));
+    }
     t->state_ = loaded->state;
     t->adapter_ = std::move(loaded->adapter);
     if (absl::Status shape = CheckAdapterShape(*t->adapter_, config, *latest);

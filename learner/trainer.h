@@ -19,6 +19,7 @@
 #include "learner/policy_update.h"
 #include "learner/reward_client.h"
 #include "learner/rollout_client.h"
+#include "learner/run_lock.h"
 #include "learner/training_status.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/gauge.h"
@@ -90,6 +91,7 @@ class Trainer {
   prometheus::Registry& registry_;
   TrainingStatus& status_;
   std::string run_dir_;
+  std::unique_ptr<RunLock> lock_;  // held while the trainer lives
   std::unique_ptr<model::Decoder> decoder_;
   std::unique_ptr<model::LoraAdapter> adapter_;
   std::unique_ptr<AdamW> optimizer_;

@@ -21,6 +21,9 @@ and restarted while the learner trains.
    truncated, another empty): `--resume` skips it with a warning, continues from the
    newest checkpoint that verifies, and logs each step once; with every checkpoint torn,
    `--resume` fails (DATA_LOSS, naming why each was skipped) instead of starting over.
+6. `--resume` with another seed or LoRA rank is refused naming the key and changes
+   nothing; with another learning rate it runs and logs the change; a second learner
+   started on a run that one is training is refused (the run directory's lock).
 
   fault_test.py --rollout_server BIN --reward_service BIN --learner BIN --source_dir REPO
 """
@@ -346,6 +349,39 @@ def main():
               f"--resume with no valid checkpoint fails, saying so (exit {code}): "
               f"{last[-300:]!r}")
         check(steps_logged(torn)[-1] == 8, "and leaves the run's log as it was")
+
+        # ---- 6. --resume with a changed configuration; two learners on one run
+        whole_path = config(work, "whole", rollout, reward, 8)
+        learner = Learner(args.learner, work, whole_path, ["--resume", "--set=run.seed=4"])
+        code = learner.wait()
+        out = learner.output()
+        check(code != 0 and "run.seed" in out and "differ" in out,
+              f"--resume with another seed is refused, naming it (exit {code})")
+        learner = Learner(args.learner, work, whole_path, ["--resume", "--set=lora.rank=4"])
+        code = learner.wait()
+        check(code != 0 and "lora.rank" in learner.output()[-2000:],
+              f"--resume with another LoRA rank is refused (exit {code})")
+        check(steps_logged(os.path.join(runs, "whole")) == [1, 2, 3, 4, 5, 6],
+              "refused resumes leave the run as it was")
+        long_path = config(work, "whole", rollout, reward, 1000)
+        first = Learner(args.learner, work, long_path, ["--resume", "--set=optim.lr=2.0e-3"])
+        whole_run = os.path.join(runs, "whole")
+        if wait_for(lambda: len(steps_logged(whole_run)) >= 7, 120, "step 7"):
+            again = os.path.join(work, "whole_again.yaml")
+            shutil.copyfile(long_path, again)
+            second = Learner(args.learner, work, again, ["--resume"])
+            code = second.wait(timeout=60)
+            check(code not in (0, None) and "another learner" in second.output(),
+                  f"a second learner on the same run is refused (exit {code})")
+        first.proc.send_signal(signal.SIGTERM)
+        code = first.wait()
+        out = first.output()
+        check(code == 0, f"--resume with another learning rate runs, then stops (exit {code})")
+        check("configuration changed" in out and "lr" in out[out.find("configuration changed"):],
+              "and logs what changed")
+        logged = steps_logged(whole_run)
+        check(logged == list(range(1, len(logged) + 1)) and len(logged) >= 7,
+              f"each step logged exactly once: {logged}")
     finally:
         rollout.stop()
         reward.stop()
