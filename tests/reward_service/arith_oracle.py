@@ -2,6 +2,9 @@
 
   arith_oracle.py --reward_service BIN [--cases 3000] [--seed 7]
 
+(--cases sets the verdicts, about three per expression: 9,001 verdicts on 2,818
+expressions with the defaults.)
+
 Draws random integer/rational expressions (sums, differences, products, quotients,
 integer powers up to big exponents, factorials, binomials, gcd/lcm, decimals, literals
 of up to 60 digits), computes each value with fractions.Fraction, and scores, with
