@@ -1629,8 +1629,8 @@ class Comparer {
       return Equal(gold, pred->args[1]);
     }
     // "a = 4, -8, -10": one name for several values is the set of them.
-    if (NodePtr values = LabelledValues(*gold)) return Equal(values, pred);
-    if (NodePtr values = LabelledValues(*pred)) return Equal(gold, values);
+    if (NodeP values = LabelledValues(*gold)) return Equal(values, pred);
+    if (NodeP values = LabelledValues(*pred)) return Equal(gold, values);
     // Arithmetic on matrices: "A + B", "A B", "2A" against the matrix.
     if (pred->kind != Kind::kMatrix && HasMatrix(*pred)) {
       if (std::optional<NodeP> m = MatrixValue(pred)) return Equal(gold, *m);
@@ -1734,7 +1734,6 @@ class Comparer {
     }
   }
 
-  using NodePtr = NodeP;
   // "x = 1, 2, 3" (a list whose first element names a variable and whose
   // other elements are bare values): the set {1, 2, 3}; nullptr otherwise.
   static NodeP LabelledValues(const Node& n) {
@@ -2300,25 +2299,23 @@ NodeP ParseOrText(const std::string& normalized, Budget& budget,
   return Make(Kind::kText, {}, key);
 }
 
-// -?digits,digits (not a thousands number: that was read already).
-bool IsDecimalComma(const std::string& s) {
-  size_t i = s.size() > 0 && s[0] == '-' ? 1 : 0;
+// -?digits<separator>digits, nothing else.
+bool IsDigitsAroundSeparator(const std::string& s, char separator) {
+  size_t i = !s.empty() && s[0] == '-' ? 1 : 0;
   const size_t start = i;
   while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
-  if (i == start || i >= s.size() || s[i] != ',') return false;
+  if (i == start || i >= s.size() || s[i] != separator) return false;
   const size_t after = ++i;
   while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
   return i > after && i == s.size();
 }
 
-// -?digits.digits
+// "1,22" (a thousands number was read as one already) and "1.22".
+bool IsDecimalComma(const std::string& s) {
+  return IsDigitsAroundSeparator(s, ',');
+}
 bool IsPointDecimal(const std::string& s) {
-  size_t i = s.size() > 0 && s[0] == '-' ? 1 : 0;
-  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
-  if (i >= s.size() || s[i] != '.') return false;
-  const size_t after = ++i;
-  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
-  return i > after && i == s.size();
+  return IsDigitsAroundSeparator(s, '.');
 }
 
 }  // namespace
