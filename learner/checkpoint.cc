@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/base/failpoint.h"
 #include "common/base/file.h"
 #include "common/base/logging.h"
 #include "common/base/sha256.h"
@@ -87,6 +88,11 @@ std::string CheckpointDir(const std::string& root, int64_t step) {
   return absl::StrFormat("%s/step_%08d", root, step);
 }
 
+// Fault tests (kill@N): a power cut after the Nth write of a checkpoint, the
+// N counted across the process's checkpoints (five per checkpoint: adapter,
+// optimizer, state, manifest, rename).
+constexpr char kWritePoint[] = "learner.checkpoint_write";
+
 absl::Status SaveCheckpoint(const std::string& dir, const TrainingState& state,
                             const model::LoraAdapter& adapter,
                             const AdamW& optimizer,
@@ -103,6 +109,7 @@ absl::Status SaveCheckpoint(const std::string& dir, const TrainingState& state,
       !status.ok()) {
     return status;
   }
+  if (absl::Status s = Failpoint(kWritePoint); !s.ok()) return s;
   model::NamedTensors moments;
   for (auto& [name, tensor] : optimizer.State())
     moments.emplace_back(name, tensor);
@@ -111,6 +118,7 @@ absl::Status SaveCheckpoint(const std::string& dir, const TrainingState& state,
       !status.ok()) {
     return status;
   }
+  if (absl::Status s = Failpoint(kWritePoint); !s.ok()) return s;
   const nlohmann::json json = {{"step", state.step},
                                {"optimizer_step", state.optimizer_step},
                                {"adapter_version", state.adapter_version},
@@ -123,6 +131,7 @@ absl::Status SaveCheckpoint(const std::string& dir, const TrainingState& state,
       !status.ok()) {
     return status;
   }
+  if (absl::Status s = Failpoint(kWritePoint); !s.ok()) return s;
   // The manifest last: its presence and match mean every file is complete.
   absl::StatusOr<nlohmann::json> files = DescribeFiles(tmp);
   if (!files.ok()) return files.status();
@@ -132,6 +141,7 @@ absl::Status SaveCheckpoint(const std::string& dir, const TrainingState& state,
       !status.ok()) {
     return status;
   }
+  if (absl::Status s = Failpoint(kWritePoint); !s.ok()) return s;
   for (const std::string& sub : {tmp + "/adapter", tmp}) {
     if (absl::Status status = SyncDirectory(sub); !status.ok()) return status;
   }
@@ -141,6 +151,7 @@ absl::Status SaveCheckpoint(const std::string& dir, const TrainingState& state,
     return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", dir,
                                             ": ", error.message()));
   }
+  if (absl::Status s = Failpoint(kWritePoint); !s.ok()) return s;
   const std::string root = fs::path(dir).parent_path().string();
   return SyncDirectory(root.empty() ? "." : root);
 }

@@ -121,8 +121,18 @@ absl::StatusOr<PolicyUpdater::TokenTensors> PolicyUpdater::Score(
 }
 
 absl::StatusOr<UpdateStats> PolicyUpdater::Update(
-    const std::vector<Sample>& samples, int64_t& step) {
+    const std::vector<Sample>& samples, int64_t& step,
+    const std::function<bool()>& stopping) {
   UpdateStats stats;
+  // Before the first optimizer step nothing has changed yet: a stop ends the
+  // update at once, the gradients dropped.
+  auto stop_now = [&] {
+    if (!stopping || stats.optimizer_steps > 0 || !stopping()) return false;
+    optimizer_.ZeroGrad();
+    return true;
+  };
+  const absl::Status stopped =
+      absl::CancelledError("stopping before the update's first optimizer step");
   if (samples.empty()) return stats;
   const int64_t n = static_cast<int64_t>(samples.size());
   const int64_t mini_batches = std::min(options_.mini_batches, n);
@@ -159,6 +169,7 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
   if (options_.recompute_old_logprobs) {
     for (const auto& [begin, end] :
          MicroBatches(samples, 0, n, options_.micro_batch_tokens)) {
+      if (stop_now()) return stopped;
       const std::vector<Sample> part(samples.begin() + begin,
                                      samples.begin() + end);
       absl::StatusOr<TokenTensors> scored =
@@ -189,6 +200,7 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
       at::Tensor sums;  // [9] doubles on the device, see below
       for (const auto& [mb_begin, mb_end] :
            MicroBatches(samples, begin, end, options_.micro_batch_tokens)) {
+        if (stop_now()) return stopped;
         const std::vector<Sample> part(samples.begin() + mb_begin,
                                        samples.begin() + mb_end);
         absl::StatusOr<TokenTensors> scored =

@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -72,8 +73,13 @@ class PolicyUpdater {
                 AdamW& optimizer, const UpdateOptions& options);
 
   // `step` counts optimizer steps so far (for the schedule) and advances.
-  absl::StatusOr<UpdateStats> Update(const std::vector<Sample>& samples,
-                                     int64_t& step);
+  // `stopping`, if set, is asked before each micro-batch until the first
+  // optimizer step: true ends the update there with CANCELLED, the weights,
+  // the optimizer state and `step` untouched and the gradients zeroed. Once a
+  // step has been taken the update runs to its end.
+  absl::StatusOr<UpdateStats> Update(
+      const std::vector<Sample>& samples, int64_t& step,
+      const std::function<bool()>& stopping = {});
 
   // Per-token log-probs and entropies of `samples`' completions under the
   // adapter (or the base model with adapter == nullptr), no gradient, as

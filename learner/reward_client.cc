@@ -41,14 +41,30 @@ absl::StatusOr<std::vector<RewardResult>> RewardClient::Score(
         (*item->mutable_metadata())[key] = value;
     }
     v1::ScoreResponse response;
-    const absl::Status status =
-        rpc::RetryUnavailable("reward Score", retry_, [&]() -> absl::Status {
+    const absl::Status status = rpc::RetryUnavailable(
+        "reward Score", retry_,
+        [&]() -> absl::Status {
           grpc::ClientContext context;
           context.set_deadline(std::chrono::system_clock::now() +
                                absl::ToChronoMilliseconds(timeout_));
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (cancelled_)
+              return absl::CancelledError("the learner is stopping");
+            in_flight_.insert(&context);
+          }
           response.Clear();
-          return rpc::FromGrpcStatus(
-              stub_->Score(&context, request, &response));
+          const grpc::Status result =
+              stub_->Score(&context, request, &response);
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            in_flight_.erase(&context);
+          }
+          return rpc::FromGrpcStatus(result);
+        },
+        [this] {
+          std::lock_guard<std::mutex> lock(mu_);
+          return cancelled_;
         });
     if (!status.ok()) {
       return absl::Status(status.code(),
@@ -88,6 +104,12 @@ absl::StatusOr<v1::RewardInfo> RewardClient::GetInfo() const {
       stub_->GetInfo(&context, v1::GetInfoRequest(), &info);
   if (!status.ok()) return rpc::FromGrpcStatus(status);
   return info;
+}
+
+void RewardClient::Cancel() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
+  for (grpc::ClientContext* context : in_flight_) context->TryCancel();
 }
 
 }  // namespace microrl::learner

@@ -3,6 +3,8 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -54,6 +56,10 @@ class RewardClient {
 
   absl::StatusOr<v1::RewardInfo> GetInfo() const;
 
+  // For a learner that is stopping: aborts Score calls in flight and the waits
+  // between their retries at once (CANCELLED), and refuses later ones.
+  void Cancel();
+
  private:
   RewardClient(std::unique_ptr<v1::Reward::Stub> stub, absl::Duration timeout,
                const rpc::RetryPolicy& retry)
@@ -62,6 +68,9 @@ class RewardClient {
   std::unique_ptr<v1::Reward::Stub> stub_;
   absl::Duration timeout_;
   rpc::RetryPolicy retry_;
+  mutable std::mutex mu_;
+  mutable std::set<grpc::ClientContext*> in_flight_;  // guarded by mu_
+  bool cancelled_ = false;                            // guarded by mu_
 };
 
 }  // namespace microrl::learner

@@ -30,7 +30,7 @@ absl::StatusOr<std::unique_ptr<RolloutClient>> RolloutClient::Create(
 }
 
 absl::Status RolloutClient::Call(
-    const std::string& what, absl::Duration timeout, bool cancellable,
+    const std::string& what, absl::Duration timeout,
     const std::function<grpc::Status(grpc::ClientContext*)>& call) {
   const std::string label = absl::StrCat("rollout ", what, " at ", address_);
   auto cancelled = [this] {
@@ -42,20 +42,20 @@ absl::Status RolloutClient::Call(
       [&]() -> absl::Status {
         grpc::ClientContext context;
         context.set_deadline(Deadline(timeout));
-        if (cancellable) {
+        {
           std::lock_guard<std::mutex> lock(mu_);
           if (cancelled_)
             return absl::CancelledError("the learner is stopping");
           in_flight_.insert(&context);
         }
         const grpc::Status result = call(&context);
-        if (cancellable) {
+        {
           std::lock_guard<std::mutex> lock(mu_);
           in_flight_.erase(&context);
         }
         return rpc::FromGrpcStatus(result);
       },
-      cancellable ? std::function<bool()>(cancelled) : std::function<bool()>());
+      cancelled);
   if (status.ok() || status.code() == absl::StatusCode::kUnavailable)
     return status;
   return absl::Status(status.code(),
@@ -66,7 +66,7 @@ absl::StatusOr<v1::GenerateResponse> RolloutClient::Generate(
     const v1::GenerateRequest& request) {
   v1::GenerateResponse response;
   absl::Status status =
-      Call("Generate", options_.generate_timeout, /*cancellable=*/true,
+      Call("Generate", options_.generate_timeout,
            [&](grpc::ClientContext* context) {
              response.Clear();
              return stub_->Generate(context, request, &response);
@@ -82,7 +82,7 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::SendAdapter(
   v1::LoadAdapterResponse response;
   int attempts = 0;
   absl::Status status = Call(
-      "LoadAdapter", options_.control_timeout, /*cancellable=*/false,
+      "LoadAdapter", options_.control_timeout,
       [&](grpc::ClientContext* context) {
         ++attempts;
         response.Clear();
@@ -158,7 +158,7 @@ absl::StatusOr<v1::SleepResponse> RolloutClient::Sleep(bool abort_running) {
   request.set_abort_running(abort_running);
   v1::SleepResponse response;
   absl::Status status =
-      Call("Sleep", options_.control_timeout, /*cancellable=*/false,
+      Call("Sleep", options_.control_timeout,
            [&](grpc::ClientContext* c) {
              return stub_->Sleep(c, request, &response);
            });
@@ -169,7 +169,7 @@ absl::StatusOr<v1::SleepResponse> RolloutClient::Sleep(bool abort_running) {
 absl::StatusOr<v1::WakeResponse> RolloutClient::Wake() {
   v1::WakeResponse response;
   absl::Status status =
-      Call("Wake", options_.control_timeout, /*cancellable=*/false,
+      Call("Wake", options_.control_timeout,
            [&](grpc::ClientContext* c) {
              return stub_->Wake(c, v1::WakeRequest(), &response);
            });
@@ -180,7 +180,7 @@ absl::StatusOr<v1::WakeResponse> RolloutClient::Wake() {
 absl::StatusOr<v1::RolloutInfo> RolloutClient::GetInfo() {
   v1::RolloutInfo response;
   absl::Status status =
-      Call("GetInfo", options_.control_timeout, /*cancellable=*/false,
+      Call("GetInfo", options_.control_timeout,
            [&](grpc::ClientContext* c) {
              return stub_->GetInfo(c, v1::GetInfoRequest(), &response);
            });
@@ -188,7 +188,15 @@ absl::StatusOr<v1::RolloutInfo> RolloutClient::GetInfo() {
   return response;
 }
 
-void RolloutClient::CancelGenerate() {
+absl::Status RolloutClient::WakeOnce(absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(Deadline(timeout));
+  v1::WakeResponse response;
+  return rpc::FromGrpcStatus(
+      stub_->Wake(&context, v1::WakeRequest(), &response));
+}
+
+void RolloutClient::Cancel() {
   std::lock_guard<std::mutex> lock(mu_);
   cancelled_ = true;
   for (grpc::ClientContext* context : in_flight_) context->TryCancel();

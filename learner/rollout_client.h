@@ -25,9 +25,10 @@ struct RolloutClientOptions {
 
 // The learner's client of a rollout server: every call has a deadline and is
 // retried on UNAVAILABLE with backoff; errors carry the server's status and
-// say which call failed. Thread-safe; CancelGenerate() aborts Generate calls
-// in flight and refuses later ones (for a learner that is stopping), while the
-// short control calls (LoadAdapter, Sleep, Wake, GetInfo) still run.
+// say which call failed. A peer that shuts down gracefully (CANCELLED) is
+// retried like one that is down. Thread-safe; Cancel() (for a learner that is
+// stopping) aborts every call in flight and every wait between retries at
+// once, with CANCELLED, and refuses later calls but WakeOnce.
 class RolloutClient {
  public:
   static absl::StatusOr<std::unique_ptr<RolloutClient>> Create(
@@ -52,7 +53,11 @@ class RolloutClient {
   absl::StatusOr<v1::WakeResponse> Wake();
   absl::StatusOr<v1::RolloutInfo> GetInfo();
 
-  void CancelGenerate();
+  // One Wake attempt with `timeout`, not retried, allowed after Cancel(): a
+  // stopping learner leaves a colocated rollout server awake if it can.
+  absl::Status WakeOnce(absl::Duration timeout);
+
+  void Cancel();
 
  private:
   RolloutClient(std::string address, std::unique_ptr<v1::Rollout::Stub> stub,
@@ -68,17 +73,17 @@ class RolloutClient {
       const std::function<void(grpc::ClientWriter<v1::LoadAdapterRequest>&)>&
           write);
 
-  // Runs `call` with a fresh context per attempt; a cancellable call's
-  // contexts are registered for CancelGenerate().
+  // Runs `call` with a fresh context per attempt, each registered for
+  // Cancel().
   absl::Status Call(
-      const std::string& what, absl::Duration timeout, bool cancellable,
+      const std::string& what, absl::Duration timeout,
       const std::function<grpc::Status(grpc::ClientContext*)>& call);
 
   const std::string address_;
   std::unique_ptr<v1::Rollout::Stub> stub_;
   const RolloutClientOptions options_;
   std::mutex mu_;
-  std::set<grpc::ClientContext*> in_flight_;  // cancellable calls
+  std::set<grpc::ClientContext*> in_flight_;  // calls under way
   bool cancelled_ = false;                    // guarded by mu_
 };
 

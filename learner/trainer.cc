@@ -15,12 +15,14 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/base/failpoint.h"
 #include "common/base/file.h"
 #include "common/base/logging.h"
 #include "common/base/net.h"
 #include "common/device/device.h"
 #include "common/model/adapter_ipc.h"
 #include "learner/eval_command.h"
+#include "prometheus/counter.h"
 #include "learner/evaluate.h"
 
 namespace microrl::learner {
@@ -90,11 +92,23 @@ struct Trainer::Rollouts {
   std::vector<RewardResult> scores;
   double generate_seconds = 0;
   double score_seconds = 0;
+  // Completions refused for coming from another adapter version than the
+  // learner's (then generated again).
+  int64_t off_policy_refused = 0;
 };
 
 Trainer::Trainer(const TrainConfig& config, prometheus::Registry& registry,
                  TrainingStatus& status)
-    : config_(config), registry_(registry), status_(status) {}
+    : config_(config),
+      registry_(registry),
+      status_(status),
+      off_policy_counter_(
+          &prometheus::BuildCounter()
+               .Name("microrl_learner_off_policy_completions_total")
+               .Help("Completions refused because another adapter version "
+                     "than the learner's produced them.")
+               .Register(registry)
+               .Add({})) {}
 
 absl::StatusOr<std::unique_ptr<model::Decoder>> LoadTrainingDecoder(
     const TrainConfig& config) {
@@ -410,9 +424,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
 
 void Trainer::Stop() {
   stop_ = true;
-  // Only a Generate can be long; a step whose update has begun completes
-  // (update and publish), so the state saved at the end is consistent.
-  if (rollout_ != nullptr) rollout_->CancelGenerate();
+  // Every call and every wait for a peer ends at once. An update ends at its
+  // next micro-batch if it has not taken an optimizer step yet, else runs to
+  // its end (then the step commits); either way the state saved at the end is
+  // a completed step's.
+  if (rollout_ != nullptr) rollout_->Cancel();
+  if (reward_ != nullptr) reward_->Cancel();
 }
 
 // ------------------------------------------------------------------ the phases
@@ -455,31 +472,45 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
     prompt->set_id(problem->id);
     prompt->mutable_token_ids()->mutable_ids()->Add(ids.begin(), ids.end());
   }
-  absl::StatusOr<v1::GenerateResponse> response = rollout_->Generate(request);
+  absl::StatusOr<v1::GenerateResponse> response;
   // A rollout server restarted since the last publish serves an older adapter
-  // (or none) and refuses the request: publish the current one again and
-  // retry the same request (same prompts and seed).
-  for (int republished = 0;
-       !response.ok() &&
-       response.status().code() == absl::StatusCode::kFailedPrecondition &&
-       republished < 2 && !stop_;
-       ++republished) {
-    if (absl::Status s = Republish(); !s.ok()) return s;
+  // (or none) and refuses the request; one that another learner (or a
+  // restart with another --adapter_version) moved to another version answers
+  // with that policy's samples. Either way: publish the current adapter again
+  // as a new version and repeat the same request (same prompts and seed).
+  // Only samples of exactly the learner's version are trained on.
+  for (int attempt = 0;; ++attempt) {
     request.set_min_adapter_version(state_.adapter_version);
     response = rollout_->Generate(request);
-  }
-  if (!response.ok()) return response.status();
-  if (response->groups_size() != static_cast<int>(problems.size())) {
-    return absl::DataLossError(
-        absl::StrCat("the rollout server returned ", response->groups_size(),
-                     " groups for ", problems.size(), " prompts"));
-  }
-  for (const v1::CompletionGroup& group : response->groups()) {
-    if (group.completions_size() != config_.group_size) {
-      return absl::DataLossError(absl::StrCat(
-          "the rollout server returned a group of ", group.completions_size(),
-          " completions, not ", config_.group_size));
+    absl::Status refused;
+    if (!response.ok()) {
+      if (response.status().code() != absl::StatusCode::kFailedPrecondition) {
+        return response.status();
+      }
+      refused = response.status();
+    } else {
+      int64_t other = 0;
+      uint64_t seen = state_.adapter_version;
+      for (const v1::CompletionGroup& group : response->groups()) {
+        for (const v1::Completion& c : group.completions()) {
+          if (c.adapter_version() != state_.adapter_version) {
+            ++other;
+            seen = c.adapter_version();
+          }
+        }
+      }
+      if (other == 0) break;
+      rollouts.off_policy_refused += other;
+      off_policy_counter_->Increment(static_cast<double>(other));
+      refused = absl::FailedPreconditionError(absl::StrCat(
+          other, " completions came from adapter version ", seen,
+          ", not the learner's ", state_.adapter_version,
+          " (another learner or evaluation publishing to the same rollout "
+          "server?); refused"));
+      MRL_LOG(WARNING) << refused.message();
     }
+    if (attempt >= 2 || stop_) return refused;
+    if (absl::Status s = Republish(); !s.ok()) return s;
   }
   rollouts.response = *std::move(response);
   rollouts.generate_seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -605,26 +636,42 @@ std::vector<Sample> Trainer::ComputeAdvantages(const Rollouts& rollouts,
 
 absl::StatusOr<UpdateStats> Trainer::Update(
     const std::vector<Sample>& samples) {
-  if (config_.colocated && !rollout_asleep_) {
-    absl::StatusOr<v1::SleepResponse> slept =
-        rollout_->Sleep(/*abort_running=*/false);
-    if (!slept.ok()) return slept.status();
-    rollout_asleep_ = true;
-  }
-  absl::StatusOr<UpdateStats> stats =
-      updater_->Update(samples, state_.optimizer_step);
+  // A stop before the first optimizer step ends the update between
+  // micro-batches with the weights untouched (with one mini-batch per step,
+  // the presets' setting, that is the whole update).
+  absl::StatusOr<UpdateStats> stats = updater_->Update(
+      samples, state_.optimizer_step, [this] { return stop_.load(); });
   if (config_.colocated) device::ReleaseCachedMemory(device_);
   return stats;
 }
 
 absl::Status Trainer::Publish() {
+  // Fault tests: a publish that fails after the step committed.
+  if (absl::Status s = Failpoint("learner.publish"); !s.ok()) return s;
+  absl::Status published = PublishVersion(state_.adapter_version + 1);
+  if (published.code() == absl::StatusCode::kFailedPrecondition) {
+    // Another client (a `learner eval --adapter`, a second learner) loaded a
+    // version at least as high: ours goes above it.
+    absl::StatusOr<v1::RolloutInfo> info = rollout_->GetInfo();
+    if (info.ok() && info->adapter_version() > state_.adapter_version) {
+      MRL_LOG(WARNING) << "the rollout server serves adapter version "
+                       << info->adapter_version()
+                       << ", loaded by another client; publishing as version "
+                       << info->adapter_version() + 1;
+      state_.adapter_version = info->adapter_version();
+      published = PublishVersion(state_.adapter_version + 1);
+    }
+  }
+  return published;
+}
+
+absl::Status Trainer::PublishVersion(uint64_t version) {
   const at::ScalarType dtype =
       config_.publish_dtype == "bfloat16" ||
               (config_.publish_dtype == "auto" &&
                decoder_->options().dtype == at::kBFloat16)
           ? at::kBFloat16
           : at::kFloat;
-  const uint64_t version = state_.adapter_version + 1;
   const std::string config_json = adapter_->PeftConfigJson(config_.model_path);
   absl::StatusOr<v1::LoadAdapterResponse> loaded =
       absl::UnimplementedError("not sent");
@@ -689,13 +736,8 @@ absl::Status Trainer::Publish() {
 }
 
 absl::Status Trainer::AppendLog(const StepMetrics& line) {
-  std::ofstream out(run_dir_ + "/metrics.jsonl", std::ios::app);
-  out << line.dump() << "\n";
-  out.flush();
-  if (!out)
-    return absl::InternalError(
-        absl::StrCat("cannot append to ", run_dir_, "/metrics.jsonl"));
-  return absl::OkStatus();
+  // One write per line; a failed one (a full disk) leaves no torn line.
+  return AppendToFile(run_dir_ + "/metrics.jsonl", line.dump() + "\n");
 }
 
 void Trainer::SetGauge(const std::string& key, double value) {
@@ -712,11 +754,11 @@ void Trainer::SetGauge(const std::string& key, double value) {
   it->second->Set(value);
 }
 
-void Trainer::Log(const StepMetrics& m, absl::Duration step_time) {
+absl::Status Trainer::Log(const StepMetrics& m, absl::Duration step_time) {
   for (const auto& [key, value] : m.items()) {
     if (value.is_number()) SetGauge(key, value.get<double>());
   }
-  if (absl::Status s = AppendLog(m); !s.ok()) MRL_LOG(ERROR) << s;
+  if (absl::Status s = AppendLog(m); !s.ok()) return s;
   const double elapsed = state_.elapsed_seconds;
   const double per_step = elapsed / std::max<int64_t>(1, state_.step - 0);
   const double eta =
@@ -731,10 +773,14 @@ void Trainer::Log(const StepMetrics& m, absl::Duration step_time) {
                    m.value("entropy", 0.0), absl::ToDoubleSeconds(step_time),
                    FormatDuration(eta))
             << std::endl;
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::Checkpoint() {
   const std::string root = run_dir_ + "/checkpoints";
+  // The log lines of the steps it holds are on disk before it is: a power cut
+  // cannot leave a checkpoint whose steps have no line.
+  if (absl::Status s = SyncFile(run_dir_ + "/metrics.jsonl"); !s.ok()) return s;
   if (absl::Status s =
           SaveCheckpoint(CheckpointDir(root, state_.step), state_, *adapter_,
                          *optimizer_, config_.model_path);
@@ -797,15 +843,38 @@ absl::Status Trainer::Step() {
     return absl::InternalError(
         absl::StrCat("computing advantages failed: ", e.what()));
   }
+  // Colocated: the rollout server sleeps before the update, outside the
+  // uncommitted region, so a server that stays down fails the step with the
+  // last completed one still savable.
+  if (config_.colocated && !rollout_asleep_) {
+    absl::StatusOr<v1::SleepResponse> slept =
+        rollout_->Sleep(/*abort_running=*/false);
+    if (!slept.ok()) return slept.status();
+    rollout_asleep_ = true;
+  }
   const absl::Time update_start = absl::Now();
+  const int64_t optimizer_step_before = state_.optimizer_step;
   absl::StatusOr<UpdateStats> stats;
   dirty_ = true;  // until the step is committed below
   try {
-    stats = Update(samples);
+    // Fault tests: running out of memory before the first optimizer step.
+    const absl::Status injected =
+        Failpoint("learner.update", absl::StatusCode::kResourceExhausted);
+    stats = injected.ok() ? Update(samples)
+                          : absl::StatusOr<UpdateStats>(injected);
   } catch (const std::exception& e) {
     stats = absl::InternalError(absl::StrCat("the update failed: ", e.what()));
   }
-  if (!stats.ok()) return stats.status();
+  if (!stats.ok()) {
+    if (state_.optimizer_step == optimizer_step_before) {
+      // No optimizer step was taken (out of memory in the first micro-batch,
+      // a stop): the weights are those of the last completed step, which the
+      // run can still save.
+      optimizer_->ZeroGrad();
+      dirty_ = false;
+    }
+    return stats.status();
+  }
   const double update_seconds =
       absl::ToDoubleSeconds(absl::Now() - update_start);
   // The step is committed once its update is done: the weights, the step count
@@ -817,7 +886,8 @@ absl::Status Trainer::Step() {
   dirty_ = false;
   stepped_ = true;
   const absl::Time publish_start = absl::Now();
-  if (absl::Status s = Publish(); !s.ok()) return s;
+  // A failed publish still logs the committed step (then ends the run).
+  const absl::Status published = Publish();
   const double publish_seconds =
       absl::ToDoubleSeconds(absl::Now() - publish_start);
   const absl::Duration step_time = absl::Now() - start;
@@ -846,6 +916,7 @@ absl::Status Trainer::Step() {
   m["time/update"] = update_seconds;
   m["time/publish"] = publish_seconds;
   m["time/step"] = absl::ToDoubleSeconds(step_time);
+  m["off_policy_refused"] = rollouts->off_policy_refused;
   m["generate_tokens_per_second"] = rollouts->generate_seconds > 0
                                         ? generated / rollouts->generate_seconds
                                         : 0;
@@ -861,9 +932,15 @@ absl::Status Trainer::Step() {
   std::vector<std::string> ids;
   for (const Problem* p : problems) ids.push_back(p->id);
   m["problems"] = ids;
-  Log(m, step_time);
+  if (!published.ok()) m["publish_error"] = std::string(published.message());
+  if (absl::Status s = Log(m, step_time); !s.ok()) {
+    // A step without its line must not be saved (the log would have a hole):
+    // a resumed run does it again from the last checkpoint.
+    dirty_ = true;
+    return s;
+  }
   status_.Update([&](TrainingStatus::View& v) { v.step = state_.step; });
-  return absl::OkStatus();
+  return published;
 }
 
 absl::Status Trainer::Run() {
@@ -939,10 +1016,13 @@ absl::Status Trainer::Run() {
     if (stop_ && status.code() == absl::StatusCode::kCancelled)
       status = absl::OkStatus();
   }
-  // Leave the rollout server awake for whoever uses it next.
+  // Leave the rollout server awake for whoever uses it next (one short try:
+  // a stopping learner does not wait for it).
   if (rollout_asleep_) {
-    if (absl::StatusOr<v1::WakeResponse> woke = rollout_->Wake(); woke.ok()) {
+    if (absl::Status woke = rollout_->WakeOnce(absl::Seconds(10)); woke.ok()) {
       rollout_asleep_ = false;
+    } else {
+      MRL_LOG(WARNING) << "the rollout server is left asleep: " << woke;
     }
   }
   status_.Update([&](TrainingStatus::View& v) {

@@ -22,6 +22,7 @@
 #include "learner/run_lock.h"
 #include "learner/training_status.h"
 #include "nlohmann/json.hpp"
+#include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 
@@ -75,11 +76,15 @@ class Trainer {
   std::vector<Sample> ComputeAdvantages(const Rollouts& rollouts,
                                         StepMetrics& metrics);
   absl::StatusOr<UpdateStats> Update(const std::vector<Sample>& samples);
+  // Loads the adapter into the rollout server as state_.adapter_version + 1
+  // (above any version another client loaded meanwhile).
   absl::Status Publish();
+  absl::Status PublishVersion(uint64_t version);
   // Publishes the current adapter again to a rollout server that lost it (a
   // restart), waking it first if it is asleep.
   absl::Status Republish();
-  void Log(const StepMetrics& metrics, absl::Duration step_time);
+  // Sets the gauges and appends the step's line to metrics.jsonl.
+  absl::Status Log(const StepMetrics& metrics, absl::Duration step_time);
   absl::Status Checkpoint();
   absl::Status Evaluate();
 
@@ -120,6 +125,7 @@ class Trainer {
   absl::Time started_;
   double elapsed_at_start_ = 0;
   std::map<std::string, prometheus::Gauge*> gauges_;
+  prometheus::Counter* off_policy_counter_;
 };
 
 }  // namespace microrl::learner

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/base/failpoint.h"
 #include "common/base/logging.h"
 #include "common/base/net.h"
 #include "common/base/sha256.h"
@@ -398,6 +399,9 @@ grpc::Status RolloutService::Sleep(grpc::ServerContext* context,
                                    const v1::SleepRequest* request,
                                    v1::SleepResponse* response) {
   if (engine_ == nullptr) return NoModel();
+  // Fault tests: a server that cannot sleep (UNAVAILABLE).
+  if (absl::Status s = Failpoint("rollout.sleep"); !s.ok())
+    return rpc::ToGrpcStatus(s);
   const absl::Time start = absl::Now();
   absl::StatusOr<int64_t> freed = engine_->Sleep(request->abort_running());
   if (!freed.ok()) return rpc::ToGrpcStatus(freed.status());

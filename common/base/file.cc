@@ -89,6 +89,50 @@ absl::Status WriteFileAtomically(const std::string& path,
   return SyncDirectory(ParentDirectory(path));
 }
 
+absl::Status AppendToFile(const std::string& path, absl::string_view bytes,
+                          bool sync) {
+  const bool existed = access(path.c_str(), F_OK) == 0;
+  const int fd =
+      open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError("append to", path, errno);
+  struct stat info;
+  if (fstat(fd, &info) != 0) {
+    const int err = errno;
+    close(fd);
+    return ErrnoError("stat", path, err);
+  }
+  const off_t before = info.st_size;
+  auto fail = [&](absl::string_view what, int err) {
+    // What did get written is cut off again: no torn record stays behind.
+    (void)!ftruncate(fd, before);
+    close(fd);
+    return ErrnoError(what, path, err);
+  };
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail("append to", errno);
+    }
+    written += static_cast<size_t>(n);
+  }
+  if (sync && fsync(fd) != 0) return fail("fsync", errno);
+  if (close(fd) != 0) return ErrnoError("close", path, errno);
+  if (sync && !existed) return SyncDirectory(ParentDirectory(path));
+  return absl::OkStatus();
+}
+
+absl::Status SyncFile(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError("open", path, errno);
+  const int result = fsync(fd);
+  const int err = errno;
+  close(fd);
+  if (result != 0) return ErrnoError("fsync", path, err);
+  return absl::OkStatus();
+}
+
 absl::Status RemoveTree(const std::string& path) {
   struct stat info;
   if (lstat(path.c_str(), &info) != 0) {

@@ -24,6 +24,17 @@ absl::Status WriteFileAtomically(const std::string& path,
 // survive a crash.
 absl::Status SyncDirectory(const std::string& dir);
 
+// Appends `bytes` to `path` (created if missing); with `sync`, fsyncs the file
+// after (and its directory when the file was created). A failed append (e.g. a
+// full disk) truncates the file back to its previous size, so it never ends in
+// a torn record; the error names the path.
+absl::Status AppendToFile(const std::string& path, absl::string_view bytes,
+                          bool sync = false);
+
+// fsync of a file's contents (NotFound-like Internal error naming it if it
+// cannot be opened).
+absl::Status SyncFile(const std::string& path);
+
 // Deletes `path` and everything below it (no error if it does not exist),
 // with POSIX calls: std::filesystem::remove_all must not be used in a binary
 // that links LibTorch, whose libtorch.so exports its own, incompatible copy

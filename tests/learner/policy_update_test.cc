@@ -126,6 +126,39 @@ TEST(PolicyUpdateTest, MicroBatchSizeDoesNotChangeTheUpdate) {
   EXPECT_LT(MaxDifference(results[0], results[2]), 1e-6);
 }
 
+// A stop before the first optimizer step ends the update with nothing
+// changed, so the trainer can still save the last completed step; once a step
+// has been taken the update runs to its end.
+TEST(PolicyUpdateTest, AStopBeforeTheFirstOptimizerStepChangesNothing) {
+  std::unique_ptr<model::Decoder> decoder = TinyDecoder();
+  std::unique_ptr<model::LoraAdapter> adapter =
+      RandomAdapter(decoder->config());
+  const std::vector<Sample> samples = Samples(*decoder, *adapter);
+  const std::vector<at::Tensor> before = Snapshot(adapter->Parameters());
+  AdamW optimizer(adapter->Parameters(), {});
+  // One sample per micro-batch: the stop comes after the first one.
+  PolicyUpdater updater(*decoder, *adapter, optimizer, Options(1e-2, 1));
+  int64_t step = 0;
+  int asked = 0;
+  absl::StatusOr<UpdateStats> stats =
+      updater.Update(samples, step, [&] { return ++asked > 1; });
+  EXPECT_EQ(stats.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(step, 0);
+  EXPECT_EQ(optimizer.steps(), 0);
+  EXPECT_EQ(MaxDifference(before, adapter->Parameters()), 0.0);
+  for (const at::Tensor& p : adapter->Parameters()) {
+    EXPECT_TRUE(!p.grad().defined() || p.grad().abs().max().item<double>() == 0)
+        << "gradients are dropped";
+  }
+  // A stop asked for after the first optimizer step: the update completes
+  // (two mini-batches, two steps), as it would without the stop.
+  asked = 0;
+  stats = updater.Update(samples, step, [&] { return ++asked > 2; });
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(step, 2);
+  EXPECT_GT(MaxDifference(before, adapter->Parameters()), 1e-4);
+}
+
 TEST(PolicyUpdateTest, MovesLogProbsTheWayOfTheAdvantages) {
   std::unique_ptr<model::Decoder> decoder = TinyDecoder();
   std::unique_ptr<model::LoraAdapter> adapter =

@@ -63,5 +63,33 @@ TEST(FileTest, AFailedWriteLeavesNoTemporaryFile) {
   EXPECT_TRUE(RemoveTree(dir).ok());
 }
 
+// An append that fails part-way (the file size limit standing in for a full
+// disk) leaves the file as it was: no torn record at its end.
+TEST(FileTest, AFailedAppendLeavesTheFileAsItWas) {
+  char pattern[] = "/tmp/file_test.XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  const std::string log = dir + "/log.jsonl";
+  ASSERT_TRUE(AppendToFile(log, "{\"step\": 1}\n", /*sync=*/true).ok());
+  ASSERT_TRUE(AppendToFile(log, "{\"step\": 2}\n").ok());
+  EXPECT_TRUE(SyncFile(log).ok());
+  struct rlimit saved;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
+  void (*previous)(int) = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = saved;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  const absl::Status status =
+      AppendToFile(log, std::string(1 << 16, 'x') + "\n", /*sync=*/true);
+  setrlimit(RLIMIT_FSIZE, &saved);
+  signal(SIGXFSZ, previous);
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.message().find(log), std::string::npos) << status;
+  EXPECT_EQ(*ReadFileToString(log), "{\"step\": 1}\n{\"step\": 2}\n");
+  EXPECT_FALSE(SyncFile(dir + "/missing").ok());
+  EXPECT_FALSE(AppendToFile(dir + "/no/such", "x").ok());
+  EXPECT_TRUE(RemoveTree(dir).ok());
+}
+
 }  // namespace
 }  // namespace microrl

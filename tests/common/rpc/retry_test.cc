@@ -1,6 +1,8 @@
 #include "common/rpc/retry.h"
 
+#include <atomic>
 #include <limits>
+#include <thread>
 
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -66,6 +68,59 @@ TEST(RetryTest, OtherErrorsAreNotRetried) {
   });
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A peer shut down gracefully cancels the calls it serves: retried like
+// UNAVAILABLE when the caller can tell its own cancellations apart.
+TEST(RetryTest, CancelledByAPeerIsRetried) {
+  int calls = 0;
+  absl::Status status = RetryUnavailable(
+      "rollout Generate", Fast(5),
+      [&] {
+        return ++calls < 3 ? absl::CancelledError("shutting down")
+                           : absl::OkStatus();
+      },
+      [] { return false; });
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(calls, 3);
+  // Without a way to tell, CANCELLED may be the caller's own: final.
+  calls = 0;
+  status = RetryUnavailable("call", Fast(5), [&] {
+    ++calls;
+    return absl::CancelledError("cancelled");
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+}
+
+// A caller that is stopping ends the retries at once, with CANCELLED, also in
+// the middle of a long backoff.
+TEST(RetryTest, AStoppingCallerEndsTheWaitAtOnce) {
+  RetryPolicy policy = Fast(std::numeric_limits<int>::max());
+  policy.initial_backoff = absl::Seconds(600);
+  std::atomic<bool> stop{false};
+  int calls = 0;
+  std::thread stopper([&] {
+    absl::SleepFor(absl::Milliseconds(100));
+    stop = true;
+  });
+  const absl::Status status = RetryUnavailable(
+      "reward Score", policy,
+      [&] {
+        ++calls;
+        return absl::UnavailableError("connection refused");
+      },
+      [&] { return stop.load(); });
+  stopper.join();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(status.message(), HasSubstr("reward Score: the caller is stopping"));
+  // A real error while stopping is kept as it is.
+  EXPECT_EQ(RetryUnavailable(
+                "call", policy, [] { return absl::InvalidArgumentError("x"); },
+                [] { return true; })
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(RetryTest, BacksOffExponentially) {
