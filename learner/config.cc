@@ -1,5 +1,6 @@
 #include "learner/config.h"
 
+#include <cstdlib>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -460,6 +461,11 @@ absl::StatusOr<rpc::ClientSecurity> ResolvePeerSecurity(
     const PeerSecurityConfig& peer, const std::string& section) {
   rpc::ClientSecurity security;
   security.tls_ca_file = peer.tls_ca;
+  // The deployment's CA (docker compose sets it with MICRORL_AUTH_TOKEN).
+  if (const char* ca = std::getenv("MICRORL_TLS_CA");
+      security.tls_ca_file.empty() && ca != nullptr && *ca != '\0') {
+    security.tls_ca_file = ca;
+  }
   security.tls_cert_file = peer.tls_cert;
   security.tls_key_file = peer.tls_key;
   security.tls_server_name = peer.tls_server_name;
@@ -470,6 +476,14 @@ absl::StatusOr<rpc::ClientSecurity> ResolvePeerSecurity(
           absl::StrCat(section, ".token_file: ", token.status().message()));
     }
     security.token = *token;
+  } else if (const char* env = std::getenv("MICRORL_AUTH_TOKEN");
+             env != nullptr && *env != '\0') {
+    // The deployment's shared token (docker compose sets it for all three).
+    if (absl::Status s = rpc::ValidateToken(env); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("MICRORL_AUTH_TOKEN: ", s.message()));
+    }
+    security.token = env;
   }
   if (absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
           rpc::MakeChannelCredentials(security);

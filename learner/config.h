@@ -26,7 +26,9 @@ struct PeerSecurityConfig {
 };
 
 // The client side of `peer` ("rollout" or "reward" names the keys in errors):
-// the token read from token_file, the TLS files checked.
+// the token read from token_file, the TLS files checked. What the peer's
+// section leaves unset comes from the deployment's environment: the token from
+// MICRORL_AUTH_TOKEN, the CA from MICRORL_TLS_CA (docker compose sets both).
 absl::StatusOr<rpc::ClientSecurity> ResolvePeerSecurity(
     const PeerSecurityConfig& peer, const std::string& section);
 

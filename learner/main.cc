@@ -115,6 +115,17 @@ int Eval(const char* component) {
   o.rollout_address = absl::GetFlag(FLAGS_rollout_address);
   o.reward_address = absl::GetFlag(FLAGS_reward_address);
   o.out_dir = absl::GetFlag(FLAGS_out);
+  // The deployment's token and CA (MICRORL_AUTH_TOKEN, MICRORL_TLS_CA), unless
+  // a --config names its own.
+  for (auto [security, section] :
+       {std::pair{&o.rollout_security, "rollout"},
+        std::pair{&o.reward_security, "reward"}}) {
+    absl::StatusOr<microrl::rpc::ClientSecurity> resolved =
+        microrl::learner::ResolvePeerSecurity({}, section);
+    if (!resolved.ok())
+      return microrl::rpc::UsageError(component, resolved.status());
+    *security = *resolved;
+  }
   // The training defaults for the prompt, unless a --config gives its own.
   microrl::learner::TrainConfig defaults;
   o.instruction = defaults.instruction;

@@ -2,6 +2,7 @@
 //
 //   microrl status [--rollout=HOST:PORT] [--reward=HOST:PORT]
 //   [--learner=HOST:PORT]
+#include <cstdlib>
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -27,7 +28,7 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(std::string, tls_server_name, "",
           "status: name the services' certificates carry, if not the host.");
 ABSL_FLAG(std::string, auth_token_file, "",
-          "status: file with the token of services that require one.");
+          "status: file with the token of services that require one (default: the environment variable MICRORL_AUTH_TOKEN).");
 ABSL_FLAG(std::string, model, "", "logprobs: Hugging Face model directory.");
 ABSL_FLAG(std::string, adapter, "",
           "logprobs: PEFT LoRA adapter directory (optional).");
@@ -75,6 +76,13 @@ int Status() {
       return 2;
     }
     options.security.token = *token;
+  } else if (const char* env = std::getenv("MICRORL_AUTH_TOKEN");
+             env != nullptr && *env != '\0') {
+    options.security.token = env;  // the deployment's shared token
+  }
+  if (const char* ca = std::getenv("MICRORL_TLS_CA");
+      options.security.tls_ca_file.empty() && ca != nullptr && *ca != '\0') {
+    options.security.tls_ca_file = ca;  // the deployment's CA
   }
   if (options.rollout_address.empty() && options.reward_address.empty() &&
       options.learner_address.empty()) {

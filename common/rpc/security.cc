@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/net.h"
 #include "grpcpp/security/auth_metadata_processor.h"
 
 namespace microrl::rpc {
@@ -206,6 +207,28 @@ MakeChannelCredentials(const ClientSecurity& security) {
 std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>
 MakeTokenInterceptorFactory(const std::string& token) {
   return std::make_unique<TokenInterceptorFactory>(token);
+}
+
+absl::Status CheckRemoteAccess(const std::string& host,
+                               const ServerSecurity& security) {
+  if (IsLoopbackHost(host)) return absl::OkStatus();
+  if (!security.token.empty() && security.tls_cert_file.empty()) {
+    // Such a server takes loopback connections only (local credentials).
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--host=", host,
+        ": a token without TLS is for loopback only (it would cross the "
+        "network in clear); add --tls_cert and --tls_key"));
+  }
+  if (security.token.empty() && security.tls_client_ca_file.empty() &&
+      !security.insecure_allow_remote) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--host=", host,
+        " is reachable from other machines and no client credential is set: "
+        "give a token (--auth_token_file or MICRORL_AUTH_TOKEN, with "
+        "--tls_cert and --tls_key) or mutual TLS (--tls_client_ca), or pass "
+        "--insecure_allow_remote on a private network you trust as a whole"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace microrl::rpc

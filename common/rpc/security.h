@@ -22,6 +22,10 @@ struct ServerSecurity {
   std::string
       tls_client_ca_file;  // PEM CA: clients must present a cert it signed
   std::string token;       // the shared token itself (never logged)
+  // Serve a non-loopback address without a client credential (a token over
+  // TLS, or mutual TLS): only on a private network that is trusted as a whole
+  // (docker compose's). --insecure_allow_remote.
+  bool insecure_allow_remote = false;
 };
 
 struct ClientSecurity {
@@ -32,6 +36,14 @@ struct ClientSecurity {
   std::string tls_server_name;
   std::string token;
 };
+
+// Who can reach a server bound to `host` with `security`: a loopback host is
+// always accepted. Any other needs a client credential (a token over TLS, or
+// mutual TLS) unless security.insecure_allow_remote; a token without TLS is
+// refused there in any case (it would cross the network in clear).
+// InvalidArgument naming --host and the flags that would fix it.
+absl::Status CheckRemoteAccess(const std::string& host,
+                               const ServerSecurity& security);
 
 // A token: 16 to 512 characters of [A-Za-z0-9._~+/=-] (e.g. `openssl rand
 // -base64 32`).

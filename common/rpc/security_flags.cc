@@ -12,6 +12,11 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA: require clients to present a certificate it signed "
           "(mutual TLS).");
+ABSL_FLAG(bool, insecure_allow_remote, false,
+          "Serve a --host reachable from other machines without a client "
+          "credential (a token with TLS, or mutual TLS): only on a private "
+          "network trusted as a whole, such as docker compose's. Without it "
+          "such a --host is refused.");
 ABSL_FLAG(std::string, auth_token_file, "",
           "File holding a shared token every RPC must carry ('authorization: "
           "Bearer <token>'); the environment variable MICRORL_AUTH_TOKEN is "
@@ -24,6 +29,7 @@ absl::StatusOr<ServerSecurity> ServerSecurityFromFlags() {
   security.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   security.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  security.insecure_allow_remote = absl::GetFlag(FLAGS_insecure_allow_remote);
   const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
   if (!token_file.empty()) {
     absl::StatusOr<std::string> token = ReadTokenFile(token_file);

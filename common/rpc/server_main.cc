@@ -1,5 +1,6 @@
 #include "common/rpc/server_main.h"
 
+#include <cstdlib>
 #include <unistd.h>
 
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "common/base/net.h"
 #include "common/base/ready_file.h"
 #include "common/base/signals.h"
+#include "common/base/failpoint.h"
 #include "common/metrics/metrics_server.h"
 
 namespace microrl::rpc {
@@ -31,6 +33,13 @@ absl::Status ValidateServerMainOptions(const ServerMainOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("--port and --metrics_port are both ", options.port,
                      ": they must differ"));
+  }
+  if (absl::Status s = CheckRemoteAccess(options.host, options.security);
+      !s.ok()) {
+    return s;
+  }
+  if (const char* spec = std::getenv("MICRORL_FAILPOINTS"); spec != nullptr) {
+    if (absl::Status s = CheckFailpointSpec(spec); !s.ok()) return s;
   }
   if (options.max_message_mb < 1 || options.max_message_mb > 2047) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -27,11 +27,9 @@ absl::StatusOr<std::unique_ptr<ServiceHost>> ServiceHost::Start(
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       MakeServerCredentials(options.security);
   if (!credentials.ok()) return credentials.status();
-  if (!options.security.token.empty() &&
-      options.security.tls_cert_file.empty() && !IsLoopbackHost(options.host)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a token without TLS is for loopback only; --host=", options.host,
-        " needs --tls_cert and --tls_key too"));
+  if (absl::Status s = CheckRemoteAccess(options.host, options.security);
+      !s.ok()) {
+    return s;
   }
 
   const std::string address = JoinHostPort(options.host, options.port);

@@ -38,6 +38,25 @@ class DemoError(Exception):
     pass
 
 
+class DemoStopped(Exception):
+    """SIGTERM (docker compose stop): the learner in flight was stopped cleanly."""
+
+
+# The learner command in flight, which a SIGTERM is passed on to: it saves its last
+# completed step and exits, then the demo stops its services and exits 0. As PID 1 of
+# a container the demo would otherwise ignore SIGTERM and be SIGKILLed.
+_learners = []
+_stopping = False
+
+
+def _on_sigterm(signum, frame):
+    global _stopping
+    _stopping = True
+    for proc in list(_learners):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+
 def say(message):
     print(f"[demo] {message}", flush=True)
 
@@ -101,9 +120,14 @@ def tail(path, lines=15):
 def run_learner(argv, cwd, log_path, echo, marks=None):
     """Runs a learner command to the end; echoes the lines `echo` selects and, into
     `marks["last_step"]`, notes when the last GRPO step line was printed."""
+    if _stopping:
+        raise DemoStopped()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
+        _learners.append(proc)
+        if _stopping:  # the signal came while it was starting
+            proc.send_signal(signal.SIGTERM)
         for line in proc.stdout:
             log.write(line)
             log.flush()
@@ -112,6 +136,9 @@ def run_learner(argv, cwd, log_path, echo, marks=None):
             if echo(line):
                 print("  " + line.rstrip(), flush=True)
         proc.wait()
+        _learners.remove(proc)
+    if _stopping:
+        raise DemoStopped()
     if proc.returncode != 0:
         raise DemoError(f"{' '.join(argv[:2])} failed ({proc.returncode}); "
                         f"{log_path} ends:\n" + tail(log_path))
@@ -158,6 +185,12 @@ def main():
     parser.add_argument("--reward_address", default="",
                         help="use this reward service instead of starting one")
     parser.add_argument("--learner_host", default="127.0.0.1")
+    parser.add_argument("--learner_arg", action="append", default=[],
+                        help="an extra flag for the GRPO learner's server (repeatable), "
+                             "e.g. --learner_arg=--tls_cert=server.pem")
+    parser.add_argument("--insecure_allow_remote", action="store_true",
+                        help="pass --insecure_allow_remote to the learner (a --learner_host "
+                             "on a private network, e.g. docker compose's)")
     parser.add_argument("--learner_port", type=int, default=0)
     parser.add_argument("--learner_metrics_port", type=int, default=0,
                         help="0: a free port")
@@ -311,6 +344,8 @@ def main():
         marks = {}
         run_learner([binaries["learner"], "--config=grpo.yaml",
                      f"--host={args.learner_host}", f"--port={args.learner_port}",
+                     *(["--insecure_allow_remote"] if args.insecure_allow_remote else []),
+                     *args.learner_arg,
                      f"--metrics_port={learner_metrics}",
                      f"--ready_file={logs}/learner.ready",
                      f"--set=run.seed={args.seed};run.max_steps={grpo_steps};"
@@ -388,8 +423,13 @@ def read_jsonl_array(path):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         main()
+    except DemoStopped:
+        print("[demo] stopped (SIGTERM); the learner saved its last completed step",
+              flush=True)
+        sys.exit(0)
     except DemoError as error:
         print(f"[demo] error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -134,9 +134,17 @@ def main():
         ports[name] = metrics
         check("--host=0.0.0.0" in block.group(1) or "--learner_host=0.0.0.0" in
               block.group(1), f"{name}: listens on the compose network")
+        check("--insecure_allow_remote" in block.group(1) or
+              ('"$REMOTE"' in block.group(1) and "REMOTE=--insecure_allow_remote" in entry),
+              f"{name}: says explicitly that the compose network is trusted")
+        grace = str(service.get("stop_grace_period", ""))
+        check(re.fullmatch(r"\d+[sm]", grace) is not None,
+              f"{name}: has a stop_grace_period ({grace!r}) for a clean SIGTERM stop")
     for name in ("rollout_server", "learner"):
         depends = services[name].get("depends_on", {})
         check("prepare" in depends, f"{name}: waits for prepare")
+    check(str(services["learner"].get("stop_grace_period")) == "5m",
+          "the learner gets 5 minutes to save its last step on `docker compose stop`")
     check({"reward_service", "rollout_server"} <= set(services["learner"]["depends_on"]),
           "learner waits for reward_service and rollout_server")
     for addr in re.findall(r"(rollout_server|reward_service):(\d+)", entry):

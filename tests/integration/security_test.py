@@ -203,9 +203,38 @@ def main():
         out = subprocess.run([args.reward_service, "--host=0.0.0.0", "--port=0",
                               "--metrics_port=0", f"--auth_token_file={token_file}"],
                              capture_output=True, text=True, timeout=30)
-        check(out.returncode != 0 and "loopback" in out.stderr + out.stdout,
+        check(out.returncode == 2 and "--host=0.0.0.0" in out.stderr and
+              "loopback only" in out.stderr,
               f"a token without TLS off loopback is refused: {out.returncode} "
               f"{(out.stderr + out.stdout).strip()[-200:]}")
+        # A non-loopback bind needs a client credential, or an explicit
+        # --insecure_allow_remote (docker compose's private network), for each binary.
+        for binary in (args.reward_service, args.rollout_server, args.learner):
+            out = subprocess.run([binary, "--host=0.0.0.0", "--port=0", "--metrics_port=0"],
+                                 capture_output=True, text=True, timeout=60)
+            check(out.returncode == 2 and "--insecure_allow_remote" in out.stderr and
+                  "no client credential" in out.stderr,
+                  f"{os.path.basename(binary)} --host=0.0.0.0 without a credential is "
+                  f"refused, naming the way out: {out.returncode} {out.stderr.strip()[-200:]}")
+        proc, ready = launch(args.reward_service, "open_reward",
+                             ["--host=0.0.0.0", "--insecure_allow_remote"])
+        stub = reward_pb2_grpc.RewardStub(
+            grpc.insecure_channel(f"127.0.0.1:{ready['grpc_port']}"))
+        check(call_code(lambda: stub.Score(score_request(), timeout=10))
+              == grpc.StatusCode.OK, "with --insecure_allow_remote it serves on 0.0.0.0")
+        stop(proc, "open_reward")
+        out = subprocess.run([args.reward_service, "--host=0.0.0.0", "--insecure_allow_remote",
+                              "--port=0", "--metrics_port=0",
+                              f"--auth_token_file={token_file}"],
+                             capture_output=True, text=True, timeout=30)
+        check(out.returncode == 2 and "loopback only" in out.stderr,
+              "a token without TLS stays loopback-only even with --insecure_allow_remote")
+        # Token and TLS on 0.0.0.0: a credential, so no flag is needed.
+        proc, ready = launch(args.reward_service, "tls_token_reward",
+                             ["--host=0.0.0.0", f"--tls_cert={certs['server.pem']}",
+                              f"--tls_key={certs['server.key']}",
+                              f"--auth_token_file={token_file}"])
+        stop(proc, "tls_token_reward")
 
         # ---- 3. TLS and mutual TLS
         proc, ready = launch(args.reward_service, "tls_reward",
