@@ -6,7 +6,10 @@
 #include <c10/core/InferenceMode.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 
+#include <cuda_runtime_api.h>
+
 #include <exception>
+#include <limits>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -43,6 +46,38 @@ std::optional<at::ScalarType> DtypeFromName(const std::string& name) {
 
 void Synchronize(at::Device device) {
   at::accelerator::synchronizeDevice(device.index());
+}
+
+// How many bytes of the allocation that holds `pointer` follow it (the
+// driver's cuMemGetAddressRange, reached through the runtime so that nothing
+// links libcuda). Unimplemented when the driver cannot say.
+absl::StatusOr<int64_t> MappedBytesFrom(const void* pointer) {
+  using GetAddressRange =
+      int (*)(unsigned long long*, size_t*, unsigned long long);
+  static const GetAddressRange get_range = []() -> GetAddressRange {
+    void* function = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &function,
+                                         12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      return nullptr;
+    }
+    return reinterpret_cast<GetAddressRange>(function);
+  }();
+  if (get_range == nullptr) {
+    return absl::UnimplementedError(
+        "CUDA IPC: the driver has no cuMemGetAddressRange to check the "
+        "adapter's range with");
+  }
+  unsigned long long base = 0;
+  size_t size = 0;
+  const auto address = reinterpret_cast<unsigned long long>(pointer);
+  if (const int rc = get_range(&base, &size, address); rc != 0) {
+    return absl::UnimplementedError(absl::StrCat(
+        "CUDA IPC: cuMemGetAddressRange failed (", rc, ") on the opened handle"));
+  }
+  return static_cast<int64_t>(base + size - address);
 }
 
 }  // namespace
@@ -149,8 +184,10 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> ImportAdapter(
   auto invalid = [](const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat("CUDA IPC adapter: ", why));
   };
-  if (shared.bytes <= 0 || shared.offset < 0) {
-    return invalid("bytes must be positive and offset non-negative");
+  if (shared.bytes <= 0 || shared.offset < 0 ||
+      shared.offset > std::numeric_limits<int64_t>::max() - shared.bytes) {
+    return invalid("bytes must be positive, offset non-negative, their sum "
+                   "representable");
   }
   const json layout =
       json::parse(shared.layout_json, nullptr, /*allow_exceptions=*/false);
@@ -225,6 +262,14 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> ImportAdapter(
         "CUDA IPC: cannot open the adapter's handle here: ", e.what()));
   }
   sync.armed = true;
+  // The sender's offset and size are checked against the allocation really
+  // mapped: nothing outside it is read.
+  absl::StatusOr<int64_t> available = MappedBytesFrom(base.get());
+  if (!available.ok()) return available.status();
+  if (absl::Status s = CheckIpcRange(shared.offset, shared.bytes, *available);
+      !s.ok()) {
+    return s;
+  }
   absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter;
   try {
     char* data = static_cast<char*>(base.get()) + shared.offset;

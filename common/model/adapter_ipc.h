@@ -35,7 +35,8 @@ absl::StatusOr<IpcAdapter> ExportAdapter(const LoraAdapter& adapter,
 
 // Opens `shared` (exported by another process on the same GPU), checks it as
 // LoraAdapter::FromTensors does (and its layout: dtypes, shapes, offsets
-// inside `bytes`), and copies the weights into a new adapter on `device` in
+// inside `bytes`; `offset` and `bytes` inside the allocation really mapped,
+// CheckIpcRange), and copies the weights into a new adapter on `device` in
 // `dtype`. Unimplemented when this process's device is not the sender's GPU
 // (the CPU, another GPU) or the handle cannot be opened here (another host or
 // container): the caller then sends the bytes another way. InvalidArgument

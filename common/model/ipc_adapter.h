@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/status.h"
+
 namespace microrl::model {
 
 // A LoRA adapter in another process's GPU memory, as CUDA IPC hands it over
@@ -19,6 +21,12 @@ struct IpcAdapter {
   std::string layout_json;
   std::string device_uuid;  // of the sender's GPU (DeviceUuid)
 };
+
+// The receiver's check of what the sender claims: `bytes` from `offset` must
+// lie inside the opened allocation, of which `available` bytes follow the
+// pointer the handle opened at. InvalidArgument with the figures otherwise
+// (never an overflow: any int64 values are safe).
+absl::Status CheckIpcRange(int64_t offset, int64_t bytes, int64_t available);
 
 }  // namespace microrl::model
 

@@ -12,7 +12,8 @@
 #      weights, bf16 compute), 16 sequences of 512 + 1024 tokens, against transformers +
 #      PEFT on the same GPU and batch (train_bench.py)
 #   c. adapter publish latency, rank 256 (564 MiB in bf16), over gRPC, against PEFT's file
-#      hand-off (publish_bench.py)
+#      hand-off (publish_bench.py); then the CUDA IPC import's check of a real handle whose
+#      size or offset claims 4 GiB past its allocation (refused, the server unharmed)
 #   d. one full GRPO step of the paper's configuration (configs/paper/
 #      qwen2.5-1.5b-instruct-r256.yaml, 3584-token responses) with the three services under
 #      a 48 GiB total cap: time per phase and peak memory per process (grpo_step.py)

@@ -142,7 +142,43 @@ int Run() {
     load.push_back(loaded->load_seconds());
     swap.push_back(loaded->swap_seconds());
   }
+  // The server checks what a sender claims: a real handle with a size or an
+  // offset past its allocation is refused (INVALID_ARGUMENT) before anything
+  // is read, and the server goes on serving and loading.
+  nlohmann::json validation = nullptr;
+  if (ipc) {
+    absl::StatusOr<microrl::model::IpcAdapter> shared =
+        microrl::model::ExportAdapter(**adapter, dtype, staging);
+    if (!shared.ok()) {
+      std::cerr << shared.status() << "\n";
+      return 1;
+    }
+    const int64_t past = int64_t{4} << 30;
+    microrl::model::IpcAdapter longer = *shared;
+    longer.bytes += past;
+    microrl::model::IpcAdapter shifted = *shared;
+    shifted.offset += past;
+    auto code = [](const absl::Status& s) {
+      return std::string(absl::StatusCodeToString(s.code()));
+    };
+    const absl::Status too_long =
+        (*client)->LoadAdapterIpc(version + 1, config_json, longer).status();
+    const absl::Status too_far =
+        (*client)->LoadAdapterIpc(version + 1, config_json, shifted).status();
+    const bool alive = (*client)->GetInfo().ok();
+    const absl::Status after =
+        (*client)->LoadAdapterIpc(++version, config_json, *shared).status();
+    validation = {{"size_past_allocation", code(too_long)},
+                  {"offset_past_allocation", code(too_far)},
+                  {"alive_after", alive},
+                  {"valid_after", code(after)},
+                  {"ok", too_long.code() == absl::StatusCode::kInvalidArgument &&
+                             too_far.code() ==
+                                 absl::StatusCode::kInvalidArgument &&
+                             alive && after.ok()}};
+  }
   const nlohmann::json out = {
+      {"ipc_validation", validation},
       {"transport", absl::GetFlag(FLAGS_transport)},
       {"rank", lora.rank},
       {"dtype", absl::GetFlag(FLAGS_dtype)},

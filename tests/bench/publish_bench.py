@@ -128,6 +128,13 @@ def main():
                   f"{r['load_s'] * 1e3:.0f} ms, swap {r['swap_s'] * 1e3:.0f} ms); goal <= "
                   f"{goals[transport] * 1e3:.0f} ms: "
                   f"{'met' if r['total_s'] <= goals[transport] else 'NOT met'}", flush=True)
+        if "cuda_ipc" in results:
+            v = results["cuda_ipc"].get("ipc_validation") or {}
+            print(f"CUDA IPC validation (a real handle, size / offset 4 GiB past its "
+                  f"allocation): {v.get('size_past_allocation')} / "
+                  f"{v.get('offset_past_allocation')}, server alive {v.get('alive_after')}, "
+                  f"a valid load after: {v.get('valid_after')}: "
+                  f"{'ok' if v.get('ok') else 'FAILED'}", flush=True)
         ours = results.get("cuda_ipc", results.get("grpc"))
         report = {"microrl": results}
         if not args.skip_peft:
