@@ -26,6 +26,10 @@ namespace {
 constexpr size_t kMaxRequestBytes = 8192;
 // Time a client gets to send its request and read the answer.
 constexpr absl::Duration kConnectionTimeout = absl::Seconds(2);
+// Connections answered at once; more wait in a queue of kMaxQueued, and past
+// that are closed unanswered (a scraper retries at its next interval).
+constexpr int kWorkers = 4;
+constexpr size_t kMaxQueued = 64;
 
 std::string Response(int code, absl::string_view reason,
                      absl::string_view content_type, absl::string_view body) {
@@ -85,18 +89,25 @@ class Connection {
   // Receives into `buffer`; 0 when the peer closed, the deadline passed, the
   // server is stopping or the socket failed.
   size_t Receive(char* buffer, size_t size) {
-    if (!WaitReadable()) return 0;
-    const ssize_t n = recv(fd_, buffer, size, 0);
+    if (!Wait(POLLIN)) return 0;
+    const ssize_t n = recv(fd_, buffer, size, MSG_DONTWAIT);
     return n > 0 ? static_cast<size_t>(n) : 0;
   }
 
+  // Sends without ever blocking past the deadline (or the stop): a client
+  // that does not read is cut off, not waited for.
   void SendAll(const std::string& data) {
     size_t sent = 0;
-    while (sent < data.size() && absl::Now() < deadline_) {
-      const ssize_t n =
-          send(fd_, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return;
-      sent += static_cast<size_t>(n);
+    while (sent < data.size()) {
+      const ssize_t n = send(fd_, data.data() + sent, data.size() - sent,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        sent += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return;
+      if (!Wait(POLLOUT)) return;
     }
   }
 
@@ -115,12 +126,18 @@ class Connection {
   }
 
  private:
-  bool WaitReadable() {
-    const int64_t ms = absl::ToInt64Milliseconds(deadline_ - absl::Now());
-    if (ms <= 0) return false;
-    pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    if (poll(fds, 2, static_cast<int>(ms)) <= 0) return false;
-    return fds[1].revents == 0;
+  // Until the socket is ready for `events`; false at the deadline, when the
+  // server stops, or on an error.
+  bool Wait(short events) {
+    while (true) {
+      const int64_t ms = absl::ToInt64Milliseconds(deadline_ - absl::Now());
+      if (ms <= 0) return false;
+      pollfd fds[2] = {{fd_, events, 0}, {wake_fd_, POLLIN, 0}};
+      const int ready = poll(fds, 2, static_cast<int>(ms));
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready <= 0 || fds[1].revents != 0) return false;
+      return (fds[0].revents & events) != 0;
+    }
   }
 
   const int fd_;
@@ -149,6 +166,9 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   if (pipe2(server->wake_fds_, O_CLOEXEC) != 0) {
     return absl::InternalError(absl::StrCat("pipe: ", strerror(errno)));
   }
+  for (int i = 0; i < kWorkers; ++i) {
+    server->workers_.emplace_back([s = server.get()] { s->Work(); });
+  }
   server->thread_ = std::thread([s = server.get()] { s->Serve(); });
   return server;
 }
@@ -162,11 +182,19 @@ MetricsServer::MetricsServer(int listen_fd, int port,
       process_(std::move(process)) {}
 
 MetricsServer::~MetricsServer() {
-  if (thread_.joinable()) {
+  if (wake_fds_[1] >= 0) {
+    // Never read: the pipe stays readable, so every poll sees the stop.
     const char stop = 's';
     (void)!write(wake_fds_[1], &stop, 1);
-    thread_.join();
   }
+  if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  ready_.notify_all();
+  for (std::thread& worker : workers_) worker.join();
+  for (int fd : queue_) close(fd);
   for (int fd : wake_fds_) {
     if (fd >= 0) close(fd);
   }
@@ -195,6 +223,32 @@ void MetricsServer::Serve() {
       // Out of descriptors or a socket error: back off instead of spinning.
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       continue;
+    }
+    bool queued = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (queue_.size() < kMaxQueued) {
+        queue_.push_back(fd);
+        queued = true;
+      }
+    }
+    if (queued) {
+      ready_.notify_one();
+    } else {
+      close(fd);  // a flood: this one goes unanswered
+    }
+  }
+}
+
+void MetricsServer::Work() {
+  while (true) {
+    int fd = -1;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      fd = queue_.front();
+      queue_.pop_front();
     }
     HandleConnection(fd);
     close(fd);

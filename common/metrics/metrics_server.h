@@ -1,9 +1,13 @@
 #ifndef MICRORL_COMMON_METRICS_METRICS_SERVER_H_
 #define MICRORL_COMMON_METRICS_METRICS_SERVER_H_
 
+#include <condition_variable>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/metrics/process_collector.h"
@@ -19,12 +23,15 @@ namespace microrl::metrics {
 // Why not prometheus::Exposer: its HTTP server (civetweb) starts threads with
 // 100 KiB stacks, smaller than the static TLS of LibTorch plus its CUDA
 // libraries (~150 KiB), so pthread_create fails in any process that links
-// LibTorch; and it takes up to 2 s to stop. This endpoint is one thread
-// answering one short request per connection (HTTP/1.0 semantics, 8 KiB request
-// limit, 2 s per connection); it stops in milliseconds, also while a client is
-// connected.
+// LibTorch; and it takes up to 2 s to stop. This endpoint answers one short
+// request per connection (HTTP/1.0 semantics, 8 KiB request limit), four
+// connections at a time with up to 64 waiting (more are closed unanswered).
+// Each connection gets 2 s in all to send its request and read the answer,
+// with non-blocking sends, so a client that never reads holds one worker for
+// at most 2 s and cannot wedge the endpoint. It stops in milliseconds, also
+// while clients are connected.
 //
-// Thread-safe: all state after Start belongs to the serving thread.
+// Thread-safe.
 class MetricsServer {
  public:
   // Binds host:port (port 0 picks a free port) and starts serving. Unavailable
@@ -51,7 +58,8 @@ class MetricsServer {
                 std::shared_ptr<prometheus::Registry> registry,
                 std::shared_ptr<ProcessCollector> process);
 
-  void Serve();
+  void Serve();  // accepts connections into queue_
+  void Work();   // answers them
   void HandleConnection(int fd) const;
 
   const int listen_fd_;
@@ -60,6 +68,11 @@ class MetricsServer {
   const std::shared_ptr<prometheus::Registry> registry_;
   const std::shared_ptr<ProcessCollector> process_;
   std::thread thread_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::deque<int> queue_;  // accepted connections; guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
 };
 
 }  // namespace microrl::metrics

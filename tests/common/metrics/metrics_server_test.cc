@@ -1,13 +1,20 @@
 #include "common/metrics/metrics_server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/version.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/counter.h"
+#include "prometheus/gauge.h"
 #include "tests/support/http.h"
 
 namespace microrl::metrics {
@@ -110,6 +117,54 @@ TEST(MetricsServerTest, ASlowClientIsCutOffAndDoesNotDelayStopping) {
   holder.join();
   EXPECT_EQ(HttpGet("127.0.0.1", port, "/metrics").status().code(),
             absl::StatusCode::kUnavailable);
+}
+
+// A client that asks for the metrics and never reads the answer (with a tiny
+// receive window, so the answer cannot fit in the socket buffers) neither
+// blocks other scrapers nor the stop.
+TEST(MetricsServerTest, AClientThatNeverReadsCannotWedgeTheEndpoint) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto& family = prometheus::BuildGauge()
+                     .Name("microrl_test_big")
+                     .Help("Many series, so that the answer is megabytes.")
+                     .Register(*registry);
+  for (int i = 0; i < 100000; ++i) {
+    family.Add({{"series", absl::StrCat("a-label-value-long-enough-", i)}})
+        .Set(i);
+  }
+  std::unique_ptr<MetricsServer> server = StartOrDie(registry);
+  ASSERT_NE(server, nullptr);
+  ASSERT_GT(server->Render().size(), size_t{4} << 20);
+
+  std::vector<int> stalled;
+  for (int i = 0; i < 3; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    const int tiny = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &tiny, sizeof(tiny));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(server->port()));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address),
+                      sizeof(address)),
+              0);
+    const std::string request = "GET /metrics HTTP/1.0\r\n\r\n";
+    ASSERT_EQ(send(fd, request.data(), request.size(), 0),
+              static_cast<ssize_t>(request.size()));
+    stalled.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Others are served meanwhile, and after the stalled ones are cut off.
+  const absl::StatusOr<testing::HttpResponse> other =
+      HttpGet("127.0.0.1", server->port(), "/metrics", absl::Seconds(20));
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->status, 200);
+  EXPECT_THAT(other->body, HasSubstr("microrl_test_big{series=\"a-label-"));
+  // Stopping does not wait for the stalled clients (they still hold their
+  // connections, unread).
+  server.reset();
+  for (int fd : stalled) close(fd);
 }
 
 TEST(MetricsServerTest, PortInUseIsUnavailableNamingTheAddress) {
