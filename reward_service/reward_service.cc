@@ -1,5 +1,7 @@
 #include "reward_service/reward_service.h"
 
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
 
 namespace microrl::reward {
@@ -90,12 +92,24 @@ grpc::Status RewardService::Score(grpc::ServerContext* context,
   }
   std::vector<ScoreOutput> outputs(n);
   std::vector<bool> well_formed(n);
+  // A cancelled call (the client gave up, or its deadline passed) stops
+  // taking the pool's time: the items not begun yet are skipped.
+  std::atomic<bool> cancelled{false};
   pool_.ParallelFor(static_cast<size_t>(n), [&](size_t i) {
+    if (cancelled.load(std::memory_order_relaxed) ||
+        (i % 16 == 0 && context->IsCancelled())) {
+      cancelled = true;
+      return;
+    }
     const v1::ScoreItem& item = request->items(static_cast<int>(i));
     outputs[i] = ScoreCompletion(
         {item.id(), item.prompt(), item.completion(), item.ground_truth()},
         scoring);
   });
+  if (cancelled || context->IsCancelled()) {
+    return grpc::Status(grpc::StatusCode::CANCELLED,
+                        "the call was cancelled or passed its deadline");
+  }
   for (int i = 0; i < n; ++i) {
     const ScoreOutput& out = outputs[i];
     v1::ScoreResult* result = response->add_results();

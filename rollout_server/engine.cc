@@ -401,19 +401,43 @@ void Engine::Submit(
     done(status);
     return;
   }
+  const int64_t completions =
+      static_cast<int64_t>(request.prompts.size()) *
+      std::max<int64_t>(1, request.group_size);
   auto r = std::make_shared<Request>();
   r->spec = std::move(request);
-  r->done = std::move(done);
   r->submitted = absl::Now();
+  absl::Status refused;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
+    if (stopping_) {
+      refused = absl::UnavailableError("the rollout engine is shutting down");
+    } else if (queued_requests_ >= options_.max_queued_requests ||
+               queued_completions_ + completions >
+                   options_.max_queued_completions) {
+      refused = absl::ResourceExhaustedError(absl::StrCat(
+          "the rollout server's queue is full (", queued_requests_,
+          " requests, ", queued_completions_, " completions queued; limits ",
+          options_.max_queued_requests, " and ",
+          options_.max_queued_completions, "): retry later"));
+    } else {
+      ++queued_requests_;
+      queued_completions_ += completions;
+      // The counts go down when the request is done, however it ends.
+      r->done = [this, completions, done = std::move(done)](
+                    absl::StatusOr<GenerationResult> result) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          --queued_requests_;
+          queued_completions_ -= completions;
+        }
+        done(std::move(result));
+      };
       incoming_.push_back(r);
-      r = nullptr;
     }
   }
-  if (r != nullptr) {
-    r->done(absl::UnavailableError("the rollout engine is shutting down"));
+  if (!refused.ok()) {
+    done(refused);
     return;
   }
   wake_.notify_all();

@@ -69,6 +69,11 @@ struct EngineOptions {
   // default until measured on a GPU: it saves reading (G - 1) / G of the
   // prompts' keys per step but adds about 10 small kernels per layer.
   bool share_prompt_kv = false;
+  // Bounds of the queue: requests, and their completions (prompts x group
+  // size), submitted and not finished yet. Past either, Submit refuses with
+  // ResourceExhausted (a flood cannot grow the server's memory without bound).
+  int64_t max_queued_requests = 256;
+  int64_t max_queued_completions = 65536;
 };
 
 struct SamplingConfig {
@@ -161,7 +166,8 @@ class Engine {
   // Queues a request. `done` runs exactly once, on the engine thread (or the
   // caller's, for an immediate refusal): the result, or InvalidArgument,
   // Unavailable (sleeping and not waiting, or stopping), FailedPrecondition
-  // (adapter older than min_adapter_version), Cancelled.
+  // (adapter older than min_adapter_version), Cancelled, ResourceExhausted
+  // (the queue is at max_queued_requests or max_queued_completions).
   void Submit(GenerationRequest request,
               std::function<void(absl::StatusOr<GenerationResult>)> done);
 
@@ -272,6 +278,9 @@ class Engine {
   std::deque<std::shared_ptr<Request>> incoming_;
   std::deque<std::shared_ptr<Control>> incoming_controls_;
   bool stopping_ = false;
+  // Submitted and not done yet (guarded by mu_).
+  int64_t queued_requests_ = 0;
+  int64_t queued_completions_ = 0;
   EngineSnapshot snapshot_;  // published by the engine thread after each step
   std::mutex load_mu_;       // one LoadAdapter at a time
 

@@ -76,6 +76,12 @@ ABSL_FLAG(
     std::string, adapter, "",
     "PEFT adapter directory to serve from the start (as --adapter_version).");
 ABSL_FLAG(uint64_t, adapter_version, 1, "Version of --adapter.");
+ABSL_FLAG(int64_t, max_queued_requests, 256,
+          "Generate requests queued or running at once; more are refused with "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_queued_completions, 65536,
+          "Completions (prompts x group size) queued or running at once; a "
+          "request that would pass it is refused with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(std::string, adapter_dir, "",
           "Directory that LoadAdapter's paths are relative to (unset: paths "
           "refused).");
@@ -135,6 +141,14 @@ int main(int argc, char** argv) {
     model.share_prompt_kv = absl::GetFlag(FLAGS_share_prompt_kv);
     model.startup_adapter = absl::GetFlag(FLAGS_adapter);
     model.adapter_version = absl::GetFlag(FLAGS_adapter_version);
+    model.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
+    model.max_queued_completions = absl::GetFlag(FLAGS_max_queued_completions);
+    if (model.max_queued_requests < 1 || model.max_queued_completions < 1) {
+      return microrl::rpc::UsageError(
+          kComponent, absl::InvalidArgumentError(
+                          "--max_queued_requests and --max_queued_completions "
+                          "must be >= 1"));
+    }
     absl::StatusOr<std::shared_ptr<microrl::rollout::Engine>> started =
         microrl::rollout::StartEngine(model, *registry);
     if (!started.ok())

@@ -369,6 +369,19 @@ grpc::Status RolloutService::LoadAdapter(
     grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     v1::LoadAdapterResponse* response) {
   if (engine_ == nullptr) return NoModel();
+  // Each stream may buffer an adapter of up to 4 GiB: only so many at once.
+  constexpr int kMaxAdapterUploads = 2;
+  if (uploads_.fetch_add(1) >= kMaxAdapterUploads) {
+    uploads_.fetch_sub(1);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat(kMaxAdapterUploads,
+                                     " adapters are being loaded already; "
+                                     "retry when they are done"));
+  }
+  struct Release {
+    std::atomic<int>& count;
+    ~Release() { count.fetch_sub(1); }
+  } release{uploads_};
   absl::StatusOr<std::shared_ptr<const model::LoraAdapter>> adapter =
       ReadAdapter(reader, context->peer(), response);
   const uint64_t version = response->version();

@@ -1,6 +1,7 @@
 #ifndef MICRORL_ROLLOUT_SERVER_ROLLOUT_SERVICE_H_
 #define MICRORL_ROLLOUT_SERVER_ROLLOUT_SERVICE_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -64,6 +65,9 @@ class RolloutService final : public v1::Rollout::Service {
 
   const RolloutServiceOptions options_;
   const std::shared_ptr<Engine> engine_;
+  // LoadAdapter streams being received (each may buffer up to 4 GiB): at most
+  // kMaxAdapterUploads at once, more are refused with RESOURCE_EXHAUSTED.
+  std::atomic<int> uploads_{0};
   const rpc::ProcessIdentity& identity_;
 };
 

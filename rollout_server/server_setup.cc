@@ -99,6 +99,8 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
   engine_options.cuda_graphs = options.cuda_graphs;
   engine_options.decode_key_bucket = options.decode_key_bucket;
   engine_options.share_prompt_kv = options.share_prompt_kv;
+  engine_options.max_queued_requests = options.max_queued_requests;
+  engine_options.max_queued_completions = options.max_queued_completions;
   engine_options.eos_token_ids = config.eos_token_ids;
   std::shared_ptr<const model::Decoder> shared_decoder = *std::move(decoder);
   absl::StatusOr<std::unique_ptr<Engine>> engine =

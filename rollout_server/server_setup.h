@@ -32,6 +32,8 @@ struct ServerModelOptions {
   bool cuda_graphs = false;
   int64_t decode_key_bucket = 0;
   bool share_prompt_kv = false;
+  int64_t max_queued_requests = 256;
+  int64_t max_queued_completions = 65536;
   // A PEFT adapter directory to serve from the start, as version
   // adapter_version.
   std::string startup_adapter;

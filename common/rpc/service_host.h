@@ -25,6 +25,12 @@ struct ServiceHostOptions {
   ServerSecurity security;
   // How long Shutdown lets in-flight calls finish before cancelling them.
   absl::Duration shutdown_grace = absl::Seconds(1);
+  // Threads serving calls (gRPC's resource quota): a call that finds them all
+  // busy is refused with RESOURCE_EXHAUSTED rather than starting a thread
+  // more. And calls in flight on one connection (HTTP/2 streams); more wait
+  // in the client.
+  int max_threads = 64;
+  int max_concurrent_streams = 32;
 };
 
 // A service to serve and its full name for health reporting

@@ -13,10 +13,18 @@ learner without a run, all with --max_message_mb=2:
 - LoadAdapter streams out of order (chunks first, two headers), longer or shorter than
   announced, or announcing 1 TB.
 Every answer must be OK or one of INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE,
-RESOURCE_EXHAUSTED, UNAVAILABLE (asleep) or DEADLINE_EXCEEDED (a legal but long request
-cut by the client's deadline); INTERNAL (with no message) only for bytes gRPC itself
-cannot parse into the request type.
-Afterwards each service is alive, health says SERVING, the adapter loaded first still
+RESOURCE_EXHAUSTED, NOT_FOUND, ALREADY_EXISTS, UNIMPLEMENTED (a CUDA IPC header on this
+CPU server) or UNAVAILABLE saying the server is asleep; INTERNAL (with no message) only
+for bytes gRPC itself cannot parse into the request type. A stall (DEADLINE_EXCEEDED
+after 60 s: the rollout server caps a request at 512 completions, so no legal request
+takes that long here), a CANCELLED or any other UNAVAILABLE fails the test, as does a
+process that exits.
+Then floods, all at once: 32 Generate calls against a queue of 8 requests (each answer
+OK with every completion well formed, or RESOURCE_EXHAUSTED naming the queue; at least
+one of each), 16 Score calls, 4 LoadAdapter streams (OK or RESOURCE_EXHAUSTED), and 8
+/metrics clients that never read their answer while other scrapes are served. CUDA IPC
+headers claiming impossible offsets and sizes get a proper code.
+Afterwards each service is alive, health says SERVING, the adapter loaded last still
 serves, and a seeded Generate and a Score return exactly what they returned before.
 
   hostile_requests_test.py --rollout_server BIN --reward_service BIN --learner BIN
@@ -39,9 +47,16 @@ from service_process import generate_stubs, start, stop  # noqa: E402
 
 PROPER = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
           grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE,
-          grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE,
-          grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND,
-          grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.CANCELLED}
+          grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.NOT_FOUND,
+          grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.UNIMPLEMENTED}
+TIMEOUT = 60  # seconds: no legal request here takes that long
+
+
+def proper(code, details):
+    """A proper answer: a listed code, or UNAVAILABLE because a fuzzed Sleep put the
+    rollout server to sleep (never a stall, a cancellation or a dead server)."""
+    return code in PROPER or (code == grpc.StatusCode.UNAVAILABLE and
+                              ("asleep" in details or "sleeping" in details))
 
 
 def code_of(call):
@@ -58,6 +73,7 @@ class Mutator:
     def __init__(self, rng, vocab):
         self.rng = rng
         self.vocab = vocab
+        self.small = False  # inside 300 repeated messages: no 100 KB strings
 
     def scalar(self, field):
         r = self.rng
@@ -78,7 +94,7 @@ class Mutator:
         if t == F.TYPE_BOOL:
             return r.random() < 0.5
         if t == F.TYPE_STRING:
-            return r.choice(["", "x" * 100_000, "\u0000\uffff<|im_end|>",
+            return r.choice(["", "x" * (100 if self.small else 100_000), "\u0000\uffff<|im_end|>",
                              "../../etc/passwd", "\\boxed{" * 500,
                              "".join(chr(r.randint(32, 0x2fff)) for _ in range(50))])
         if t == F.TYPE_BYTES:
@@ -103,10 +119,13 @@ class Mutator:
                     container = getattr(message, field.name)
                     if self.rng.random() < 0.3:
                         del container[:]
-                    for _ in range(self.rng.choice([1, 3, 300])):
+                    count = self.rng.choice([1, 3, 300])
+                    small, self.small = self.small, self.small or count > 3
+                    for _ in range(count):
                         child = container.add()
                         if depth < 3:
                             self.mutate(child, depth + 1)
+                    self.small = small
                 elif depth < 3:
                     self.mutate(getattr(message, field.name), depth + 1)
                 else:
@@ -117,6 +136,8 @@ class Mutator:
                 count = self.rng.choice([0, 1, 5, 100_000])
                 del container[:]
                 value = self.scalar(field)
+                if isinstance(value, (str, bytes)) and len(value) > 1000:
+                    count = min(count, 5)  # gigabytes would only test the client
                 try:
                     container.extend([value] * count)
                 except (TypeError, ValueError):
@@ -164,7 +185,9 @@ def main():
     try:
         rollout, rready = start(args.rollout_server, work, "rollout_server",
                                 [f"--model={model}", "--max_model_len=128",
-                                 "--kv_cache_mb=32", "--max_message_mb=2"])
+                                 "--kv_cache_mb=32", "--max_message_mb=2",
+                                 "--max_queued_requests=8",
+                                 "--max_queued_completions=512"])
         procs.append((rollout, "rollout_server"))
         reward, wready = start(args.reward_service, work, "reward_service",
                                ["--max_message_mb=2"])
@@ -236,16 +259,18 @@ def main():
         improper = []
         counts = {}
         mutator = Mutator(rng, vocab)
+        import time
         for service, path, valid in methods:
             raw = channels[service].unary_unary(path)  # bytes in, bytes out
             sent = 0
+            began = time.time()
             for data in raw_inputs(rng, [valid.SerializeToString()]):
-                code, details = code_of(lambda: raw(data, timeout=15))
+                code, details = code_of(lambda: raw(data, timeout=TIMEOUT))
                 sent += 1
                 # gRPC answers bytes it cannot parse as the request type with
                 # INTERNAL and no message, before any handler runs.
-                if code not in PROPER and not (code == grpc.StatusCode.INTERNAL and
-                                               not details):
+                if not proper(code, details) and not (code == grpc.StatusCode.INTERNAL and
+                                                      not details):
                     improper.append((path, "raw", code, details[:120]))
             for _ in range(args.rounds if service == "rollout" and "Generate" in path
                            else args.rounds // 3):
@@ -256,16 +281,17 @@ def main():
                     data = message.SerializeToString()
                 except Exception:  # noqa: BLE001 -- e.g. an enum value proto3 refuses
                     continue
-                code, details = code_of(lambda: raw(data, timeout=15))
+                code, details = code_of(lambda: raw(data, timeout=TIMEOUT))
                 sent += 1
-                if code not in PROPER:
+                if not proper(code, details):
                     improper.append((path, "mutated", code, details[:120]))
             big = b"\x0a" + b"\xff\xff\xff\x01" + b"\x00" * (3 << 20)
-            code, details = code_of(lambda: raw(big, timeout=15))
+            code, details = code_of(lambda: raw(big, timeout=TIMEOUT))
             sent += 1
             if code != grpc.StatusCode.RESOURCE_EXHAUSTED:
                 improper.append((path, "oversized", code, details[:120]))
             counts[path] = sent
+            print(f"{path}: {sent} requests in {time.time() - began:.1f} s", flush=True)
         rollout_stub.Wake(rollout_pb2.WakeRequest(), timeout=30)  # a fuzzed Sleep
 
         # LoadAdapter streams out of order or lying about their size.
@@ -290,13 +316,109 @@ def main():
             mutator.mutate(header)
             code, details = code_of(lambda: rollout_stub.LoadAdapter(iter(
                 [rollout_pb2.LoadAdapterRequest(header=header),
-                 rollout_pb2.LoadAdapterRequest(safetensors_chunk=weights[:1000])]), timeout=30))
-            if code not in PROPER:
+                 rollout_pb2.LoadAdapterRequest(safetensors_chunk=weights[:1000])]), timeout=TIMEOUT))
+            if not proper(code, details):
                 improper.append(("/microrl.v1.Rollout/LoadAdapter", "mutated", code,
                                  details[:120]))
 
+        # CUDA IPC headers claiming what no allocation holds.
+        for offset, size in ((2**64 - 1, 2**64 - 1), (0, 2**62), (2**62, 1), (0, 0)):
+            header = rollout_pb2.AdapterHeader(version=60, adapter_config_json=config_json)
+            header.cuda_ipc.handle = b"\x00" * 64
+            header.cuda_ipc.offset = offset
+            header.cuda_ipc.bytes = size
+            header.cuda_ipc.layout_json = "{}"
+            code, details = code_of(lambda: rollout_stub.LoadAdapter(
+                iter([rollout_pb2.LoadAdapterRequest(header=header)]), timeout=TIMEOUT))
+            if not proper(code, details):
+                improper.append(("/microrl.v1.Rollout/LoadAdapter", f"ipc {offset} {size}",
+                                 code, details[:120]))
+
         check(not improper, f"every answer had a proper status code ({sum(counts.values())} "
                             f"requests over {len(counts)} methods); improper: {improper[:8]}")
+
+        # Floods, all at once.
+        import socket
+        import threading
+        import urllib.request
+        results = {"generate": [], "score": [], "load": [], "scrape": []}
+        lock = threading.Lock()
+
+        def record(kind, value):
+            with lock:
+                results[kind].append(value)
+
+        def flood_generate(i):
+            request = rollout_pb2.GenerateRequest()
+            request.CopyFrom(generate)
+            request.group_size = 16
+            request.sampling.max_tokens = 64
+            request.sampling.seed = i
+            try:
+                reply = rollout_stub.Generate(request, timeout=TIMEOUT)
+                ok = len(reply.groups) == 2 and all(
+                    len(g.completions) == 16 and all(
+                        0 < len(c.token_ids) <= 64 and len(c.logprobs) == len(c.token_ids)
+                        and all(0 <= t < vocab for t in c.token_ids)
+                        for c in g.completions) for g in reply.groups)
+                record("generate", ("OK" if ok else "MALFORMED", ""))
+            except grpc.RpcError as error:
+                record("generate", (error.code().name, error.details() or ""))
+
+        def flood_score(i):
+            code, details = code_of(lambda: reward_score(score, timeout=TIMEOUT))
+            record("score", (code.name, details))
+
+        def flood_load(i):
+            code, details = code_of(lambda: rollout_stub.LoadAdapter(
+                adapter_stream(100 + i), timeout=TIMEOUT))
+            record("load", (code.name, details))
+
+        metrics_port = rready["metrics_port"]
+        stalled = []
+        for _ in range(8):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", metrics_port))
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            stalled.append(sock)
+
+        def scrape(i):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                              timeout=TIMEOUT).read().decode()
+                record("scrape", ("OK" if "microrl_rollout_" in body else "EMPTY", ""))
+            except OSError as error:
+                record("scrape", ("ERROR", str(error)))
+
+        threads = ([threading.Thread(target=flood_generate, args=(i,)) for i in range(32)] +
+                   [threading.Thread(target=flood_score, args=(i,)) for i in range(16)] +
+                   [threading.Thread(target=flood_load, args=(i,)) for i in range(4)] +
+                   [threading.Thread(target=scrape, args=(i,)) for i in range(4)])
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for sock in stalled:
+            sock.close()
+        generated = [c for c, _ in results["generate"]]
+        check(set(generated) <= {"OK", "RESOURCE_EXHAUSTED"} and "OK" in generated and
+              "RESOURCE_EXHAUSTED" in generated and
+              all("queue is full" in d for c, d in results["generate"]
+                  if c == "RESOURCE_EXHAUSTED"),
+              f"a flood of 32 Generate calls on a queue of 8: each answered well formed or "
+              f"refused naming the queue, some of each ({sorted(set(generated))}, "
+              f"{generated.count('OK')} OK)")
+        check(all(c == "OK" for c, _ in results["score"]),
+              f"16 concurrent Score calls all answered: {results['score'][:3]}")
+        check(all(c in ("OK", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION")
+                  for c, _ in results["load"]) and
+              any(c == "OK" for c, _ in results["load"]),
+              f"4 concurrent LoadAdapter streams: loaded, or refused as too many at once or "
+              f"not newer ({results['load']})")
+        check(all(c == "OK" for c, _ in results["scrape"]),
+              f"/metrics served while 8 clients never read their answer: "
+              f"{results['scrape']}")
         for name, proc in (("rollout_server", rollout), ("reward_service", reward),
                            ("learner", learner)):
             check(proc.poll() is None, f"{name} is still running")
@@ -305,7 +427,10 @@ def main():
                                                                timeout=10).status
             check(status == health_pb2.HealthCheckResponse.SERVING, f"{name} health SERVING")
         info = rollout_stub.GetInfo(common_pb2.GetInfoRequest(), timeout=10)
-        check(info.adapter_version == 1, f"the first adapter still serves ({info.adapter_version})")
+        check(info.adapter_version >= 100,
+              f"an adapter of the flood serves ({info.adapter_version})")
+        # The baseline adapter back, as version 200, for the before/after comparison.
+        rollout_stub.LoadAdapter(adapter_stream(200), timeout=60)
         after_generate = rollout_stub.Generate(generate, timeout=60)
         check([list(c.token_ids) for g in after_generate.groups for c in g.completions] ==
               [list(c.token_ids) for g in before_generate.groups for c in g.completions],
