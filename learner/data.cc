@@ -113,7 +113,14 @@ absl::StatusOr<std::vector<int32_t>> PromptBuilder::Ids(
     const Problem& problem) const {
   absl::StatusOr<std::string> text = Text(problem);
   if (!text.ok()) return text.status();
-  return tokenizer_->Encode(*text, /*add_special_tokens=*/false);
+  absl::StatusOr<std::vector<int32_t>> ids =
+      tokenizer_->EncodeChecked(*text, /*add_special_tokens=*/false);
+  if (!ids.ok()) {
+    return absl::Status(ids.status().code(),
+                        absl::StrCat("problem ", problem.id, ": ",
+                                     ids.status().message()));
+  }
+  return ids;
 }
 
 void EpochSampler::Shuffle() {

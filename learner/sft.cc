@@ -73,7 +73,10 @@ absl::Status RunSft(const TrainConfig& config) {
     if (!ids.ok()) return ids.status();
     Sample sample;
     sample.prompt = *std::move(ids);
-    sample.completion = prompts->tokenizer().Encode(record.answer, false);
+    absl::StatusOr<std::vector<int32_t>> answer =
+        prompts->tokenizer().EncodeChecked(record.answer, false);
+    if (!answer.ok()) return answer.status();
+    sample.completion = *std::move(answer);
     if (eos >= 0) sample.completion.push_back(eos);
     sample.rollout_logprobs.assign(sample.completion.size(), 0.0f);
     data.push_back(std::move(sample));

@@ -57,10 +57,10 @@ absl::Status RunTokenizeCommand(const std::string& tokenizer_path,
     if (!line.contains("text") || !line["text"].is_string()) {
       return absl::InvalidArgumentError("needs \"text\": \"...\"");
     }
-    out << json{{"ids", (*tok)->Encode(line["text"].get<std::string>(),
-                                       add_special_tokens)}}
-               .dump()
-        << "\n";
+    absl::StatusOr<std::vector<int32_t>> ids = (*tok)->EncodeChecked(
+        line["text"].get<std::string>(), add_special_tokens);
+    if (!ids.ok()) return ids.status();
+    out << json{{"ids", *ids}}.dump() << "\n";
     return absl::OkStatus();
   });
 }

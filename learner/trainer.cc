@@ -467,10 +467,12 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
     absl::StatusOr<std::string> text = prompts_->Text(*problem);
     if (!text.ok()) return text.status();
     rollouts.prompt_texts.push_back(*text);
-    const std::vector<int32_t> ids = prompts_->tokenizer().Encode(*text, false);
+    absl::StatusOr<std::vector<int32_t>> ids =
+        prompts_->tokenizer().EncodeChecked(*text, false);
+    if (!ids.ok()) return ids.status();
     v1::Prompt* prompt = request.add_prompts();
     prompt->set_id(problem->id);
-    prompt->mutable_token_ids()->mutable_ids()->Add(ids.begin(), ids.end());
+    prompt->mutable_token_ids()->mutable_ids()->Add(ids->begin(), ids->end());
   }
   absl::StatusOr<v1::GenerateResponse> response;
   // A rollout server restarted since the last publish serves an older adapter

@@ -126,8 +126,17 @@ absl::StatusOr<GenerationRequest> RolloutService::ToEngineRequest(
               absl::StrCat("prompt ", p, " has ", prompt.text().size(),
                            " bytes of text; at most 1 MiB"));
         }
-        out.prompts.push_back(engine_->tokenizer()->Encode(
-            prompt.text(), /*add_special_tokens=*/false));
+        {
+          absl::StatusOr<std::vector<int32_t>> ids =
+              engine_->tokenizer()->EncodeChecked(prompt.text(),
+                                                  /*add_special_tokens=*/false);
+          if (!ids.ok()) {
+            return absl::Status(ids.status().code(),
+                                absl::StrCat("prompt ", p, ": ",
+                                             ids.status().message()));
+          }
+          out.prompts.push_back(*std::move(ids));
+        }
         break;
       default:
         return absl::InvalidArgumentError(

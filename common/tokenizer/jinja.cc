@@ -1264,9 +1264,16 @@ Value Arithmetic(const std::string& op, const Value& a, const Value& b,
                                           : v.as_float();
   };
   if (op == "+") {
-    if (a.is_string() && b.is_string())
+    if (a.is_string() && b.is_string()) {
+      // Doubling a string in a loop would otherwise reach gigabytes within
+      // the loop limit before any output is checked.
+      if (a.as_string().size() + b.as_string().size() > kMaxOutputBytes)
+        Fail(line, "string concatenation exceeds 64 MiB");
       return Value(a.as_string() + b.as_string());
+    }
     if (a.kind() == Value::Kind::kList && b.kind() == Value::Kind::kList) {
+      if (a.list()->size() + b.list()->size() > 1'000'000)
+        Fail(line, "list concatenation exceeds 1,000,000 items");
       List out = *a.list();
       out.insert(out.end(), b.list()->begin(), b.list()->end());
       return Value::FromList(std::move(out));
@@ -1351,7 +1358,13 @@ struct Binary : Expr {
   Value Eval(Context& ctx) const override {
     const Value a = left->Eval(ctx);
     const Value b = right->Eval(ctx);
-    if (op == "~") return Value(a.Str() + b.Str());
+    if (op == "~") {
+      std::string left_text = a.Str();
+      const std::string right_text = b.Str();
+      if (left_text.size() + right_text.size() > kMaxOutputBytes)
+        Fail(line, "string concatenation exceeds 64 MiB");
+      return Value(std::move(left_text) + right_text);
+    }
     return Arithmetic(op, a, b, line);
   }
   std::string op;

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file.h"
+#include "common/base/logging.h"
 #include "common/tokenizer/unicode.h"
 #include "nlohmann/json.hpp"
 
@@ -93,18 +94,36 @@ class SplitRegex {
   ~SplitRegex() { pcre2_code_free(code_); }
 
   // Calls piece(text) for every match and every gap between matches, in order
-  // (the "Isolated" split behaviour).
+  // (the "Isolated" split behaviour). A match that fails (a resource limit of
+  // PCRE2, not "no match") is tried again without the JIT; if that fails too,
+  // the rest of the text is one piece and the error goes to `error` (never
+  // taken silently for the end of the input).
   template <typename Fn>
-  void Split(absl::string_view text, Fn piece) const {
+  void Split(absl::string_view text, Fn piece, absl::Status* error) const {
     pcre2_match_data* match =
         pcre2_match_data_create_from_pattern(code_, nullptr);
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     size_t start = 0;
     size_t emitted = 0;
     while (start <= text.size()) {
-      const int rc = pcre2_match(code_, subject, text.size(), start,
-                                 PCRE2_NO_UTF_CHECK, match, nullptr);
-      if (rc < 0) break;
+      int rc = pcre2_match(code_, subject, text.size(), start,
+                           PCRE2_NO_UTF_CHECK, match, nullptr);
+      if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+        rc = pcre2_match(code_, subject, text.size(), start,
+                         PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, match, nullptr);
+      }
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc < 0) {
+        PCRE2_UCHAR message[256];
+        pcre2_get_error_message(rc, message, sizeof(message));
+        if (error != nullptr && error->ok()) {
+          *error = absl::ResourceExhaustedError(absl::StrCat(
+              "the pre-tokenizer's regex failed at byte ", start, " of a ",
+              text.size(), "-byte segment: ",
+              reinterpret_cast<const char*>(message)));
+        }
+        break;
+      }
       const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match);
       const size_t begin = ovector[0];
       const size_t end = ovector[1];
@@ -457,6 +476,23 @@ void Tokenizer::SplitAdded(const Trie& trie, absl::string_view text,
 
 std::vector<int32_t> Tokenizer::Encode(absl::string_view text,
                                        bool add_special_tokens) const {
+  absl::Status error;
+  std::vector<int32_t> out = Encode(text, add_special_tokens, &error);
+  if (!error.ok()) MRL_LOG(ERROR) << "tokenizing: " << error;
+  return out;
+}
+
+absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodeChecked(
+    absl::string_view text, bool add_special_tokens) const {
+  absl::Status error;
+  std::vector<int32_t> out = Encode(text, add_special_tokens, &error);
+  if (!error.ok()) return error;
+  return out;
+}
+
+std::vector<int32_t> Tokenizer::Encode(absl::string_view text,
+                                       bool add_special_tokens,
+                                       absl::Status* error) const {
   std::vector<int32_t> out;
   if (add_special_tokens) out = prefix_ids_;
   std::string valid;
@@ -467,12 +503,16 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text,
   SplitAdded(raw_trie_, text, &out, [&](absl::string_view segment) {
     if (!nfc_) {
       SplitAdded(normalized_trie_, segment, &out,
-                 [&](absl::string_view part) { EncodeSegment(part, &out); });
+                 [&](absl::string_view part) {
+                   EncodeSegment(part, &out, error);
+                 });
       return;
     }
     const std::string normalized = Nfc(segment);
     SplitAdded(normalized_trie_, normalized, &out,
-               [&](absl::string_view part) { EncodeSegment(part, &out); });
+               [&](absl::string_view part) {
+                 EncodeSegment(part, &out, error);
+               });
   });
   if (add_special_tokens)
     out.insert(out.end(), suffix_ids_.begin(), suffix_ids_.end());
@@ -480,9 +520,11 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text,
 }
 
 void Tokenizer::EncodeSegment(absl::string_view segment,
-                              std::vector<int32_t>* out) const {
-  split_->Split(segment,
-                [&](absl::string_view piece) { EncodePiece(piece, out); });
+                              std::vector<int32_t>* out,
+                              absl::Status* error) const {
+  split_->Split(
+      segment, [&](absl::string_view piece) { EncodePiece(piece, out); },
+      error);
 }
 
 void Tokenizer::EncodePiece(absl::string_view piece,

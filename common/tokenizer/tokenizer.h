@@ -43,6 +43,11 @@ class Tokenizer {
   // add none. Invalid UTF-8 in `text` is first replaced by U+FFFD.
   std::vector<int32_t> Encode(absl::string_view text,
                               bool add_special_tokens = false) const;
+  // As Encode, but a failure of the pre-tokenizer's regex (a PCRE2 resource
+  // limit on a pathological input) is an error (ResourceExhausted, saying
+  // where) instead of a logged one with the rest of the text left unsplit.
+  absl::StatusOr<std::vector<int32_t>> EncodeChecked(
+      absl::string_view text, bool add_special_tokens = false) const;
 
   // The text of `ids` (lossy UTF-8, as `tokenizers` decodes). Unknown ids are
   // skipped. With `skip_special_tokens`, added tokens marked special are left
@@ -85,8 +90,10 @@ class Tokenizer {
   };
 
   Tokenizer();
-  void EncodeSegment(absl::string_view segment,
-                     std::vector<int32_t>* out) const;
+  std::vector<int32_t> Encode(absl::string_view text, bool add_special_tokens,
+                              absl::Status* error) const;
+  void EncodeSegment(absl::string_view segment, std::vector<int32_t>* out,
+                     absl::Status* error) const;
   void EncodePiece(absl::string_view piece, std::vector<int32_t>* out) const;
   std::vector<int32_t> Bpe(absl::string_view piece) const;
   // Cuts added tokens of `trie` out of `text`: ids of matches go to `out`, the

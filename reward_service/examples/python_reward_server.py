@@ -17,6 +17,7 @@ SIGTERM/SIGINT. For use across machines it takes the same --tls_cert/--tls_key/
 reward.tls_ca / reward.token_file settings match them).
 """
 import argparse
+import hmac
 import json
 import os
 import re
@@ -137,14 +138,19 @@ class TokenCheck(grpc.ServerInterceptor):
     microrl's own services do with --auth_token_file (UNAUTHENTICATED)."""
 
     def __init__(self, token):
-        self.expected = ("authorization", f"Bearer {token}")
+        self.expected = f"Bearer {token}".encode()
 
         def deny(request, context):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
         self.deny = grpc.unary_unary_rpc_method_handler(deny)
 
     def intercept_service(self, continuation, details):
-        if self.expected in tuple(details.invocation_metadata or ()):
+        given = [value for key, value in (details.invocation_metadata or ())
+                 if key == "authorization"]
+        # Constant-time comparison: the time taken says nothing about the token.
+        if len(given) == 1 and hmac.compare_digest(
+                given[0].encode() if isinstance(given[0], str) else given[0],
+                self.expected):
             return continuation(details)
         return self.deny
 

@@ -117,6 +117,16 @@ TEST(JinjaTest, HostileTemplatesAreRefusedNotRun) {
       {"{{ 2 ** 1000000000000 }}", "integer overflow"},
       {"{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}",
        "nested too deeply"},
+      // Doubling a string: 2^40 bytes after 40 iterations, never output.
+      {"{% set ns = namespace(s='ab') %}{% for i in range(40) %}"
+       "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s | length }}",
+       "string concatenation exceeds 64 MiB"},
+      {"{% set ns = namespace(s='ab') %}{% for i in range(40) %}"
+       "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+       "string concatenation exceeds 64 MiB"},
+      {"{% set ns = namespace(l=[1]) %}{% for i in range(40) %}"
+       "{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l | length }}",
+       "list concatenation exceeds"},
   };
   for (const Case& c : cases) {
     const absl::Status status = Render(c.source).status();

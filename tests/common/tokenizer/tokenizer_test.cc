@@ -156,6 +156,31 @@ std::string SmallTokenizer(const std::string& added_flags,
   return root.dump();
 }
 
+// A pre-tokenizer regex that PCRE2 gives up on (its match limit, here by
+// catastrophic backtracking) is an error of EncodeChecked, not the silent end
+// of the input.
+TEST(TokenizerTest, ARegexThatFailsIsAnErrorNotTheEndOfTheInput) {
+  nlohmann::json root = nlohmann::json::parse(SmallTokenizer("", ""));
+  root["pre_tokenizer"] = nlohmann::json::parse(R"({"type": "Sequence",
+      "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "(a+)+b"}, "behavior": "Isolated",
+         "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]})");
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t =
+      Tokenizer::FromJson(root.dump(), "redos");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_TRUE((*t)->EncodeChecked("aab cab").ok());
+  const std::string hostile = std::string(40, 'a') + "cb";
+  const absl::StatusOr<std::vector<int32_t>> ids =
+      (*t)->EncodeChecked(hostile);
+  ASSERT_FALSE(ids.ok());
+  EXPECT_EQ(ids.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(ids.status().message()),
+              HasSubstr("pre-tokenizer's regex failed at byte 0"));
+  // Encode still answers (the rest unsplit, the error logged).
+  EXPECT_FALSE((*t)->Encode(hostile).empty());
+}
+
 TEST(TokenizerTest, TemplateProcessingAddsBosAndUnsupportedFlagsAreRefused) {
   absl::StatusOr<std::unique_ptr<Tokenizer>> t =
       Tokenizer::FromJson(SmallTokenizer("", R"({"type": "TemplateProcessing",
