@@ -12,7 +12,9 @@ waited for up to 2 minutes) run from build_dir; every 15-45 s one of them, chose
 random, is SIGKILLed and restarted 1-3 s later (the learner with --resume). At the end
 the learner and the services get SIGTERM, and exit normally so LeakSanitizer runs.
 Checked: no sanitizer report in any log (AddressSanitizer, LeakSanitizer, UBSan
-"runtime error"), every process stopped at the end exited 0, the steps in metrics.jsonl
+"runtime error"), every process stopped at the end exited 0, every exit the soak did
+not cause is recorded (polled each second) and none was non-zero, a signal or an abort
+(only the learner may end by itself, with 0, when its run is done), the steps in metrics.jsonl
 are 1..N once each, and the mean reward of the last 20 steps (10 in a short run)
 exceeds that of the first ones. Exit status 0 when all hold.
 """
@@ -59,7 +61,10 @@ class Proc:
     def kill(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+            self.proc.wait()
+            self.exit_codes.append("SIGKILL (the soak's)")
+        else:
+            self.exit_codes.append(self.proc.returncode)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -131,6 +136,16 @@ def main():
                                f"--set={overrides}"], work, env, cwd=demo)
     everyone = dict(services, learner=learner)
     kills = {n: 0 for n in everyone}
+    self_exits = []  # (name, code) of every exit the soak did not cause
+
+    def restart_exited():
+        for name, p in everyone.items():
+            if p.proc.poll() is not None:
+                code = p.proc.returncode
+                p.exit_codes.append(code)
+                self_exits.append((name, code))
+                print(f"[soak] {name} exited by itself with {code}", flush=True)
+                p.start(["--resume"] if name == "learner" else [])
     try:
         for p in services.values():
             p.start()
@@ -139,10 +154,12 @@ def main():
         end = time.time() + args.minutes * 60
         while True:
             wait = rng.uniform(15, 45)
-            if time.time() + wait >= end:
-                time.sleep(max(0.0, end - time.time()))
+            until = min(end, time.time() + wait)
+            while time.time() < until:  # every exit is seen (and recorded) at once
+                time.sleep(min(1.0, max(0.0, until - time.time())))
+                restart_exited()
+            if time.time() >= end:
                 break
-            time.sleep(wait)
             victim = rng.choice(sorted(everyone))
             everyone[victim].kill()
             kills[victim] += 1
@@ -150,11 +167,7 @@ def main():
             everyone[victim].start(["--resume"] if victim == "learner" else [])
             print(f"[soak] {time.strftime('%H:%M:%S')} killed and restarted {victim}",
                   flush=True)
-            for name, p in everyone.items():
-                if p.proc.poll() is not None:
-                    print(f"[soak] {name} exited by itself with {p.proc.returncode}",
-                          flush=True)
-                    p.start(["--resume"] if name == "learner" else [])
+            restart_exited()
         # A SIGTERM that lands before a just-restarted process reaches main() kills
         # it by default action; let the last restart settle first.
         settle = max(p.started_at for p in everyone.values()) + 30 - time.time()
@@ -181,6 +194,10 @@ def main():
     for name, p in everyone.items():
         check(p.exit_codes[-1:] == [0], f"{name} exited 0 at the end ({p.exit_codes}); "
                                         f"killed {kills[name]} times, started {p.starts}")
+    # Only the learner may end by itself, and only cleanly (its run finished).
+    bad = [(name, code) for name, code in self_exits if code != 0 or name != "learner"]
+    check(not bad, f"no process exited by itself with an error, a signal or an abort "
+                   f"(exits the soak did not cause: {self_exits})")
     metrics = os.path.join(demo, "runs", "grpo", "metrics.jsonl")
     steps = [json.loads(line) for line in open(metrics) if '"reward_mean"' in line]
     numbers = [m["step"] for m in steps]
