@@ -164,6 +164,12 @@ grpc::Status RolloutService::Generate(grpc::ServerContext* context,
                                       const v1::GenerateRequest* request,
                                       v1::GenerateResponse* response) {
   if (engine_ == nullptr) return NoModel();
+  // Fault tests: the CANCELLED a server shutting down gives the calls it is
+  // still serving when its grace period ends.
+  if (absl::Status s = Failpoint("rollout.generate", absl::StatusCode::kCancelled);
+      !s.ok()) {
+    return rpc::ToGrpcStatus(s);
+  }
   absl::StatusOr<GenerationRequest> engine_request = ToEngineRequest(*request);
   if (!engine_request.ok()) return rpc::ToGrpcStatus(engine_request.status());
   std::shared_ptr<std::atomic<bool>> cancelled = engine_request->cancelled;

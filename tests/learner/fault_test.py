@@ -24,9 +24,10 @@ and restarted while the learner trains.
 6. `--resume` with another seed or LoRA rank is refused naming the key and changes
    nothing; with another learning rate it runs and logs the change; a second learner
    started on a run that one is training is refused (the run directory's lock).
-7. graceful restarts: the rollout server SIGTERMed during a Generate and the reward
-   service SIGTERMed later, each started again: the learner retries (a peer shutting
-   down cancels its calls) and finishes, each step once.
+7. graceful restarts: the rollout server answers one Generate CANCELLED (a failpoint:
+   what a shutdown gives calls still running after its grace period), then is SIGTERMed
+   during a Generate, and the reward service SIGTERMed later, each started again: the
+   learner retries and finishes, each step once.
 7b. the rollout server restarted mid-run with another adapter at version 1000: the
    learner refuses and counts those completions, publishes above that version and
    repeats the request; its series equals the uninterrupted run's.
@@ -444,7 +445,13 @@ def main():
         shutil.copytree(os.path.join(runs, "whole"), reference_run)
 
         # ---- 7. graceful restarts: each peer SIGTERMed (as `docker compose restart`
-        # does) and started again while the learner trains
+        # does) and started again while the learner trains. A shutdown cancels the
+        # calls still running when its grace period ends; the tiny model's calls end
+        # sooner, so the rollout server first answers one Generate CANCELLED by a
+        # failpoint, as such a shutdown would.
+        rollout.stop()
+        rollout.env = dict(os.environ, MICRORL_FAILPOINTS="rollout.generate=error@3")
+        rollout.start()
         learner = Learner(args.learner, work, config(work, "graceful", rollout, reward, 8))
         run = os.path.join(runs, "graceful")
         if wait_for(lambda: len(steps_logged(run)) >= 2, 120, "step 2") and \
@@ -452,14 +459,18 @@ def main():
                          > 0, 60, "a Generate in flight"):
             check(rollout.terminate() == 0, "the rollout server stops on SIGTERM (exit 0)")
             time.sleep(1.0)
+            rollout.env = dict(os.environ)
             rollout.start()
             if wait_for(lambda: len(steps_logged(run)) >= 5, 120, "step 5"):
                 check(reward.terminate() == 0, "the reward service stops on SIGTERM (exit 0)")
                 time.sleep(1.0)
                 reward.start()
             code = learner.wait()
+            out = learner.output()
             check(code == 0, f"peers restarted gracefully: the learner finishes (exit {code}): "
-                             f"{learner.output()[-600:]!r}")
+                             f"{out[-600:]!r}")
+            check("cancelled by the peer" in out and "retrying in" in out,
+                  "a Generate the rollout server cancelled was retried")
             check(steps_logged(run) == list(range(1, 9)),
                   f"each step logged exactly once: {steps_logged(run)}")
         else:
