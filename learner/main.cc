@@ -275,15 +275,17 @@ int main(int argc, char** argv) {
     }
     trainer = *std::move(created);
   }
-  microrl::rpc::ClientSecurity rollout_security, reward_security;
-  if (config.has_value()) {  // already checked by Trainer::Create
-    rollout_security = microrl::learner::ResolvePeerSecurity(
-                           config->rollout_security, "rollout")
-                           .value_or(microrl::rpc::ClientSecurity{});
-    reward_security =
-        microrl::learner::ResolvePeerSecurity(config->reward_security, "reward")
-            .value_or(microrl::rpc::ClientSecurity{});
-  }
+  // The peer monitor probes with the clients' TLS and token: the run's, or
+  // without a run the deployment's (MICRORL_AUTH_TOKEN, MICRORL_TLS_CA).
+  const microrl::learner::PeerSecurityConfig none;
+  const microrl::rpc::ClientSecurity rollout_security =
+      microrl::learner::ResolvePeerSecurity(
+          config.has_value() ? config->rollout_security : none, "rollout")
+          .value_or(microrl::rpc::ClientSecurity{});
+  const microrl::rpc::ClientSecurity reward_security =
+      microrl::learner::ResolvePeerSecurity(
+          config.has_value() ? config->reward_security : none, "reward")
+          .value_or(microrl::rpc::ClientSecurity{});
   microrl::learner::PeerMonitor peers(
       {{"rollout", rollout_address, "microrl.v1.Rollout", rollout_security},
        {"reward", reward_address, "microrl.v1.Reward", reward_security}},
