@@ -417,8 +417,9 @@ void Engine::Submit(
                    options_.max_queued_completions) {
       refused = absl::ResourceExhaustedError(absl::StrCat(
           "the rollout server's queue is full (", queued_requests_,
-          " requests, ", queued_completions_, " completions queued; limits ",
-          options_.max_queued_requests, " and ",
+          " requests, ", queued_completions_, " completions queued; this one has ",
+          completions, "; limits --max_queued_requests=",
+          options_.max_queued_requests, ", --max_queued_completions=",
           options_.max_queued_completions, "): retry later"));
     } else {
       ++queued_requests_;
