@@ -22,8 +22,8 @@
 #include "common/device/device.h"
 #include "common/model/adapter_ipc.h"
 #include "learner/eval_command.h"
-#include "prometheus/counter.h"
 #include "learner/evaluate.h"
+#include "prometheus/counter.h"
 
 namespace microrl::learner {
 namespace fs = std::filesystem;
