@@ -5,20 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "common/base/random.h"
 #include "nlohmann/json.hpp"
 
 namespace microrl::learner {
-namespace {
-
-uint64_t SplitMix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
-
 absl::StatusOr<std::vector<Problem>> LoadProblems(
     const std::string& path, const std::string& problem_field,
     const std::string& answer_field) {
@@ -132,7 +122,7 @@ void EpochSampler::Shuffle() {
       seed_ ^ (0x51ed27f3a9b1c4e5ULL * static_cast<uint64_t>(epoch_ + 1));
   for (int64_t i = size_ - 1; i > 0; --i) {
     const int64_t j =
-        static_cast<int64_t>(SplitMix64(state) % static_cast<uint64_t>(i + 1));
+        static_cast<int64_t>(SplitMix64Next(state) % static_cast<uint64_t>(i + 1));
     std::swap(order_[i], order_[j]);
   }
 }

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/base/logging.h"
+#include "common/base/random.h"
 #include "common/device/device.h"
 #include "common/model/tensor_io.h"
 #include "rollout_server/decode_graphs.h"
@@ -25,13 +26,6 @@ constexpr int64_t kMaxCompletions = 65536;
 constexpr size_t kMaxStopTokenIds = 64;
 constexpr size_t kMaxStopStrings = 16;
 constexpr size_t kMaxStopStringBytes = 256;
-
-uint64_t SplitMix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 // The seed of completion `sample` of prompt `prompt`: a function of the
 // request's seed and the completion's place in the request only.

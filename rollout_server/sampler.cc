@@ -5,18 +5,14 @@
 #include <algorithm>
 #include <limits>
 
+#include "common/base/random.h"
 #include "common/model/tensor_io.h"
 
 namespace microrl::rollout {
 double RowUniform(uint64_t seed, int64_t position) {
   // splitmix64 of the seed, then of the position: a uniform 53-bit fraction.
-  auto mix = [](uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  };
-  const uint64_t bits = mix(mix(seed) ^ static_cast<uint64_t>(position));
+  const uint64_t bits =
+      SplitMix64(SplitMix64(seed) ^ static_cast<uint64_t>(position));
   return (static_cast<double>(bits >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
 
