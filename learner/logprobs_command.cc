@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/device/device.h"
 #include "common/model/decoder.h"
+#include "common/model/loader.h"
 #include "common/model/lora.h"
 #include "common/model/token_stats.h"
 #include "nlohmann/json.hpp"
@@ -121,15 +122,14 @@ absl::Status RunLogprobsCommand(const LogprobsCommandOptions& options,
     return absl::InvalidArgumentError("--batch_lines must be >= 1");
   absl::StatusOr<device::Device> device = device::ResolveDevice(options.device);
   if (!device.ok()) return device.status();
-  const at::Device torch_device = device->cuda
-                                      ? at::Device(at::kCUDA, device->index)
-                                      : at::Device(at::kCPU);
-  model::DecoderOptions decoder_options;
-  decoder_options.device = torch_device;
-  decoder_options.dtype = device->cuda ? at::kBFloat16 : at::kFloat;
+  model::ModelLoadOptions load;
+  load.model_dir = options.model_dir;
+  load.device = *device;
+  load.model_setting = "";
   absl::StatusOr<std::unique_ptr<model::Decoder>> decoder =
-      model::Decoder::Load(options.model_dir, decoder_options);
+      model::LoadModel(load);
   if (!decoder.ok()) return decoder.status();
+  const at::Device torch_device = (*decoder)->options().device;
   std::unique_ptr<model::LoraAdapter> adapter;
   if (!options.adapter_dir.empty()) {
     absl::StatusOr<std::unique_ptr<model::LoraAdapter>> loaded =

@@ -7,54 +7,24 @@
 #include "absl/time/clock.h"
 #include "common/base/logging.h"
 #include "common/model/decoder.h"
+#include "common/model/loader.h"
 #include "common/model/lora.h"
 #include "common/tokenizer/tokenizer.h"
 
 namespace microrl::rollout {
 
-absl::StatusOr<at::ScalarType> ParseDtype(const std::string& name,
-                                          const device::Device& device) {
-  if (name == "auto") return device.cuda ? at::kBFloat16 : at::kFloat;
-  if (name == "float32") return at::kFloat;
-  if (name == "bfloat16") return at::kBFloat16;
-  if (name == "float16") return at::kHalf;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--dtype: \"", name,
-                   "\" is not one of auto, float32, bfloat16, float16"));
-}
-
 absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
     const ServerModelOptions& options, prometheus::Registry& registry) {
-  absl::StatusOr<at::ScalarType> dtype =
-      ParseDtype(options.dtype, options.device);
-  if (!dtype.ok()) return dtype.status();
-  model::DecoderOptions decoder_options;
-  decoder_options.device = options.device.cuda
-                               ? at::Device(at::kCUDA, options.device.index)
-                               : at::Device(at::kCPU);
-  decoder_options.dtype = *dtype;
-  if (options.gpu_memory_gib < 0) {
-    return absl::InvalidArgumentError(
-        "--gpu_memory_gib: must be >= 0 (0: no cap)");
-  }
-  if (options.gpu_memory_gib > 0) {
-    const absl::Status capped = device::CapMemory(
-        options.device,
-        static_cast<uint64_t>(options.gpu_memory_gib * (1 << 30)));
-    if (!capped.ok()) {
-      return absl::Status(capped.code(),
-                          absl::StrCat("--gpu_memory_gib: ", capped.message()));
-    }
-    MRL_LOG(INFO) << "GPU memory capped at " << options.gpu_memory_gib
-                  << " GiB";
-  }
+  model::ModelLoadOptions load;
+  load.model_dir = options.model_dir;
+  load.device = options.device;
+  load.dtype = options.dtype;
+  load.gpu_memory_gib = options.gpu_memory_gib;
   const absl::Time start = absl::Now();
   absl::StatusOr<std::unique_ptr<model::Decoder>> decoder =
-      model::Decoder::Load(options.model_dir, decoder_options);
-  if (!decoder.ok()) {
-    return absl::Status(decoder.status().code(),
-                        absl::StrCat("--model: ", decoder.status().message()));
-  }
+      model::LoadModel(load);
+  if (!decoder.ok()) return decoder.status();
+  const model::DecoderOptions decoder_options = (*decoder)->options();
   const model::ModelConfig config = (*decoder)->config();
   MRL_LOG(INFO) << "loaded " << model::ArchitectureName(config.architecture)
                 << " from " << options.model_dir << " in "

@@ -40,10 +40,6 @@ struct ServerModelOptions {
   uint64_t adapter_version = 1;
 };
 
-// Parses a --dtype value for `device`.
-absl::StatusOr<at::ScalarType> ParseDtype(const std::string& name,
-                                          const device::Device& device);
-
 // Loads the model (and tokenizer, and start-up adapter) and starts the engine.
 // Errors name the flag or file at fault.
 absl::StatusOr<std::shared_ptr<Engine>> StartEngine(

@@ -29,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "common/base/file.h"
 #include "common/device/device.h"
+#include "common/model/loader.h"
 #include "nlohmann/json.hpp"
 #include "rollout_server/engine.h"
 #include "rollout_server/server_setup.h"
@@ -168,7 +169,7 @@ int main(int argc, char** argv) {
       microrl::model::LoadModelConfig(options.model_dir);
   if (!config.ok()) return Fail(config.status().ToString());
   absl::StatusOr<at::ScalarType> dtype =
-      microrl::rollout::ParseDtype(options.dtype, *device);
+      microrl::model::ParseDtype(options.dtype, *device, "--dtype");
   if (!dtype.ok()) return Fail(dtype.status().ToString());
   const int64_t slot_bytes =
       2 * config->num_layers * config->num_kv_heads * config->head_dim *
