@@ -1,52 +1,31 @@
 #include "learner/eval_command.h"
 
-#include <filesystem>
 #include <iostream>
+#include <memory>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "common/base/file.h"
-#include "learner/data.h"
-#include "learner/evaluate.h"
+#include "learner/reward_client.h"
+#include "learner/rollout_client.h"
 
 namespace microrl::learner {
 
-absl::Status RunEvalCommand(const EvalCommandOptions& o,
-                            RolloutClient* given_rollout,
-                            const std::atomic<bool>* stop) {
-  if (o.datasets.empty())
+absl::Status RunEvalCommand(const EvalCommandOptions& o) {
+  BenchmarkOptions benchmarks = o.benchmarks;
+  if (benchmarks.datasets.empty())
     return absl::InvalidArgumentError("--datasets: name at least one");
-  if (o.samples < 1)
+  if (benchmarks.samples < 1)
     return absl::InvalidArgumentError("--samples: must be >= 1");
-  absl::StatusOr<PromptBuilder> prompts =
-      PromptBuilder::Create(o.model_dir, o.system_prompt, o.instruction);
-  if (!prompts.ok()) return prompts.status();
-  std::unique_ptr<RolloutClient> own_rollout;
-  if (given_rollout == nullptr) {
-    RolloutClientOptions options;
-    options.security = o.rollout_security;
-    absl::StatusOr<std::unique_ptr<RolloutClient>> created =
-        RolloutClient::Create(o.rollout_address, options);
-    if (!created.ok()) return created.status();
-    own_rollout = *std::move(created);
-  }
-  RolloutClient* rollout =
-      given_rollout != nullptr ? given_rollout : own_rollout.get();
+  RolloutClientOptions options;
+  options.security = o.rollout_security;
+  absl::StatusOr<std::unique_ptr<RolloutClient>> rollout =
+      RolloutClient::Create(o.rollout_address, options);
+  if (!rollout.ok()) return rollout.status();
   // A server left asleep by a colocated run is woken.
-  {
-    absl::StatusOr<v1::RolloutInfo> info = rollout->GetInfo();
-    if (!info.ok()) return info.status();
-    if (info->state() == v1::ROLLOUT_STATE_SLEEPING) {
-      if (absl::StatusOr<v1::WakeResponse> woke = rollout->Wake(); !woke.ok()) {
-        return woke.status();
-      }
-    }
-  }
+  if (absl::Status woke = (*rollout)->WakeIfAsleep(); !woke.ok()) return woke;
   absl::StatusOr<std::unique_ptr<RewardClient>> reward = RewardClient::Create(
       o.reward_address, absl::Minutes(5), {}, o.reward_security);
   if (!reward.ok()) return reward.status();
 
-  uint64_t version = 0;
   if (!o.adapter_dir.empty()) {
     absl::StatusOr<std::string> config =
         ReadFileToString(o.adapter_dir + "/adapter_config.json");
@@ -54,96 +33,18 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o,
     absl::StatusOr<std::string> weights =
         ReadFileToString(o.adapter_dir + "/adapter_model.safetensors");
     if (!weights.ok()) return weights.status();
-    absl::StatusOr<v1::RolloutInfo> info = rollout->GetInfo();
+    absl::StatusOr<v1::RolloutInfo> info = (*rollout)->GetInfo();
     if (!info.ok()) return info.status();
-    version = info->adapter_version() + 1;
+    const uint64_t version = info->adapter_version() + 1;
     absl::StatusOr<v1::LoadAdapterResponse> loaded =
-        rollout->LoadAdapter(version, *config, *weights);
+        (*rollout)->LoadAdapter(version, *config, *weights);
     if (!loaded.ok()) return loaded.status();
     std::cout << "loaded " << o.adapter_dir << " as adapter version " << version
               << "\n";
+    benchmarks.min_adapter_version = version;
+    benchmarks.model_label = o.adapter_dir;
   }
-
-  std::vector<EvalResult> adapted;
-  std::vector<EvalResult> base;
-  nlohmann::ordered_json json = nlohmann::ordered_json::array();
-  for (const std::string& spec : o.datasets) {
-    if (stop != nullptr && stop->load())
-      return absl::CancelledError("stopping");
-    const size_t eq = spec.find('=');
-    const std::string name =
-        eq == std::string::npos ? spec : spec.substr(0, eq);
-    const std::string path = eq == std::string::npos
-                                 ? o.data_dir + "/" + spec + ".jsonl"
-                                 : spec.substr(eq + 1);
-    absl::StatusOr<std::vector<Problem>> problems =
-        LoadProblems(path, o.problem_field, o.answer_field);
-    if (!problems.ok()) return problems.status();
-    if (o.problems > 0 && static_cast<int64_t>(problems->size()) > o.problems) {
-      problems->resize(o.problems);
-    }
-    EvalOptions options;
-    options.samples = o.samples;
-    options.temperature = o.temperature;
-    options.top_p = o.top_p;
-    options.max_tokens = o.max_tokens;
-    options.seed = o.seed;
-    options.ks.clear();
-    for (int64_t k : o.ks) {
-      if (k <= o.samples) options.ks.push_back(k);
-    }
-    options.min_adapter_version = version;
-    absl::StatusOr<EvalResult> result =
-        Evaluate(name, *problems, *prompts, *rollout, **reward, options);
-    if (!result.ok()) return result.status();
-    nlohmann::ordered_json line = EvalResultToJson(*result);
-    line["model"] = o.adapter_dir.empty() ? "served" : o.adapter_dir;
-    json.push_back(line);
-    adapted.push_back(*std::move(result));
-    if (o.compare_base) {
-      options.disable_adapter = true;
-      absl::StatusOr<EvalResult> base_result =
-          Evaluate(name, *problems, *prompts, *rollout, **reward, options);
-      if (!base_result.ok()) return base_result.status();
-      nlohmann::ordered_json base_line = EvalResultToJson(*base_result);
-      base_line["model"] = "base";
-      json.push_back(base_line);
-      base.push_back(*std::move(base_result));
-    }
-  }
-  std::vector<int64_t> ks;
-  for (int64_t k : o.ks) {
-    if (k <= o.samples) ks.push_back(k);
-  }
-  std::string markdown = "## pass@k (%)\n\n" + PassAtKTable(adapted, ks);
-  if (o.compare_base) {
-    absl::StrAppend(
-        &markdown, "\n## base model pass@k (%)\n\n", PassAtKTable(base, ks),
-        "\n## relative change of mean token entropy vs the base model\n\n"
-        "| dataset | base | adapter | change |\n| --- | --- | --- | --- |\n");
-    for (size_t i = 0; i < adapted.size(); ++i) {
-      const double h0 = base[i].mean_entropy;
-      const double h1 = adapted[i].mean_entropy;
-      absl::StrAppend(&markdown,
-                      absl::StrFormat("| %s | %.4f | %.4f | %+.1f%% |\n",
-                                      adapted[i].dataset, h0, h1,
-                                      h0 > 0 ? 100 * (h1 - h0) / h0 : 0.0));
-    }
-  }
-  std::cout << markdown;
-  if (!o.out_dir.empty()) {
-    std::error_code error;
-    std::filesystem::create_directories(o.out_dir, error);
-    if (absl::Status s =
-            WriteFileAtomically(o.out_dir + "/eval.json", json.dump(1) + "\n");
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = WriteFileAtomically(o.out_dir + "/eval.md", markdown);
-        !s.ok())
-      return s;
-  }
-  return absl::OkStatus();
+  return RunBenchmarks(benchmarks, **rollout, **reward);
 }
 
 }  // namespace microrl::learner

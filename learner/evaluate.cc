@@ -36,43 +36,43 @@ absl::StatusOr<EvalResult> Evaluate(const std::string& dataset,
        start += static_cast<size_t>(options.prompts_per_call)) {
     const size_t end = std::min(
         problems.size(), start + static_cast<size_t>(options.prompts_per_call));
-    v1::GenerateRequest request;
-    request.set_group_size(static_cast<int32_t>(options.samples));
-    request.set_min_adapter_version(options.min_adapter_version);
-    request.set_disable_adapter(options.disable_adapter);
-    request.set_request_id(absl::StrCat("eval-", dataset, "-", start));
-    v1::SamplingParams* sampling = request.mutable_sampling();
-    sampling->set_temperature(static_cast<float>(options.temperature));
-    sampling->set_top_p(static_cast<float>(options.top_p));
-    sampling->set_max_tokens(static_cast<int32_t>(options.max_tokens));
-    sampling->set_seed(options.seed + start);
+    GenerateParams params;
+    params.request_id = absl::StrCat("eval-", dataset, "-", start);
+    params.group_size = options.samples;
+    params.min_adapter_version = options.min_adapter_version;
+    params.disable_adapter = options.disable_adapter;
+    params.temperature = options.temperature;
+    params.top_p = options.top_p;
+    params.max_tokens = options.max_tokens;
+    params.seed = options.seed + start;
+    std::vector<PromptIds> batch;
     for (size_t i = start; i < end; ++i) {
       absl::StatusOr<std::vector<int32_t>> ids = prompts.Ids(problems[i]);
       if (!ids.ok()) return ids.status();
-      v1::Prompt* prompt = request.add_prompts();
-      prompt->set_id(problems[i].id);
-      prompt->mutable_token_ids()->mutable_ids()->Add(ids->begin(), ids->end());
+      batch.push_back({problems[i].id, *std::move(ids)});
     }
-    absl::StatusOr<v1::GenerateResponse> response = rollout.Generate(request);
-    if (!response.ok()) return response.status();
+    absl::StatusOr<std::vector<CompletionGroup>> groups =
+        rollout.Generate(batch, params);
+    if (!groups.ok()) return groups.status();
     std::vector<RewardItem> items;
-    for (int p = 0; p < response->groups_size(); ++p) {
+    for (size_t p = 0; p < groups->size(); ++p) {
       const Problem& problem = problems[start + p];
-      for (int g = 0; g < response->groups(p).completions_size(); ++g) {
-        const v1::Completion& completion = response->groups(p).completions(g);
+      const std::vector<Completion>& completions = (*groups)[p].completions;
+      for (size_t g = 0; g < completions.size(); ++g) {
+        const Completion& completion = completions[g];
         RewardItem item;
         item.id = absl::StrCat(problem.id, "#", g);
-        item.completion = completion.text();
+        item.completion = completion.text;
         item.ground_truth = problem.answer;
         items.push_back(std::move(item));
-        length_sum += completion.completion_tokens();
+        length_sum += completion.completion_tokens;
         double nll = 0;
-        for (float logprob : completion.logprobs()) nll -= logprob;
-        entropy_sum += completion.logprobs_size() > 0
-                           ? nll / completion.logprobs_size()
+        for (float logprob : completion.logprobs) nll -= logprob;
+        entropy_sum += !completion.logprobs.empty()
+                           ? nll / completion.logprobs.size()
                            : 0;
         result.adapter_version =
-            std::max(result.adapter_version, completion.adapter_version());
+            std::max(result.adapter_version, completion.adapter_version);
       }
     }
     absl::StatusOr<std::vector<RewardResult>> scores = reward.Score(items);

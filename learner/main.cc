@@ -89,19 +89,20 @@ absl::Status ValidatePeerAddress(const std::string& flag,
 
 int Eval(const char* component) {
   microrl::learner::EvalCommandOptions o;
-  o.model_dir = absl::GetFlag(FLAGS_model);
+  microrl::learner::BenchmarkOptions& b = o.benchmarks;
+  b.model_dir = absl::GetFlag(FLAGS_model);
   o.adapter_dir = absl::GetFlag(FLAGS_adapter);
-  o.compare_base = absl::GetFlag(FLAGS_compare_base);
+  b.compare_base = absl::GetFlag(FLAGS_compare_base);
   for (absl::string_view d :
        absl::StrSplit(absl::GetFlag(FLAGS_datasets), ',', absl::SkipEmpty()))
-    o.datasets.emplace_back(d);
-  o.data_dir = absl::GetFlag(FLAGS_data_dir);
-  o.problems = absl::GetFlag(FLAGS_problems);
-  o.samples = absl::GetFlag(FLAGS_samples);
-  o.temperature = absl::GetFlag(FLAGS_temperature);
-  o.top_p = absl::GetFlag(FLAGS_top_p);
-  o.max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  o.ks.clear();
+    b.datasets.emplace_back(d);
+  b.data_dir = absl::GetFlag(FLAGS_data_dir);
+  b.problems = absl::GetFlag(FLAGS_problems);
+  b.samples = absl::GetFlag(FLAGS_samples);
+  b.temperature = absl::GetFlag(FLAGS_temperature);
+  b.top_p = absl::GetFlag(FLAGS_top_p);
+  b.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  b.ks.clear();
   for (absl::string_view k :
        absl::StrSplit(absl::GetFlag(FLAGS_ks), ',', absl::SkipEmpty())) {
     int64_t value = 0;
@@ -110,11 +111,11 @@ int Eval(const char* component) {
           component,
           absl::InvalidArgumentError(absl::StrCat("--ks: bad k \"", k, "\"")));
     }
-    o.ks.push_back(value);
+    b.ks.push_back(value);
   }
   o.rollout_address = absl::GetFlag(FLAGS_rollout_address);
   o.reward_address = absl::GetFlag(FLAGS_reward_address);
-  o.out_dir = absl::GetFlag(FLAGS_out);
+  b.out_dir = absl::GetFlag(FLAGS_out);
   // The deployment's token and CA (MICRORL_AUTH_TOKEN, MICRORL_TLS_CA), unless
   // a --config names its own.
   for (auto [security, section] :
@@ -128,15 +129,15 @@ int Eval(const char* component) {
   }
   // The training defaults for the prompt, unless a --config gives its own.
   microrl::learner::TrainConfig defaults;
-  o.instruction = defaults.instruction;
+  b.instruction = defaults.instruction;
   if (!absl::GetFlag(FLAGS_config).empty()) {
     absl::StatusOr<microrl::learner::TrainConfig> config =
         microrl::learner::LoadTrainConfig(absl::GetFlag(FLAGS_config), {});
     if (!config.ok())
       return microrl::rpc::UsageError(component, config.status());
-    o.system_prompt = config->system_prompt;
-    o.instruction = config->instruction;
-    o.problem_field = config->problem_field;
+    b.system_prompt = config->system_prompt;
+    b.instruction = config->instruction;
+    b.problem_field = config->problem_field;
     absl::StatusOr<microrl::rpc::ClientSecurity> rollout_security =
         microrl::learner::ResolvePeerSecurity(config->rollout_security,
                                               "rollout");
@@ -149,10 +150,10 @@ int Eval(const char* component) {
       return microrl::rpc::UsageError(component, reward_security.status());
     o.rollout_security = *rollout_security;
     o.reward_security = *reward_security;
-    o.answer_field = config->answer_field;
-    if (o.model_dir.empty()) o.model_dir = config->model_path;
+    b.answer_field = config->answer_field;
+    if (b.model_dir.empty()) b.model_dir = config->model_path;
   }
-  if (o.model_dir.empty()) {
+  if (b.model_dir.empty()) {
     return microrl::rpc::UsageError(
         component, absl::InvalidArgumentError("--model: is required"));
   }

@@ -62,8 +62,25 @@ absl::Status RolloutClient::Call(
                       absl::StrCat(label, ": ", status.message()));
 }
 
-absl::StatusOr<v1::GenerateResponse> RolloutClient::Generate(
-    const v1::GenerateRequest& request) {
+absl::StatusOr<std::vector<CompletionGroup>> RolloutClient::Generate(
+    const std::vector<PromptIds>& prompts, const GenerateParams& params) {
+  v1::GenerateRequest request;
+  request.set_request_id(params.request_id);
+  request.set_group_size(static_cast<int32_t>(params.group_size));
+  request.set_min_adapter_version(params.min_adapter_version);
+  request.set_disable_adapter(params.disable_adapter);
+  v1::SamplingParams* sampling = request.mutable_sampling();
+  sampling->set_temperature(static_cast<float>(params.temperature));
+  sampling->set_top_p(static_cast<float>(params.top_p));
+  sampling->set_top_k(static_cast<int32_t>(params.top_k));
+  sampling->set_max_tokens(static_cast<int32_t>(params.max_tokens));
+  sampling->set_seed(params.seed);
+  for (const PromptIds& prompt : prompts) {
+    v1::Prompt* p = request.add_prompts();
+    p->set_id(prompt.id);
+    p->mutable_token_ids()->mutable_ids()->Add(prompt.ids.begin(),
+                                               prompt.ids.end());
+  }
   v1::GenerateResponse response;
   absl::Status status =
       Call("Generate", options_.generate_timeout,
@@ -72,7 +89,25 @@ absl::StatusOr<v1::GenerateResponse> RolloutClient::Generate(
              return stub_->Generate(context, request, &response);
            });
   if (!status.ok()) return status;
-  return response;
+  std::vector<CompletionGroup> groups(response.groups_size());
+  for (int p = 0; p < response.groups_size(); ++p) {
+    const v1::CompletionGroup& from = response.groups(p);
+    CompletionGroup& to = groups[p];
+    to.prompt_token_ids.assign(from.prompt_token_ids().begin(),
+                               from.prompt_token_ids().end());
+    to.completions.resize(from.completions_size());
+    for (int g = 0; g < from.completions_size(); ++g) {
+      const v1::Completion& c = from.completions(g);
+      Completion& out = to.completions[g];
+      out.token_ids.assign(c.token_ids().begin(), c.token_ids().end());
+      out.logprobs.assign(c.logprobs().begin(), c.logprobs().end());
+      out.text = c.text();
+      out.completion_tokens = c.completion_tokens();
+      out.truncated = c.finish_reason() == v1::FINISH_REASON_LENGTH;
+      out.adapter_version = c.adapter_version();
+    }
+  }
+  return groups;
 }
 
 absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::SendAdapter(
@@ -186,6 +221,13 @@ absl::StatusOr<v1::RolloutInfo> RolloutClient::GetInfo() {
            });
   if (!status.ok()) return status;
   return response;
+}
+
+absl::Status RolloutClient::WakeIfAsleep() {
+  absl::StatusOr<v1::RolloutInfo> info = GetInfo();
+  if (!info.ok()) return info.status();
+  if (info->state() != v1::ROLLOUT_STATE_SLEEPING) return absl::OkStatus();
+  return Wake().status();
 }
 
 absl::Status RolloutClient::WakeOnce(absl::Duration timeout) {

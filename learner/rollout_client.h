@@ -11,6 +11,7 @@
 #include "common/model/ipc_adapter.h"
 #include "common/rpc/retry.h"
 #include "common/rpc/security.h"
+#include "learner/generation.h"
 #include "proto/rollout.grpc.pb.h"
 
 namespace microrl::learner {
@@ -34,8 +35,9 @@ class RolloutClient {
   static absl::StatusOr<std::unique_ptr<RolloutClient>> Create(
       const std::string& address, const RolloutClientOptions& options);
 
-  absl::StatusOr<v1::GenerateResponse> Generate(
-      const v1::GenerateRequest& request);
+  // One group of completions per prompt, in the prompts' order.
+  absl::StatusOr<std::vector<CompletionGroup>> Generate(
+      const std::vector<PromptIds>& prompts, const GenerateParams& params);
   // Streams a PEFT adapter (adapter_config.json text and
   // adapter_model.safetensors bytes) in 4 MiB chunks, hashed as they go and
   // followed by their SHA-256, as
@@ -52,6 +54,8 @@ class RolloutClient {
   absl::StatusOr<v1::SleepResponse> Sleep(bool abort_running);
   absl::StatusOr<v1::WakeResponse> Wake();
   absl::StatusOr<v1::RolloutInfo> GetInfo();
+  // Wakes a server that is asleep (a colocated run left it so); OK if awake.
+  absl::Status WakeIfAsleep();
 
   // One Wake attempt with `timeout`, not retried, allowed after Cancel(): a
   // stopping learner leaves a colocated rollout server awake if it can.

@@ -17,7 +17,7 @@
 #include "learner/data.h"
 #include "learner/optimizer.h"
 #include "learner/policy_update.h"
-#include "learner/trainer.h"
+#include "learner/run_setup.h"
 #include "nlohmann/json.hpp"
 
 namespace microrl::learner {
@@ -36,25 +36,9 @@ absl::Status RunSft(const TrainConfig& config) {
   absl::StatusOr<std::unique_ptr<model::Decoder>> decoder =
       LoadTrainingDecoder(config);
   if (!decoder.ok()) return decoder.status();
-  const at::Device device = (*decoder)->options().device;
-  model::LoraConfig lora;
-  lora.rank = config.lora_rank;
-  lora.alpha = config.lora_alpha;
-  lora.use_rslora = config.lora_rslora;
-  lora.targets.clear();
-  for (const std::string& name : config.lora_targets) {
-    absl::StatusOr<model::LoraModule> module = model::ParseLoraModule(name);
-    if (!module.ok()) return module.status();
-    lora.targets.push_back(*module);
-  }
   absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter =
-      config.lora_init.empty()
-          ? model::LoraAdapter::Create((*decoder)->config(), lora, device,
-                                       config.seed)
-          : model::LoraAdapter::LoadPeft(config.lora_init, (*decoder)->config(),
-                                         device);
+      CreateOrLoadAdapter(config, **decoder);
   if (!adapter.ok()) return adapter.status();
-  (*adapter)->SetRequiresGrad(true);
 
   absl::StatusOr<PromptBuilder> prompts = PromptBuilder::Create(
       config.model_path, config.system_prompt, config.instruction);
@@ -88,12 +72,7 @@ absl::Status RunSft(const TrainConfig& config) {
   UpdateOptions update;
   update.gradient_checkpointing = config.gradient_checkpointing;
   PolicyUpdater scorer(**decoder, **adapter, optimizer, update);
-  ScheduleOptions schedule;
-  schedule.lr = config.lr;
-  schedule.cosine = config.schedule == "cosine";
-  schedule.warmup_steps = config.warmup_steps;
-  schedule.total_steps = config.max_steps;
-  schedule.min_lr_ratio = config.min_lr_ratio;
+  const ScheduleOptions schedule = ScheduleFrom(config, config.max_steps);
   EpochSampler sampler(static_cast<int64_t>(data.size()), config.seed);
   std::ofstream log(run_dir + "/metrics.jsonl");
   const absl::Time start = absl::Now();

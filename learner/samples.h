@@ -1,0 +1,54 @@
+#ifndef MICRORL_LEARNER_SAMPLES_H_
+#define MICRORL_LEARNER_SAMPLES_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "learner/generation.h"
+#include "learner/grpo.h"
+#include "learner/policy_update.h"
+#include "learner/reward_client.h"
+#include "learner/run_log.h"
+
+namespace microrl::learner {
+
+struct SampleOptions {
+  int64_t group_size = 1;
+  AdvantageOptions advantage;
+  // Leave out groups whose rewards are all equal (their advantages are 0).
+  bool filter_zero_variance = false;
+};
+
+// A step's training samples from its completion groups and their scores
+// (`scores` problem-major, one per completion): group-relative advantages,
+// then one Sample per completion that is kept (empty completions never are).
+// Adds the step's reward and length metrics to `metrics`: reward_mean,
+// reward_std, reward/<component>, accuracy, zero_variance_fraction,
+// response_length_mean, response_length_max, clipped_ratio,
+// trained_completions. A pure function.
+std::vector<Sample> BuildSamples(const std::vector<CompletionGroup>& groups,
+                                 const std::vector<RewardResult>& scores,
+                                 const SampleOptions& options,
+                                 StepMetrics& metrics);
+
+// The reward service's items for a step's completions, problem-major, each
+// with its prompt's text and its problem's answer; ids are "<problem>#<k>".
+std::vector<RewardItem> RewardItemsFor(
+    const std::vector<std::string>& problem_ids,
+    const std::vector<std::string>& prompt_texts,
+    const std::vector<std::string>& answers,
+    const std::vector<CompletionGroup>& groups);
+
+// How many completions came from another adapter version than `version`;
+// `*seen` is set to one such version (the last).
+int64_t CountOffPolicy(const std::vector<CompletionGroup>& groups,
+                       uint64_t version, uint64_t* seen);
+
+// The update's metrics (loss terms, clipping, KL, gradient norm, learning
+// rate, log-prob mismatch, optimizer steps) added to `metrics`.
+void AddUpdateMetrics(const UpdateStats& stats, StepMetrics& metrics);
+
+}  // namespace microrl::learner
+
+#endif  // MICRORL_LEARNER_SAMPLES_H_
