@@ -16,16 +16,12 @@
 #include "common/device/device.h"
 #include "common/model/tensor_io.h"
 #include "rollout_server/decode_graphs.h"
+#include "rollout_server/request_validation.h"
 #include "rollout_server/sampler.h"
+#include "rollout_server/stop_criteria.h"
 
 namespace microrl::rollout {
 namespace {
-
-constexpr size_t kMaxPrompts = 4096;
-constexpr int64_t kMaxCompletions = 65536;
-constexpr size_t kMaxStopTokenIds = 64;
-constexpr size_t kMaxStopStrings = 16;
-constexpr size_t kMaxStopStringBytes = 256;
 
 // The seed of completion `sample` of prompt `prompt`: a function of the
 // request's seed and the completion's place in the request only.
@@ -80,22 +76,6 @@ absl::StatusOr<model::KvCache> ReserveCache(const model::Decoder& decoder,
   }
 }
 
-prometheus::Gauge& MakeGauge(prometheus::Registry& registry,
-                             const std::string& name, const std::string& help) {
-  return prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add(
-      {});
-}
-
-prometheus::Histogram& MakeHistogram(
-    prometheus::Registry& registry, const std::string& name,
-    const std::string& help, prometheus::Histogram::BucketBoundaries buckets) {
-  return prometheus::BuildHistogram()
-      .Name(name)
-      .Help(help)
-      .Register(registry)
-      .Add({}, std::move(buckets));
-}
-
 }  // namespace
 
 struct Engine::Request {
@@ -104,8 +84,7 @@ struct Engine::Request {
   GenerationResult result;
   uint64_t seed = 0;
   std::vector<int64_t> max_tokens;   // per prompt
-  std::vector<int32_t> stop_ids;     // sorted
-  size_t longest_stop = 0;           // bytes of the longest stop string
+  StopCriteria stop;
   std::optional<bool> uses_adapter;  // fixed when its first completion starts
   int next_prompt = 0;               // the next completion to admit
   int next_sample = 0;
@@ -123,9 +102,10 @@ struct Engine::Sequence {
   uint64_t seed = 0;
   int32_t last_token = 0;  // sampled, not yet in the KV cache
   bool uses_adapter = false;
-  // The prompt's KV: in hosts_[host] at [prompt_offset, + prompt_length), the
-  // sequence's slot holding only its completion, or (host -1) in its slot.
-  int host = -1;
+  // The prompt's KV: in prompt slot `prompt_slot` at [prompt_offset,
+  // + prompt_length), the sequence's slot holding only its completion, or
+  // (prompt_slot -1) in its own slot.
+  int prompt_slot = -1;
   int64_t prompt_offset = 0;
   int64_t prompt_length = 0;
   bool finished = false;
@@ -207,79 +187,15 @@ Engine::Engine(std::shared_ptr<const model::Decoder> decoder,
       tokenizer_(std::move(tokenizer)),
       options_(options),
       num_slots_(num_slots),
+      prompt_slots_(num_slots),
       slot_bytes_(SlotBytes(decoder_->config(), decoder_->options().dtype,
                             options.max_model_len)),
       cache_(std::move(cache)),
-      generated_tokens_(prometheus::BuildCounter()
-                            .Name("microrl_rollout_generated_tokens_total")
-                            .Help("Completion tokens sampled.")
-                            .Register(registry)
-                            .Add({})),
-      prompt_tokens_(
-          prometheus::BuildCounter()
-              .Name("microrl_rollout_prompt_tokens_total")
-              .Help("Prompt tokens prefilled (once per group chunk).")
-              .Register(registry)
-              .Add({})),
-      completions_(prometheus::BuildCounter()
-                       .Name("microrl_rollout_completions_total")
-                       .Help("Completions finished, by finish reason.")
-                       .Register(registry)),
-      group_prompts_(
-          prometheus::BuildCounter()
-              .Name("microrl_rollout_group_prompts_total")
-              .Help("Prompts of groups of two or more completions, by where "
-                    "their KV went: kv=shared (once, in a host slot read by "
-                    "the group) or kv=copied (into each completion's slot).")
-              .Register(registry)),
-      running_gauge_(MakeGauge(registry, "microrl_rollout_running_sequences",
-                               "Sequences in the decode batch.")),
-      waiting_gauge_(MakeGauge(registry, "microrl_rollout_waiting_sequences",
-                               "Completions queued, not yet started.")),
-      kv_used_ratio_(
-          MakeGauge(registry, "microrl_rollout_kv_cache_usage_ratio",
-                    "Cached tokens over the KV cache's token capacity.")),
-      kv_bytes_(MakeGauge(
-          registry, "microrl_rollout_kv_cache_bytes",
-          "Device memory reserved for the KV cache (0 while asleep).")),
-      tokens_per_second_(
-          MakeGauge(registry, "microrl_rollout_tokens_per_second",
-                    "Completion tokens per second over the last second of "
-                    "work (0 when idle).")),
-      adapter_version_gauge_(
-          MakeGauge(registry, "microrl_rollout_adapter_version",
-                    "Version of the loaded LoRA adapter (0: none).")),
-      sleeping_gauge_(MakeGauge(registry, "microrl_rollout_sleeping",
-                                "1 while asleep (KV cache freed).")),
-      device_allocated_(MakeGauge(
-          registry, "microrl_rollout_device_memory_allocated_bytes",
-          "GPU memory held by live tensors of this process (0 on the CPU).")),
-      device_reserved_(MakeGauge(
-          registry, "microrl_rollout_device_memory_reserved_bytes",
-          "GPU memory held by this process's caching allocator (0 on the "
-          "CPU).")),
-      device_peak_reserved_(MakeGauge(
-          registry, "microrl_rollout_device_memory_peak_reserved_bytes",
-          "The most GPU memory this process's caching allocator has held "
-          "since it started (0 on the CPU).")),
-      prefill_seconds_(MakeHistogram(
-          registry, "microrl_rollout_prefill_seconds",
-          "Seconds per batched prefill, sampling included.",
-          {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})),
-      decode_step_seconds_(MakeHistogram(
-          registry, "microrl_rollout_decode_step_seconds",
-          "Seconds per decode step of the whole batch, sampling included.",
-          {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5})),
-      swap_seconds_(
-          MakeHistogram(registry, "microrl_rollout_adapter_swap_seconds",
-                        "Seconds from a LoadAdapter reaching the engine to the "
-                        "new adapter being current (drain included).",
-                        {0.0001, 0.001, 0.01, 0.1, 1, 10, 60})) {
+      metrics_(registry) {
   snapshot_.kv_cache_bytes = cache_->bytes();
   snapshot_.kv_cache_budget_bytes = num_slots_ * slot_bytes_;
   snapshot_.num_slots = num_slots_;
-  kv_bytes_.Set(static_cast<double>(cache_->bytes()));
-  rate_window_start_ = absl::Now();
+  metrics_.Asleep(false, cache_->bytes());
   if (options_.cuda_graphs) {
     graphs_ = std::make_unique<DecodeGraphs>(*decoder_, num_slots_);
   }
@@ -297,95 +213,12 @@ Engine::~Engine() {
 }
 
 absl::Status Engine::Validate(const GenerationRequest& request) const {
-  const model::ModelConfig& config = decoder_->config();
-  const int64_t max_len = options_.max_model_len;
-  if (request.prompts.empty()) return absl::InvalidArgumentError("no prompts");
-  if (request.prompts.size() > kMaxPrompts) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(request.prompts.size(), " prompts; at most ", kMaxPrompts,
-                     " per request"));
-  }
-  if (request.group_size >= 1 &&
-      static_cast<int64_t>(request.prompts.size()) * request.group_size >
-          kMaxCompletions) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        request.prompts.size(), " prompts x group_size ", request.group_size,
-        " completions; at most ", kMaxCompletions, " per request"));
-  }
-  if (request.group_size < 1 || request.group_size > options_.max_group_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("group_size ", request.group_size, " is outside [1, ",
-                     options_.max_group_size, "]"));
-  }
-  const SamplingConfig& s = request.sampling;
-  if (!std::isfinite(s.temperature) || s.temperature < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("temperature must be finite and >= 0 (0 is greedy), not ",
-                     s.temperature));
-  }
-  if (!(s.top_p > 0 && s.top_p <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_p must be in (0, 1], not ", s.top_p));
-  }
-  if (s.max_tokens < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_tokens must be >= 0 (0: the server's default), not ",
-                     s.max_tokens));
-  }
-  if (s.stop_token_ids.size() > kMaxStopTokenIds) {
-    return absl::InvalidArgumentError(absl::StrCat(s.stop_token_ids.size(),
-                                                   " stop token ids; at most ",
-                                                   kMaxStopTokenIds));
-  }
-  for (int32_t id : s.stop_token_ids) {
-    if (id < 0 || id >= config.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("stop token id ", id, " is outside the vocabulary [0, ",
-                       config.vocab_size, ")"));
-    }
-  }
-  if (s.stop_strings.size() > kMaxStopStrings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        s.stop_strings.size(), " stop strings; at most ", kMaxStopStrings));
-  }
-  for (const std::string& stop : s.stop_strings) {
-    if (stop.empty() || stop.size() > kMaxStopStringBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("a stop string must have 1 to ", kMaxStopStringBytes,
-                       " bytes, not ", stop.size()));
-    }
-  }
-  if (!s.stop_strings.empty() && tokenizer_ == nullptr) {
-    return absl::InvalidArgumentError(
-        "stop strings need a tokenizer, and this server has none (no "
-        "tokenizer.json "
-        "beside the model)");
-  }
-  for (size_t p = 0; p < request.prompts.size(); ++p) {
-    const std::vector<int32_t>& prompt = request.prompts[p];
-    const int64_t length = static_cast<int64_t>(prompt.size());
-    if (prompt.empty())
-      return absl::InvalidArgumentError(
-          absl::StrCat("prompt ", p, " is empty"));
-    if (length >= max_len) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "prompt ", p, " has ", length, " tokens; max_model_len is ", max_len,
-          ", leaving no room for a completion"));
-    }
-    for (size_t i = 0; i < prompt.size(); ++i) {
-      if (prompt[i] < 0 || prompt[i] >= config.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "prompt ", p, ", token ", i, ": id ", prompt[i],
-            " is outside the vocabulary [0, ", config.vocab_size, ")"));
-      }
-    }
-    if (s.max_tokens > 0 && length + s.max_tokens > max_len) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("max_tokens ", s.max_tokens, " with prompt ", p, "'s ",
-                       length, " tokens exceeds max_model_len ", max_len));
-    }
-  }
-  return absl::OkStatus();
+  RequestLimits limits;
+  limits.vocab_size = decoder_->config().vocab_size;
+  limits.max_model_len = options_.max_model_len;
+  limits.max_group_size = options_.max_group_size;
+  limits.has_tokenizer = tokenizer_ != nullptr;
+  return ValidateRequest(request, limits);
 }
 
 void Engine::Submit(
@@ -581,15 +414,12 @@ void Engine::Accept(std::shared_ptr<Request> request) {
         s.max_tokens > 0 ? s.max_tokens
                          : std::min(options_.default_max_tokens, room));
   }
-  request->stop_ids = s.stop_token_ids;
+  std::vector<int32_t> stop_ids = s.stop_token_ids;
   if (!s.ignore_eos) {
     for (int64_t id : options_.eos_token_ids)
-      request->stop_ids.push_back(static_cast<int32_t>(id));
+      stop_ids.push_back(static_cast<int32_t>(id));
   }
-  std::sort(request->stop_ids.begin(), request->stop_ids.end());
-  for (const std::string& stop : s.stop_strings) {
-    request->longest_stop = std::max(request->longest_stop, stop.size());
-  }
+  request->stop = StopCriteria(std::move(stop_ids), s.stop_strings);
   request->result.groups.resize(spec.prompts.size());
   for (auto& group : request->result.groups) group.resize(spec.group_size);
   request->unfinished =
@@ -651,8 +481,7 @@ void Engine::HandleControls() {
         adapter_ = control.adapter;
         adapter_version_ = control.version;
         control.seconds = Seconds(absl::Now() - control.submitted);
-        swap_seconds_.Observe(control.seconds);
-        adapter_version_gauge_.Set(static_cast<double>(adapter_version_));
+        metrics_.Swapped(control.seconds, adapter_version_);
         MRL_LOG(INFO) << "adapter version " << adapter_version_ << " (rank "
                       << adapter_->config().rank << ") in use after "
                       << control.seconds << " s";
@@ -696,8 +525,7 @@ void Engine::HandleControls() {
             ++it;
           }
         }
-        sleeping_gauge_.Set(1);
-        kv_bytes_.Set(0);
+        metrics_.Asleep(true, 0);
         MRL_LOG(INFO) << "asleep: released " << control.bytes << " bytes";
         result = absl::OkStatus();
         break;
@@ -712,8 +540,7 @@ void Engine::HandleControls() {
           }
           cache_.emplace(*std::move(cache));
           sleeping_ = false;
-          sleeping_gauge_.Set(0);
-          kv_bytes_.Set(static_cast<double>(cache_->bytes()));
+          metrics_.Asleep(false, cache_->bytes());
           MRL_LOG(INFO) << "awake: KV cache of " << cache_->bytes() << " bytes";
         }
         control.bytes = cache_->bytes();
@@ -739,7 +566,7 @@ void Engine::Admit() {
   const bool only_started = !controls_.empty();
   std::vector<Chunk> chunks;
   int64_t free = num_slots_ - static_cast<int64_t>(running_.size()) -
-                 static_cast<int64_t>(hosts_.size());
+                 prompt_slots_.count();
   int64_t rows = 0;
   int64_t longest = 0;
   // The adapter mode of the batch: every running sequence uses the adapter or
@@ -766,27 +593,16 @@ void Engine::Admit() {
     if (!chunks.empty() &&
         (rows + 1) * std::max(longest, length) > options_.prefill_tokens)
       break;
-    // Where the prompt's KV goes: a host with room, a new host if a slot is
-    // free beyond the group's, else each completion's slot.
-    int host = -1;
-    int64_t offset = 0;
-    const int64_t room = cache_->capacity() - 1;  // a host's last: padding
-    if (share_prompts_ && count >= 2 && length <= room) {
-      for (size_t h = 0; h < hosts_.size() && host < 0; ++h) {
-        if (hosts_[h].fill + length <= room) host = static_cast<int>(h);
-      }
-      if (host < 0 && free >= count + 1) {
-        hosts_.emplace_back();
-        host = static_cast<int>(hosts_.size()) - 1;
-        --free;
-      }
-      if (host >= 0) {
-        offset = hosts_[host].fill;
-        hosts_[host].fill += length;
-      }
+    // Where the prompt's KV goes: a prompt slot with room, a new one if a slot
+    // is free beyond the group's, else each completion's slot.
+    std::optional<PromptSlots::Place> place;
+    if (share_prompts_ && count >= 2) {
+      place = prompt_slots_.Reserve(length, cache_->capacity(), count, &free);
     }
     chunks.push_back({request, request->next_prompt, request->next_sample,
-                      static_cast<int>(count), uses_adapter, host, offset});
+                      static_cast<int>(count), uses_adapter,
+                      place.has_value() ? place->index : -1,
+                      place.has_value() ? place->offset : 0});
     mode = uses_adapter;
     request->uses_adapter = uses_adapter;
     if (!request->started.has_value()) request->started = absl::Now();
@@ -827,13 +643,13 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
     std::copy(prompt.begin(), prompt.end(), ids.begin() + r * longest);
     lengths[r] = static_cast<int64_t>(prompt.size());
     leaders[r] = static_cast<int64_t>(running_.size());
-    slots[r] = chunk.host >= 0 ? HostSlot(chunk.host) : leaders[r];
-    offsets[r] = chunk.host >= 0 ? chunk.offset : 0;
-    if (chunk.host >= 0) hosts_[chunk.host].live += chunk.count;
+    const bool shared = chunk.prompt_slot >= 0;
+    slots[r] = shared ? prompt_slots_.KvSlot(chunk.prompt_slot) : leaders[r];
+    offsets[r] = shared ? chunk.offset : 0;
+    if (shared) prompt_slots_.AddReaders(chunk.prompt_slot, chunk.count);
     if (chunk.count >= 2) {
-      const bool shared = chunk.host >= 0;
       ++(shared ? shared_prompts_ : copied_prompts_);
-      group_prompts_.Add({{"kv", shared ? "shared" : "copied"}}).Increment();
+      metrics_.GroupPrompt(shared);
     }
     for (int i = 0; i < chunk.count; ++i) {
       cache_->set_length(static_cast<int64_t>(running_.size()),
@@ -848,7 +664,7 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
       sequence->out =
           &chunk.request->result.groups[chunk.prompt][sequence->sample];
       sequence->uses_adapter = chunk.uses_adapter;
-      sequence->host = chunk.host;
+      sequence->prompt_slot = chunk.prompt_slot;
       sequence->prompt_offset = chunk.offset;
       sequence->prompt_length = lengths[r];
       sequence->out->adapter_version =
@@ -860,7 +676,7 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
       running_.push_back(std::move(sequence));
       row_of_sequence.push_back(r);
     }
-    prompt_tokens_.Increment(static_cast<double>(lengths[r]));
+    metrics_.PromptTokens(lengths[r]);
   }
   model::RunOptions run;
   run.adapter = chunks.front().uses_adapter ? adapter_.get() : nullptr;
@@ -881,7 +697,7 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
       const at::Tensor logits = decoder_->Logits(last).index_select(
           0, model::HostToDevice(row_of_sequence, at::kLong, device));
       for (int64_t r = 0; r < rows; ++r) {
-        if (chunks[r].host >= 0) continue;  // read from the host
+        if (chunks[r].prompt_slot >= 0) continue;  // read from its slot
         for (int i = 1; i < chunks[r].count; ++i) {
           cache_->CopyPrefix(leaders[r], leaders[r] + i, lengths[r]);
         }
@@ -897,7 +713,7 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
       FailRequest(*running_[i]->request, status);
   }
   Compact();
-  prefill_seconds_.Observe(Seconds(absl::Now() - start));
+  metrics_.Prefilled(Seconds(absl::Now() - start));
 }
 
 void Engine::DecodeStep() {
@@ -937,10 +753,10 @@ void Engine::DecodeStep() {
   try {
     at::Tensor input = model::HostToDevice(ids, at::kLong, device).view({n, 1});
     at::Tensor positions = model::HostToDevice(starts, at::kLong, device);
-    // Prompts read from hosts, fixed for the window.
+    // Prompts read from prompt slots, fixed for the window.
     at::Tensor rotary_offsets;
     const std::optional<model::SharedPrompts> shared =
-        HostReaders(bucket, &rotary_offsets);
+        SharedPromptView(bucket, &rotary_offsets);
     for (int64_t step = 0; step < window; ++step) {
       if (longest + step + 1 > capacity) {
         status = absl::ResourceExhaustedError(absl::StrCat(
@@ -985,8 +801,8 @@ void Engine::DecodeStep() {
         }
       }
       CountGenerated(appended);
-      decode_step_seconds_.Observe(Seconds(absl::Now() - start) /
-                                   static_cast<double>(steps));
+      metrics_.DecodeStep(Seconds(absl::Now() - start) /
+                          static_cast<double>(steps));
     }
   } catch (const std::exception& e) {
     status =
@@ -1016,9 +832,8 @@ std::vector<RowSampling> Engine::SamplingRows(size_t first, int64_t n,
 }
 
 void Engine::CountGenerated(int64_t tokens) {
-  generated_tokens_.Increment(static_cast<double>(tokens));
+  metrics_.Generated(tokens);
   generated_total_ += static_cast<uint64_t>(tokens);
-  rate_window_tokens_ += static_cast<uint64_t>(tokens);
 }
 
 absl::Status Engine::SampleAndAppend(const at::Tensor& logits, size_t first) {
@@ -1045,8 +860,7 @@ bool Engine::Append(Sequence& sequence, int32_t token, float logprob) {
   out.token_ids.push_back(token);
   out.logprobs.push_back(logprob);
   sequence.last_token = token;
-  if (std::binary_search(request.stop_ids.begin(), request.stop_ids.end(),
-                         token)) {
+  if (request.stop.IsStopToken(token)) {
     Finish(sequence, FinishReason::kStop,
            tokenizer_ != nullptr ? tokenizer_->IdToToken(token)
                                  : absl::StrCat(token));
@@ -1057,27 +871,14 @@ bool Engine::Append(Sequence& sequence, int32_t token, float logprob) {
     if (!piece.empty()) {
       const size_t before = out.text.size();
       out.text += piece;
-      if (request.longest_stop > 0) {
-        // A match must end in the new piece, so it starts at most longest - 1
-        // bytes earlier.
-        const size_t from = before >= request.longest_stop - 1
-                                ? before - (request.longest_stop - 1)
-                                : 0;
-        size_t best = std::string::npos;
-        const std::string* matched = nullptr;
-        for (const std::string& stop : request.spec.sampling.stop_strings) {
-          const size_t at = out.text.find(stop, from);
-          if (at < best) {
-            best = at;
-            matched = &stop;
-          }
-        }
-        if (matched != nullptr) {
-          out.text.resize(best);
-          sequence.detokenizer.reset();  // nothing more is added to the text
-          Finish(sequence, FinishReason::kStop, *matched);
-          return true;
-        }
+      if (const std::optional<StopCriteria::Match> match =
+              request.stop.FindStopString(out.text, before);
+          match.has_value()) {
+        const std::string stop = *match->stop;
+        out.text.resize(match->position);
+        sequence.detokenizer.reset();  // nothing more is added to the text
+        Finish(sequence, FinishReason::kStop, stop);
+        return true;
       }
     }
   }
@@ -1097,7 +898,7 @@ void Engine::Finish(Sequence& sequence, FinishReason reason,
     out.text += sequence.detokenizer->Flush();
   out.finish_reason = reason;
   out.stop_reason = std::move(stop_reason);
-  completions_.Add({{"finish_reason", FinishReasonName(reason)}}).Increment();
+  metrics_.Finished(FinishReasonName(reason));
   Request& request = *sequence.request;
   if (request.finished) return;
   if (--request.unfinished == 0) {
@@ -1122,7 +923,8 @@ void Engine::Compact() {
   for (size_t i = running_.size(); i-- > 0;) {
     Sequence& sequence = *running_[i];
     if (!sequence.finished && !sequence.request->finished) continue;
-    if (sequence.host >= 0) --hosts_[sequence.host].live;
+    if (sequence.prompt_slot >= 0)
+      prompt_slots_.RemoveReader(sequence.prompt_slot);
     const size_t last = running_.size() - 1;
     if (i != last) {
       cache_->CopyPrefix(static_cast<int64_t>(last), static_cast<int64_t>(i),
@@ -1131,77 +933,23 @@ void Engine::Compact() {
     }
     running_.pop_back();
   }
-  ReleaseHosts();
+  prompt_slots_.Release(*cache_, [this](int from, int to) {
+    for (auto& sequence : running_) {
+      if (sequence->prompt_slot == from) sequence->prompt_slot = to;
+    }
+  });
 }
 
-std::optional<model::SharedPrompts> Engine::HostReaders(
+std::optional<model::SharedPrompts> Engine::SharedPromptView(
     int64_t key_bucket, at::Tensor* rotary_offsets) const {
-  if (hosts_.empty()) return std::nullopt;
-  const at::Device device = decoder_->options().device;
-  const int64_t n = static_cast<int64_t>(running_.size());
-  const int64_t count = static_cast<int64_t>(hosts_.size());
-  // View index i is host count - 1 - i (slot num_slots_ - count + i).
-  std::vector<std::vector<int64_t>> readers(count);
-  std::vector<int64_t> offsets(n, 0);
-  std::vector<int64_t> own;  // rows whose prompt is in their own slot
-  for (int64_t i = 0; i < n; ++i) {
+  std::vector<PromptSlots::Reader> rows(running_.size());
+  for (size_t i = 0; i < running_.size(); ++i) {
     const Sequence& sequence = *running_[i];
-    if (sequence.host < 0) {
-      own.push_back(i);
-      continue;
-    }
-    readers[count - 1 - sequence.host].push_back(i);
-    offsets[i] = sequence.prompt_length;
+    rows[i] = {sequence.prompt_slot, sequence.prompt_offset,
+               sequence.prompt_length};
   }
-  size_t width = 1;
-  for (const auto& list : readers) width = std::max(width, list.size());
-  // Those rows all point at one extra entry that reads no host key (its
-  // probabilities are zeros, so their writes there agree).
-  if (!own.empty()) ++width;
-  const int64_t w = static_cast<int64_t>(width);
-  std::vector<int64_t> rows(count * w, 0);
-  std::vector<int64_t> from(count * w, 0);
-  std::vector<int64_t> to(count * w, 0);
-  std::vector<int64_t> entry(n, w - 1);
-  for (int64_t index = 0; index < count; ++index) {
-    for (size_t j = 0; j < readers[index].size(); ++j) {
-      const int64_t i = readers[index][j];
-      const int64_t e = index * w + static_cast<int64_t>(j);
-      const Sequence& sequence = *running_[i];
-      rows[e] = i;
-      entry[i] = e;
-      from[e] = sequence.prompt_offset;
-      to[e] = sequence.prompt_offset + sequence.prompt_length;
-    }
-  }
-  int64_t fill = 1;
-  for (const Host& host : hosts_) fill = std::max(fill, host.fill);
-  model::SharedPrompts shared;
-  shared.first_slot = num_slots_ - count;
-  shared.key_length = std::min<int64_t>(
-      cache_->capacity(), (fill + key_bucket - 1) / key_bucket * key_bucket);
-  shared.rows = model::HostToDevice(rows, at::kLong, device).view({count, w});
-  shared.entry = model::HostToDevice(entry, at::kLong, device);
-  shared.starts = model::HostToDevice(from, at::kLong, device).view({count, w});
-  shared.ends = model::HostToDevice(to, at::kLong, device).view({count, w});
-  *rotary_offsets = model::HostToDevice(offsets, at::kLong, device);
-  return shared;
-}
-
-void Engine::ReleaseHosts() {
-  // From the last, so the host moved into a freed one is never free itself.
-  for (int h = static_cast<int>(hosts_.size()) - 1; h >= 0; --h) {
-    if (hosts_[h].live > 0) continue;
-    const int last = static_cast<int>(hosts_.size()) - 1;
-    if (h != last) {
-      cache_->CopyPrefix(HostSlot(last), HostSlot(h), hosts_[last].fill);
-      hosts_[h] = hosts_[last];
-      for (auto& sequence : running_) {
-        if (sequence->host == last) sequence->host = h;
-      }
-    }
-    hosts_.pop_back();
-  }
+  return prompt_slots_.View(rows, key_bucket, cache_->capacity(),
+                            decoder_->options().device, rotary_offsets);
 }
 
 void Engine::DropCancelled() {
@@ -1229,7 +977,7 @@ void Engine::DropCancelled() {
 void Engine::FailAll(const absl::Status& status) {
   for (auto& sequence : running_) FailRequest(*sequence->request, status);
   running_.clear();
-  hosts_.clear();
+  prompt_slots_.Clear();
   for (auto& request : waiting_) FailRequest(*request, status);
   waiting_.clear();
 }
@@ -1248,35 +996,19 @@ int64_t Engine::WaitingSequences() const {
 
 void Engine::Publish() {
   const absl::Time now = absl::Now();
-  const double window = Seconds(now - rate_window_start_);
-  if (running_.empty() && waiting_.empty()) {
-    tokens_per_second_.Set(0);
-    rate_window_start_ = now;
-    rate_window_tokens_ = 0;
-  } else if (window >= 1.0) {
-    tokens_per_second_.Set(static_cast<double>(rate_window_tokens_) / window);
-    rate_window_start_ = now;
-    rate_window_tokens_ = 0;
-  }
+  metrics_.PublishRate(now, running_.empty() && waiting_.empty());
   int64_t used = 0;
   if (cache_.has_value()) {
     for (size_t i = 0; i < running_.size(); ++i)
       used += cache_->length(static_cast<int64_t>(i));
-    for (const Host& host : hosts_) used += host.fill;
+    used += prompt_slots_.used_tokens();
   }
   const int64_t waiting = WaitingSequences();
-  running_gauge_.Set(static_cast<double>(running_.size()));
-  if (now - memory_published_ >= absl::Seconds(1)) {  // host-side counters
-    const device::MemoryInfo memory =
-        device::QueryMemory(ToDevice(decoder_->options().device));
-    device_allocated_.Set(static_cast<double>(memory.allocated_bytes));
-    device_reserved_.Set(static_cast<double>(memory.reserved_bytes));
-    device_peak_reserved_.Set(static_cast<double>(memory.peak_reserved_bytes));
-    memory_published_ = now;
-  }
-  waiting_gauge_.Set(static_cast<double>(waiting));
-  kv_used_ratio_.Set(static_cast<double>(used) /
-                     static_cast<double>(num_slots_ * options_.max_model_len));
+  metrics_.PublishLoad(
+      now, static_cast<int64_t>(running_.size()), waiting,
+      static_cast<double>(used) /
+          static_cast<double>(num_slots_ * options_.max_model_len),
+      ToDevice(decoder_->options().device));
   std::lock_guard<std::mutex> lock(mu_);
   snapshot_.state = sleeping_ ? EngineState::kSleeping : EngineState::kReady;
   snapshot_.adapter_version = adapter_version_;

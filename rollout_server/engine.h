@@ -20,10 +20,10 @@
 #include "common/model/kv_cache.h"
 #include "common/model/lora.h"
 #include "common/tokenizer/tokenizer.h"
-#include "prometheus/counter.h"
-#include "prometheus/gauge.h"
-#include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "rollout_server/engine_metrics.h"
+#include "rollout_server/generation.h"
+#include "rollout_server/prompt_slots.h"
 #include "rollout_server/sampler.h"
 
 namespace microrl::rollout {
@@ -60,62 +60,21 @@ struct EngineOptions {
   // cuda_graphs.
   int64_t decode_key_bucket = 0;
   // The prompt of a group of two or more completions is prefilled into a
-  // "host" slot and read from there by all of them, each keeping only its own
-  // tokens in its slot: a decode step reads a group's prompt keys once rather
-  // than once per completion. A host slot holds several prompts and is taken
-  // from the slot budget only while one of its prompts is in use; when no
-  // slot is free for one, the prompt is copied to each completion's slot as
-  // before. Off with cuda_graphs (whose shapes do not cover hosts). Off by
-  // default until measured on a GPU: it saves reading (G - 1) / G of the
-  // prompts' keys per step but adds about 10 small kernels per layer.
+  // prompt slot (PromptSlots) and read from there by all of them, each keeping
+  // only its own tokens in its slot: a decode step reads a group's prompt keys
+  // once rather than once per completion. A prompt slot holds several prompts
+  // and is taken from the slot budget only while one of its prompts is in
+  // use; when no slot is free for one, the prompt is copied to each
+  // completion's slot as before. Off with cuda_graphs (whose shapes do not
+  // cover prompt slots). Off by default until measured on a GPU: it saves
+  // reading (G - 1) / G of the prompts' keys per step but adds about 10 small
+  // kernels per layer.
   bool share_prompt_kv = false;
   // Bounds of the queue: requests, and their completions (prompts x group
   // size), submitted and not finished yet. Past either, Submit refuses with
   // ResourceExhausted (a flood cannot grow the server's memory without bound).
   int64_t max_queued_requests = 256;
   int64_t max_queued_completions = 65536;
-};
-
-struct SamplingConfig {
-  double temperature = 1.0;  // 0: greedy
-  double top_p = 1.0;
-  int64_t top_k = 0;
-  int64_t max_tokens = 0;  // 0: the engine's default
-  std::vector<int32_t> stop_token_ids;
-  std::vector<std::string> stop_strings;
-  bool ignore_eos = false;
-  std::optional<uint64_t> seed;
-};
-
-struct GenerationRequest {
-  std::vector<std::vector<int32_t>> prompts;  // token ids
-  int group_size = 1;
-  SamplingConfig sampling;
-  bool disable_adapter = false;
-  bool wait_if_sleeping = false;
-  uint64_t min_adapter_version = 0;
-  // Set by the caller to abandon the request; its sequences are freed at the
-  // next step.
-  std::shared_ptr<std::atomic<bool>> cancelled =
-      std::make_shared<std::atomic<bool>>(false);
-};
-
-enum class FinishReason { kStop, kLength, kAbort };
-
-struct Completion {
-  std::vector<int32_t> token_ids;
-  std::string text;
-  std::vector<float> logprobs;
-  FinishReason finish_reason = FinishReason::kLength;
-  uint64_t adapter_version = 0;
-  std::string stop_reason;
-};
-
-struct GenerationResult {
-  // groups[p][g]: completion g of prompt p.
-  std::vector<std::vector<Completion>> groups;
-  double queue_seconds = 0;
-  double generate_seconds = 0;
 };
 
 enum class EngineState { kReady, kSleeping };
@@ -133,7 +92,7 @@ struct EngineSnapshot {
   int64_t kv_cache_used_tokens = 0;
   uint64_t generated_tokens = 0;  // since start
   // Prompts of groups of two or more completions since start, by where their
-  // KV went (share_prompt_kv): held once in a host slot, or copied into each
+  // KV went (share_prompt_kv): held once in a prompt slot, or copied into each
   // completion's slot.
   uint64_t shared_prompts = 0;
   uint64_t copied_prompts = 0;
@@ -207,14 +166,8 @@ class Engine {
     int first = 0;
     int count = 0;
     bool uses_adapter = false;
-    int host = -1;       // hosts_ index holding the prompt, or -1: the slots
-    int64_t offset = 0;  // where in the host
-  };
-  // A slot holding prompts shared by decode rows (share_prompt_kv). Host h is
-  // KV slot HostSlot(h): hosts fill the cache's last slots downwards.
-  struct Host {
-    int64_t fill = 0;  // positions given out (never the slot's last one)
-    int64_t live = 0;  // sequences in running_ reading it
+    int prompt_slot = -1;  // the prompt slot holding the prompt, or -1
+    int64_t offset = 0;    // where in it
   };
 
   Engine(std::shared_ptr<const model::Decoder> decoder,
@@ -246,14 +199,8 @@ class Engine {
   void Compact();
   void DropCancelled();
   void FailAll(const absl::Status& status);
-  int64_t HostSlot(int host) const { return num_slots_ - 1 - host; }
-  // Frees hosts no running sequence reads, keeping the rest in the last
-  // slots (the last host moves into a freed one).
-  void ReleaseHosts();
-  // Which running rows read which host's keys (none without hosts), host key
-  // lengths rounded up to key_bucket; each row's RoPE offset (its prompt's
-  // length if in a host) goes to rotary_offsets.
-  std::optional<model::SharedPrompts> HostReaders(
+  // Which running rows read which prompt slot (PromptSlots::View).
+  std::optional<model::SharedPrompts> SharedPromptView(
       int64_t key_bucket, at::Tensor* rotary_offsets) const;
   void Publish();
   bool RunningUsesAdapter() const;
@@ -291,37 +238,17 @@ class Engine {
   std::deque<std::shared_ptr<Request>> waiting_;
   // running_[i] holds KV slot i.
   std::vector<std::unique_ptr<Sequence>> running_;
-  std::vector<Host> hosts_;
+  PromptSlots prompt_slots_;
   bool share_prompts_ = false;  // share_prompt_kv and no graphs
   std::shared_ptr<const model::LoraAdapter> adapter_;
   uint64_t adapter_version_ = 0;
   bool sleeping_ = false;
   uint64_t generated_total_ = 0;
-  absl::Time rate_window_start_;
-  uint64_t rate_window_tokens_ = 0;
   std::thread thread_;
 
-  // --- metrics (thread-safe)
-  prometheus::Counter& generated_tokens_;
-  prometheus::Counter& prompt_tokens_;
-  prometheus::Family<prometheus::Counter>& completions_;
-  prometheus::Family<prometheus::Counter>& group_prompts_;
   uint64_t shared_prompts_ = 0;
   uint64_t copied_prompts_ = 0;
-  prometheus::Gauge& running_gauge_;
-  prometheus::Gauge& waiting_gauge_;
-  prometheus::Gauge& kv_used_ratio_;
-  prometheus::Gauge& kv_bytes_;
-  prometheus::Gauge& tokens_per_second_;
-  prometheus::Gauge& adapter_version_gauge_;
-  prometheus::Gauge& sleeping_gauge_;
-  prometheus::Gauge& device_allocated_;      // caching allocator: live tensors
-  prometheus::Gauge& device_reserved_;       // caching allocator: held blocks
-  prometheus::Gauge& device_peak_reserved_;  // the most it has held
-  absl::Time memory_published_ = absl::InfinitePast();
-  prometheus::Histogram& prefill_seconds_;
-  prometheus::Histogram& decode_step_seconds_;
-  prometheus::Histogram& swap_seconds_;
+  EngineMetrics metrics_;
 };
 
 }  // namespace microrl::rollout

@@ -1,0 +1,59 @@
+#ifndef MICRORL_ROLLOUT_SERVER_GENERATION_H_
+#define MICRORL_ROLLOUT_SERVER_GENERATION_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+// What the engine is asked for and what it answers (the gRPC service converts
+// its messages to and from these).
+namespace microrl::rollout {
+
+struct SamplingConfig {
+  double temperature = 1.0;  // 0: greedy
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  int64_t max_tokens = 0;  // 0: the engine's default
+  std::vector<int32_t> stop_token_ids;
+  std::vector<std::string> stop_strings;
+  bool ignore_eos = false;
+  std::optional<uint64_t> seed;
+};
+
+struct GenerationRequest {
+  std::vector<std::vector<int32_t>> prompts;  // token ids
+  int group_size = 1;
+  SamplingConfig sampling;
+  bool disable_adapter = false;
+  bool wait_if_sleeping = false;
+  uint64_t min_adapter_version = 0;
+  // Set by the caller to abandon the request; its sequences are freed at the
+  // next step.
+  std::shared_ptr<std::atomic<bool>> cancelled =
+      std::make_shared<std::atomic<bool>>(false);
+};
+
+enum class FinishReason { kStop, kLength, kAbort };
+
+struct Completion {
+  std::vector<int32_t> token_ids;
+  std::string text;
+  std::vector<float> logprobs;
+  FinishReason finish_reason = FinishReason::kLength;
+  uint64_t adapter_version = 0;
+  std::string stop_reason;
+};
+
+struct GenerationResult {
+  // groups[p][g]: completion g of prompt p.
+  std::vector<std::vector<Completion>> groups;
+  double queue_seconds = 0;
+  double generate_seconds = 0;
+};
+
+}  // namespace microrl::rollout
+
+#endif  // MICRORL_ROLLOUT_SERVER_GENERATION_H_
