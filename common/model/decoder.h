@@ -10,9 +10,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/model/attention.h"
 #include "common/model/config.h"
 #include "common/model/kv_cache.h"
 #include "common/model/lora.h"
+
+namespace microrl::testing {
+class DecoderTestPeer;
+}  // namespace microrl::testing
 
 namespace microrl::model {
 
@@ -32,29 +37,12 @@ struct RunOptions {
   bool gradient_checkpointing = false;
 };
 
-// Prompts held once in "host" slots of a KvCache and read by several decode
-// rows (the G samples of a group), each of which keeps only its own tokens in
-// its own slot. Host i is slot first_slot + i; rows[i] lists the decode rows
-// reading it (padded with any row), and each such entry attends to the host's
-// keys [starts, ends) before its own slot's keys (starts == ends: none, for
-// padding and for rows whose prompt is in their own slot). All tensors int64
-// on the decoder's device.
-struct SharedPrompts {
-  int64_t first_slot = 0;
-  int64_t key_length = 0;  // host positions read: >= every entry's end
-  at::Tensor rows;         // [hosts, width]
-  // [N]: row n's index in rows.view(-1); distinct, except that rows reading
-  // no host may share an entry that reads no host key.
-  at::Tensor entry;
-  at::Tensor starts;  // [hosts, width]
-  at::Tensor ends;    // [hosts, width]
-};
-
 // A Qwen2 / Qwen3 / Llama decoder-only transformer over Hugging Face weights.
 // The weights are plain tensors named as in the checkpoint (no nn::Module: the
 // same frozen tensors serve every forward, with or without LoRA, and on the CPU
 // they view the memory-mapped checkpoint directly). Immutable after Load, so
-// concurrent forward passes are safe; a KvCache passed to Step is not.
+// concurrent forward passes are safe; a KvCache passed to PrefillAt or
+// DecodeOnDevice is not.
 class Decoder {
  public:
   // Loads config.json and the safetensors weights of a model directory onto
@@ -78,16 +66,9 @@ class Decoder {
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& ids,
                                      const RunOptions& run) const;
 
-  // Generation. Appends ids [N, T] to cache slots `slots` (row n: its first
-  // new_tokens[n] ids are real, the rest padding) at positions
-  // cache.length(slot) onwards, advances each slot's length by new_tokens[n],
-  // and returns the hidden states [N, T, hidden]. Inference only (no autograd).
-  // ResourceExhausted if a slot would overflow the cache's capacity.
-  absl::StatusOr<at::Tensor> Step(const at::Tensor& ids,
-                                  const std::vector<int64_t>& slots,
-                                  const std::vector<int64_t>& new_tokens,
-                                  KvCache& cache, const RunOptions& run) const;
-
+  // Generation, as the rollout server runs it: PrefillAt, then DecodeOnDevice
+  // per token.
+  //
   // Prefill of prompts as sequences of their own written into slots at given
   // offsets (several prompts may share a slot at disjoint offsets): row n's
   // first new_tokens[n] ids take positions 0.. (RoPE), attend causally to
@@ -111,8 +92,8 @@ class Decoder {
   // no synchronization: the step can be captured in a CUDA graph. Does not
   // advance the cache's lengths (the caller does). Returns [N, 1, hidden].
   // rotary_offsets [N] (if defined) is added to positions for RoPE: the
-  // length of a row's prompt held elsewhere, in `shared`'s hosts, which the
-  // rows then attend to first.
+  // length of a row's prompt held elsewhere, in `shared`'s prompt slots, which
+  // the rows then attend to first.
   at::Tensor DecodeOnDevice(const at::Tensor& ids, const at::Tensor& positions,
                             int64_t first_slot, int64_t key_length,
                             KvCache& cache, const RunOptions& run,
@@ -134,6 +115,8 @@ class Decoder {
                           const LoraAdapter* adapter) const;
 
  private:
+  friend class testing::DecoderTestPeer;  // tests' reference cached forward
+
   struct LayerWeights {
     at::Tensor input_norm, post_norm;
     at::Tensor q, k, v, o;                      // [out, in]
@@ -146,8 +129,21 @@ class Decoder {
     at::Tensor qkv, qkv_bias, gate_up, gate_up_bias;
     at::Tensor qk_norm;  // [heads + kv_heads, head_dim]: q_norm, k_norm
   };
-  // Where attention reads keys and values from.
-  struct CacheView;
+  // Keys and values a layer's attention reads besides the new tokens' own.
+  struct CacheView {
+    KvCache* cache;
+    at::Tensor slot_index;  // [N, T] int64: slot of each new token
+    at::Tensor positions;   // [N, T] int64: position of each new token
+    at::Tensor slots;       // [N] int64
+    int64_t first_slot;     // >= 0 if slots are first_slot, first_slot + 1, ...
+    int64_t key_length;  // positions to attend over: max over rows of start + T
+    at::Tensor mask;     // [N, 1, T, key_length] bool, true: not attended;
+                         // undefined: causal over the new tokens alone
+    // Decode only: prompts in prompt slots read first, and which prompt keys
+    // each entry does not read ([slots, width, shared->key_length] bool).
+    const SharedPrompts* shared = nullptr;
+    at::Tensor prompt_mask;
+  };
 
   Decoder() = default;
 
@@ -172,6 +168,8 @@ class Decoder {
   at::Tensor final_norm_;
   at::Tensor lm_head_;   // [vocab, hidden]
   at::Tensor inv_freq_;  // [head_dim / 2], float32
+  // How attention scores of half-precision activations are written.
+  ScoreOutput score_output_ = ScoreOutput::kFloat32;
   std::vector<LayerWeights> layers_;
 };
 

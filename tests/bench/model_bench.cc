@@ -19,6 +19,7 @@
 #include "common/model/decoder.h"
 #include "common/model/kv_cache.h"
 #include "common/model/token_stats.h"
+#include "tests/support/decoder_step.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model directory.");
 ABSL_FLAG(std::string, mode, "score",
@@ -34,6 +35,7 @@ ABSL_FLAG(int, threads, 0, "Intra-op threads (0: LibTorch's default).");
 namespace {
 
 using microrl::model::Decoder;
+using microrl::testing::DecoderTestPeer;
 
 void Sync(const at::Device& device) {
   if (device.is_cuda()) microrl::device::Synchronize({true, device.index()});
@@ -60,12 +62,14 @@ void Decode(const Decoder& decoder, const at::Tensor& prompts, int new_tokens) {
                          decoder.options().device, decoder.options().dtype});
   std::vector<int64_t> slots(batch), counts(batch, prompts.size(1));
   for (int64_t i = 0; i < batch; ++i) slots[i] = i;
-  at::Tensor hidden = *decoder.Step(prompts, slots, counts, *cache, {});
+  at::Tensor hidden =
+      *DecoderTestPeer::Step(decoder, prompts, slots, counts, *cache, {});
   at::Tensor next =
       decoder.Logits(hidden.select(1, prompts.size(1) - 1)).argmax(-1);
   std::vector<int64_t> ones(batch, 1);
   for (int t = 1; t < new_tokens; ++t) {
-    hidden = *decoder.Step(next.unsqueeze(1), slots, ones, *cache, {});
+    hidden = *DecoderTestPeer::Step(decoder, next.unsqueeze(1), slots, ones,
+                                    *cache, {});
     next = decoder.Logits(hidden.select(1, 0)).argmax(-1);
   }
 }

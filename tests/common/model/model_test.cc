@@ -14,6 +14,7 @@
 #include "common/model/token_stats.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/decoder_step.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/tiny_model.h"
 
@@ -22,6 +23,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
+using ::microrl::testing::DecoderTestPeer;
 using ::microrl::testing::RandomAdapter;
 using ::microrl::testing::TinyConfig;
 using ::microrl::testing::TinyDecoder;
@@ -117,14 +119,18 @@ TEST(DecoderTest, StepRefusesBadSlotsAndOverflowingTheCache) {
       KvCache::Create(decoder->config(), {2, 8, at::kCPU, at::kFloat});
   ASSERT_TRUE(cache.ok());
   const at::Tensor ids = at::ones({1, 5}, at::kLong);
-  EXPECT_EQ(decoder->Step(ids, {2}, {5}, *cache, {}).status().code(),
+  EXPECT_EQ(DecoderTestPeer::Step(*decoder, ids, {2}, {5}, *cache, {})
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(decoder->Step(ids, {0}, {6}, *cache, {}).status().code(),
+  EXPECT_EQ(DecoderTestPeer::Step(*decoder, ids, {0}, {6}, *cache, {})
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
-  ASSERT_TRUE(decoder->Step(ids, {0}, {5}, *cache, {}).ok());
+  ASSERT_TRUE(DecoderTestPeer::Step(*decoder, ids, {0}, {5}, *cache, {}).ok());
   EXPECT_EQ(cache->length(0), 5);
   const absl::Status overflow =
-      decoder->Step(ids, {0}, {5}, *cache, {}).status();
+      DecoderTestPeer::Step(*decoder, ids, {0}, {5}, *cache, {}).status();
   EXPECT_EQ(overflow.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(overflow.message()), HasSubstr("capacity of 8"));
   EXPECT_EQ(cache->length(0), 5);  // unchanged by the refused step
@@ -136,10 +142,12 @@ TEST(DecoderTest, CopiedPrefixDecodesLikeTheOriginal) {
   absl::StatusOr<KvCache> cache =
       KvCache::Create(decoder->config(), {3, 16, at::kCPU, at::kFloat});
   ASSERT_TRUE(cache.ok());
-  ASSERT_TRUE(decoder->Step(Ids(), {0}, {7}, *cache, {}).ok());
+  ASSERT_TRUE(
+      DecoderTestPeer::Step(*decoder, Ids(), {0}, {7}, *cache, {}).ok());
   cache->CopyPrefix(0, 2, 7);  // one prompt, shared by a second sequence
-  absl::StatusOr<at::Tensor> hidden = decoder->Step(
-      torch::tensor({{11}, {11}}, torch::kLong), {0, 2}, {1, 1}, *cache, {});
+  absl::StatusOr<at::Tensor> hidden =
+      DecoderTestPeer::Step(*decoder, torch::tensor({{11}, {11}}, torch::kLong),
+                            {0, 2}, {1, 1}, *cache, {});
   ASSERT_TRUE(hidden.ok()) << hidden.status();
   EXPECT_TRUE(at::allclose((*hidden)[0], (*hidden)[1], 1e-6, 1e-6));
   // And equal to running prompt + token from scratch.
@@ -166,13 +174,14 @@ TEST(DecoderTest, CachedAttentionWithGroupedHeadsMatchesTheFullForward) {
     absl::StatusOr<KvCache> cache =
         KvCache::Create(config, {5, 16, at::kCPU, dtype});
     ASSERT_TRUE(cache.ok());
-    ASSERT_TRUE((*decoder)->Step(Ids(), {0}, {7}, *cache, {}).ok());
+    ASSERT_TRUE(
+        DecoderTestPeer::Step(**decoder, Ids(), {0}, {7}, *cache, {}).ok());
     for (int64_t slot : {1, 2, 3, 4}) cache->CopyPrefix(0, slot, 7);
     const double tolerance = dtype == at::kFloat ? 1e-5 : 0.1;
     for (const std::vector<int64_t>& slots :
          {std::vector<int64_t>{0, 2}, std::vector<int64_t>{3, 4}}) {
       absl::StatusOr<at::Tensor> hidden =
-          (*decoder)->Step(token, slots, {1, 1}, *cache, {});
+          DecoderTestPeer::Step(**decoder, token, slots, {1, 1}, *cache, {});
       ASSERT_TRUE(hidden.ok()) << hidden.status();
       for (int row = 0; row < 2; ++row) {
         EXPECT_TRUE(at::allclose((*hidden)[row][0].to(at::kFloat), full[0][7],
@@ -180,6 +189,72 @@ TEST(DecoderTest, CachedAttentionWithGroupedHeadsMatchesTheFullForward) {
             << (*hidden)[row][0].to(at::kFloat) - full[0][7];
       }
     }
+  }
+}
+
+TEST(DecoderTest, PrefillAtWritesPromptsThatAttendToThemselvesOnly) {
+  // Two prompts in one slot at offsets 0 and 7, a third in another slot: each
+  // row's hidden states are its prompt's alone (as Forward gives them).
+  std::unique_ptr<Decoder> decoder = TinyDecoder();
+  ASSERT_NE(decoder, nullptr);
+  absl::StatusOr<KvCache> cache =
+      KvCache::Create(decoder->config(), {3, 16, at::kCPU, at::kFloat});
+  ASSERT_TRUE(cache.ok());
+  const at::Tensor ids = at::cat({Ids(), Ids().flip(1), Ids()});
+  absl::StatusOr<at::Tensor> hidden =
+      decoder->PrefillAt(ids, {2, 2, 0}, {0, 7, 0}, {7, 4, 5}, *cache, {});
+  ASSERT_TRUE(hidden.ok()) << hidden.status();
+  const at::Tensor whole = *decoder->Forward(Ids(), {});
+  const at::Tensor flipped =
+      *decoder->Forward(Ids().flip(1).narrow(1, 0, 4), {});
+  const at::Tensor part = *decoder->Forward(Ids().narrow(1, 0, 5), {});
+  EXPECT_TRUE(at::allclose((*hidden)[0], whole[0], 1e-5, 1e-5));
+  EXPECT_TRUE(
+      at::allclose((*hidden)[1].narrow(0, 0, 4), flipped[0], 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose((*hidden)[2].narrow(0, 0, 5), part[0], 1e-5, 1e-5));
+  EXPECT_EQ(cache->length(2), 11);
+  EXPECT_EQ(cache->length(0), 5);
+  // No room before the slot's last position (where padding goes).
+  EXPECT_EQ(
+      decoder->PrefillAt(Ids(), {1}, {9}, {7}, *cache, {}).status().code(),
+      absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(
+      decoder->PrefillAt(Ids(), {3}, {0}, {7}, *cache, {}).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DecoderTest, DecodeOnDeviceContinuesPrefilledSlotsLikeForward) {
+  // Slots 0 and 1 hold a 7- and a 5-token prompt; one token decoded in each,
+  // over exact and bucketed key lengths, equals the full forward's last state.
+  std::unique_ptr<Decoder> decoder = TinyDecoder();
+  ASSERT_NE(decoder, nullptr);
+  const at::Tensor next = torch::tensor({{11}, {23}}, torch::kLong);
+  const at::Tensor a = at::cat({Ids(), next.narrow(0, 0, 1)}, 1);
+  const at::Tensor b =
+      at::cat({Ids().narrow(1, 0, 5), next.narrow(0, 1, 1)}, 1);
+  const at::Tensor want_a = (*decoder->Forward(a, {}))[0][7];
+  const at::Tensor want_b = (*decoder->Forward(b, {}))[0][5];
+  for (int64_t key_length : {8, 16}) {
+    SCOPED_TRACE(key_length);
+    absl::StatusOr<KvCache> cache =
+        KvCache::Create(decoder->config(), {2, 16, at::kCPU, at::kFloat});
+    ASSERT_TRUE(cache.ok());
+    ASSERT_TRUE(decoder
+                    ->PrefillAt(at::cat({Ids(), Ids()}), {0, 1}, {0, 0}, {7, 5},
+                                *cache, {})
+                    .ok());
+    const at::Tensor hidden =
+        decoder->DecodeOnDevice(next, torch::tensor({7, 5}, torch::kLong),
+                                /*first_slot=*/0, key_length, *cache, {});
+    ASSERT_EQ(hidden.dim(), 3);
+    EXPECT_EQ(hidden.size(0), 2);
+    EXPECT_EQ(hidden.size(1), 1);
+    EXPECT_TRUE(at::allclose(hidden[0][0], want_a, 1e-5, 1e-5))
+        << (hidden[0][0] - want_a).abs().max();
+    EXPECT_TRUE(at::allclose(hidden[1][0], want_b, 1e-5, 1e-5))
+        << (hidden[1][0] - want_b).abs().max();
+    // The caller advances the lengths.
+    EXPECT_EQ(cache->length(0), 7);
   }
 }
 

@@ -17,9 +17,12 @@
 #include "common/model/token_stats.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/decoder_step.h"
 
 namespace microrl::model {
 namespace {
+
+using ::microrl::testing::DecoderTestPeer;
 
 std::string ParityDir() {
   const char* dir = std::getenv("MICRORL_PARITY_DIR");
@@ -131,8 +134,8 @@ void CheckDecode(ParityTest* test, const Decoder& decoder,
         .narrow(0, 0, prompts[r])
         .copy_(ids[r].narrow(0, 0, prompts[r]));
   }
-  absl::StatusOr<at::Tensor> hidden =
-      decoder.Step(prompt_batch, slot_of_row, prompts, *cache, {adapter});
+  absl::StatusOr<at::Tensor> hidden = DecoderTestPeer::Step(
+      decoder, prompt_batch, slot_of_row, prompts, *cache, {adapter});
   ASSERT_TRUE(hidden.ok()) << hidden.status();
   for (int64_t r = 0; r < rows; ++r) {
     const at::Tensor logits =
@@ -154,8 +157,9 @@ void CheckDecode(ParityTest* test, const Decoder& decoder,
         at::empty({static_cast<int64_t>(active.size()), 1}, at::kLong);
     for (size_t k = 0; k < active.size(); ++k)
       step[k][0] = ids[active[k]][position[active[k]]];
-    hidden = decoder.Step(step, slots, std::vector<int64_t>(active.size(), 1),
-                          *cache, {adapter});
+    hidden = DecoderTestPeer::Step(decoder, step, slots,
+                                   std::vector<int64_t>(active.size(), 1),
+                                   *cache, {adapter});
     ASSERT_TRUE(hidden.ok()) << hidden.status();
     for (size_t k = 0; k < active.size(); ++k) {
       const int64_t r = active[k];

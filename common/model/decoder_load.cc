@@ -1,0 +1,169 @@
+// Decoder::Load and FromTensors: a checkpoint's tensors by name, checked
+// against the config, moved to the device and dtype, and fused where layers
+// read the same input.
+#include <ATen/ATen.h>
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/logging.h"
+#include "common/model/attention.h"
+#include "common/model/checkpoint.h"
+#include "common/model/decoder.h"
+#include "common/model/rope.h"
+
+namespace microrl::model {
+
+absl::StatusOr<std::unique_ptr<Decoder>> Decoder::Load(
+    const std::string& dir, const DecoderOptions& options) {
+  absl::StatusOr<ModelConfig> config = LoadModelConfig(dir);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<std::map<std::string, at::Tensor>> tensors =
+      OpenCheckpoint(dir);
+  if (!tensors.ok()) return tensors.status();
+  absl::StatusOr<std::unique_ptr<Decoder>> decoder =
+      FromTensors(*config, *tensors, options);
+  if (!decoder.ok()) {
+    return absl::Status(decoder.status().code(),
+                        absl::StrCat(dir, ": ", decoder.status().message()));
+  }
+  return decoder;
+}
+
+absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromTensors(
+    const ModelConfig& config, const std::map<std::string, at::Tensor>& tensors,
+    const DecoderOptions& options) {
+  std::unique_ptr<Decoder> decoder(new Decoder);
+  decoder->config_ = config;
+  decoder->options_ = options;
+  const ModelConfig& c = config;
+  // Fetches a tensor, checks its shape and moves it to the device and dtype.
+  auto take = [&](const std::string& name,
+                  std::vector<int64_t> shape) -> absl::StatusOr<at::Tensor> {
+    const auto it = tensors.find(name);
+    if (it == tensors.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("missing tensor \"", name, "\""));
+    }
+    if (it->second.sizes() != at::IntArrayRef(shape)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", name, "\" has shape ", c10::str(it->second.sizes()),
+          ", the config implies ", c10::str(at::IntArrayRef(shape))));
+    }
+    if (!at::isFloatingType(it->second.scalar_type())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", name, "\" is not floating point"));
+    }
+    return it->second.to(options.device, options.dtype).contiguous();
+  };
+  auto load = [&]() -> absl::Status {
+    const int64_t q_out = c.num_heads * c.head_dim;
+    const int64_t kv_out = c.num_kv_heads * c.head_dim;
+    absl::StatusOr<at::Tensor> t =
+        take("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
+    if (!t.ok()) return t.status();
+    decoder->embed_ = *t;
+    if (!(t = take("model.norm.weight", {c.hidden_size})).ok())
+      return t.status();
+    decoder->final_norm_ = *t;
+    if (c.tie_word_embeddings) {
+      decoder->lm_head_ = decoder->embed_;
+    } else {
+      if (!(t = take("lm_head.weight", {c.vocab_size, c.hidden_size})).ok())
+        return t.status();
+      decoder->lm_head_ = *t;
+    }
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      const std::string p = absl::StrCat("model.layers.", i, ".");
+      LayerWeights w;
+      struct Want {
+        at::Tensor* field;
+        std::string name;
+        std::vector<int64_t> shape;
+        bool present;
+      };
+      const std::vector<Want> wants = {
+          {&w.input_norm, "input_layernorm.weight", {c.hidden_size}, true},
+          {&w.post_norm,
+           "post_attention_layernorm.weight",
+           {c.hidden_size},
+           true},
+          {&w.q, "self_attn.q_proj.weight", {q_out, c.hidden_size}, true},
+          {&w.k, "self_attn.k_proj.weight", {kv_out, c.hidden_size}, true},
+          {&w.v, "self_attn.v_proj.weight", {kv_out, c.hidden_size}, true},
+          {&w.o, "self_attn.o_proj.weight", {c.hidden_size, q_out}, true},
+          {&w.q_bias, "self_attn.q_proj.bias", {q_out}, c.qkv_bias},
+          {&w.k_bias, "self_attn.k_proj.bias", {kv_out}, c.qkv_bias},
+          {&w.v_bias, "self_attn.v_proj.bias", {kv_out}, c.qkv_bias},
+          {&w.o_bias, "self_attn.o_proj.bias", {c.hidden_size}, c.o_bias},
+          {&w.q_norm, "self_attn.q_norm.weight", {c.head_dim}, c.qk_norm},
+          {&w.k_norm, "self_attn.k_norm.weight", {c.head_dim}, c.qk_norm},
+          {&w.gate,
+           "mlp.gate_proj.weight",
+           {c.intermediate_size, c.hidden_size},
+           true},
+          {&w.up,
+           "mlp.up_proj.weight",
+           {c.intermediate_size, c.hidden_size},
+           true},
+          {&w.down,
+           "mlp.down_proj.weight",
+           {c.hidden_size, c.intermediate_size},
+           true},
+          {&w.gate_bias,
+           "mlp.gate_proj.bias",
+           {c.intermediate_size},
+           c.mlp_bias},
+          {&w.up_bias, "mlp.up_proj.bias", {c.intermediate_size}, c.mlp_bias},
+          {&w.down_bias, "mlp.down_proj.bias", {c.hidden_size}, c.mlp_bias},
+      };
+      for (const Want& want : wants) {
+        if (!want.present) continue;
+        if (!(t = take(p + want.name, want.shape)).ok()) return t.status();
+        *want.field = *t;
+      }
+      // One weight (and bias) per group of layers that read the same input;
+      // the separate ones become views of it, so nothing is held twice.
+      auto fuse = [](std::vector<at::Tensor*> parts) {
+        std::vector<at::Tensor> tensors;
+        for (at::Tensor* part : parts) tensors.push_back(*part);
+        at::Tensor fused = at::cat(tensors);
+        int64_t offset = 0;
+        for (at::Tensor* part : parts) {
+          const int64_t rows = part->size(0);
+          *part = fused.narrow(0, offset, rows);
+          offset += rows;
+        }
+        return fused;
+      };
+      w.qkv = fuse({&w.q, &w.k, &w.v});
+      if (c.qkv_bias) w.qkv_bias = fuse({&w.q_bias, &w.k_bias, &w.v_bias});
+      w.gate_up = fuse({&w.gate, &w.up});
+      if (c.qk_norm) {  // one weight per head of q and k side by side
+        w.qk_norm = at::cat({w.q_norm.expand({c.num_heads, c.head_dim}),
+                             w.k_norm.expand({c.num_kv_heads, c.head_dim})});
+      }
+      if (c.mlp_bias) w.gate_up_bias = fuse({&w.gate_bias, &w.up_bias});
+      decoder->layers_.push_back(std::move(w));
+    }
+    const at::Tensor inv_freq = RopeInverseFrequencies(c);
+    decoder->inv_freq_ = inv_freq.to(options.device);
+    // Attention scores in float32 where cuBLAS writes them so, else rounded
+    // to the model's dtype first (a choice made here once, per decoder).
+    if (!CudaBmmWritesFloat32(options.device, options.dtype)) {
+      decoder->score_output_ = ScoreOutput::kInputDtype;
+      MRL_LOG(WARNING) << "bmm with float32 output is unavailable for "
+                       << c10::toString(options.dtype)
+                       << " here: attention scores are rounded to it";
+    }
+    return absl::OkStatus();
+  };
+  try {
+    if (absl::Status status = load(); !status.ok()) return status;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("loading weights: ", e.what()));
+  }
+  return decoder;
+}
+
+}  // namespace microrl::model

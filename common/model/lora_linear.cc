@@ -1,0 +1,96 @@
+#include "common/model/lora_linear.h"
+
+#include <ATen/ATen.h>
+
+namespace microrl::model {
+
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
+                  const at::Tensor& bias, const LoraLinear* lora) {
+  at::Tensor y = at::linear(
+      x, weight,
+      bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+  if (lora == nullptr) return y;
+  const at::ScalarType dtype = x.scalar_type();
+  const at::Tensor a =
+      lora->a.scalar_type() == dtype ? lora->a : lora->a.to(dtype);
+  const at::Tensor b =
+      lora->b.scalar_type() == dtype ? lora->b : lora->b.to(dtype);
+  // y + scale * (x A^T) B^T with the second matmul, the scale and the sum in
+  // one GEMM (addmm on 2-D views): two kernels per adapted layer, not four.
+  const at::Tensor xa = at::linear(x, a);
+  const int64_t out = y.size(-1);
+  return at::addmm(y.reshape({-1, out}), xa.reshape({-1, xa.size(-1)}), b.t(),
+                   /*beta=*/1, /*alpha=*/lora->scale)
+      .view(y.sizes());
+}
+
+std::vector<at::Tensor> FusedLinear(const at::Tensor& x,
+                                    const at::Tensor& weight,
+                                    const at::Tensor& bias,
+                                    const std::vector<int64_t>& sizes,
+                                    const std::vector<const LoraLinear*>& lora,
+                                    const at::Tensor& fused_a) {
+  const at::Tensor y = at::linear(
+      x, weight,
+      bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+  const at::ScalarType dtype = x.scalar_type();
+  auto in_dtype = [dtype](const at::Tensor& t) {
+    return t.scalar_type() == dtype ? t : t.to(dtype);
+  };
+  at::Tensor xa;  // [rows, sum of the adapted modules' ranks]
+  std::vector<at::Tensor> as;
+  for (const LoraLinear* linear : lora) {
+    if (linear != nullptr) as.push_back(in_dtype(linear->a));
+  }
+  if (!as.empty()) {
+    const at::Tensor a = fused_a.defined() && !at::GradMode::is_enabled()
+                             ? in_dtype(fused_a)
+                         : as.size() == 1 ? as.front()
+                                          : at::cat(as);
+    xa = at::linear(x.reshape({-1, x.size(-1)}), a);
+  }
+  const at::Tensor rows = y.view({-1, y.size(-1)});
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  std::vector<at::Tensor> outputs;
+  int64_t offset = 0;
+  int64_t rank_offset = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    at::Tensor part = rows.narrow(1, offset, sizes[i]);
+    if (lora[i] != nullptr) {
+      // part += scale * (x A^T) B^T: the second matmul, scale and sum in one,
+      // in place, so that an output is the same view of y (same strides, same
+      // kernels after it) with or without LoRA.
+      const int64_t rank = lora[i]->a.size(0);
+      part.addmm_(xa.narrow(1, rank_offset, rank), in_dtype(lora[i]->b).t(),
+                  /*beta=*/1, /*alpha=*/lora[i]->scale);
+      rank_offset += rank;
+    }
+    shape.back() = sizes[i];
+    outputs.push_back(part.view(shape));
+    offset += sizes[i];
+  }
+  outputs.push_back(y);  // whose slices the outputs are
+  return outputs;
+}
+
+std::vector<const LoraLinear*> GroupLora(const LoraAdapter* adapter,
+                                         int64_t layer, LoraGroup group) {
+  std::vector<const LoraLinear*> lora;
+  for (LoraModule module : LoraGroupModules(group)) {
+    lora.push_back(adapter == nullptr ? nullptr : adapter->Find(layer, module));
+  }
+  return lora;
+}
+
+const at::Tensor& GroupFusedA(const LoraAdapter* adapter, int64_t layer,
+                              LoraGroup group) {
+  static const at::Tensor* const kNone = new at::Tensor();
+  return adapter == nullptr ? *kNone : adapter->FusedA(layer, group);
+}
+
+const LoraLinear* FindLora(const LoraAdapter* adapter, int64_t layer,
+                           LoraModule module) {
+  return adapter == nullptr ? nullptr : adapter->Find(layer, module);
+}
+
+}  // namespace microrl::model
