@@ -65,7 +65,7 @@ done
 
 echo
 status=0
-"$BUILD_DIR/learner/microrl" status --rollout=127.0.0.1:50051 --reward=127.0.0.1:50052 \
+"$BUILD_DIR/tools/microrl/microrl" status --rollout=127.0.0.1:50051 --reward=127.0.0.1:50052 \
   --learner=127.0.0.1:50053 || status=$?
 echo
 echo "[run] metrics: http://127.0.0.1:9401/metrics (rollout), :9402 (reward), :9403 (learner)"

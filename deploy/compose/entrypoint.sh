@@ -94,7 +94,7 @@ case "$role" in
       --config="$preset" --set="$overrides" "${resume[@]}" ;;
   health)
     # Healthchecks: `entrypoint.sh health rollout|reward` (the token and CA from above).
-    exec "$BIN/learner/microrl" status "--${2:?health rollout|reward}=127.0.0.1:$( \
+    exec "$BIN/tools/microrl/microrl" status "--${2:?health rollout|reward}=127.0.0.1:$( \
       [ "$2" = rollout ] && echo 50051 || echo 50052)" ;;
   *)
     echo "entrypoint: unknown role '$role'" >&2; exit 2 ;;

@@ -1,4 +1,4 @@
-#include "learner/tokenizer_commands.h"
+#include "tools/microrl/tokenizer_commands.h"
 
 #include <functional>
 #include <type_traits>
@@ -9,7 +9,7 @@
 #include "common/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
-namespace microrl::learner {
+namespace microrl::cli {
 namespace {
 
 using nlohmann::json;
@@ -90,9 +90,9 @@ absl::Status RunDetokenizeCommand(const std::string& tokenizer_path,
   });
 }
 
-}  // namespace microrl::learner
+}  // namespace microrl::cli
 
-namespace microrl::learner {
+namespace microrl::cli {
 
 absl::Status RunRenderChatCommand(const std::string& tokenizer_config_path,
                                   const std::string& template_path,
@@ -143,4 +143,4 @@ absl::Status RunRenderChatCommand(const std::string& tokenizer_config_path,
       });
 }
 
-}  // namespace microrl::learner
+}  // namespace microrl::cli

@@ -1,4 +1,4 @@
-#include "learner/logprobs_command.h"
+#include "tools/microrl/logprobs_command.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -13,7 +13,7 @@
 #include "common/model/token_stats.h"
 #include "nlohmann/json.hpp"
 
-namespace microrl::learner {
+namespace microrl::cli {
 namespace {
 
 struct Request {
@@ -174,4 +174,4 @@ absl::Status RunLogprobsCommand(const LogprobsCommandOptions& options,
   return absl::OkStatus();
 }
 
-}  // namespace microrl::learner
+}  // namespace microrl::cli

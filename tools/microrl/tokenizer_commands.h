@@ -1,5 +1,5 @@
-#ifndef MICRORL_LEARNER_TOKENIZER_COMMANDS_H_
-#define MICRORL_LEARNER_TOKENIZER_COMMANDS_H_
+#ifndef MICRORL_TOOLS_MICRORL_TOKENIZER_COMMANDS_H_
+#define MICRORL_TOOLS_MICRORL_TOKENIZER_COMMANDS_H_
 
 #include <istream>
 #include <ostream>
@@ -11,7 +11,7 @@
 // writes one JSON line per input line, in order, to `out`. A malformed line
 // stops the command with InvalidArgument naming the line (earlier lines are
 // answered).
-namespace microrl::learner {
+namespace microrl::cli {
 
 // `microrl tokenize`: {"text": "..."} -> {"ids": [...]}.
 absl::Status RunTokenizeCommand(const std::string& tokenizer_path,
@@ -31,6 +31,6 @@ absl::Status RunRenderChatCommand(const std::string& tokenizer_config_path,
                                   const std::string& template_path,
                                   std::istream& in, std::ostream& out);
 
-}  // namespace microrl::learner
+}  // namespace microrl::cli
 
-#endif  // MICRORL_LEARNER_TOKENIZER_COMMANDS_H_
+#endif  // MICRORL_TOOLS_MICRORL_TOKENIZER_COMMANDS_H_

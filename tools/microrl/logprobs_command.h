@@ -1,5 +1,5 @@
-#ifndef MICRORL_LEARNER_LOGPROBS_COMMAND_H_
-#define MICRORL_LEARNER_LOGPROBS_COMMAND_H_
+#ifndef MICRORL_TOOLS_MICRORL_LOGPROBS_COMMAND_H_
+#define MICRORL_TOOLS_MICRORL_LOGPROBS_COMMAND_H_
 
 #include <istream>
 #include <ostream>
@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 
-namespace microrl::learner {
+namespace microrl::cli {
 
 struct LogprobsCommandOptions {
   std::string model_dir;    // Hugging Face model directory
@@ -26,6 +26,6 @@ struct LogprobsCommandOptions {
 absl::Status RunLogprobsCommand(const LogprobsCommandOptions& options,
                                 std::istream& in, std::ostream& out);
 
-}  // namespace microrl::learner
+}  // namespace microrl::cli
 
-#endif  // MICRORL_LEARNER_LOGPROBS_COMMAND_H_
+#endif  // MICRORL_TOOLS_MICRORL_LOGPROBS_COMMAND_H_

@@ -1,4 +1,4 @@
-#include "learner/status_command.h"
+#include "tools/microrl/status_command.h"
 
 #include <chrono>
 #include <functional>
@@ -14,7 +14,7 @@
 #include "proto/reward.grpc.pb.h"
 #include "proto/rollout.grpc.pb.h"
 
-namespace microrl::learner {
+namespace microrl::cli {
 namespace {
 
 std::string ProcessSummary(const v1::ProcessInfo& p) {
@@ -129,4 +129,4 @@ absl::Status RunStatusCommand(const StatusCommandOptions& options,
   return absl::OkStatus();
 }
 
-}  // namespace microrl::learner
+}  // namespace microrl::cli

@@ -1,10 +1,8 @@
-// microrl: the project's command-line tool.
-//
-//   microrl status [--rollout=HOST:PORT] [--reward=HOST:PORT]
-//   [--learner=HOST:PORT]
-#include <cstdlib>
+// microrl: the project's command-line tool for offline work and checks of
+// running services. `microrl --help` (kUsage) lists every command.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -15,9 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/flag_usage.h"
 #include "common/rpc/security.h"
-#include "learner/logprobs_command.h"
-#include "learner/status_command.h"
-#include "learner/tokenizer_commands.h"
+#include "tools/microrl/logprobs_command.h"
+#include "tools/microrl/status_command.h"
+#include "tools/microrl/tokenizer_commands.h"
 
 ABSL_FLAG(std::string, rollout, "", "status: host:port of the rollout server.");
 ABSL_FLAG(std::string, reward, "", "status: host:port of the reward service.");
@@ -28,7 +26,8 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(std::string, tls_server_name, "",
           "status: name the services' certificates carry, if not the host.");
 ABSL_FLAG(std::string, auth_token_file, "",
-          "status: file with the token of services that require one (default: the environment variable MICRORL_AUTH_TOKEN).");
+          "status: file with the token of services that require one (default: "
+          "the environment variable MICRORL_AUTH_TOKEN).");
 ABSL_FLAG(std::string, model, "", "logprobs: Hugging Face model directory.");
 ABSL_FLAG(std::string, adapter, "",
           "logprobs: PEFT LoRA adapter directory (optional).");
@@ -54,13 +53,29 @@ constexpr char kUsage[] =
     "microrl <command> [flags]\n"
     "\n"
     "commands:\n"
-    "  status   health and GetInfo of running services; exit 0 only if all are "
-    "SERVING\n"
-    "           (--rollout, --reward, --learner: host:port of each; "
-    "--timeout_ms)\n";
+    "  status       health and GetInfo of running services; exit 0 only if "
+    "all are SERVING\n"
+    "               (--rollout, --reward, --learner: host:port of each; "
+    "--timeout_ms;\n"
+    "               --tls_ca, --tls_server_name, --auth_token_file)\n"
+    "  logprobs     per-token log-probs and entropies of sequences under a "
+    "model (and adapter):\n"
+    "               JSON lines {\"ids\": [...], \"start\": N} on stdin -> "
+    "{\"logprobs\", \"entropy\"}\n"
+    "               (--model, --adapter, --device, --temperature, "
+    "--batch_lines)\n"
+    "  tokenize     {\"text\": ...} lines -> {\"ids\": [...]} "
+    "(--tokenizer, --add_special)\n"
+    "  detokenize   {\"ids\": [...]} lines -> {\"text\": ...} "
+    "(--tokenizer, --skip_special)\n"
+    "  render-chat  {\"messages\": [...], ...} lines -> {\"text\": ...} "
+    "through a chat template\n"
+    "               (--tokenizer_config, --template_file)\n"
+    "\n"
+    "Bad input exits 2 naming the line; other failures exit 1.\n";
 
 int Status() {
-  microrl::learner::StatusCommandOptions options;
+  microrl::cli::StatusCommandOptions options;
   options.rollout_address = absl::GetFlag(FLAGS_rollout);
   options.reward_address = absl::GetFlag(FLAGS_reward);
   options.learner_address = absl::GetFlag(FLAGS_learner);
@@ -92,7 +107,7 @@ int Status() {
     return 2;
   }
   const absl::Status status =
-      microrl::learner::RunStatusCommand(options, std::cout);
+      microrl::cli::RunStatusCommand(options, std::cout);
   if (!status.ok()) {
     std::fprintf(stderr, "microrl status: %s\n",
                  std::string(status.message()).c_str());
@@ -110,14 +125,14 @@ int Finish(const char* command, const absl::Status& status) {
 }
 
 int Logprobs() {
-  microrl::learner::LogprobsCommandOptions options;
+  microrl::cli::LogprobsCommandOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
   options.adapter_dir = absl::GetFlag(FLAGS_adapter);
   options.device = absl::GetFlag(FLAGS_device);
   options.temperature = absl::GetFlag(FLAGS_temperature);
   options.batch_lines = absl::GetFlag(FLAGS_batch_lines);
-  return Finish("logprobs", microrl::learner::RunLogprobsCommand(
-                                options, std::cin, std::cout));
+  return Finish("logprobs",
+                microrl::cli::RunLogprobsCommand(options, std::cin, std::cout));
 }
 
 // absl flags are spelled with '_'; accept '-' in flag names too.
@@ -156,19 +171,19 @@ int main(int argc, char** argv) {
   if (command == "logprobs") return Logprobs();
   if (command == "tokenize") {
     return Finish("tokenize",
-                  microrl::learner::RunTokenizeCommand(
+                  microrl::cli::RunTokenizeCommand(
                       absl::GetFlag(FLAGS_tokenizer),
                       absl::GetFlag(FLAGS_add_special), std::cin, std::cout));
   }
   if (command == "render-chat" || command == "render_chat") {
     return Finish("render-chat",
-                  microrl::learner::RunRenderChatCommand(
+                  microrl::cli::RunRenderChatCommand(
                       absl::GetFlag(FLAGS_tokenizer_config),
                       absl::GetFlag(FLAGS_template_file), std::cin, std::cout));
   }
   if (command == "detokenize") {
     return Finish("detokenize",
-                  microrl::learner::RunDetokenizeCommand(
+                  microrl::cli::RunDetokenizeCommand(
                       absl::GetFlag(FLAGS_tokenizer),
                       absl::GetFlag(FLAGS_skip_special), std::cin, std::cout));
   }

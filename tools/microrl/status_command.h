@@ -1,5 +1,5 @@
-#ifndef MICRORL_LEARNER_STATUS_COMMAND_H_
-#define MICRORL_LEARNER_STATUS_COMMAND_H_
+#ifndef MICRORL_TOOLS_MICRORL_STATUS_COMMAND_H_
+#define MICRORL_TOOLS_MICRORL_STATUS_COMMAND_H_
 
 #include <ostream>
 #include <string>
@@ -8,7 +8,7 @@
 #include "absl/time/time.h"
 #include "common/rpc/security.h"
 
-namespace microrl::learner {
+namespace microrl::cli {
 
 struct StatusCommandOptions {
   // host:port of each service to query; empty ones are skipped.
@@ -29,6 +29,6 @@ struct StatusCommandOptions {
 absl::Status RunStatusCommand(const StatusCommandOptions& options,
                               std::ostream& out);
 
-}  // namespace microrl::learner
+}  // namespace microrl::cli
 
-#endif  // MICRORL_LEARNER_STATUS_COMMAND_H_
+#endif  // MICRORL_TOOLS_MICRORL_STATUS_COMMAND_H_
