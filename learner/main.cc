@@ -18,7 +18,7 @@
 #include "common/base/net.h"
 #include "common/base/signals.h"
 #include "common/device/device.h"
-#include "common/rpc/security_flags.h"
+#include "common/rpc/server_flags.h"
 #include "common/rpc/server_main.h"
 #include "learner/config.h"
 #include "learner/eval_command.h"
@@ -28,16 +28,6 @@
 #include "learner/trainer.h"
 #include "learner/training_status.h"
 
-ABSL_FLAG(std::string, host, "127.0.0.1",
-          "Address to serve gRPC and /metrics on.");
-ABSL_FLAG(int, port, 50053, "gRPC port (0: pick a free port).");
-ABSL_FLAG(int, metrics_port, 9403,
-          "Prometheus /metrics port (0: pick a free port).");
-ABSL_FLAG(
-    std::string, ready_file, "",
-    "Once serving, write {grpc_port, metrics_port, pid} as JSON to this file.");
-ABSL_FLAG(int, max_message_mb, 256,
-          "Largest gRPC message accepted or sent, MiB.");
 ABSL_FLAG(std::string, device, "cpu",
           "Device to train on when no --config says: cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, rollout_address, "127.0.0.1:50051",
@@ -118,9 +108,8 @@ int Eval(const char* component) {
   b.out_dir = absl::GetFlag(FLAGS_out);
   // The deployment's token and CA (MICRORL_AUTH_TOKEN, MICRORL_TLS_CA), unless
   // a --config names its own.
-  for (auto [security, section] :
-       {std::pair{&o.rollout_security, "rollout"},
-        std::pair{&o.reward_security, "reward"}}) {
+  for (auto [security, section] : {std::pair{&o.rollout_security, "rollout"},
+                                   std::pair{&o.reward_security, "reward"}}) {
     absl::StatusOr<microrl::rpc::ClientSecurity> resolved =
         microrl::learner::ResolvePeerSecurity({}, section);
     if (!resolved.ok())
@@ -174,6 +163,7 @@ int main(int argc, char** argv) {
   microrl::SetUpFlagUsage(
       "Trains LoRA adapters with GRPO against a rollout server and a reward "
       "service (learner --config=run.yaml), or evaluates them (learner eval).");
+  microrl::rpc::SetServerFlagDefaults(50053, 9403);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() >= 2 && std::string(positional[1]) == "sft") {
     if (positional.size() > 2 || absl::GetFlag(FLAGS_config).empty()) {
@@ -209,17 +199,10 @@ int main(int argc, char** argv) {
     return Eval(kComponent);
   }
 
-  microrl::rpc::ServerMainOptions server;
-  server.host = absl::GetFlag(FLAGS_host);
-  server.port = absl::GetFlag(FLAGS_port);
-  server.metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  server.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
-  server.ready_file = absl::GetFlag(FLAGS_ready_file);
-  absl::StatusOr<microrl::rpc::ServerSecurity> security =
-      microrl::rpc::ServerSecurityFromFlags();
-  if (!security.ok())
-    return microrl::rpc::UsageError(kComponent, security.status());
-  server.security = *std::move(security);
+  absl::StatusOr<microrl::rpc::ServerMainOptions> flags =
+      microrl::rpc::ServerMainOptionsFromFlags();
+  if (!flags.ok()) return microrl::rpc::UsageError(kComponent, flags.status());
+  microrl::rpc::ServerMainOptions server = *std::move(flags);
   std::string rollout_address = absl::GetFlag(FLAGS_rollout_address);
   std::string reward_address = absl::GetFlag(FLAGS_reward_address);
   std::string device_name = absl::GetFlag(FLAGS_device);

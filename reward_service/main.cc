@@ -10,21 +10,11 @@
 #include "common/base/flag_usage.h"
 #include "common/base/logging.h"
 #include "common/base/signals.h"
-#include "common/rpc/security_flags.h"
+#include "common/rpc/server_flags.h"
 #include "common/rpc/server_main.h"
 #include "reward_service/reward_service.h"
 #include "reward_service/score_command.h"
 
-ABSL_FLAG(std::string, host, "127.0.0.1",
-          "Address to serve gRPC and /metrics on.");
-ABSL_FLAG(int, port, 50052, "gRPC port (0: pick a free port).");
-ABSL_FLAG(int, metrics_port, 9402,
-          "Prometheus /metrics port (0: pick a free port).");
-ABSL_FLAG(
-    std::string, ready_file, "",
-    "Once serving, write {grpc_port, metrics_port, pid} as JSON to this file.");
-ABSL_FLAG(int, max_message_mb, 256,
-          "Largest gRPC message accepted or sent, MiB.");
 ABSL_FLAG(int, item_deadline_ms, 5000,
           "Default time limit per scored item, ms.");
 ABSL_FLAG(int, max_batch_items, 8192, "Largest Score batch accepted, items.");
@@ -32,10 +22,11 @@ ABSL_FLAG(double, format_weight, 0.1,
           "Weight of the <think> format component.");
 ABSL_FLAG(double, correct_weight, 1.0,
           "Weight of the answer-correctness component.");
-ABSL_FLAG(std::string, answer_phrases, "final answer|answer",
-          "'|'-separated phrases introducing a final answer, tried in order when "
-          "there is no \\boxed{} (empty: \\boxed{} and bare answers only, no "
-          "free-text fallbacks; see docs/reward.md).");
+ABSL_FLAG(
+    std::string, answer_phrases, "final answer|answer",
+    "'|'-separated phrases introducing a final answer, tried in order when "
+    "there is no \\boxed{} (empty: \\boxed{} and bare answers only, no "
+    "free-text fallbacks; see docs/reward.md).");
 ABSL_FLAG(int, threads, 0,
           "Threads scoring a batch (0: one per hardware thread).");
 ABSL_FLAG(std::string, in, "",
@@ -104,6 +95,7 @@ int main(int argc, char** argv) {
       "Scores completions for format and answer correctness: serves gRPC, or "
       "with the "
       "`score` command scores a JSONL file offline.");
+  microrl::rpc::SetServerFlagDefaults(50052, 9402);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (absl::Status status = ValidateRewardFlags(); !status.ok()) {
     return microrl::rpc::UsageError(kComponent, status);
@@ -118,17 +110,10 @@ int main(int argc, char** argv) {
     return Score();
   }
 
-  microrl::rpc::ServerMainOptions server;
-  server.host = absl::GetFlag(FLAGS_host);
-  server.port = absl::GetFlag(FLAGS_port);
-  server.metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  server.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
-  server.ready_file = absl::GetFlag(FLAGS_ready_file);
-  absl::StatusOr<microrl::rpc::ServerSecurity> security =
-      microrl::rpc::ServerSecurityFromFlags();
-  if (!security.ok())
-    return microrl::rpc::UsageError(kComponent, security.status());
-  server.security = *std::move(security);
+  absl::StatusOr<microrl::rpc::ServerMainOptions> flags =
+      microrl::rpc::ServerMainOptionsFromFlags();
+  if (!flags.ok()) return microrl::rpc::UsageError(kComponent, flags.status());
+  microrl::rpc::ServerMainOptions server = *std::move(flags);
   for (const absl::Status& status :
        {microrl::rpc::CheckNoPositionalArguments(positional),
         microrl::rpc::ValidateServerMainOptions(server)}) {

@@ -10,21 +10,11 @@
 #include "common/base/logging.h"
 #include "common/base/signals.h"
 #include "common/device/device.h"
-#include "common/rpc/security_flags.h"
+#include "common/rpc/server_flags.h"
 #include "common/rpc/server_main.h"
 #include "rollout_server/rollout_service.h"
 #include "rollout_server/server_setup.h"
 
-ABSL_FLAG(std::string, host, "127.0.0.1",
-          "Address to serve gRPC and /metrics on.");
-ABSL_FLAG(int, port, 50051, "gRPC port (0: pick a free port).");
-ABSL_FLAG(int, metrics_port, 9401,
-          "Prometheus /metrics port (0: pick a free port).");
-ABSL_FLAG(
-    std::string, ready_file, "",
-    "Once serving, write {grpc_port, metrics_port, pid} as JSON to this file.");
-ABSL_FLAG(int, max_message_mb, 256,
-          "Largest gRPC message accepted or sent, MiB.");
 ABSL_FLAG(std::string, device, "cpu",
           "Device to run the model on: cpu, cuda or cuda:N.");
 ABSL_FLAG(
@@ -96,19 +86,13 @@ int main(int argc, char** argv) {
   microrl::SetLogComponent(kComponent);
   microrl::SetUpFlagUsage(
       "Samples groups of completions from a base model plus LoRA adapter.");
+  microrl::rpc::SetServerFlagDefaults(50051, 9401);
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
 
-  microrl::rpc::ServerMainOptions server;
-  server.host = absl::GetFlag(FLAGS_host);
-  server.port = absl::GetFlag(FLAGS_port);
-  server.metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  server.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
-  server.ready_file = absl::GetFlag(FLAGS_ready_file);
-  absl::StatusOr<microrl::rpc::ServerSecurity> security =
-      microrl::rpc::ServerSecurityFromFlags();
-  if (!security.ok())
-    return microrl::rpc::UsageError(kComponent, security.status());
-  server.security = *std::move(security);
+  absl::StatusOr<microrl::rpc::ServerMainOptions> flags =
+      microrl::rpc::ServerMainOptionsFromFlags();
+  if (!flags.ok()) return microrl::rpc::UsageError(kComponent, flags.status());
+  microrl::rpc::ServerMainOptions server = *std::move(flags);
   for (const absl::Status& status :
        {microrl::rpc::CheckNoPositionalArguments(positional),
         microrl::rpc::ValidateServerMainOptions(server)}) {

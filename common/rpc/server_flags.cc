@@ -1,4 +1,4 @@
-#include "common/rpc/security_flags.h"
+#include "common/rpc/server_flags.h"
 
 #include <cstdlib>
 #include <string>
@@ -6,6 +6,20 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 
+ABSL_FLAG(std::string, host, "127.0.0.1",
+          "Address to serve gRPC and /metrics on.");
+ABSL_FLAG(int, port, 0,
+          "gRPC port (0: pick a free port); each service has its own default: "
+          "50051 rollout_server, 50052 reward_service, 50053 learner.");
+ABSL_FLAG(int, metrics_port, 0,
+          "Prometheus /metrics port (0: pick a free port); each service has "
+          "its own default: 9401 rollout_server, 9402 reward_service, 9403 "
+          "learner.");
+ABSL_FLAG(
+    std::string, ready_file, "",
+    "Once serving, write {grpc_port, metrics_port, pid} as JSON to this file.");
+ABSL_FLAG(int, max_message_mb, 256,
+          "Largest gRPC message accepted or sent, MiB.");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain: serve gRPC over TLS (with --tls_key).");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
@@ -23,6 +37,24 @@ ABSL_FLAG(std::string, auth_token_file, "",
           "used when this is unset.");
 
 namespace microrl::rpc {
+
+void SetServerFlagDefaults(int port, int metrics_port) {
+  absl::SetFlag(&FLAGS_port, port);
+  absl::SetFlag(&FLAGS_metrics_port, metrics_port);
+}
+
+absl::StatusOr<ServerMainOptions> ServerMainOptionsFromFlags() {
+  ServerMainOptions server;
+  server.host = absl::GetFlag(FLAGS_host);
+  server.port = absl::GetFlag(FLAGS_port);
+  server.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  server.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
+  server.ready_file = absl::GetFlag(FLAGS_ready_file);
+  absl::StatusOr<ServerSecurity> security = ServerSecurityFromFlags();
+  if (!security.ok()) return security.status();
+  server.security = *std::move(security);
+  return server;
+}
 
 absl::StatusOr<ServerSecurity> ServerSecurityFromFlags() {
   ServerSecurity security;
