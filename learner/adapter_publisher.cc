@@ -44,18 +44,18 @@ absl::Status AdapterPublisher::Publish(uint64_t* version) {
 }
 
 absl::Status AdapterPublisher::PublishVersion(uint64_t version) {
-  const at::ScalarType dtype =
-      options_.dtype == "bfloat16" ||
-              (options_.dtype == "auto" && model_dtype_ == at::kBFloat16)
-          ? at::kBFloat16
-          : at::kFloat;
+  const at::ScalarType dtype = options_.dtype == PublishDtype::kBfloat16 ||
+                                       (options_.dtype == PublishDtype::kAuto &&
+                                        model_dtype_ == at::kBFloat16)
+                                   ? at::kBFloat16
+                                   : at::kFloat;
   const std::string config_json = adapter_.PeftConfigJson(options_.model_path);
   absl::StatusOr<v1::LoadAdapterResponse> loaded =
       absl::UnimplementedError("not sent");
   const absl::StatusOr<HostPort> rollout =
       ParseHostPort(options_.rollout_address);
-  const bool automatic = options_.via == "auto";
-  bool ipc = options_.via == "cuda_ipc" ||
+  const bool automatic = options_.via == PublishVia::kAuto;
+  bool ipc = options_.via == PublishVia::kCudaIpc ||
              (automatic && !ipc_unavailable_ && model_on_cuda_ &&
               rollout.ok() && IsLoopbackHost(rollout->host));
   auto give_up_ipc = [&](const absl::Status& why) {

@@ -8,18 +8,18 @@
 
 #include "absl/status/status.h"
 #include "common/model/lora.h"
+#include "learner/config.h"
 #include "learner/rollout_client.h"
 
 namespace microrl::learner {
 
 struct PublishOptions {
   std::string model_path;  // base_model_name_or_path in adapter_config.json
-  // "auto" (CUDA IPC when the learner is on a GPU and the rollout server is
-  // on this host and takes it, else gRPC), "cuda_ipc" or "grpc".
-  std::string via = "auto";
-  // Of the weights sent: "auto" (bfloat16 when the model is), "float32",
-  // "bfloat16".
-  std::string dtype = "auto";
+  // kAuto: CUDA IPC when the learner is on a GPU and the rollout server is on
+  // this host and takes it, else gRPC.
+  PublishVia via = PublishVia::kAuto;
+  // Of the weights sent (kAuto: bfloat16 when the model is).
+  PublishDtype dtype = PublishDtype::kAuto;
   std::string rollout_address;
 };
 

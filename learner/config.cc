@@ -1,9 +1,9 @@
 #include "learner/config.h"
 
-#include <cstdlib>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -19,8 +19,31 @@
 namespace microrl::learner {
 namespace {
 
+// A mode: one of `names`, held as an enum.
+struct Choice {
+  std::vector<std::string> names;  // in the enum's order
+  std::function<int()> get;
+  std::function<void(int)> set;
+};
+
+template <typename E>
+Choice ChoiceOf(E* value, std::vector<std::string> names) {
+  return {std::move(names), [value] { return static_cast<int>(*value); },
+          [value](int index) { *value = static_cast<E>(index); }};
+}
+
+// "a, b or c".
+std::string Alternatives(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) out += i + 1 == names.size() ? " or " : ", ";
+    out += names[i];
+  }
+  return out;
+}
+
 using FieldRef = std::variant<std::string*, int64_t*, uint64_t*, double*, bool*,
-                              std::vector<std::string>*>;
+                              std::vector<std::string>*, Choice>;
 
 struct Field {
   const char* key;  // "section.name"
@@ -60,8 +83,10 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"rollout.top_p", &c.top_p},
       {"rollout.top_k", &c.top_k},
       {"rollout.colocated", &c.colocated},
-      {"rollout.publish_dtype", &c.publish_dtype},
-      {"rollout.publish_via", &c.publish_via},
+      {"rollout.publish_dtype",
+       ChoiceOf(&c.publish_dtype, {"auto", "float32", "bfloat16"})},
+      {"rollout.publish_via",
+       ChoiceOf(&c.publish_via, {"auto", "grpc", "cuda_ipc"})},
       {"rollout.generate_timeout_s", &c.generate_timeout_s},
       {"rollout.max_wait_s", &c.rollout_max_wait_s},
       {"rollout.tls_ca", &c.rollout_security.tls_ca},
@@ -77,27 +102,31 @@ std::vector<Field> Fields(TrainConfig& c) {
       {"reward.tls_key", &c.reward_security.tls_key},
       {"reward.tls_server_name", &c.reward_security.tls_server_name},
       {"reward.token_file", &c.reward_security.token_file},
-      {"grpo.advantage", &c.advantage},
+      {"grpo.advantage", ChoiceOf(&c.advantage, {"group", "none", "batch"})},
       {"grpo.advantage_epsilon", &c.advantage_epsilon},
       {"grpo.filter_zero_variance", &c.filter_zero_variance},
       {"grpo.clip_low", &c.clip_low},
       {"grpo.clip_high", &c.clip_high},
       {"grpo.dual_clip", &c.dual_clip},
-      {"grpo.loss_aggregation", &c.loss_aggregation},
+      {"grpo.loss_aggregation",
+       ChoiceOf(&c.loss_aggregation,
+                {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
+                 "seq-mean-token-sum-norm"})},
       {"grpo.loss_horizon", &c.loss_horizon},
       {"grpo.kl_coef", &c.kl_coef},
-      {"grpo.kl_estimator", &c.kl_estimator},
+      {"grpo.kl_estimator", ChoiceOf(&c.kl_estimator, {"k1", "k2", "k3"})},
       {"grpo.entropy_coef", &c.entropy_coef},
       {"grpo.mini_batches", &c.mini_batches},
       {"grpo.epochs", &c.epochs},
-      {"grpo.old_logprobs", &c.old_logprobs},
+      {"grpo.old_logprobs",
+       ChoiceOf(&c.old_logprobs, {"rollout", "recompute"})},
       {"grpo.micro_batch_tokens", &c.micro_batch_tokens},
       {"optim.lr", &c.lr},
       {"optim.beta1", &c.beta1},
       {"optim.beta2", &c.beta2},
       {"optim.epsilon", &c.adam_epsilon},
       {"optim.weight_decay", &c.weight_decay},
-      {"optim.schedule", &c.schedule},
+      {"optim.schedule", ChoiceOf(&c.schedule, {"constant", "cosine"})},
       {"optim.warmup_steps", &c.warmup_steps},
       {"optim.min_lr_ratio", &c.min_lr_ratio},
       {"optim.max_grad_norm", &c.max_grad_norm},
@@ -121,6 +150,21 @@ std::string Where(const std::string& label, const YAML::Node& node) {
   return absl::StrCat(label, ":", mark.line + 1);
 }
 
+// Sets a mode from its name; an unknown name is refused naming the key and
+// the alternatives.
+absl::Status SetChoice(const Choice& choice, const char* key,
+                       const std::string& name, const std::string& where) {
+  for (size_t i = 0; i < choice.names.size(); ++i) {
+    if (choice.names[i] == name) {
+      choice.set(static_cast<int>(i));
+      return absl::OkStatus();
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat(where, ": ", key, ": must be ",
+                                                 Alternatives(choice.names),
+                                                 ", not \"", name, "\""));
+}
+
 // Sets `field` from a YAML node; errors name `where` and the key.
 absl::Status Assign(const Field& field, const YAML::Node& node,
                     const std::string& where) {
@@ -130,38 +174,46 @@ absl::Status Assign(const Field& field, const YAML::Node& node,
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": ", field.key, ": expected ", want, got));
   };
+  if (const Choice* choice = std::get_if<Choice>(&field.ref)) {
+    if (!node.IsScalar()) return bad("a string");
+    return SetChoice(*choice, field.key, node.Scalar(), where);
+  }
   try {
     return std::visit(
-        [&](auto* target) -> absl::Status {
-          using T = std::remove_pointer_t<decltype(target)>;
-          if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-            if (!node.IsSequence()) return bad("a list of strings");
-            target->clear();
-            for (const YAML::Node& item : node) {
-              if (!item.IsScalar()) return bad("a list of strings");
-              target->push_back(item.Scalar());
-            }
+        [&](auto target) -> absl::Status {
+          if constexpr (std::is_same_v<decltype(target), Choice>) {
+            return absl::OkStatus();  // handled above
           } else {
-            if (!node.IsScalar()) {
-              return bad(std::is_same_v<T, std::string> ? "a string"
-                         : std::is_same_v<T, bool>      ? "true or false"
-                                                        : "a number");
-            }
-            if constexpr (std::is_same_v<T, std::string>) {
-              *target = node.Scalar();
-            } else {
-              T value;
-              if (!YAML::convert<T>::decode(node, value)) {
-                return bad(std::is_same_v<T, bool>     ? "true or false"
-                           : std::is_same_v<T, double> ? "a number"
-                           : std::is_same_v<T, uint64_t>
-                               ? "a non-negative integer"
-                               : "an integer");
+            using T = std::remove_pointer_t<decltype(target)>;
+            if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+              if (!node.IsSequence()) return bad("a list of strings");
+              target->clear();
+              for (const YAML::Node& item : node) {
+                if (!item.IsScalar()) return bad("a list of strings");
+                target->push_back(item.Scalar());
               }
-              *target = value;
+            } else {
+              if (!node.IsScalar()) {
+                return bad(std::is_same_v<T, std::string> ? "a string"
+                           : std::is_same_v<T, bool>      ? "true or false"
+                                                          : "a number");
+              }
+              if constexpr (std::is_same_v<T, std::string>) {
+                *target = node.Scalar();
+              } else {
+                T value;
+                if (!YAML::convert<T>::decode(node, value)) {
+                  return bad(std::is_same_v<T, bool>     ? "true or false"
+                             : std::is_same_v<T, double> ? "a number"
+                             : std::is_same_v<T, uint64_t>
+                                 ? "a non-negative integer"
+                                 : "an integer");
+                }
+                *target = value;
+              }
             }
+            return absl::OkStatus();
           }
-          return absl::OkStatus();
         },
         field.ref);
   } catch (const YAML::Exception& e) {
@@ -267,6 +319,15 @@ absl::Status ApplyOverrides(TrainConfig& config,
       **text = override_text.substr(eq + 1);
       continue;
     }
+    if (const Choice* choice = std::get_if<Choice>(&it->second.ref)) {
+      if (absl::Status status =
+              SetChoice(*choice, it->second.key, override_text.substr(eq + 1),
+                        "override");
+          !status.ok()) {
+        return status;
+      }
+      continue;
+    }
     YAML::Node value;
     try {
       value = YAML::Load(override_text.substr(eq + 1));
@@ -326,9 +387,6 @@ absl::StatusOr<TrainConfig> ParseTrainConfig(
 absl::Status ValidateTrainConfig(const TrainConfig& c) {
   const std::set<std::string> dtypes = {"auto", "float32", "bfloat16",
                                         "float16"};
-  const std::set<std::string> modes = {"token-mean", "seq-mean-token-mean",
-                                       "seq-mean-token-sum",
-                                       "seq-mean-token-sum-norm"};
   for (const absl::Status& status : {
            Require(
                !c.run_name.empty() && c.run_name.find('/') == std::string::npos,
@@ -345,17 +403,10 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
                    "must be auto, float32, bfloat16 or float16"),
            Require(c.gpu_memory_gib >= 0, "model.gpu_memory_gib",
                    "must be >= 0 (0: no cap)"),
-           Require(c.publish_dtype == "auto" || c.publish_dtype == "float32" ||
-                       c.publish_dtype == "bfloat16",
-                   "rollout.publish_dtype",
-                   "must be auto, float32 or bfloat16"),
-           Require(c.publish_via == "auto" || c.publish_via == "grpc" ||
-                       c.publish_via == "cuda_ipc",
-                   "rollout.publish_via", "must be auto, grpc or cuda_ipc"),
-           Require(
-               c.publish_via != "cuda_ipc" || c.device.rfind("cuda", 0) == 0,
-               "rollout.publish_via",
-               "cuda_ipc needs the learner on a GPU (model.device cuda)"),
+           Require(c.publish_via != PublishVia::kCudaIpc ||
+                       c.device.rfind("cuda", 0) == 0,
+                   "rollout.publish_via",
+                   "cuda_ipc needs the learner on a GPU (model.device cuda)"),
            Require(c.lora_rank >= 1, "lora.rank", "must be >= 1"),
            Require(c.lora_alpha > 0, "lora.alpha", "must be > 0"),
            Require(!c.lora_targets.empty(), "lora.targets",
@@ -402,30 +453,18 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
            Require(c.rollout_max_wait_s > 0, "rollout.max_wait_s",
                    "must be > 0"),
            Require(c.reward_max_wait_s > 0, "reward.max_wait_s", "must be > 0"),
-           Require(c.advantage == "group" || c.advantage == "none" ||
-                       c.advantage == "batch",
-                   "grpo.advantage", "must be group, none or batch"),
            Require(c.advantage_epsilon > 0, "grpo.advantage_epsilon",
                    "must be > 0"),
            Require(c.clip_low > 0 && c.clip_low < 1, "grpo.clip_low",
                    "must be in (0, 1)"),
            Require(c.clip_high > 0, "grpo.clip_high", "must be > 0"),
-           Require(
-               modes.count(c.loss_aggregation) > 0, "grpo.loss_aggregation",
-               "must be token-mean, seq-mean-token-mean, seq-mean-token-sum or "
-               "seq-mean-token-sum-norm"),
            Require(c.loss_horizon >= 0, "grpo.loss_horizon", "must be >= 0"),
            Require(c.kl_coef >= 0, "grpo.kl_coef", "must be >= 0"),
-           Require(c.kl_estimator == "k1" || c.kl_estimator == "k2" ||
-                       c.kl_estimator == "k3",
-                   "grpo.kl_estimator", "must be k1, k2 or k3"),
            Require(c.mini_batches >= 1, "grpo.mini_batches", "must be >= 1"),
            Require(c.mini_batches <= c.prompts_per_step * c.group_size,
                    "grpo.mini_batches",
                    "must not exceed the completions per step"),
            Require(c.epochs >= 1, "grpo.epochs", "must be >= 1"),
-           Require(c.old_logprobs == "rollout" || c.old_logprobs == "recompute",
-                   "grpo.old_logprobs", "must be rollout or recompute"),
            Require(c.micro_batch_tokens >= 1, "grpo.micro_batch_tokens",
                    "must be >= 1"),
            Require(c.lr >= 0, "optim.lr", "must be >= 0"),
@@ -435,8 +474,6 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
                    "must be in [0, 1)"),
            Require(c.adam_epsilon > 0, "optim.epsilon", "must be > 0"),
            Require(c.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
-           Require(c.schedule == "constant" || c.schedule == "cosine",
-                   "optim.schedule", "must be constant or cosine"),
            Require(c.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0"),
            Require(c.min_lr_ratio >= 0 && c.min_lr_ratio <= 1,
                    "optim.min_lr_ratio", "must be in [0, 1]"),
@@ -510,9 +547,11 @@ std::string TrainConfigToYaml(const TrainConfig& config) {
     out << YAML::Key << std::string(key.substr(key.find('.') + 1))
         << YAML::Value;
     std::visit(
-        [&](auto* value) {
-          using T = std::remove_pointer_t<decltype(value)>;
-          if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+        [&](const auto& value) {
+          using T = std::remove_pointer_t<std::decay_t<decltype(value)>>;
+          if constexpr (std::is_same_v<T, Choice>) {
+            out << YAML::DoubleQuoted << value.names[value.get()];
+          } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
             out << YAML::Flow << *value;
           } else if constexpr (std::is_same_v<T, std::string>) {
             out << YAML::DoubleQuoted << *value;

@@ -7,8 +7,16 @@
 
 #include "absl/status/statusor.h"
 #include "common/rpc/security.h"
+#include "learner/grpo_modes.h"
 
 namespace microrl::learner {
+
+// The learner's modes, parsed from their names when the configuration is
+// loaded (an unknown name is refused there, naming the key).
+enum class PublishDtype { kAuto, kFloat32, kBfloat16 };
+enum class PublishVia { kAuto, kGrpc, kCudaIpc };
+enum class OldLogprobs { kRollout, kRecompute };
+enum class LrSchedule { kConstant, kCosine };
 
 // Everything a training run needs, read from a YAML file (sections run, model,
 // lora, data, rollout, reward, grpo, optim, eval; see configs/README.md) with
@@ -89,12 +97,12 @@ struct TrainConfig {
   // dtype of the adapter weights sent to the rollout server: auto (bfloat16
   // when the learner's model runs in bfloat16, else float32), float32 or
   // bfloat16. A rollout server keeps them in its model's dtype.
-  std::string publish_dtype = "auto";
+  PublishDtype publish_dtype = PublishDtype::kAuto;
   // How the adapter reaches the rollout server: auto (CUDA IPC when the
   // learner is on a GPU and the rollout server on loopback, falling back to
   // gRPC for good if the server cannot open it), grpc (streamed bytes) or
   // cuda_ipc (no fallback).
-  std::string publish_via = "auto";
+  PublishVia publish_via = PublishVia::kAuto;
   double generate_timeout_s = 3600;
   // How long to keep retrying a rollout server that is unreachable (restarting)
   // before the run checkpoints and fails.
@@ -108,22 +116,23 @@ struct TrainConfig {
   PeerSecurityConfig reward_security;
 
   // grpo
-  std::string advantage = "group";  // group (GRPO), none (Dr. GRPO), batch
+  // group (GRPO), none (Dr. GRPO) or batch
+  AdvantageNorm advantage = AdvantageNorm::kGroupStd;
   double advantage_epsilon = 1e-6;
   bool filter_zero_variance = false;
   double clip_low = 0.2;
   double clip_high = 0.2;
   double dual_clip = 3.0;  // <= 1: off
-  std::string loss_aggregation = "token-mean";
+  LossAggregation loss_aggregation = LossAggregation::kTokenMean;
   double loss_horizon =
       0;  // seq-mean-token-sum-norm's constant (0: max_response_tokens)
   double kl_coef = 0;
-  std::string kl_estimator = "k3";
+  KlEstimator kl_estimator = KlEstimator::kK3;
   double entropy_coef = 0;
   int64_t mini_batches = 1;  // optimizer steps per epoch over the rollout batch
   int64_t epochs = 1;        // passes over the rollout batch
-  std::string old_logprobs = "rollout";  // rollout or recompute
-  int64_t micro_batch_tokens = 8192;     // padded tokens per forward/backward
+  OldLogprobs old_logprobs = OldLogprobs::kRollout;  // rollout or recompute
+  int64_t micro_batch_tokens = 8192;  // padded tokens per forward/backward
 
   // optim
   double lr = 1e-5;
@@ -131,7 +140,7 @@ struct TrainConfig {
   double beta2 = 0.999;
   double adam_epsilon = 1e-8;
   double weight_decay = 0.0;
-  std::string schedule = "constant";  // constant or cosine
+  LrSchedule schedule = LrSchedule::kConstant;  // constant or cosine
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;   // cosine: the final lr / lr
   double max_grad_norm = 1.0;  // <= 0: no clipping

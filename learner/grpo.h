@@ -12,15 +12,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "learner/grpo_modes.h"
 
 namespace microrl::learner {
-
-// How a reward becomes an advantage.
-enum class AdvantageNorm {
-  kGroupStd,  // (r - group mean) / (group std + eps): GRPO
-  kNone,      // r - group mean: Dr. GRPO
-  kBatchStd,  // (r - group mean) / (std of the whole batch + eps)
-};
 
 struct AdvantageOptions {
   AdvantageNorm norm = AdvantageNorm::kGroupStd;
@@ -36,14 +30,6 @@ at::Tensor ComputeAdvantages(const at::Tensor& rewards, int64_t group_size,
 // [N] bool: whether each completion's group has all rewards equal (its
 // advantages are all zero; such groups can be filtered out of the batch).
 at::Tensor ZeroVarianceGroups(const at::Tensor& rewards, int64_t group_size);
-
-// How per-token losses [B, T] become one number.
-enum class LossAggregation {
-  kTokenMean,            // sum over all tokens / tokens
-  kSeqMeanTokenMean,     // mean over sequences of each sequence's token mean
-  kSeqMeanTokenSum,      // mean over sequences of each sequence's token sum
-  kSeqMeanTokenSumNorm,  // kSeqMeanTokenSum / horizon (Dr. GRPO's constant)
-};
 
 absl::StatusOr<LossAggregation> ParseLossAggregation(absl::string_view name);
 const char* LossAggregationName(LossAggregation mode);
@@ -66,7 +52,6 @@ at::Tensor AggregateLoss(const at::Tensor& loss, const at::Tensor& mask,
                          LossAggregation mode,
                          const LossNormalizer& normalizer);
 
-enum class KlEstimator { kK1, kK2, kK3 };
 absl::StatusOr<KlEstimator> ParseKlEstimator(absl::string_view name);
 const char* KlEstimatorName(KlEstimator estimator);
 

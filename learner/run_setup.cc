@@ -149,7 +149,7 @@ absl::StatusOr<std::unique_ptr<model::LoraAdapter>> CreateOrLoadAdapter(
 ScheduleOptions ScheduleFrom(const TrainConfig& config, int64_t total_steps) {
   ScheduleOptions schedule;
   schedule.lr = config.lr;
-  schedule.cosine = config.schedule == "cosine";
+  schedule.cosine = config.schedule == LrSchedule::kCosine;
   schedule.warmup_steps = config.warmup_steps;
   schedule.total_steps = total_steps;
   schedule.min_lr_ratio = config.min_lr_ratio;
@@ -161,18 +161,14 @@ absl::StatusOr<UpdateOptions> UpdateOptionsFrom(const TrainConfig& config) {
   update.loss.policy.clip_low = config.clip_low;
   update.loss.policy.clip_high = config.clip_high;
   update.loss.policy.dual_clip = config.dual_clip;
-  absl::StatusOr<LossAggregation> aggregation =
-      ParseLossAggregation(config.loss_aggregation);
-  if (!aggregation.ok()) return aggregation.status();
-  update.loss.policy.aggregation = *aggregation;
+  update.loss.policy.aggregation = config.loss_aggregation;
   update.loss.kl_coef = config.kl_coef;
-  absl::StatusOr<KlEstimator> estimator = ParseKlEstimator(config.kl_estimator);
-  if (!estimator.ok()) return estimator.status();
-  update.loss.kl_estimator = *estimator;
+  update.loss.kl_estimator = config.kl_estimator;
   update.loss.entropy_coef = config.entropy_coef;
   update.mini_batches = config.mini_batches;
   update.epochs = config.epochs;
-  update.recompute_old_logprobs = config.old_logprobs == "recompute";
+  update.recompute_old_logprobs =
+      config.old_logprobs == OldLogprobs::kRecompute;
   update.micro_batch_tokens = config.micro_batch_tokens;
   update.temperature = config.temperature;
   update.gradient_checkpointing = config.gradient_checkpointing;
@@ -293,10 +289,7 @@ BenchmarkOptions FinalBenchmarkOptions(const TrainConfig& config,
 SampleOptions SampleOptionsFrom(const TrainConfig& config) {
   SampleOptions options;
   options.group_size = config.group_size;
-  options.advantage.norm = config.advantage == "none" ? AdvantageNorm::kNone
-                           : config.advantage == "batch"
-                               ? AdvantageNorm::kBatchStd
-                               : AdvantageNorm::kGroupStd;
+  options.advantage.norm = config.advantage;
   options.advantage.epsilon = config.advantage_epsilon;
   options.filter_zero_variance = config.filter_zero_variance;
   return options;
