@@ -6,7 +6,7 @@
 
 #include "common/base/logging.h"
 #include "common/base/net.h"
-#include "common/model/adapter_ipc.h"
+#include "common/model/cuda_ipc.h"
 
 namespace microrl::learner {
 

@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/model/ipc_adapter.h"
+#include "common/model/ipc_message.h"
 #include "common/rpc/retry.h"
 #include "common/rpc/security.h"
 #include "learner/generation.h"

@@ -16,7 +16,7 @@
 #include "common/base/logging.h"
 #include "common/base/net.h"
 #include "common/base/sha256.h"
-#include "common/model/adapter_ipc.h"
+#include "common/model/cuda_ipc.h"
 #include "common/rpc/status.h"
 #include "common/safetensors/safetensors.h"
 

@@ -23,7 +23,7 @@
 #include "absl/flags/parse.h"
 #include "absl/time/clock.h"
 #include "common/device/device.h"
-#include "common/model/adapter_ipc.h"
+#include "common/model/cuda_ipc.h"
 #include "common/model/config.h"
 #include "common/model/lora.h"
 #include "learner/rollout_client.h"

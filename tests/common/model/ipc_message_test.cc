@@ -1,4 +1,4 @@
-#include "common/model/ipc_adapter.h"
+#include "common/model/ipc_message.h"
 
 #include <cstdint>
 #include <limits>

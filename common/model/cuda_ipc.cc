@@ -1,4 +1,4 @@
-#include "common/model/adapter_ipc.h"
+#include "common/model/cuda_ipc.h"
 
 #include <ATen/ATen.h>
 #include <ATen/DeviceAccelerator.h>

@@ -1,5 +1,5 @@
-#ifndef MICRORL_COMMON_MODEL_ADAPTER_IPC_H_
-#define MICRORL_COMMON_MODEL_ADAPTER_IPC_H_
+#ifndef MICRORL_COMMON_MODEL_CUDA_IPC_H_
+#define MICRORL_COMMON_MODEL_CUDA_IPC_H_
 
 #include <ATen/core/Tensor.h>
 
@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model/config.h"
-#include "common/model/ipc_adapter.h"
+#include "common/model/ipc_message.h"
 #include "common/model/lora.h"
 
 // Handing a LoRA adapter from one process to another on the same GPU through
@@ -47,4 +47,4 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> ImportAdapter(
 
 }  // namespace microrl::model
 
-#endif  // MICRORL_COMMON_MODEL_ADAPTER_IPC_H_
+#endif  // MICRORL_COMMON_MODEL_CUDA_IPC_H_

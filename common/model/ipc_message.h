@@ -1,5 +1,5 @@
-#ifndef MICRORL_COMMON_MODEL_IPC_ADAPTER_H_
-#define MICRORL_COMMON_MODEL_IPC_ADAPTER_H_
+#ifndef MICRORL_COMMON_MODEL_IPC_MESSAGE_H_
+#define MICRORL_COMMON_MODEL_IPC_MESSAGE_H_
 
 #include <cstdint>
 #include <string>
@@ -9,7 +9,7 @@
 namespace microrl::model {
 
 // A LoRA adapter in another process's GPU memory, as CUDA IPC hands it over
-// (common/model/adapter_ipc.h makes and opens them). Torch-free, so gRPC code
+// (common/model/cuda_ipc.h makes and opens them). Torch-free, so gRPC code
 // can carry it.
 struct IpcAdapter {
   std::string handle;  // the allocator's shareable handle (opaque bytes)
@@ -30,4 +30,4 @@ absl::Status CheckIpcRange(int64_t offset, int64_t bytes, int64_t available);
 
 }  // namespace microrl::model
 
-#endif  // MICRORL_COMMON_MODEL_IPC_ADAPTER_H_
+#endif  // MICRORL_COMMON_MODEL_IPC_MESSAGE_H_
