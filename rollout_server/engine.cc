@@ -319,7 +319,7 @@ void Engine::Accept(std::shared_ptr<Request> request) {
   waiting_.push_back(std::move(request));
 }
 
-bool Engine::Append(Sequence& sequence, int32_t token, float logprob) {
+void Engine::Append(Sequence& sequence, int32_t token, float logprob) {
   Completion& out = *sequence.out;
   const Request& request = *sequence.request;
   out.token_ids.push_back(token);
@@ -329,7 +329,7 @@ bool Engine::Append(Sequence& sequence, int32_t token, float logprob) {
     Finish(sequence, FinishReason::kStop,
            tokenizer_ != nullptr ? tokenizer_->IdToToken(token)
                                  : absl::StrCat(token));
-    return true;
+    return;
   }
   if (sequence.detokenizer != nullptr) {
     const std::string piece = sequence.detokenizer->Add(token);
@@ -343,15 +343,13 @@ bool Engine::Append(Sequence& sequence, int32_t token, float logprob) {
         out.text.resize(match->position);
         sequence.detokenizer.reset();  // nothing more is added to the text
         Finish(sequence, FinishReason::kStop, stop);
-        return true;
+        return;
       }
     }
   }
   if (static_cast<int64_t>(out.token_ids.size()) >= sequence.max_tokens) {
     Finish(sequence, FinishReason::kLength, "");
-    return true;
   }
-  return false;
 }
 
 void Engine::Finish(Sequence& sequence, FinishReason reason,

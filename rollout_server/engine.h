@@ -184,14 +184,14 @@ class Engine {
   void DecodeStep();
   // Samples from logits [N, V] for running_[first, first + N), appends the
   // tokens and removes the sequences that finished.
-  absl::Status SampleAndAppend(const at::Tensor& logits, size_t first);
+  void SampleAndAppend(const at::Tensor& logits, size_t first);
   // Sampling parameters of running_[first, first + n) for the token `ahead`
   // positions after the last appended one.
   std::vector<RowSampling> SamplingRows(size_t first, int64_t n,
                                         int64_t ahead) const;
   void CountGenerated(int64_t tokens);
-  // Appends a sampled token; returns whether the sequence has finished.
-  bool Append(Sequence& sequence, int32_t token, float logprob);
+  // Appends a sampled token, finishing the sequence if it stops there.
+  void Append(Sequence& sequence, int32_t token, float logprob);
   void Finish(Sequence& sequence, FinishReason reason, std::string stop_reason);
   void FailRequest(Request& request, const absl::Status& status);
   // Removes finished sequences (and those of finished requests) from running_,

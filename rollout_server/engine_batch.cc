@@ -164,7 +164,7 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
           cache_->CopyPrefix(leaders[r], leaders[r] + i, lengths[r]);
         }
       }
-      status = SampleAndAppend(logits, first);
+      SampleAndAppend(logits, first);
     } catch (const std::exception& e) {
       status = absl::InternalError(absl::StrCat("prefill failed: ", e.what()));
     }
@@ -298,7 +298,7 @@ void Engine::CountGenerated(int64_t tokens) {
   generated_total_ += static_cast<uint64_t>(tokens);
 }
 
-absl::Status Engine::SampleAndAppend(const at::Tensor& logits, size_t first) {
+void Engine::SampleAndAppend(const at::Tensor& logits, size_t first) {
   const int64_t n = logits.size(0);
   const SampleResult sampled = Sample(logits, SamplingRows(first, n, 0));
   // The one device-to-host copy of the step: tokens and log-probs together.
@@ -313,7 +313,6 @@ absl::Status Engine::SampleAndAppend(const at::Tensor& logits, size_t first) {
            static_cast<float>(values[n + i]));
   }
   CountGenerated(n);
-  return absl::OkStatus();
 }
 
 }  // namespace microrl::rollout

@@ -58,7 +58,7 @@ ABSL_FLAG(int64_t, decode_key_bucket, 0,
           "(masked), so shapes repeat; 0: exact, or 256 with --cuda_graphs.");
 ABSL_FLAG(bool, share_prompt_kv, false,
           "Hold the prompt of a group of two or more completions once, in a "
-          "host slot all of them read, instead of copying it into each "
+          "prompt slot all of them read, instead of copying it into each "
           "completion's slot (which is still done when no slot is free for a "
           "host). Ignored with --cuda_graphs. Not measured on a GPU yet: off "
           "by default.");

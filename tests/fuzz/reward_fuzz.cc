@@ -1,6 +1,6 @@
 // libFuzzer target over the reward's extraction, parsing and comparison: any
 // input must return (within its deadline) without crashing, leaking or hanging.
-// Built and run by tests/fuzz/run_reward_fuzz.sh.
+// Built and run by tests/fuzz/run_fuzz.sh.
 #include <cstddef>
 #include <cstdint>
 #include <string>
