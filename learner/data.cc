@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "common/base/lines.h"
 #include "common/base/random.h"
 #include "nlohmann/json.hpp"
 
@@ -15,11 +16,9 @@ absl::StatusOr<std::vector<Problem>> LoadProblems(
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::vector<Problem> problems;
-  std::string text;
-  int64_t line = 0;
-  while (std::getline(in, text)) {
-    ++line;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+  const absl::Status read = ForEachNonBlankLine(in, [&](int64_t line,
+                                                        const std::string& text)
+                                                        -> absl::Status {
     const std::string where = absl::StrCat(path, ":", line);
     nlohmann::json record;
     try {
@@ -64,7 +63,9 @@ absl::StatusOr<std::vector<Problem>> LoadProblems(
     problem.id =
         id != record.end() && id->is_string() ? id->get<std::string>() : where;
     problems.push_back(std::move(problem));
-  }
+    return absl::OkStatus();
+  });
+  if (!read.ok()) return read;
   if (problems.empty())
     return absl::InvalidArgumentError(absl::StrCat(path, ": no problems"));
   return problems;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file.h"
+#include "common/base/lines.h"
 #include "common/base/thread_pool.h"
 #include "nlohmann/json.hpp"
 
@@ -22,11 +23,9 @@ absl::Status RunScoreCommand(const ScoreCommandOptions& options) {
   if (!in)
     return absl::NotFoundError(absl::StrCat("cannot read ", options.in_path));
   std::vector<ScoreInput> inputs;
-  std::string text;
-  int64_t line = 0;
-  while (std::getline(in, text)) {
-    ++line;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+  const absl::Status read = ForEachNonBlankLine(in, [&](int64_t line,
+                                                        const std::string& text)
+                                                        -> absl::Status {
     auto error = [&](const std::string& why) {
       return absl::InvalidArgumentError(
           absl::StrCat(options.in_path, ":", line, ": ", why));
@@ -54,7 +53,9 @@ absl::Status RunScoreCommand(const ScoreCommandOptions& options) {
                                           : record["id"].dump();
     }
     inputs.push_back(std::move(input));
-  }
+    return absl::OkStatus();
+  });
+  if (!read.ok()) return read;
   std::vector<ScoreOutput> outputs(inputs.size());
   ThreadPool pool(static_cast<size_t>(std::max(0, options.threads)));
   pool.ParallelFor(inputs.size(), [&](size_t i) {

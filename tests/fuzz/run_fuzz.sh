@@ -24,7 +24,7 @@ if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev >/dev/null
 fi
 ABSL=$(pkg-config --cflags --libs absl_strings absl_str_format absl_time absl_status absl_statusor)
-BASE=("$REPO"/common/base/{file,logging}.cc)
+BASE=("$REPO"/common/base/{file,lines,logging}.cc)
 case "$TARGET" in
   reward|reward_arith)
     SOURCES=("$REPO"/reward_service/{extraction,math_answer,rational,scorer,think_format}.cc)

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/lines.h"
 #include "common/device/device.h"
 #include "common/model/decoder.h"
 #include "common/model/loader.h"
@@ -139,38 +140,31 @@ absl::Status RunLogprobsCommand(const LogprobsCommandOptions& options,
     adapter = *std::move(loaded);
   }
   std::vector<Request> batch;
-  std::string text;
-  int64_t line = 0;
-  while (std::getline(in, text)) {
-    ++line;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    absl::StatusOr<Request> request =
-        ParseLine(text, line, (*decoder)->config().vocab_size);
-    if (!request.ok()) {
-      // Lines before the bad one are still answered.
-      if (!batch.empty()) {
-        if (absl::Status s = ScoreBatch(**decoder, adapter.get(),
-                                        options.temperature, batch, out);
-            !s.ok()) {
-          return s;
+  auto flush = [&]() -> absl::Status {
+    absl::Status scored =
+        ScoreBatch(**decoder, adapter.get(), options.temperature, batch, out);
+    batch.clear();
+    return scored;
+  };
+  const absl::Status read = ForEachNonBlankLine(
+      in, [&](int64_t line, const std::string& text) -> absl::Status {
+        absl::StatusOr<Request> request =
+            ParseLine(text, line, (*decoder)->config().vocab_size);
+        if (!request.ok()) {
+          // Lines before the bad one are still answered.
+          if (!batch.empty()) {
+            if (absl::Status s = flush(); !s.ok()) return s;
+          }
+          return request.status();
         }
-      }
-      return request.status();
-    }
-    batch.push_back(*std::move(request));
-    if (static_cast<int>(batch.size()) == options.batch_lines) {
-      if (absl::Status s = ScoreBatch(**decoder, adapter.get(),
-                                      options.temperature, batch, out);
-          !s.ok()) {
-        return s;
-      }
-      batch.clear();
-    }
-  }
-  if (!batch.empty()) {
-    return ScoreBatch(**decoder, adapter.get(), options.temperature, batch,
-                      out);
-  }
+        batch.push_back(*std::move(request));
+        if (static_cast<int>(batch.size()) == options.batch_lines) {
+          return flush();
+        }
+        return absl::OkStatus();
+      });
+  if (!read.ok()) return read;
+  if (!batch.empty()) return flush();
   return absl::OkStatus();
 }
 
