@@ -14,134 +14,145 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/base/enum_names.h"
 #include "common/base/file.h"
 
 namespace microrl::learner {
 namespace {
 
-// A mode: one of `names`, held as an enum.
+// A mode: an enum set from one of its own names (see common/base/enum_names.h).
 struct Choice {
-  std::vector<std::string> names;  // in the enum's order
-  std::function<int()> get;
-  std::function<void(int)> set;
+  std::function<std::string()> get;            // the value's own name
+  std::function<bool(absl::string_view)> set;  // false: not an own name
+  std::string alternatives;                    // "a, b or c"
 };
 
-template <typename E>
-Choice ChoiceOf(E* value, std::vector<std::string> names) {
-  return {std::move(names), [value] { return static_cast<int>(*value); },
-          [value](int index) { *value = static_cast<E>(index); }};
-}
-
-// "a, b or c".
-std::string Alternatives(const std::vector<std::string>& names) {
-  std::string out;
-  for (size_t i = 0; i < names.size(); ++i) {
-    if (i > 0) out += i + 1 == names.size() ? " or " : ", ";
-    out += names[i];
-  }
-  return out;
+template <typename E, size_t N>
+Choice ChoiceOf(E* value, const EnumName<E> (&names)[N]) {
+  return {[value, &names] { return std::string(NameOf(*value, names)); },
+          [value, &names](absl::string_view name) {
+            const std::optional<E> parsed = ValueOfOwnName(name, names);
+            if (parsed.has_value()) *value = *parsed;
+            return parsed.has_value();
+          },
+          OwnNames(names)};
 }
 
 using FieldRef = std::variant<std::string*, int64_t*, uint64_t*, double*, bool*,
                               std::vector<std::string>*, Choice>;
 
 struct Field {
-  const char* key;  // "section.name"
+  std::string key;  // "section.name"
   FieldRef ref;
 };
 
+// A peer's security keys: "<section>.tls_ca", ..., "<section>.token_file".
+std::vector<Field> SecurityFields(const std::string& section,
+                                  PeerSecurityConfig& s) {
+  std::vector<Field> fields;
+  for (const auto& [name, value] :
+       {std::pair{"tls_ca", &s.tls_ca}, std::pair{"tls_cert", &s.tls_cert},
+        std::pair{"tls_key", &s.tls_key},
+        std::pair{"tls_server_name", &s.tls_server_name},
+        std::pair{"token_file", &s.token_file}}) {
+    fields.push_back({absl::StrCat(section, ".", name), value});
+  }
+  return fields;
+}
+
+// Every key, in the order config.yaml lists them.
 std::vector<Field> Fields(TrainConfig& c) {
-  return {
-      {"run.name", &c.run_name},
-      {"run.output_dir", &c.output_dir},
-      {"run.seed", &c.seed},
-      {"run.max_steps", &c.max_steps},
-      {"run.time_budget_hours", &c.time_budget_hours},
-      {"run.checkpoint_every", &c.checkpoint_every},
-      {"run.keep_checkpoints", &c.keep_checkpoints},
-      {"model.path", &c.model_path},
-      {"model.device", &c.device},
-      {"model.dtype", &c.dtype},
-      {"model.gradient_checkpointing", &c.gradient_checkpointing},
-      {"model.gpu_memory_gib", &c.gpu_memory_gib},
-      {"lora.rank", &c.lora_rank},
-      {"lora.alpha", &c.lora_alpha},
-      {"lora.targets", &c.lora_targets},
-      {"lora.rslora", &c.lora_rslora},
-      {"lora.init", &c.lora_init},
-      {"data.train", &c.train_path},
-      {"data.problem_field", &c.problem_field},
-      {"data.answer_field", &c.answer_field},
-      {"data.completion_field", &c.completion_field},
-      {"data.system_prompt", &c.system_prompt},
-      {"data.instruction", &c.instruction},
-      {"rollout.address", &c.rollout_address},
-      {"rollout.prompts_per_step", &c.prompts_per_step},
-      {"rollout.group_size", &c.group_size},
-      {"rollout.max_response_tokens", &c.max_response_tokens},
-      {"rollout.temperature", &c.temperature},
-      {"rollout.top_p", &c.top_p},
-      {"rollout.top_k", &c.top_k},
-      {"rollout.colocated", &c.colocated},
-      {"rollout.publish_dtype",
-       ChoiceOf(&c.publish_dtype, {"auto", "float32", "bfloat16"})},
-      {"rollout.publish_via",
-       ChoiceOf(&c.publish_via, {"auto", "grpc", "cuda_ipc"})},
-      {"rollout.generate_timeout_s", &c.generate_timeout_s},
-      {"rollout.max_wait_s", &c.rollout_max_wait_s},
-      {"rollout.tls_ca", &c.rollout_security.tls_ca},
-      {"rollout.tls_cert", &c.rollout_security.tls_cert},
-      {"rollout.tls_key", &c.rollout_security.tls_key},
-      {"rollout.tls_server_name", &c.rollout_security.tls_server_name},
-      {"rollout.token_file", &c.rollout_security.token_file},
-      {"reward.address", &c.reward_address},
-      {"reward.timeout_s", &c.reward_timeout_s},
-      {"reward.max_wait_s", &c.reward_max_wait_s},
-      {"reward.tls_ca", &c.reward_security.tls_ca},
-      {"reward.tls_cert", &c.reward_security.tls_cert},
-      {"reward.tls_key", &c.reward_security.tls_key},
-      {"reward.tls_server_name", &c.reward_security.tls_server_name},
-      {"reward.token_file", &c.reward_security.token_file},
-      {"grpo.advantage", ChoiceOf(&c.advantage, {"group", "none", "batch"})},
-      {"grpo.advantage_epsilon", &c.advantage_epsilon},
-      {"grpo.filter_zero_variance", &c.filter_zero_variance},
-      {"grpo.clip_low", &c.clip_low},
-      {"grpo.clip_high", &c.clip_high},
-      {"grpo.dual_clip", &c.dual_clip},
-      {"grpo.loss_aggregation",
-       ChoiceOf(&c.loss_aggregation,
-                {"token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
-                 "seq-mean-token-sum-norm"})},
-      {"grpo.loss_horizon", &c.loss_horizon},
-      {"grpo.kl_coef", &c.kl_coef},
-      {"grpo.kl_estimator", ChoiceOf(&c.kl_estimator, {"k1", "k2", "k3"})},
-      {"grpo.entropy_coef", &c.entropy_coef},
-      {"grpo.mini_batches", &c.mini_batches},
-      {"grpo.epochs", &c.epochs},
-      {"grpo.old_logprobs",
-       ChoiceOf(&c.old_logprobs, {"rollout", "recompute"})},
-      {"grpo.micro_batch_tokens", &c.micro_batch_tokens},
-      {"optim.lr", &c.lr},
-      {"optim.beta1", &c.beta1},
-      {"optim.beta2", &c.beta2},
-      {"optim.epsilon", &c.adam_epsilon},
-      {"optim.weight_decay", &c.weight_decay},
-      {"optim.schedule", ChoiceOf(&c.schedule, {"constant", "cosine"})},
-      {"optim.warmup_steps", &c.warmup_steps},
-      {"optim.min_lr_ratio", &c.min_lr_ratio},
-      {"optim.max_grad_norm", &c.max_grad_norm},
-      {"sft.batch_size", &c.sft_batch_size},
-      {"eval.path", &c.eval_path},
-      {"eval.every", &c.eval_every},
-      {"eval.problems", &c.eval_problems},
-      {"eval.max_tokens", &c.eval_max_tokens},
-      {"eval.final_datasets", &c.final_datasets},
-      {"eval.data_dir", &c.eval_data_dir},
-      {"eval.final_samples", &c.final_samples},
-      {"eval.final_temperature", &c.final_temperature},
-      {"eval.final_top_p", &c.final_top_p},
-      {"eval.final_compare_base", &c.final_compare_base},
-  };
+  std::vector<Field> fields;
+  for (std::vector<Field>& part : std::vector<std::vector<Field>>{
+           {
+               {"run.name", &c.run_name},
+               {"run.output_dir", &c.output_dir},
+               {"run.seed", &c.seed},
+               {"run.max_steps", &c.max_steps},
+               {"run.time_budget_hours", &c.time_budget_hours},
+               {"run.checkpoint_every", &c.checkpoint_every},
+               {"run.keep_checkpoints", &c.keep_checkpoints},
+               {"model.path", &c.model_path},
+               {"model.device", &c.device},
+               {"model.dtype", &c.dtype},
+               {"model.gradient_checkpointing", &c.gradient_checkpointing},
+               {"model.gpu_memory_gib", &c.gpu_memory_gib},
+               {"lora.rank", &c.lora_rank},
+               {"lora.alpha", &c.lora_alpha},
+               {"lora.targets", &c.lora_targets},
+               {"lora.rslora", &c.lora_rslora},
+               {"lora.init", &c.lora_init},
+               {"data.train", &c.train_path},
+               {"data.problem_field", &c.problem_field},
+               {"data.answer_field", &c.answer_field},
+               {"data.completion_field", &c.completion_field},
+               {"data.system_prompt", &c.system_prompt},
+               {"data.instruction", &c.instruction},
+               {"rollout.address", &c.rollout_address},
+               {"rollout.prompts_per_step", &c.prompts_per_step},
+               {"rollout.group_size", &c.group_size},
+               {"rollout.max_response_tokens", &c.max_response_tokens},
+               {"rollout.temperature", &c.temperature},
+               {"rollout.top_p", &c.top_p},
+               {"rollout.top_k", &c.top_k},
+               {"rollout.colocated", &c.colocated},
+               {"rollout.publish_dtype",
+                ChoiceOf(&c.publish_dtype, kPublishDtypeNames)},
+               {"rollout.publish_via",
+                ChoiceOf(&c.publish_via, kPublishViaNames)},
+               {"rollout.generate_timeout_s", &c.generate_timeout_s},
+               {"rollout.max_wait_s", &c.rollout_max_wait_s},
+           },
+           SecurityFields("rollout", c.rollout_security),
+           {
+               {"reward.address", &c.reward_address},
+               {"reward.timeout_s", &c.reward_timeout_s},
+               {"reward.max_wait_s", &c.reward_max_wait_s},
+           },
+           SecurityFields("reward", c.reward_security),
+           {
+               {"grpo.advantage", ChoiceOf(&c.advantage, kAdvantageNormNames)},
+               {"grpo.advantage_epsilon", &c.advantage_epsilon},
+               {"grpo.filter_zero_variance", &c.filter_zero_variance},
+               {"grpo.clip_low", &c.clip_low},
+               {"grpo.clip_high", &c.clip_high},
+               {"grpo.dual_clip", &c.dual_clip},
+               {"grpo.loss_aggregation",
+                ChoiceOf(&c.loss_aggregation, kLossAggregationNames)},
+               {"grpo.loss_horizon", &c.loss_horizon},
+               {"grpo.kl_coef", &c.kl_coef},
+               {"grpo.kl_estimator",
+                ChoiceOf(&c.kl_estimator, kKlEstimatorNames)},
+               {"grpo.entropy_coef", &c.entropy_coef},
+               {"grpo.mini_batches", &c.mini_batches},
+               {"grpo.epochs", &c.epochs},
+               {"grpo.old_logprobs",
+                ChoiceOf(&c.old_logprobs, kOldLogprobsNames)},
+               {"grpo.micro_batch_tokens", &c.micro_batch_tokens},
+               {"optim.lr", &c.lr},
+               {"optim.beta1", &c.beta1},
+               {"optim.beta2", &c.beta2},
+               {"optim.epsilon", &c.adam_epsilon},
+               {"optim.weight_decay", &c.weight_decay},
+               {"optim.schedule", ChoiceOf(&c.schedule, kLrScheduleNames)},
+               {"optim.warmup_steps", &c.warmup_steps},
+               {"optim.min_lr_ratio", &c.min_lr_ratio},
+               {"optim.max_grad_norm", &c.max_grad_norm},
+               {"sft.batch_size", &c.sft_batch_size},
+               {"eval.path", &c.eval_path},
+               {"eval.every", &c.eval_every},
+               {"eval.problems", &c.eval_problems},
+               {"eval.max_tokens", &c.eval_max_tokens},
+               {"eval.final_datasets", &c.final_datasets},
+               {"eval.data_dir", &c.eval_data_dir},
+               {"eval.final_samples", &c.final_samples},
+               {"eval.final_temperature", &c.final_temperature},
+               {"eval.final_top_p", &c.final_top_p},
+               {"eval.final_compare_base", &c.final_compare_base},
+           }}) {
+    for (Field& field : part) fields.push_back(std::move(field));
+  }
+  return fields;
 }
 
 std::string Where(const std::string& label, const YAML::Node& node) {
@@ -152,16 +163,11 @@ std::string Where(const std::string& label, const YAML::Node& node) {
 
 // Sets a mode from its name; an unknown name is refused naming the key and
 // the alternatives.
-absl::Status SetChoice(const Choice& choice, const char* key,
+absl::Status SetChoice(const Choice& choice, const std::string& key,
                        const std::string& name, const std::string& where) {
-  for (size_t i = 0; i < choice.names.size(); ++i) {
-    if (choice.names[i] == name) {
-      choice.set(static_cast<int>(i));
-      return absl::OkStatus();
-    }
-  }
+  if (choice.set(name)) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(where, ": ", key, ": must be ",
-                                                 Alternatives(choice.names),
+                                                 choice.alternatives,
                                                  ", not \"", name, "\""));
 }
 
@@ -550,7 +556,7 @@ std::string TrainConfigToYaml(const TrainConfig& config) {
         [&](const auto& value) {
           using T = std::remove_pointer_t<std::decay_t<decltype(value)>>;
           if constexpr (std::is_same_v<T, Choice>) {
-            out << YAML::DoubleQuoted << value.names[value.get()];
+            out << YAML::DoubleQuoted << value.get();
           } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
             out << YAML::Flow << *value;
           } else if constexpr (std::is_same_v<T, std::string>) {

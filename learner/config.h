@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/base/enum_names.h"
 #include "common/rpc/security.h"
 #include "learner/grpo_modes.h"
 
@@ -14,9 +15,24 @@ namespace microrl::learner {
 // The learner's modes, parsed from their names when the configuration is
 // loaded (an unknown name is refused there, naming the key).
 enum class PublishDtype { kAuto, kFloat32, kBfloat16 };
+inline constexpr EnumName<PublishDtype> kPublishDtypeNames[] = {
+    {PublishDtype::kAuto, "auto"},
+    {PublishDtype::kFloat32, "float32"},
+    {PublishDtype::kBfloat16, "bfloat16"}};
+
 enum class PublishVia { kAuto, kGrpc, kCudaIpc };
+inline constexpr EnumName<PublishVia> kPublishViaNames[] = {
+    {PublishVia::kAuto, "auto"},
+    {PublishVia::kGrpc, "grpc"},
+    {PublishVia::kCudaIpc, "cuda_ipc"}};
+
 enum class OldLogprobs { kRollout, kRecompute };
+inline constexpr EnumName<OldLogprobs> kOldLogprobsNames[] = {
+    {OldLogprobs::kRollout, "rollout"}, {OldLogprobs::kRecompute, "recompute"}};
+
 enum class LrSchedule { kConstant, kCosine };
+inline constexpr EnumName<LrSchedule> kLrScheduleNames[] = {
+    {LrSchedule::kConstant, "constant"}, {LrSchedule::kCosine, "cosine"}};
 
 // Everything a training run needs, read from a YAML file (sections run, model,
 // lora, data, rollout, reward, grpo, optim, eval; see configs/README.md) with

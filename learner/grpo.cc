@@ -48,29 +48,11 @@ at::Tensor ZeroVarianceGroups(const at::Tensor& rewards, int64_t group_size) {
 }
 
 absl::StatusOr<LossAggregation> ParseLossAggregation(absl::string_view name) {
-  if (name == "token-mean") return LossAggregation::kTokenMean;
-  if (name == "seq-mean-token-mean") return LossAggregation::kSeqMeanTokenMean;
-  if (name == "seq-mean-token-sum") return LossAggregation::kSeqMeanTokenSum;
-  if (name == "seq-mean-token-sum-norm")
-    return LossAggregation::kSeqMeanTokenSumNorm;
-  return absl::InvalidArgumentError(
-      absl::StrCat("loss aggregation \"", name,
-                   "\" is not one of token-mean, seq-mean-token-mean, "
-                   "seq-mean-token-sum, seq-mean-token-sum-norm"));
+  return ParseEnumName("loss aggregation", name, kLossAggregationNames);
 }
 
 const char* LossAggregationName(LossAggregation mode) {
-  switch (mode) {
-    case LossAggregation::kTokenMean:
-      return "token-mean";
-    case LossAggregation::kSeqMeanTokenMean:
-      return "seq-mean-token-mean";
-    case LossAggregation::kSeqMeanTokenSum:
-      return "seq-mean-token-sum";
-    case LossAggregation::kSeqMeanTokenSumNorm:
-      return "seq-mean-token-sum-norm";
-  }
-  return "unknown";
+  return NameOf(mode, kLossAggregationNames, "unknown");
 }
 
 LossNormalizer NormalizerOf(const at::Tensor& mask, double horizon) {
@@ -104,23 +86,11 @@ at::Tensor AggregateLoss(const at::Tensor& loss, const at::Tensor& mask,
 }
 
 absl::StatusOr<KlEstimator> ParseKlEstimator(absl::string_view name) {
-  if (name == "k1" || name == "kl") return KlEstimator::kK1;
-  if (name == "k2" || name == "mse") return KlEstimator::kK2;
-  if (name == "k3" || name == "low_var_kl") return KlEstimator::kK3;
-  return absl::InvalidArgumentError(
-      absl::StrCat("KL estimator \"", name, "\" is not one of k1, k2, k3"));
+  return ParseEnumName("KL estimator", name, kKlEstimatorNames);
 }
 
 const char* KlEstimatorName(KlEstimator estimator) {
-  switch (estimator) {
-    case KlEstimator::kK1:
-      return "k1";
-    case KlEstimator::kK2:
-      return "k2";
-    case KlEstimator::kK3:
-      return "k3";
-  }
-  return "unknown";
+  return NameOf(estimator, kKlEstimatorNames, "unknown");
 }
 
 at::Tensor KlPenalty(const at::Tensor& logprob, const at::Tensor& ref_logprob,

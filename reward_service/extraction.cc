@@ -561,23 +561,7 @@ bool HasDelimiter(absl::string_view inner, absl::string_view delimiter) {
 }  // namespace
 
 const char* AnswerSourceName(AnswerSource source) {
-  switch (source) {
-    case AnswerSource::kBoxed:
-      return "boxed";
-    case AnswerSource::kWhole:
-      return "whole";
-    case AnswerSource::kPhrase:
-      return "phrase";
-    case AnswerSource::kMath:
-      return "math";
-    case AnswerSource::kEquals:
-      return "equals";
-    case AnswerSource::kNumber:
-      return "number";
-    case AnswerSource::kText:
-      return "text";
-  }
-  return "?";
+  return NameOf(source, kAnswerSourceNames);
 }
 
 std::optional<std::string> LastBoxed(absl::string_view text) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "common/base/enum_names.h"
 
 // Finding the final answer in free model output (or in a reference solution).
 // Pure functions over text; thread-safe.
@@ -37,6 +38,11 @@ enum class AnswerSource {
   kNumber,  // the last number-like expression of plain text
   kText,    // a short text with none of the above ("Sunday")
 };
+inline constexpr EnumName<AnswerSource> kAnswerSourceNames[] = {
+    {AnswerSource::kBoxed, "boxed"},   {AnswerSource::kWhole, "whole"},
+    {AnswerSource::kPhrase, "phrase"}, {AnswerSource::kMath, "math"},
+    {AnswerSource::kEquals, "equals"}, {AnswerSource::kNumber, "number"},
+    {AnswerSource::kText, "text"}};
 const char* AnswerSourceName(AnswerSource source);
 
 struct ExtractedAnswer {

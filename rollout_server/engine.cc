@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/base/enum_names.h"
 #include "common/base/logging.h"
 #include "common/device/device.h"
 #include "common/model/tensor_io.h"
@@ -28,17 +29,11 @@ using engine_internal::ToDevice;
 
 namespace {
 
-const char* FinishReasonName(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kAbort:
-      return "abort";
-  }
-  return "unknown";
-}
+// The names of engine metrics' `reason` label.
+constexpr EnumName<FinishReason> kFinishReasonNames[] = {
+    {FinishReason::kStop, "stop"},
+    {FinishReason::kLength, "length"},
+    {FinishReason::kAbort, "abort"}};
 
 int64_t SlotBytes(const model::ModelConfig& config, at::ScalarType dtype,
                   int64_t max_model_len) {
@@ -361,7 +356,7 @@ void Engine::Finish(Sequence& sequence, FinishReason reason,
     out.text += sequence.detokenizer->Flush();
   out.finish_reason = reason;
   out.stop_reason = std::move(stop_reason);
-  metrics_.Finished(FinishReasonName(reason));
+  metrics_.Finished(NameOf(reason, kFinishReasonNames, "unknown"));
   Request& request = *sequence.request;
   if (request.finished) return;
   if (--request.unfinished == 0) {

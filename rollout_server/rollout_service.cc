@@ -17,6 +17,7 @@
 #include "common/base/net.h"
 #include "common/base/sha256.h"
 #include "common/model/cuda_ipc.h"
+#include "common/model/loader.h"
 #include "common/rpc/status.h"
 #include "common/safetensors/safetensors.h"
 
@@ -36,19 +37,6 @@ v1::FinishReason ToProto(FinishReason reason) {
       return v1::FINISH_REASON_ABORT;
   }
   return v1::FINISH_REASON_UNSPECIFIED;
-}
-
-const char* DtypeName(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return "float32";
-    case at::kBFloat16:
-      return "bfloat16";
-    case at::kHalf:
-      return "float16";
-    default:
-      return "unknown";
-  }
 }
 
 }  // namespace
@@ -473,7 +461,7 @@ grpc::Status RolloutService::GetInfo(grpc::ServerContext* context,
                           : v1::ROLLOUT_STATE_READY);
   response->set_model_path(options_.model_path);
   response->set_architecture(model::ArchitectureName(config.architecture));
-  response->set_dtype(DtypeName(engine_->decoder().options().dtype));
+  response->set_dtype(model::DtypeName(engine_->decoder().options().dtype));
   response->set_accepts_cuda_ipc(options_.cuda_ipc &&
                                  engine_->decoder().options().device.is_cuda());
   response->set_kv_cache_bytes(static_cast<uint64_t>(snapshot.kv_cache_bytes));

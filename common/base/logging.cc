@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "absl/strings/str_format.h"
+#include "common/base/enum_names.h"
 
 namespace microrl {
 namespace {
@@ -17,19 +18,11 @@ std::string& Component() {
   return *component;
 }
 
-char SeverityLetter(LogSeverity severity) {
-  switch (severity) {
-    case LogSeverity::kInfo:
-      return 'I';
-    case LogSeverity::kWarning:
-      return 'W';
-    case LogSeverity::kError:
-      return 'E';
-    case LogSeverity::kFatal:
-      return 'F';
-  }
-  return '?';
-}
+constexpr EnumName<LogSeverity> kSeverityLetters[] = {
+    {LogSeverity::kInfo, "I"},
+    {LogSeverity::kWarning, "W"},
+    {LogSeverity::kError, "E"},
+    {LogSeverity::kFatal, "F"}};
 
 const char* Basename(const char* path) {
   const char* base = path;
@@ -51,7 +44,7 @@ LogMessage::LogMessage(LogSeverity severity, const char* file, int line)
   localtime_r(&tv.tv_sec, &local);
   stream_ << absl::StrFormat(
       "%c%04d%02d%02d %02d:%02d:%02d.%06d %s%s%s:%d] ",
-      SeverityLetter(severity), local.tm_year + 1900, local.tm_mon + 1,
+      NameOf(severity, kSeverityLetters)[0], local.tm_year + 1900, local.tm_mon + 1,
       local.tm_mday, local.tm_hour, local.tm_min, local.tm_sec,
       static_cast<int>(tv.tv_usec), Component(), Component().empty() ? "" : " ",
       Basename(file), line);

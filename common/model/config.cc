@@ -112,15 +112,7 @@ bool GetBool(const json& config, const char* key, bool fallback) {
 }  // namespace
 
 const char* ArchitectureName(Architecture architecture) {
-  switch (architecture) {
-    case Architecture::kQwen2:
-      return "Qwen2ForCausalLM";
-    case Architecture::kQwen3:
-      return "Qwen3ForCausalLM";
-    case Architecture::kLlama:
-      return "LlamaForCausalLM";
-  }
-  return "?";
+  return NameOf(architecture, kArchitectureNames);
 }
 
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
@@ -141,18 +133,14 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
     }
     const std::string architecture =
         config["architectures"][0].get<std::string>();
-    if (architecture == "Qwen2ForCausalLM") {
-      out.architecture = Architecture::kQwen2;
-    } else if (architecture == "Qwen3ForCausalLM") {
-      out.architecture = Architecture::kQwen3;
-    } else if (architecture == "LlamaForCausalLM") {
-      out.architecture = Architecture::kLlama;
-    } else {
-      return absl::UnimplementedError(
-          absl::StrCat(source, ": architecture ", architecture,
-                       " is not supported (Qwen2ForCausalLM, Qwen3ForCausalLM, "
-                       "LlamaForCausalLM)"));
+    const std::optional<Architecture> known =
+        ValueOf(architecture, kArchitectureNames);
+    if (!known.has_value()) {
+      return absl::UnimplementedError(absl::StrCat(
+          source, ": architecture ", architecture, " is not supported (",
+          OwnNames(kArchitectureNames, ", ", ", "), ")"));
     }
+    out.architecture = *known;
     for (const auto& [key, field, required] :
          {std::tuple{"vocab_size", &out.vocab_size, true},
           std::tuple{"hidden_size", &out.hidden_size, true},

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/base/enum_names.h"
 
 namespace microrl::model {
 
@@ -15,6 +16,10 @@ enum class Architecture {
   kQwen3,  // Qwen3ForCausalLM: RMSNorm on q and k per head
   kLlama,  // LlamaForCausalLM (Llama 3.x, optionally llama3 RoPE scaling)
 };
+inline constexpr EnumName<Architecture> kArchitectureNames[] = {
+    {Architecture::kQwen2, "Qwen2ForCausalLM"},
+    {Architecture::kQwen3, "Qwen3ForCausalLM"},
+    {Architecture::kLlama, "LlamaForCausalLM"}};
 
 // "Qwen2ForCausalLM", ...
 const char* ArchitectureName(Architecture architecture);

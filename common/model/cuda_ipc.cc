@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/enum_names.h"
 #include "nlohmann/json.hpp"
 
 namespace microrl::model {
@@ -24,25 +25,9 @@ using json = nlohmann::json;
 
 constexpr int64_t kAlignment = 256;  // bytes; each weight starts on a multiple
 
-const char* DtypeName(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kBFloat16:
-      return "BF16";
-    case at::kHalf:
-      return "F16";
-    case at::kFloat:
-      return "F32";
-    default:
-      return nullptr;
-  }
-}
-
-std::optional<at::ScalarType> DtypeFromName(const std::string& name) {
-  if (name == "BF16") return at::kBFloat16;
-  if (name == "F16") return at::kHalf;
-  if (name == "F32") return at::kFloat;
-  return std::nullopt;
-}
+// The dtypes an IPC adapter may have, by their safetensors names.
+constexpr EnumName<at::ScalarType> kIpcDtypes[] = {
+    {at::kBFloat16, "BF16"}, {at::kHalf, "F16"}, {at::kFloat, "F32"}};
 
 void Synchronize(at::Device device) {
   at::accelerator::synchronizeDevice(device.index());
@@ -103,7 +88,7 @@ std::string DeviceUuid(at::Device device) {
 absl::StatusOr<IpcAdapter> ExportAdapter(const LoraAdapter& adapter,
                                          at::ScalarType dtype,
                                          at::Tensor& staging) {
-  const char* dtype_name = DtypeName(dtype);
+  const char* dtype_name = NameOf(dtype, kIpcDtypes, nullptr);
   if (dtype_name == nullptr) {
     return absl::InvalidArgumentError(
         "CUDA IPC adapters are bfloat16, float16 or float32");
@@ -211,7 +196,7 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> ImportAdapter(
       return invalid(where + "wants dtype, shape and data_offsets [b, e]");
     }
     const std::optional<at::ScalarType> type =
-        DtypeFromName(value["dtype"].get<std::string>());
+        ValueOf(value["dtype"].get<std::string>(), kIpcDtypes);
     if (!type.has_value()) return invalid(where + "dtype is not BF16/F16/F32");
     const int64_t element = static_cast<int64_t>(c10::elementSize(*type));
     Entry entry{name, *type, {}, 0};

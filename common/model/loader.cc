@@ -14,12 +14,15 @@ absl::StatusOr<at::ScalarType> ParseDtype(const std::string& name,
                                           const device::Device& device,
                                           const std::string& setting) {
   if (name == "auto") return device.cuda ? at::kBFloat16 : at::kFloat;
-  if (name == "float32") return at::kFloat;
-  if (name == "bfloat16") return at::kBFloat16;
-  if (name == "float16") return at::kHalf;
+  const std::optional<at::ScalarType> dtype = ValueOf(name, kDtypeNames);
+  if (dtype.has_value()) return *dtype;
   return absl::InvalidArgumentError(
-      absl::StrCat(setting, ": \"", name,
-                   "\" is not one of auto, float32, bfloat16, float16"));
+      absl::StrCat(setting, ": \"", name, "\" is not one of auto, ",
+                   OwnNames(kDtypeNames, ", ", ", ")));
+}
+
+const char* DtypeName(at::ScalarType dtype) {
+  return NameOf(dtype, kDtypeNames, "unknown");
 }
 
 absl::StatusOr<std::unique_ptr<Decoder>> LoadModel(

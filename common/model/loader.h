@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/base/enum_names.h"
 #include "common/device/device.h"
 #include "common/model/decoder.h"
 
@@ -15,11 +16,18 @@ namespace microrl::model {
 // The LibTorch device of a resolved device.
 at::Device TorchDevice(const device::Device& device);
 
-// A dtype name: "auto" (bfloat16 on a GPU, float32 on the CPU), "float32",
-// "bfloat16" or "float16". Errors name `setting` (a flag or config key).
+// The weights' dtypes by the names flags and configurations use.
+inline constexpr EnumName<at::ScalarType> kDtypeNames[] = {
+    {at::kFloat, "float32"}, {at::kBFloat16, "bfloat16"}, {at::kHalf, "float16"}};
+
+// A dtype name: "auto" (bfloat16 on a GPU, float32 on the CPU) or one of
+// kDtypeNames. Errors name `setting` (a flag or config key).
 absl::StatusOr<at::ScalarType> ParseDtype(const std::string& name,
                                           const device::Device& device,
                                           const std::string& setting);
+
+// "float32", "bfloat16", "float16" or "unknown".
+const char* DtypeName(at::ScalarType dtype);
 
 // How a service loads its base model.
 struct ModelLoadOptions {

@@ -68,33 +68,15 @@ double AlphaFor(double scale, int64_t rank, bool use_rslora) {
 }  // namespace
 
 const char* LoraModuleName(LoraModule module) {
-  switch (module) {
-    case LoraModule::kQ:
-      return "q_proj";
-    case LoraModule::kK:
-      return "k_proj";
-    case LoraModule::kV:
-      return "v_proj";
-    case LoraModule::kO:
-      return "o_proj";
-    case LoraModule::kGate:
-      return "gate_proj";
-    case LoraModule::kUp:
-      return "up_proj";
-    case LoraModule::kDown:
-      return "down_proj";
-  }
-  return "?";
+  return NameOf(module, kLoraModuleNames);
 }
 
 absl::StatusOr<LoraModule> ParseLoraModule(absl::string_view name) {
-  for (LoraModule module : kAllModules) {
-    const absl::string_view full = LoraModuleName(module);
-    if (name == full || name == full.substr(0, full.size() - 5)) return module;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown LoRA target \"", name,
-      "\" (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"));
+  const std::optional<LoraModule> module = ValueOf(name, kLoraModuleNames);
+  if (module.has_value()) return *module;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown LoRA target \"", name, "\" (",
+                   OwnNames(kLoraModuleNames, ", ", ", "), ")"));
 }
 
 double LoraConfig::Scale() const { return ScaleFor(alpha, rank, use_rslora); }

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/base/enum_names.h"
 #include "common/model/config.h"
 #include "common/safetensors/safetensors.h"
 
@@ -19,6 +20,15 @@ namespace microrl::model {
 // The linear layers LoRA can adapt, in each decoder layer.
 enum class LoraModule { kQ, kK, kV, kO, kGate, kUp, kDown };
 inline constexpr int kNumLoraModules = 7;
+// The Hugging Face module names, then the short ones ("q", ...) as aliases.
+inline constexpr EnumName<LoraModule> kLoraModuleNames[] = {
+    {LoraModule::kQ, "q_proj"},       {LoraModule::kK, "k_proj"},
+    {LoraModule::kV, "v_proj"},       {LoraModule::kO, "o_proj"},
+    {LoraModule::kGate, "gate_proj"}, {LoraModule::kUp, "up_proj"},
+    {LoraModule::kDown, "down_proj"}, {LoraModule::kQ, "q"},
+    {LoraModule::kK, "k"},            {LoraModule::kV, "v"},
+    {LoraModule::kO, "o"},            {LoraModule::kGate, "gate"},
+    {LoraModule::kUp, "up"},          {LoraModule::kDown, "down"}};
 
 // Linear layers that read the same input, so that the decoder computes them as
 // one matmul over their concatenated weights: q/k/v (attention's input) and
