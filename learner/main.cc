@@ -77,6 +77,21 @@ absl::Status ValidatePeerAddress(const std::string& flag,
   return absl::OkStatus();
 }
 
+// --config with the --set overrides; errors name --config.
+absl::StatusOr<microrl::learner::TrainConfig> ConfigFromFlags() {
+  std::vector<std::string> overrides;
+  for (absl::string_view o :
+       absl::StrSplit(absl::GetFlag(FLAGS_set), ';', absl::SkipEmpty()))
+    overrides.emplace_back(o);
+  absl::StatusOr<microrl::learner::TrainConfig> config =
+      microrl::learner::LoadTrainConfig(absl::GetFlag(FLAGS_config), overrides);
+  if (!config.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--config: ", config.status().message()));
+  }
+  return config;
+}
+
 int Eval(const char* component) {
   microrl::learner::EvalCommandOptions o;
   microrl::learner::BenchmarkOptions& b = o.benchmarks;
@@ -171,18 +186,8 @@ int main(int argc, char** argv) {
           kComponent, absl::InvalidArgumentError(
                           "usage: learner sft --config=sft.yaml [--set=...]"));
     }
-    std::vector<std::string> overrides;
-    for (absl::string_view o :
-         absl::StrSplit(absl::GetFlag(FLAGS_set), ';', absl::SkipEmpty()))
-      overrides.emplace_back(o);
-    absl::StatusOr<microrl::learner::TrainConfig> config =
-        microrl::learner::LoadTrainConfig(absl::GetFlag(FLAGS_config),
-                                          overrides);
-    if (!config.ok()) {
-      return microrl::rpc::UsageError(
-          kComponent, absl::InvalidArgumentError(absl::StrCat(
-                          "--config: ", config.status().message())));
-    }
+    absl::StatusOr<microrl::learner::TrainConfig> config = ConfigFromFlags();
+    if (!config.ok()) return microrl::rpc::UsageError(kComponent, config.status());
     absl::Status status = microrl::learner::RunSft(*config);
     if (!status.ok()) {
       std::cerr << kComponent << " sft: " << status.message() << "\n";
@@ -210,18 +215,8 @@ int main(int argc, char** argv) {
 
   std::optional<microrl::learner::TrainConfig> config;
   if (!absl::GetFlag(FLAGS_config).empty()) {
-    std::vector<std::string> overrides;
-    for (absl::string_view o :
-         absl::StrSplit(absl::GetFlag(FLAGS_set), ';', absl::SkipEmpty()))
-      overrides.emplace_back(o);
-    absl::StatusOr<microrl::learner::TrainConfig> loaded =
-        microrl::learner::LoadTrainConfig(absl::GetFlag(FLAGS_config),
-                                          overrides);
-    if (!loaded.ok()) {
-      return microrl::rpc::UsageError(
-          kComponent, absl::InvalidArgumentError(absl::StrCat(
-                          "--config: ", loaded.status().message())));
-    }
+    absl::StatusOr<microrl::learner::TrainConfig> loaded = ConfigFromFlags();
+    if (!loaded.ok()) return microrl::rpc::UsageError(kComponent, loaded.status());
     config = *loaded;
     rollout_address = config->rollout_address;
     reward_address = config->reward_address;

@@ -58,7 +58,7 @@ PolicyUpdater::PolicyUpdater(const model::Decoder& decoder,
       options_(options) {}
 
 absl::StatusOr<PolicyUpdater::TokenTensors> PolicyUpdater::Score(
-    const std::vector<Sample>& samples, const model::LoraAdapter* adapter,
+    absl::Span<const Sample> samples, const model::LoraAdapter* adapter,
     bool with_grad) const {
   const int64_t batch = static_cast<int64_t>(samples.size());
   int64_t longest = 0;
@@ -170,10 +170,9 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
     for (const auto& [begin, end] :
          MicroBatches(samples, 0, n, options_.micro_batch_tokens)) {
       if (stop_now()) return stopped;
-      const std::vector<Sample> part(samples.begin() + begin,
-                                     samples.begin() + end);
       absl::StatusOr<TokenTensors> scored =
-          Score(part, &adapter_, /*with_grad=*/false);
+          Score(absl::MakeConstSpan(samples).subspan(begin, end - begin),
+                &adapter_, /*with_grad=*/false);
       if (!scored.ok()) return scored.status();
       add_mismatch(*scored, begin);
       const at::Tensor host = scored->logprobs.cpu();
@@ -201,8 +200,8 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
       for (const auto& [mb_begin, mb_end] :
            MicroBatches(samples, begin, end, options_.micro_batch_tokens)) {
         if (stop_now()) return stopped;
-        const std::vector<Sample> part(samples.begin() + mb_begin,
-                                       samples.begin() + mb_end);
+        const absl::Span<const Sample> part =
+            absl::MakeConstSpan(samples).subspan(mb_begin, mb_end - mb_begin);
         absl::StatusOr<TokenTensors> scored =
             Score(part, &adapter_, /*with_grad=*/true);
         if (!scored.ok()) return scored.status();

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "common/model/decoder.h"
 #include "common/model/lora.h"
 #include "learner/grpo.h"
@@ -89,7 +90,7 @@ class PolicyUpdater {
     at::Tensor entropy;   // [B, T]
     at::Tensor mask;      // [B, T] float
   };
-  absl::StatusOr<TokenTensors> Score(const std::vector<Sample>& samples,
+  absl::StatusOr<TokenTensors> Score(absl::Span<const Sample> samples,
                                      const model::LoraAdapter* adapter,
                                      bool with_grad) const;
 

@@ -188,39 +188,33 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapterIpc(
                      });
 }
 
+template <typename Request, typename Response>
+absl::StatusOr<Response> RolloutClient::Control(
+    const std::string& what,
+    grpc::Status (v1::Rollout::Stub::*method)(grpc::ClientContext*,
+                                              const Request&, Response*),
+    const Request& request) {
+  Response response;
+  const absl::Status status =
+      Call(what, options_.control_timeout, [&](grpc::ClientContext* c) {
+        return (stub_.get()->*method)(c, request, &response);
+      });
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<v1::SleepResponse> RolloutClient::Sleep(bool abort_running) {
   v1::SleepRequest request;
   request.set_abort_running(abort_running);
-  v1::SleepResponse response;
-  absl::Status status =
-      Call("Sleep", options_.control_timeout,
-           [&](grpc::ClientContext* c) {
-             return stub_->Sleep(c, request, &response);
-           });
-  if (!status.ok()) return status;
-  return response;
+  return Control("Sleep", &v1::Rollout::Stub::Sleep, request);
 }
 
 absl::StatusOr<v1::WakeResponse> RolloutClient::Wake() {
-  v1::WakeResponse response;
-  absl::Status status =
-      Call("Wake", options_.control_timeout,
-           [&](grpc::ClientContext* c) {
-             return stub_->Wake(c, v1::WakeRequest(), &response);
-           });
-  if (!status.ok()) return status;
-  return response;
+  return Control("Wake", &v1::Rollout::Stub::Wake, v1::WakeRequest());
 }
 
 absl::StatusOr<v1::RolloutInfo> RolloutClient::GetInfo() {
-  v1::RolloutInfo response;
-  absl::Status status =
-      Call("GetInfo", options_.control_timeout,
-           [&](grpc::ClientContext* c) {
-             return stub_->GetInfo(c, v1::GetInfoRequest(), &response);
-           });
-  if (!status.ok()) return status;
-  return response;
+  return Control("GetInfo", &v1::Rollout::Stub::GetInfo, v1::GetInfoRequest());
 }
 
 absl::Status RolloutClient::WakeIfAsleep() {

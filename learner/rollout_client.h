@@ -83,6 +83,15 @@ class RolloutClient {
       const std::string& what, absl::Duration timeout,
       const std::function<grpc::Status(grpc::ClientContext*)>& call);
 
+  // A control call (Sleep, Wake, GetInfo): `method` of the stub through Call,
+  // under control_timeout; its reply.
+  template <typename Request, typename Response>
+  absl::StatusOr<Response> Control(
+      const std::string& what,
+      grpc::Status (v1::Rollout::Stub::*method)(grpc::ClientContext*,
+                                                const Request&, Response*),
+      const Request& request);
+
   const std::string address_;
   std::unique_ptr<v1::Rollout::Stub> stub_;
   const RolloutClientOptions options_;

@@ -88,12 +88,12 @@ absl::Status Trainer::LoadModelAndState() {
 absl::Status Trainer::LoadData() {
   absl::StatusOr<RunData> data = LoadRunData(config_);
   if (!data.ok()) return data.status();
+  sampler_ = std::make_unique<EpochSampler>(
+      static_cast<int64_t>(data->train.size()), config_.seed);
+  sampler_->Seek(state_.data_epoch, state_.data_offset);
   problems_ = std::move(data->train);
   eval_problems_ = std::move(data->eval);
   prompts_ = std::move(data->prompts);
-  sampler_ = std::make_unique<EpochSampler>(
-      static_cast<int64_t>(problems_.size()), config_.seed);
-  sampler_->Seek(state_.data_epoch, state_.data_offset);
   return absl::OkStatus();
 }
 

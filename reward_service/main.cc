@@ -111,14 +111,9 @@ int main(int argc, char** argv) {
   }
 
   absl::StatusOr<microrl::rpc::ServerMainOptions> flags =
-      microrl::rpc::ServerMainOptionsFromFlags();
+      microrl::rpc::ServingOptionsFromFlags(positional);
   if (!flags.ok()) return microrl::rpc::UsageError(kComponent, flags.status());
   microrl::rpc::ServerMainOptions server = *std::move(flags);
-  for (const absl::Status& status :
-       {microrl::rpc::CheckNoPositionalArguments(positional),
-        microrl::rpc::ValidateServerMainOptions(server)}) {
-    if (!status.ok()) return microrl::rpc::UsageError(kComponent, status);
-  }
 
   microrl::reward::RewardServiceOptions options;
   options.scoring = ScoringFromFlags();

@@ -349,25 +349,34 @@ std::string PercentWords(std::string s) {
   return s;
 }
 
-bool IsThousandsNumber(const std::string& s) {
-  // -?d{1,3}(,ddd)+(.d+)?
+// Where the digit groups at the start of `s` end: an optional '-', 1 to 3
+// digits (not starting with 0 unless `leading_zero`), then one or more groups
+// of three digits each after `separator`; npos when `s` does not start so.
+size_t DigitGroupsEnd(const std::string& s, char separator, bool leading_zero) {
   size_t i = 0;
   if (i < s.size() && s[i] == '-') ++i;
   size_t digits = 0;
   while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])))
     ++i, ++digits;
-  // "0,111" is not a thousands number (a decimal comma, or a list).
-  if (digits < 1 || digits > 3 || s[i - digits] == '0') return false;
+  if (digits < 1 || digits > 3) return std::string::npos;
+  if (!leading_zero && s[i - digits] == '0') return std::string::npos;
   int groups = 0;
-  while (i < s.size() && s[i] == ',') {
+  while (i < s.size() && s[i] == separator) {
     ++i;
     for (int k = 0; k < 3; ++k, ++i) {
       if (i >= s.size() || !std::isdigit(static_cast<unsigned char>(s[i])))
-        return false;
+        return std::string::npos;
     }
     ++groups;
   }
-  if (groups == 0) return false;
+  return groups > 0 ? i : std::string::npos;
+}
+
+bool IsThousandsNumber(const std::string& s) {
+  // -?d{1,3}(,ddd)+(.d+)?; "0,111" is not a thousands number (a decimal comma,
+  // or a list).
+  size_t i = DigitGroupsEnd(s, ',', /*leading_zero=*/false);
+  if (i == std::string::npos) return false;
   if (i < s.size() && s[i] == '.') {
     ++i;
     if (i >= s.size()) return false;
@@ -379,22 +388,7 @@ bool IsThousandsNumber(const std::string& s) {
 // "1 000" and "1 000 000": groups of three digits after the first, one space
 // apart, and nothing else.
 bool IsSpacedThousands(const std::string& s) {
-  size_t i = 0;
-  if (i < s.size() && s[i] == '-') ++i;
-  size_t digits = 0;
-  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])))
-    ++i, ++digits;
-  if (digits < 1 || digits > 3) return false;
-  int groups = 0;
-  while (i < s.size() && s[i] == ' ') {
-    ++i;
-    for (int k = 0; k < 3; ++k, ++i) {
-      if (i >= s.size() || !std::isdigit(static_cast<unsigned char>(s[i])))
-        return false;
-    }
-    ++groups;
-  }
-  return groups > 0 && i == s.size();
+  return DigitGroupsEnd(s, ' ', /*leading_zero=*/true) == s.size();
 }
 
 // "\\frac", "\\left(": a doubled backslash before a command name is an
@@ -893,6 +887,18 @@ class Parser {
     return ParsePower();
   }
 
+  // The next token's first character, as a token of its own; the rest of it
+  // stays next.
+  Token NextCharacter() {
+    Token tok = Next();
+    if (tok.text.size() > 1) {
+      t_.insert(t_.begin() + static_cast<long>(pos_),
+                Token{tok.type, tok.text.substr(1)});
+      tok.text = tok.text.substr(0, 1);
+    }
+    return tok;
+  }
+
   // An exponent or a \frac / \sqrt argument: a {group} or a single character.
   NodeP ParseArgument() {
     Depth depth(this);
@@ -902,25 +908,9 @@ class Parser {
       Expect("}");
       return inner;
     }
-    if (Peek().type == Tok::kNumber) {
-      // LaTeX takes one character: x^23 is x^2 * 3, \frac12 is 1/2.
-      Token tok = Next();
-      if (tok.text.size() > 1) {
-        t_.insert(t_.begin() + static_cast<long>(pos_),
-                  Token{Tok::kNumber, tok.text.substr(1)});
-        tok.text = tok.text.substr(0, 1);
-      }
-      return ParseNumber(tok.text);
-    }
-    if (Peek().type == Tok::kIdent) {
-      Token tok = Next();
-      if (tok.text.size() > 1) {
-        t_.insert(t_.begin() + static_cast<long>(pos_),
-                  Token{Tok::kIdent, tok.text.substr(1)});
-        tok.text = tok.text.substr(0, 1);
-      }
-      return Symbol(tok.text);
-    }
+    // LaTeX takes one character: x^23 is x^2 * 3, \frac12 is 1/2.
+    if (Peek().type == Tok::kNumber) return ParseNumber(NextCharacter().text);
+    if (Peek().type == Tok::kIdent) return Symbol(NextCharacter().text);
     if (IsPunct("-")) {
       ++pos_;
       return Make(Kind::kNeg, {ParseArgument()});
@@ -1346,25 +1336,17 @@ std::optional<Rational> Exact(const Node& n, Budget& budget, bool* too_large) {
       }
       return acc;
     }
-    case Kind::kNeg: {
-      std::optional<Rational> v = arg(0);
-      if (!v) return std::nullopt;
-      return v->Negated();
-    }
-    case Kind::kInv: {
-      std::optional<Rational> v = arg(0);
-      if (!v) return std::nullopt;
-      return v->Inverse();  // nullopt for 1/0: undefined, not too large
-    }
-    case Kind::kPercent: {
-      std::optional<Rational> v = arg(0);
-      if (!v) return std::nullopt;
-      return sized(v->Times(*Rational::Fraction(1, 100)));
-    }
+    case Kind::kNeg:
+    case Kind::kInv:
+    case Kind::kPercent:
     case Kind::kAbs: {
       std::optional<Rational> v = arg(0);
       if (!v) return std::nullopt;
-      return v->Abs();
+      if (n.kind == Kind::kNeg) return v->Negated();
+      // nullopt for 1/0: undefined, not too large.
+      if (n.kind == Kind::kInv) return v->Inverse();
+      if (n.kind == Kind::kAbs) return v->Abs();
+      return sized(v->Times(*Rational::Fraction(1, 100)));  // kPercent
     }
     case Kind::kFactorial: {
       std::optional<Rational> v = arg(0);

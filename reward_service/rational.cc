@@ -197,18 +197,12 @@ std::optional<Rational> Rational::Binomial(const Rational& n,
 
 std::optional<Rational> Rational::Gcd(const Rational& a, const Rational& b) {
   if (!a.is_integer() || !b.is_integer()) return std::nullopt;
-  mpz_class result;
-  mpz_gcd(result.get_mpz_t(), a.value_.get_num().get_mpz_t(),
-          b.value_.get_num().get_mpz_t());
-  return Fraction(result, 1);
+  return Fraction(gcd(a.value_.get_num(), b.value_.get_num()), 1);
 }
 
 std::optional<Rational> Rational::Lcm(const Rational& a, const Rational& b) {
   if (!a.is_integer() || !b.is_integer()) return std::nullopt;
-  mpz_class result;
-  mpz_lcm(result.get_mpz_t(), a.value_.get_num().get_mpz_t(),
-          b.value_.get_num().get_mpz_t());
-  return Fraction(result, 1);
+  return Fraction(lcm(a.value_.get_num(), b.value_.get_num()), 1);
 }
 
 }  // namespace microrl::reward

@@ -90,14 +90,9 @@ int main(int argc, char** argv) {
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
 
   absl::StatusOr<microrl::rpc::ServerMainOptions> flags =
-      microrl::rpc::ServerMainOptionsFromFlags();
+      microrl::rpc::ServingOptionsFromFlags(positional);
   if (!flags.ok()) return microrl::rpc::UsageError(kComponent, flags.status());
   microrl::rpc::ServerMainOptions server = *std::move(flags);
-  for (const absl::Status& status :
-       {microrl::rpc::CheckNoPositionalArguments(positional),
-        microrl::rpc::ValidateServerMainOptions(server)}) {
-    if (!status.ok()) return microrl::rpc::UsageError(kComponent, status);
-  }
   absl::StatusOr<microrl::device::Device> device =
       microrl::device::ResolveDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) {

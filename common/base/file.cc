@@ -41,16 +41,39 @@ std::string ParentDirectory(const std::string& path) {
   return path.substr(0, slash);
 }
 
-}  // namespace
+// Writes all of `bytes` to `fd`, retrying short writes and EINTR; 0 or the
+// errno of the failed write.
+int WriteAll(int fd, absl::string_view bytes) {
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    written += static_cast<size_t>(n);
+  }
+  return 0;
+}
 
-absl::Status SyncDirectory(const std::string& dir) {
-  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError("open directory", dir, errno);
+// Opens `path` read-only (with `flags`) and fsyncs it; errors say `open_what`
+// or `sync_what` and the path.
+absl::Status OpenAndSync(const std::string& path, int flags,
+                         absl::string_view open_what,
+                         absl::string_view sync_what) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | flags);
+  if (fd < 0) return ErrnoError(open_what, path, errno);
   const int result = fsync(fd);
   const int err = errno;
   close(fd);
-  if (result != 0) return ErrnoError("fsync directory", dir, err);
+  if (result != 0) return ErrnoError(sync_what, path, err);
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SyncDirectory(const std::string& dir) {
+  return OpenAndSync(dir, O_DIRECTORY, "open directory", "fsync directory");
 }
 
 absl::Status WriteFileAtomically(const std::string& path,
@@ -65,15 +88,7 @@ absl::Status WriteFileAtomically(const std::string& path,
     unlink(tmp.c_str());
     return ErrnoError(what, tmp, err);
   };
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail("write", errno);
-    }
-    written += static_cast<size_t>(n);
-  }
+  if (const int err = WriteAll(fd, bytes); err != 0) return fail("write", err);
   if (fsync(fd) != 0) return fail("fsync", errno);
   if (close(fd) != 0) {
     const int err = errno;
@@ -108,14 +123,8 @@ absl::Status AppendToFile(const std::string& path, absl::string_view bytes,
     close(fd);
     return ErrnoError(what, path, err);
   };
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail("append to", errno);
-    }
-    written += static_cast<size_t>(n);
+  if (const int err = WriteAll(fd, bytes); err != 0) {
+    return fail("append to", err);
   }
   if (sync && fsync(fd) != 0) return fail("fsync", errno);
   if (close(fd) != 0) return ErrnoError("close", path, errno);
@@ -124,13 +133,7 @@ absl::Status AppendToFile(const std::string& path, absl::string_view bytes,
 }
 
 absl::Status SyncFile(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError("open", path, errno);
-  const int result = fsync(fd);
-  const int err = errno;
-  close(fd);
-  if (result != 0) return ErrnoError("fsync", path, err);
-  return absl::OkStatus();
+  return OpenAndSync(path, 0, "open", "fsync");
 }
 
 absl::Status RemoveTree(const std::string& path) {

@@ -33,16 +33,27 @@ bool CudaBmmWritesFloat32(const at::Device& device, at::ScalarType dtype) {
   }
 }
 
+namespace {
+
+// The sizes of queries [N, T, heads, D] against cached keys [N, kv_heads, L,
+// D]; `group` query heads share each KV head.
+struct Shapes {
+  int64_t rows, steps, heads, head_dim, kv_heads, length, group;
+};
+
+Shapes ShapesOf(const at::Tensor& q, const at::Tensor& keys) {
+  return {q.size(0),    q.size(1),    q.size(2),
+          q.size(3),    keys.size(1), keys.size(2),
+          q.size(2) / keys.size(1)};
+}
+
+}  // namespace
+
 at::Tensor CachedAttention(const at::Tensor& q, const at::Tensor& keys,
                            const at::Tensor& values, const at::Tensor& mask,
                            ScoreOutput output) {
-  const int64_t rows = q.size(0);
-  const int64_t steps = q.size(1);
-  const int64_t heads = q.size(2);
-  const int64_t head_dim = q.size(3);
-  const int64_t kv_heads = keys.size(1);
-  const int64_t length = keys.size(2);
-  const int64_t group = heads / kv_heads;
+  const auto [rows, steps, heads, head_dim, kv_heads, length, group] =
+      ShapesOf(q, keys);
   // [N * kv_heads, group * T, D]: query heads of a KV head as rows.
   const at::Tensor queries =
       q.view({rows, steps, kv_heads, group, head_dim})
@@ -71,12 +82,8 @@ at::Tensor SharedPromptAttention(
     const at::Tensor& mask, const at::Tensor& prompt_keys,
     const at::Tensor& prompt_values, const at::Tensor& prompt_mask,
     const SharedPrompts& shared, ScoreOutput output) {
-  const int64_t rows = q.size(0);
-  const int64_t heads = q.size(2);
-  const int64_t head_dim = q.size(3);
-  const int64_t kv_heads = keys.size(1);
-  const int64_t length = keys.size(2);
-  const int64_t group = heads / kv_heads;
+  const auto [rows, steps, heads, head_dim, kv_heads, length, group] =
+      ShapesOf(q, keys);
   const int64_t slots = prompt_keys.size(0);
   const int64_t prompt_length = prompt_keys.size(2);
   const int64_t width = shared.rows.size(1);

@@ -150,11 +150,17 @@ at::Tensor Decoder::LayerForward(int64_t layer, const at::Tensor& hidden,
   return Layer(layer, hidden, cos, sin, adapter, nullptr);
 }
 
+absl::Status Decoder::CheckIds(const at::Tensor& ids, const char* caller,
+                               const char* dims) {
+  if (ids.dim() == 2 && ids.scalar_type() == at::kLong) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(caller, ": ids must be a [", dims, "] int64 tensor"));
+}
+
 absl::StatusOr<at::Tensor> Decoder::Forward(const at::Tensor& ids,
                                             const RunOptions& run) const {
-  if (ids.dim() != 2 || ids.scalar_type() != at::kLong) {
-    return absl::InvalidArgumentError(
-        "Forward: ids must be a [batch, steps] int64 tensor");
+  if (absl::Status ok = CheckIds(ids, "Forward", "batch, steps"); !ok.ok()) {
+    return ok;
   }
   return Guarded("Forward", [&]() -> absl::StatusOr<at::Tensor> {
     const at::Tensor on_device = ids.to(options_.device);
@@ -225,10 +231,7 @@ absl::StatusOr<at::Tensor> Decoder::PrefillAt(
     const at::Tensor& ids, const std::vector<int64_t>& slots,
     const std::vector<int64_t>& offsets, const std::vector<int64_t>& new_tokens,
     KvCache& cache, const RunOptions& run) const {
-  if (ids.dim() != 2 || ids.scalar_type() != at::kLong) {
-    return absl::InvalidArgumentError(
-        "PrefillAt: ids must be a [rows, steps] int64 tensor");
-  }
+  if (absl::Status ok = CheckIds(ids, "PrefillAt"); !ok.ok()) return ok;
   const int64_t rows = ids.size(0);
   const int64_t steps = ids.size(1);
   if (static_cast<int64_t>(slots.size()) != rows ||

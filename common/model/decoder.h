@@ -117,6 +117,11 @@ class Decoder {
  private:
   friend class testing::DecoderTestPeer;  // tests' reference cached forward
 
+  // OK when `ids` is a [rows, steps] int64 tensor; else InvalidArgument naming
+  // `caller` and the dimensions as `dims` ("batch, steps").
+  static absl::Status CheckIds(const at::Tensor& ids, const char* caller,
+                               const char* dims = "rows, steps");
+
   struct LayerWeights {
     at::Tensor input_norm, post_norm;
     at::Tensor q, k, v, o;                      // [out, in]

@@ -56,6 +56,17 @@ absl::StatusOr<ServerMainOptions> ServerMainOptionsFromFlags() {
   return server;
 }
 
+absl::StatusOr<ServerMainOptions> ServingOptionsFromFlags(
+    const std::vector<char*>& positional) {
+  absl::StatusOr<ServerMainOptions> server = ServerMainOptionsFromFlags();
+  if (!server.ok()) return server.status();
+  for (const absl::Status& status : {CheckNoPositionalArguments(positional),
+                                     ValidateServerMainOptions(*server)}) {
+    if (!status.ok()) return status;
+  }
+  return server;
+}
+
 absl::StatusOr<ServerSecurity> ServerSecurityFromFlags() {
   ServerSecurity security;
   security.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);

@@ -1,6 +1,8 @@
 #ifndef MICRORL_COMMON_RPC_SERVER_FLAGS_H_
 #define MICRORL_COMMON_RPC_SERVER_FLAGS_H_
 
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "common/rpc/security.h"
 #include "common/rpc/server_main.h"
@@ -10,6 +12,11 @@ namespace microrl::rpc {
 // The flags every service binary serves with: --host, --port, --metrics_port,
 // --ready_file and --max_message_mb, and the security flags below.
 absl::StatusOr<ServerMainOptions> ServerMainOptionsFromFlags();
+
+// The same for a binary about to serve: the options validated
+// (ValidateServerMainOptions) and no positional argument left over.
+absl::StatusOr<ServerMainOptions> ServingOptionsFromFlags(
+    const std::vector<char*>& positional);
 
 // A binary's own default ports, set before its command line is parsed (which
 // then overrides them).

@@ -1126,6 +1126,12 @@ struct CallArgs {
     for (const auto& [name, arg] : keyword)
       kwargs->emplace_back(name, arg->Eval(ctx));
   }
+
+  std::pair<std::vector<Value>, KwArgs> Evaluated(Context& ctx) const {
+    std::pair<std::vector<Value>, KwArgs> out;
+    Eval(ctx, &out.first, &out.second);
+    return out;
+  }
 };
 
 struct Call : Expr {
@@ -1160,31 +1166,29 @@ Value ApplyFilter(const std::string& name, const Value& input,
 bool ApplyTest(const std::string& name, const Value& input,
                const std::vector<Value>& args, Context& ctx, int line);
 
-struct Filter : Expr {
+// `input | name(args)` and `input is name(args)`.
+struct Application : Expr {
   using Expr::Expr;
-  Value Eval(Context& ctx) const override {
-    std::vector<Value> values;
-    KwArgs kwargs;
-    args.Eval(ctx, &values, &kwargs);
-    return ApplyFilter(name, input->Eval(ctx), values, kwargs, ctx, line);
-  }
   ExprPtr input;
   std::string name;
   CallArgs args;
 };
 
-struct Test : Expr {
-  using Expr::Expr;
+struct Filter : Application {
+  using Application::Application;
   Value Eval(Context& ctx) const override {
-    std::vector<Value> values;
-    KwArgs kwargs;
-    args.Eval(ctx, &values, &kwargs);
+    const auto [values, kwargs] = args.Evaluated(ctx);
+    return ApplyFilter(name, input->Eval(ctx), values, kwargs, ctx, line);
+  }
+};
+
+struct Test : Application {
+  using Application::Application;
+  Value Eval(Context& ctx) const override {
+    const std::vector<Value> values = args.Evaluated(ctx).first;
     return Value(ApplyTest(name, input->Eval(ctx), values, ctx, line) !=
                  negated);
   }
-  ExprPtr input;
-  std::string name;
-  CallArgs args;
   bool negated = false;
 };
 
@@ -2000,6 +2004,13 @@ class Parser {
     return body;
   }
 
+  // The body after an {% else %} (which takes no arguments), up to `end`.
+  Body ParseElse(const std::string& end) {
+    ExpectNothing(*last_);
+    std::string found;
+    return ParseBody({end}, &found);
+  }
+
   NodePtr ParseStatement(Piece& piece, const std::string& keyword) {
     const int line = piece.line;
     const std::vector<Token> rest(piece.tokens.begin() + 1, piece.tokens.end());
@@ -2018,11 +2029,7 @@ class Parser {
           cond = next.ParseAll();
           continue;
         }
-        if (end == "else") {
-          ExpectNothing(*last_);
-          std::string end_if;
-          node->else_body = ParseBody({"endif"}, &end_if);
-        }
+        if (end == "else") node->else_body = ParseElse("endif");
         ExpectNothing(*last_);
         return node;
       }
@@ -2048,11 +2055,7 @@ class Parser {
         Fail(line, absl::StrCat("unexpected '", parser.Peek().text, "'"));
       std::string end;
       node->body = ParseBody({"else", "endfor"}, &end);
-      if (end == "else") {
-        ExpectNothing(*last_);
-        std::string end_for;
-        node->else_body = ParseBody({"endfor"}, &end_for);
-      }
+      if (end == "else") node->else_body = ParseElse("endfor");
       ExpectNothing(*last_);
       return node;
     }

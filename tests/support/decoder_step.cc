@@ -15,9 +15,8 @@ absl::StatusOr<at::Tensor> DecoderTestPeer::Step(
     const model::Decoder& decoder, const at::Tensor& ids,
     const std::vector<int64_t>& slots, const std::vector<int64_t>& new_tokens,
     model::KvCache& cache, const model::RunOptions& run) {
-  if (ids.dim() != 2 || ids.scalar_type() != at::kLong) {
-    return absl::InvalidArgumentError(
-        "Step: ids must be a [rows, steps] int64 tensor");
+  if (absl::Status ok = model::Decoder::CheckIds(ids, "Step"); !ok.ok()) {
+    return ok;
   }
   const int64_t rows = ids.size(0);
   const int64_t steps = ids.size(1);

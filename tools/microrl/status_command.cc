@@ -23,49 +23,19 @@ std::string ProcessSummary(const v1::ProcessInfo& p) {
                          p.metrics_port());
 }
 
-void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
-  context.set_deadline(std::chrono::system_clock::now() +
-                       absl::ToChronoMilliseconds(timeout));
-}
-
-// GetInfo of one service, summarised on one line.
-using InfoFetcher = std::function<absl::StatusOr<std::string>(
-    std::shared_ptr<grpc::Channel>, absl::Duration)>;
-
-absl::StatusOr<std::string> RolloutSummary(
-    std::shared_ptr<grpc::Channel> channel, absl::Duration timeout) {
-  grpc::ClientContext context;
-  SetDeadline(context, timeout);
-  v1::RolloutInfo info;
-  const grpc::Status status = v1::Rollout::NewStub(channel)->GetInfo(
-      &context, v1::GetInfoRequest(), &info);
-  if (!status.ok()) return rpc::FromGrpcStatus(status);
+std::string Summary(const v1::RolloutInfo& info) {
   return absl::StrCat(ProcessSummary(info.process()), " state ",
                       v1::RolloutState_Name(info.state()), " device ",
                       info.device(), " adapter v", info.adapter_version(),
                       " torch ", info.torch_version());
 }
 
-absl::StatusOr<std::string> RewardSummary(
-    std::shared_ptr<grpc::Channel> channel, absl::Duration timeout) {
-  grpc::ClientContext context;
-  SetDeadline(context, timeout);
-  v1::RewardInfo info;
-  const grpc::Status status = v1::Reward::NewStub(channel)->GetInfo(
-      &context, v1::GetInfoRequest(), &info);
-  if (!status.ok()) return rpc::FromGrpcStatus(status);
+std::string Summary(const v1::RewardInfo& info) {
   return absl::StrCat(ProcessSummary(info.process()), " item deadline ",
                       info.item_deadline_seconds(), "s");
 }
 
-absl::StatusOr<std::string> LearnerSummary(
-    std::shared_ptr<grpc::Channel> channel, absl::Duration timeout) {
-  grpc::ClientContext context;
-  SetDeadline(context, timeout);
-  v1::LearnerInfo info;
-  const grpc::Status status = v1::Learner::NewStub(channel)->GetInfo(
-      &context, v1::GetInfoRequest(), &info);
-  if (!status.ok()) return rpc::FromGrpcStatus(status);
+std::string Summary(const v1::LearnerInfo& info) {
   std::vector<std::string> peers;
   for (const v1::PeerStatus& peer : info.peers()) {
     peers.push_back(
@@ -76,6 +46,23 @@ absl::StatusOr<std::string> LearnerSummary(
                       info.device(), " step ", info.step(), " peers [",
                       absl::StrJoin(peers, " "), "]");
 }
+
+// GetInfo of one service (`Service`: v1::Rollout, v1::Reward or v1::Learner),
+// summarised on one line.
+template <typename Service, typename Info>
+absl::StatusOr<std::string> InfoSummary(std::shared_ptr<grpc::Channel> channel,
+                                        absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       absl::ToChronoMilliseconds(timeout));
+  Info info;
+  const grpc::Status status =
+      Service::NewStub(channel)->GetInfo(&context, v1::GetInfoRequest(), &info);
+  if (!status.ok()) return rpc::FromGrpcStatus(status);
+  return Summary(info);
+}
+using InfoFetcher = std::function<absl::StatusOr<std::string>(
+    std::shared_ptr<grpc::Channel>, absl::Duration)>;
 
 }  // namespace
 
@@ -89,10 +76,11 @@ absl::Status RunStatusCommand(const StatusCommandOptions& options,
   };
   const std::vector<Target> targets = {
       {"rollout", options.rollout_address, "microrl.v1.Rollout",
-       RolloutSummary},
-      {"reward", options.reward_address, "microrl.v1.Reward", RewardSummary},
+       InfoSummary<v1::Rollout, v1::RolloutInfo>},
+      {"reward", options.reward_address, "microrl.v1.Reward",
+       InfoSummary<v1::Reward, v1::RewardInfo>},
       {"learner", options.learner_address, "microrl.v1.Learner",
-       LearnerSummary},
+       InfoSummary<v1::Learner, v1::LearnerInfo>},
   };
   std::vector<std::string> not_serving;
   for (const Target& target : targets) {

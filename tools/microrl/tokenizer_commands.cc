@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/file.h"
+#include "common/base/lines.h"
 #include "common/tokenizer/chat_template.h"
 #include "common/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -21,28 +22,39 @@ absl::Status ForEachJsonLine(
     std::istream& in,
     const std::function<absl::Status(const std::type_identity_t<Json>&)>&
         handle) {
-  std::string text;
-  int64_t line = 0;
-  while (std::getline(in, text)) {
-    ++line;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const Json value = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-    absl::Status status = value.is_object()
-                              ? handle(value)
+  return ForEachNonBlankLine(
+      in, [&](int64_t line, const std::string& text) -> absl::Status {
+        const Json value =
+            Json::parse(text, nullptr, /*allow_exceptions=*/false);
+        absl::Status status =
+            value.is_object() ? handle(value)
                               : absl::InvalidArgumentError("not a JSON object");
-    if (!status.ok()) {
-      return absl::Status(status.code(), absl::StrCat("stdin line ", line, ": ",
-                                                      status.message()));
-    }
-  }
-  return absl::OkStatus();
+        if (status.ok()) return status;
+        return absl::Status(
+            status.code(),
+            absl::StrCat("stdin line ", line, ": ", status.message()));
+      });
 }
 
-absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> Load(
-    const std::string& path) {
+// Loads the tokenizer at `path`, then calls `handle` with it and the field
+// `key` of each JSON line of `in`; a line without that field, or with one of
+// another type than `type`, is refused as needing `want`.
+absl::Status ForEachFieldWithTokenizer(
+    const std::string& path, std::istream& in, const char* key,
+    json::value_t type, const char* want,
+    const std::function<absl::Status(const tokenizer::Tokenizer&, const json&)>&
+        handle) {
   if (path.empty())
     return absl::InvalidArgumentError("--tokenizer is required");
-  return tokenizer::Tokenizer::FromFile(path);
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok =
+      tokenizer::Tokenizer::FromFile(path);
+  if (!tok.ok()) return tok.status();
+  return ForEachJsonLine(in, [&](const json& line) -> absl::Status {
+    if (!line.contains(key) || line[key].type() != type) {
+      return absl::InvalidArgumentError(absl::StrCat("needs ", want));
+    }
+    return handle(**tok, line[key]);
+  });
 }
 
 }  // namespace
@@ -50,49 +62,40 @@ absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> Load(
 absl::Status RunTokenizeCommand(const std::string& tokenizer_path,
                                 bool add_special_tokens, std::istream& in,
                                 std::ostream& out) {
-  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok =
-      Load(tokenizer_path);
-  if (!tok.ok()) return tok.status();
-  return ForEachJsonLine(in, [&](const json& line) -> absl::Status {
-    if (!line.contains("text") || !line["text"].is_string()) {
-      return absl::InvalidArgumentError("needs \"text\": \"...\"");
-    }
-    absl::StatusOr<std::vector<int32_t>> ids = (*tok)->EncodeChecked(
-        line["text"].get<std::string>(), add_special_tokens);
+  auto encode = [&](const tokenizer::Tokenizer& tok,
+                    const json& text) -> absl::Status {
+    absl::StatusOr<std::vector<int32_t>> ids =
+        tok.EncodeChecked(text.get<std::string>(), add_special_tokens);
     if (!ids.ok()) return ids.status();
     out << json{{"ids", *ids}}.dump() << "\n";
     return absl::OkStatus();
-  });
+  };
+  return ForEachFieldWithTokenizer(tokenizer_path, in, "text",
+                                   json::value_t::string, "\"text\": \"...\"",
+                                   encode);
 }
 
 absl::Status RunDetokenizeCommand(const std::string& tokenizer_path,
                                   bool skip_special_tokens, std::istream& in,
                                   std::ostream& out) {
-  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok =
-      Load(tokenizer_path);
-  if (!tok.ok()) return tok.status();
-  return ForEachJsonLine(in, [&](const json& line) -> absl::Status {
-    if (!line.contains("ids") || !line["ids"].is_array()) {
-      return absl::InvalidArgumentError("needs \"ids\": [...]");
-    }
+  auto decode = [&](const tokenizer::Tokenizer& tok,
+                    const json& list) -> absl::Status {
     std::vector<int32_t> ids;
-    for (const json& id : line["ids"]) {
+    for (const json& id : list) {
       if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
-          id.get<int64_t>() >= (*tok)->vocab_size()) {
+          id.get<int64_t>() >= tok.vocab_size()) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "ids must be integers in [0, ", (*tok)->vocab_size(), ")"));
+            "ids must be integers in [0, ", tok.vocab_size(), ")"));
       }
       ids.push_back(id.get<int32_t>());
     }
-    out << json{{"text", (*tok)->Decode(ids, skip_special_tokens)}}.dump()
-        << "\n";
+    out << json{{"text", tok.Decode(ids, skip_special_tokens)}}.dump() << "\n";
     return absl::OkStatus();
-  });
+  };
+  return ForEachFieldWithTokenizer(tokenizer_path, in, "ids",
+                                   json::value_t::array, "\"ids\": [...]",
+                                   decode);
 }
-
-}  // namespace microrl::cli
-
-namespace microrl::cli {
 
 absl::Status RunRenderChatCommand(const std::string& tokenizer_config_path,
                                   const std::string& template_path,
