@@ -34,3 +34,24 @@ def make_or_load(shape, model_dir, dtype, max_position_embeddings=8192, load=Tru
     model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
     model.save_pretrained(model_dir)
     return model
+
+
+def model_parser(shape, device, bench=None, threads=True, **sizes):
+    """An argument parser with what the model benchmarks share: --shape, --device,
+    --threads (0: the libraries' default) and, for a benchmark with a program of its own,
+    --bench_bin (build/tests/bench/<bench> by default); then one --<name> option per
+    keyword, a number of the default's type (batch=4: --batch, an int, default 4)."""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", default=shape, choices=SHAPES)
+    parser.add_argument("--device", default=device)
+    if threads:
+        parser.add_argument("--threads", type=int, default=0)
+    if bench:
+        parser.add_argument("--bench_bin", default=os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "../../build/tests/bench", bench))
+    for name, default in sizes.items():
+        parser.add_argument("--" + name, type=type(default), default=default)
+    return parser

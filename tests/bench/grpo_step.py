@@ -18,7 +18,6 @@ caps add up to --budget_gib. Prints each phase's seconds from the learner's metr
 process's peak GPU memory (the learner's step peak from its metrics; the rollout server's
 from its /metrics gauge) against its cap, and whether both stayed inside.
 """
-import argparse
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "support"))
-from bench_models import SHAPES, make_or_load  # noqa: E402
+from bench_models import make_or_load, model_parser  # noqa: E402
 import service_process  # noqa: E402
 
 GIB = 2 ** 30
@@ -47,16 +46,13 @@ def scrape(port, name):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--shape", default="qwen2.5-1.5b", choices=SHAPES)
+    parser = model_parser("qwen2.5-1.5b", "cuda", threads=False, steps=1,
+                          max_response_tokens=3584)
     parser.add_argument("--config", default=os.path.join(
         REPO, "configs/paper/qwen2.5-1.5b-instruct-r256.yaml"))
     parser.add_argument("--budget_gib", type=float, default=48)
     parser.add_argument("--rollout_gib", type=float, default=12)
     parser.add_argument("--learner_gib", type=float, default=36)
-    parser.add_argument("--steps", type=int, default=1)
-    parser.add_argument("--max_response_tokens", type=int, default=3584)
     parser.add_argument("--model_dir", default="")
     parser.add_argument("--tokenizer_dir", default="",
                         help="tokenizer.json and tokenizer_config.json (with a chat template) "

@@ -9,7 +9,6 @@ bfloat16 on CUDA), saves it, then measures, for both implementations:
   decode: tokens/s of greedy generation with a KV cache
 and prints each ratio (microrl / transformers; > 1 means microrl is faster).
 """
-import argparse
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-from bench_models import SHAPES
+from bench_models import SHAPES, model_parser
 
 
 
@@ -36,17 +35,8 @@ def timed(fn, iters, device):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", default="qwen2-100m", choices=SHAPES)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--prompt", type=int, default=32)
-    parser.add_argument("--new_tokens", type=int, default=64)
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--bench_bin", default=os.path.join(
-        os.path.dirname(__file__), "../../build/tests/bench/model_bench"))
+    parser = model_parser("qwen2-100m", "cpu", bench="model_bench", batch=4, seq=256,
+                          prompt=32, new_tokens=64, iters=3)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

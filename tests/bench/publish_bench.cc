@@ -48,20 +48,14 @@ double Median(std::vector<double> values) {
   return values[values.size() / 2];
 }
 
-int Run() {
+absl::Status Run() {
   using microrl::model::LoraModule;
   absl::StatusOr<microrl::model::ModelConfig> config =
       microrl::model::LoadModelConfig(absl::GetFlag(FLAGS_model));
-  if (!config.ok()) {
-    std::cerr << config.status() << "\n";
-    return 1;
-  }
+  if (!config.ok()) return config.status();
   absl::StatusOr<microrl::device::Device> device =
       microrl::device::ResolveDevice(absl::GetFlag(FLAGS_device));
-  if (!device.ok()) {
-    std::cerr << device.status() << "\n";
-    return 1;
-  }
+  if (!device.ok()) return device.status();
   const at::Device at_device = device->cuda
                                    ? at::Device(at::kCUDA, device->index)
                                    : at::Device(at::kCPU);
@@ -73,10 +67,7 @@ int Run() {
                   LoraModule::kDown};
   absl::StatusOr<std::unique_ptr<microrl::model::LoraAdapter>> adapter =
       microrl::model::LoraAdapter::Create(*config, lora, at_device, 1);
-  if (!adapter.ok()) {
-    std::cerr << adapter.status() << "\n";
-    return 1;
-  }
+  if (!adapter.ok()) return adapter.status();
   {
     at::NoGradGuard no_grad;
     for (const at::Tensor& p : (*adapter)->Parameters()) {
@@ -89,15 +80,9 @@ int Run() {
 
   absl::StatusOr<std::unique_ptr<microrl::learner::RolloutClient>> client =
       microrl::learner::RolloutClient::Create(absl::GetFlag(FLAGS_rollout), {});
-  if (!client.ok()) {
-    std::cerr << client.status() << "\n";
-    return 1;
-  }
+  if (!client.ok()) return client.status();
   absl::StatusOr<microrl::v1::RolloutInfo> info = (*client)->GetInfo();
-  if (!info.ok()) {
-    std::cerr << info.status() << "\n";
-    return 1;
-  }
+  if (!info.ok()) return info.status();
   uint64_t version = info->adapter_version();
   std::vector<double> serialize, rpc, total, receive, load, swap;
   uint64_t bytes = 0;
@@ -112,28 +97,19 @@ int Run() {
     if (ipc) {
       absl::StatusOr<microrl::model::IpcAdapter> shared =
           microrl::model::ExportAdapter(**adapter, dtype, staging);
-      if (!shared.ok()) {
-        std::cerr << shared.status() << "\n";
-        return 1;
-      }
+      if (!shared.ok()) return shared.status();
       serialized = absl::Now();
       loaded = (*client)->LoadAdapterIpc(++version, config_json, *shared);
       bytes = static_cast<uint64_t>(shared->bytes);
     } else {
       absl::StatusOr<std::string> weights = (*adapter)->PeftSafetensors(dtype);
-      if (!weights.ok()) {
-        std::cerr << weights.status() << "\n";
-        return 1;
-      }
+      if (!weights.ok()) return weights.status();
       serialized = absl::Now();
       loaded = (*client)->LoadAdapter(++version, config_json, *weights);
       bytes = weights->size();
     }
     const absl::Time end = absl::Now();
-    if (!loaded.ok()) {
-      std::cerr << loaded.status() << "\n";
-      return 1;
-    }
+    if (!loaded.ok()) return loaded.status();
     if (i < 0) continue;
     serialize.push_back(absl::ToDoubleSeconds(serialized - start));
     rpc.push_back(absl::ToDoubleSeconds(end - serialized));
@@ -149,10 +125,7 @@ int Run() {
   if (ipc) {
     absl::StatusOr<microrl::model::IpcAdapter> shared =
         microrl::model::ExportAdapter(**adapter, dtype, staging);
-    if (!shared.ok()) {
-      std::cerr << shared.status() << "\n";
-      return 1;
-    }
+    if (!shared.ok()) return shared.status();
     const int64_t past = int64_t{4} << 30;
     microrl::model::IpcAdapter longer = *shared;
     longer.bytes += past;
@@ -168,14 +141,14 @@ int Run() {
     const bool alive = (*client)->GetInfo().ok();
     const absl::Status after =
         (*client)->LoadAdapterIpc(++version, config_json, *shared).status();
-    validation = {{"size_past_allocation", code(too_long)},
-                  {"offset_past_allocation", code(too_far)},
-                  {"alive_after", alive},
-                  {"valid_after", code(after)},
-                  {"ok", too_long.code() == absl::StatusCode::kInvalidArgument &&
-                             too_far.code() ==
-                                 absl::StatusCode::kInvalidArgument &&
-                             alive && after.ok()}};
+    validation = {
+        {"size_past_allocation", code(too_long)},
+        {"offset_past_allocation", code(too_far)},
+        {"alive_after", alive},
+        {"valid_after", code(after)},
+        {"ok", too_long.code() == absl::StatusCode::kInvalidArgument &&
+                   too_far.code() == absl::StatusCode::kInvalidArgument &&
+                   alive && after.ok()}};
   }
   const nlohmann::json out = {
       {"ipc_validation", validation},
@@ -193,12 +166,15 @@ int Run() {
       {"total_samples_s", total},
   };
   std::cout << out.dump() << std::endl;
-  return 0;
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  return Run();
+  const absl::Status status = Run();
+  if (status.ok()) return 0;
+  std::cerr << status << "\n";
+  return 1;
 }

@@ -18,7 +18,6 @@ group_size G. Prints both rates and the ratio (> 1: microrl is faster). On CUDA 
 prints each rate as a fraction of the memory-bandwidth roofline: every decode step must
 read all weights once plus the keys and values cached so far.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -27,7 +26,7 @@ import time
 
 import torch
 
-from bench_models import SHAPES, make_or_load
+from bench_models import make_or_load, model_parser
 
 # Peak memory bandwidth, bytes/s, by a part of the device name (first match wins).
 BANDWIDTH = {"H100 PCIe": 2.0e12, "H100 NVL": 3.9e12, "H100": 3.35e12, "H200": 4.8e12,
@@ -46,14 +45,8 @@ def roofline_tokens_per_second(config, parameters, bytes_per_value, sequences, p
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", default="qwen2-100m", choices=SHAPES)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--group", type=int, default=8)
-    parser.add_argument("--prompt_len", type=int, default=64)
-    parser.add_argument("--new_tokens", type=int, default=64)
+    parser = model_parser("qwen2-100m", "cpu", bench="rollout_bench", prompts=8, group=8,
+                          prompt_len=64, new_tokens=64)
     parser.add_argument("--lora_rank", type=int, default=0,
                         help="a random LoRA adapter of this rank on every linear layer, "
                              "on both sides (0: the base model)")
@@ -66,8 +59,6 @@ def main():
     parser.add_argument("--model_dir", default="",
                         help="the random model's directory, shared with other benchmarks "
                              "(made there if it holds none)")
-    parser.add_argument("--bench_bin", default=os.path.join(
-        os.path.dirname(__file__), "../../build/tests/bench/rollout_bench"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

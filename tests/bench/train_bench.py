@@ -15,7 +15,6 @@ bfloat16 (transformers under torch.autocast, as TRL and verl run it). Prints tok
 (prompt + completion tokens per second of update) for both and the ratio (> 1: microrl is
 faster).
 """
-import argparse
 import json
 import os
 import subprocess
@@ -27,7 +26,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_models import SHAPES, make_or_load  # noqa: E402
+from bench_models import make_or_load, model_parser  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -89,19 +88,10 @@ def peft_update(model, args, batch_ids, advantages, old_logprobs):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", default="qwen2.5-1.5b", choices=SHAPES)
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--rank", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--prompt", type=int, default=512)
-    parser.add_argument("--completion", type=int, default=1024)
-    parser.add_argument("--micro_batch_tokens", type=int, default=8192)
-    parser.add_argument("--iters", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0)
+    parser = model_parser("qwen2.5-1.5b", "cuda", bench="train_bench", rank=256, batch=16,
+                          prompt=512, completion=1024, micro_batch_tokens=8192, iters=2)
     parser.add_argument("--model_dir", default="")
     parser.add_argument("--skip_peft", action="store_true")
-    parser.add_argument("--bench_bin", default=os.path.join(HERE, "../../build/tests/bench/train_bench"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
