@@ -23,13 +23,13 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from checks import check, finish  # noqa: E402
+from service_process import remove_work  # noqa: E402
 
 
 
@@ -125,10 +125,7 @@ def main():
                       "same seed, the same first 5 GRPO steps (rewards, losses, "
                       "gradient norms, problems)")
     finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        remove_work(work, args.keep)
     finish()
 
 

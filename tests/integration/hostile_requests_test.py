@@ -34,8 +34,6 @@ import argparse
 import math
 import os
 import random
-import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -43,7 +41,7 @@ import grpc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from checks import check, finish  # noqa: E402
-from service_process import generate_stubs, start, stop  # noqa: E402
+from service_process import cleanup, generate_stubs, make_demo, start, stop  # noqa: E402
 
 PROPER = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
           grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE,
@@ -175,11 +173,7 @@ def main():
     generate_stubs(args.source_dir, os.path.join(work, "stubs"))
     from proto import (common_pb2, health_pb2, health_pb2_grpc, learner_pb2,  # noqa: E402
                        reward_pb2, rollout_pb2, rollout_pb2_grpc)
-    subprocess.run([sys.executable, os.path.join(args.source_dir, "deploy", "demo",
-                                                 "make_demo.py"),
-                    "--out", os.path.join(work, "demo"), "--seed", "4"], check=True,
-                   stdout=subprocess.DEVNULL,
-                   env=dict(os.environ, TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1"))
+    make_demo(args.source_dir, os.path.join(work, "demo"), seed=4)
     model = os.path.join(work, "demo", "model")
     procs = []
     try:
@@ -450,11 +444,7 @@ def main():
             check(error is None, f"{name} stops cleanly ({error})")
         procs = []
     finally:
-        for proc, _ in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        cleanup(procs, work)
     finish()
 
 

@@ -4,7 +4,6 @@ proto/ talk to the real reward_service and rollout_server binaries.
 Run by ctest (label integration) with the venv made by deploy/setup.sh:
   python_client_test.py --reward_service BIN --rollout_server BIN --source_dir REPO
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -12,15 +11,11 @@ import tempfile
 import grpc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_process import generate_stubs, start, stop  # noqa: E402
+from service_process import generate_stubs, required_args, start, stop  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--reward_service", required=True)
-    parser.add_argument("--rollout_server", required=True)
-    parser.add_argument("--source_dir", required=True)
-    args = parser.parse_args()
+    args = required_args("reward_service", "rollout_server", "source_dir")
 
     with tempfile.TemporaryDirectory() as work_dir:
         generate_stubs(args.source_dir, work_dir)

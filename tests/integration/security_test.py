@@ -36,7 +36,7 @@ import grpc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from checks import check, finish  # noqa: E402
-from service_process import generate_stubs, start, stop  # noqa: E402
+from service_process import cleanup, generate_stubs, make_demo, start, stop  # noqa: E402
 
 TOKEN = "s3cret-Token_for.tests+0123456789="
 OTHER_TOKEN = "another-token-for-the-reward-9876"
@@ -113,11 +113,7 @@ def main():
     other_token_file = os.path.join(work, "other_token")
     with open(other_token_file, "w") as f:
         f.write(OTHER_TOKEN)
-    subprocess.run([sys.executable, os.path.join(args.source_dir, "deploy", "demo",
-                                                 "make_demo.py"),
-                    "--out", os.path.join(work, "demo"), "--seed", "2"], check=True,
-                   stdout=subprocess.DEVNULL,
-                   env=dict(os.environ, TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1"))
+    make_demo(args.source_dir, os.path.join(work, "demo"), seed=2)
     model = os.path.join(work, "demo", "model")
     procs = []
 
@@ -388,11 +384,7 @@ reward:
         check(info.adapter_version == 1, "the first adapter still serves after the refusals")
         stop(rollout, "adapter_rollout")
     finally:
-        for proc, name in procs:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        cleanup(procs, work)
     finish()
 
 

@@ -66,6 +66,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from checks import check, finish  # noqa: E402
+from service_process import make_demo, remove_work  # noqa: E402
 
 
 
@@ -214,6 +215,12 @@ def steps_logged(run_dir):
     return steps
 
 
+def check_steps_once(run, steps):
+    """Steps 1..steps each have exactly one line in the run's metrics.jsonl."""
+    logged = steps_logged(run)
+    check(logged == list(range(1, steps + 1)), f"each step logged exactly once: {logged}")
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -292,11 +299,7 @@ def main():
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="microrl_fault_")
-    subprocess.run([sys.executable, os.path.join(args.source_dir, "deploy", "demo",
-                                                 "make_demo.py"),
-                    "--out", os.path.join(work, "demo"), "--seed", "1"], check=True,
-                   env=dict(os.environ, TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1"),
-                   stdout=subprocess.DEVNULL)
+    make_demo(args.source_dir, os.path.join(work, "demo"), seed=1)
     rollout = Service([args.rollout_server, f"--model={work}/demo/model",
                        "--max_model_len=128", "--kv_cache_mb=32"], "rollout_server", work)
     reward = Service([args.reward_service], "reward_service", work)
@@ -323,8 +326,7 @@ def main():
                   "the learner logged its retries of the rollout server")
             check("publishing the current adapter again" in out,
                   "the learner published its adapter again to the restarted server")
-            check(steps_logged(run) == [1, 2, 3, 4, 5, 6],
-                  f"each step logged exactly once: {steps_logged(run)}")
+            check_steps_once(run, 6)
             served = rollout.metric("microrl_rollout_adapter_version")
             last = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))
                     if '"reward_mean"' in line][-1]["adapter_version"]
@@ -345,8 +347,7 @@ def main():
             check(code == 0, f"reward service down 3 s: the learner finishes (exit {code})")
             check("reward" in out and "unavailable" in out and "retrying in" in out,
                   "the learner logged its waits for the reward service")
-            check(steps_logged(run) == [1, 2, 3, 4, 5, 6],
-                  f"each step logged exactly once: {steps_logged(run)}")
+            check_steps_once(run, 6)
         else:
             learner.proc.kill()
 
@@ -370,8 +371,7 @@ def main():
             learner = Learner(args.learner, work, path, ["--resume"])
             code = learner.wait()
             check(code == 0, f"--resume with the reward service back finishes (exit {code})")
-            check(steps_logged(run) == [1, 2, 3, 4, 5, 6],
-                  f"each step logged exactly once: {steps_logged(run)}")
+            check_steps_once(run, 6)
         else:
             learner.proc.kill()
 
@@ -399,8 +399,7 @@ def main():
             check(code == 0, f"--resume after SIGKILL finishes (exit {code})")
             check("step_00000002" in out,
                   "it resumed from step 2's checkpoint, the last complete one")
-            check(steps_logged(run) == [1, 2, 3, 4, 5, 6],
-                  f"each step logged exactly once: {steps_logged(run)}")
+            check_steps_once(run, 6)
             check(series(run) == series(os.path.join(runs, "whole")),
                   "the resumed run's metric series equals the uninterrupted run's")
         else:
@@ -425,8 +424,7 @@ def main():
               "the torn checkpoint is skipped with a warning naming it")
         check("step_00000004 (step 4)" in out,
               "it resumed from step 4's checkpoint, the newest that verifies")
-        check(steps_logged(torn) == [1, 2, 3, 4, 5, 6, 7, 8],
-              f"each step logged exactly once: {steps_logged(torn)}")
+        check_steps_once(torn, 8)
         # Every checkpoint torn: --resume refuses instead of starting over.
         for name in os.listdir(os.path.join(torn, "checkpoints")):
             open(os.path.join(torn, "checkpoints", name, "state.json"), "w").close()
@@ -471,8 +469,7 @@ def main():
                              f"{out[-600:]!r}")
             check("cancelled by the peer" in out and "retrying in" in out,
                   "a Generate the rollout server cancelled was retried")
-            check(steps_logged(run) == list(range(1, 9)),
-                  f"each step logged exactly once: {steps_logged(run)}")
+            check_steps_once(run, 8)
         else:
             learner.proc.kill()
 
@@ -497,8 +494,7 @@ def main():
                              f"finishes (exit {code})")
             check(refused > 0 and "completions came from adapter version 1000" in out,
                   f"its completions were refused and counted ({refused})")
-            check(steps_logged(run) == [1, 2, 3, 4, 5, 6],
-                  f"each step logged exactly once: {steps_logged(run)}")
+            check_steps_once(run, 6)
             check(series(run) == reference,
                   "only the learner's own samples were trained on: the series equals the "
                   "uninterrupted run's")
@@ -546,8 +542,7 @@ def main():
             learner = Learner(args.learner, work, path, ["--resume"])
             code = learner.wait()
             check(code == 0, f"--resume after the SIGTERM finishes (exit {code})")
-            check(steps_logged(run) == [1, 2, 3, 4, 5, 6],
-                  f"each step logged exactly once: {steps_logged(run)}")
+            check_steps_once(run, 6)
             check(series(run) == colo_reference,
                   "the resumed colocated run's series equals the uninterrupted one's")
             check(same_adapter(run, os.path.join(runs, "colo_whole")),
@@ -578,8 +573,7 @@ def main():
         code = learner.wait()
         check(code == 0, f"--resume with the rollout server sleeping again finishes "
                          f"(exit {code})")
-        check(steps_logged(run) == [1, 2, 3, 4, 5, 6],
-              f"each step logged exactly once: {steps_logged(run)}")
+        check_steps_once(run, 6)
         check(series(run) == colo_reference,
               "and the series equals the uninterrupted colocated run's")
 
@@ -633,8 +627,7 @@ def main():
         if code != 0:
             code = Learner(args.learner, work, path, ["--resume"] + set_flags).wait()
         check(code == 0, f"after {cuts} power cuts the run finishes (exit {code})")
-        check(steps_logged(run) == [1, 2, 3, 4, 5, 6],
-              f"each step logged exactly once: {steps_logged(run)}")
+        check_steps_once(run, 6)
         check(series(run) == reference and same_adapter(run, reference_run),
               "the series and the final adapter equal the uninterrupted run's")
 
@@ -682,8 +675,7 @@ def main():
             code = learner.wait()
             check(code == 0, f"with room again, --resume finishes (exit {code}): "
                              f"{learner.output()[-400:]!r}")
-            check(steps_logged(run) == [1, 2, 3, 4, 5, 6],
-                  f"each step logged exactly once: {steps_logged(run)}")
+            check_steps_once(run, 6)
             check(series(run) == reference and same_adapter(run, reference_run),
                   "the series and the final adapter equal the uninterrupted run's")
         finally:
@@ -725,10 +717,7 @@ def main():
     finally:
         rollout.stop()
         reward.stop()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        remove_work(work, args.keep)
     finish()
 
 

@@ -67,14 +67,26 @@ UpdateOptions Options(double lr, int64_t micro_batch_tokens) {
   return options;
 }
 
+// What most tests start from: a tiny decoder, a random adapter, on-policy
+// samples, the adapter's weights before any update, and AdamW over them.
+struct TinyUpdate {
+  TinyUpdate()
+      : decoder(TinyDecoder()),
+        adapter(RandomAdapter(decoder->config())),
+        samples(Samples(*decoder, *adapter)),
+        before(Snapshot(adapter->Parameters())),
+        optimizer(adapter->Parameters(), {}) {}
+  std::unique_ptr<model::Decoder> decoder;
+  std::unique_ptr<model::LoraAdapter> adapter;
+  std::vector<Sample> samples;
+  std::vector<at::Tensor> before;
+  AdamW optimizer;
+};
+
 TEST(PolicyUpdateTest, ChangesOnlyTheLoraWeights) {
-  std::unique_ptr<model::Decoder> decoder = TinyDecoder();
-  std::unique_ptr<model::LoraAdapter> adapter =
-      RandomAdapter(decoder->config());
-  const std::vector<Sample> samples = Samples(*decoder, *adapter);
+  TinyUpdate setup;
+  auto& [decoder, adapter, samples, before, optimizer] = setup;
   const at::Tensor head = decoder->lm_head().clone();
-  const std::vector<at::Tensor> before = Snapshot(adapter->Parameters());
-  AdamW optimizer(adapter->Parameters(), {});
   PolicyUpdater updater(*decoder, *adapter, optimizer, Options(1e-2, 1 << 20));
   int64_t step = 0;
   absl::StatusOr<UpdateStats> stats = updater.Update(samples, step);
@@ -91,12 +103,8 @@ TEST(PolicyUpdateTest, ChangesOnlyTheLoraWeights) {
 }
 
 TEST(PolicyUpdateTest, ZeroLearningRateLeavesTheAdapterUnchanged) {
-  std::unique_ptr<model::Decoder> decoder = TinyDecoder();
-  std::unique_ptr<model::LoraAdapter> adapter =
-      RandomAdapter(decoder->config());
-  const std::vector<Sample> samples = Samples(*decoder, *adapter);
-  const std::vector<at::Tensor> before = Snapshot(adapter->Parameters());
-  AdamW optimizer(adapter->Parameters(), {});
+  TinyUpdate setup;
+  auto& [decoder, adapter, samples, before, optimizer] = setup;
   PolicyUpdater updater(*decoder, *adapter, optimizer, Options(0.0, 1 << 20));
   int64_t step = 0;
   ASSERT_TRUE(updater.Update(samples, step).ok());
@@ -130,12 +138,8 @@ TEST(PolicyUpdateTest, MicroBatchSizeDoesNotChangeTheUpdate) {
 // changed, so the trainer can still save the last completed step; once a step
 // has been taken the update runs to its end.
 TEST(PolicyUpdateTest, AStopBeforeTheFirstOptimizerStepChangesNothing) {
-  std::unique_ptr<model::Decoder> decoder = TinyDecoder();
-  std::unique_ptr<model::LoraAdapter> adapter =
-      RandomAdapter(decoder->config());
-  const std::vector<Sample> samples = Samples(*decoder, *adapter);
-  const std::vector<at::Tensor> before = Snapshot(adapter->Parameters());
-  AdamW optimizer(adapter->Parameters(), {});
+  TinyUpdate setup;
+  auto& [decoder, adapter, samples, before, optimizer] = setup;
   // One sample per micro-batch: the stop comes after the first one.
   PolicyUpdater updater(*decoder, *adapter, optimizer, Options(1e-2, 1));
   int64_t step = 0;
@@ -160,11 +164,8 @@ TEST(PolicyUpdateTest, AStopBeforeTheFirstOptimizerStepChangesNothing) {
 }
 
 TEST(PolicyUpdateTest, MovesLogProbsTheWayOfTheAdvantages) {
-  std::unique_ptr<model::Decoder> decoder = TinyDecoder();
-  std::unique_ptr<model::LoraAdapter> adapter =
-      RandomAdapter(decoder->config());
-  const std::vector<Sample> samples = Samples(*decoder, *adapter);
-  AdamW optimizer(adapter->Parameters(), {});
+  TinyUpdate setup;
+  auto& [decoder, adapter, samples, weights, optimizer] = setup;
   UpdateOptions options = Options(5e-3, 1 << 20);
   options.loss.kl_coef = 0;
   options.loss.entropy_coef = 0;

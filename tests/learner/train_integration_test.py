@@ -15,7 +15,6 @@ with a message naming the key.
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,31 +23,11 @@ import time
 import urllib.request
 
 import grpc
-import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from checks import FAILURES, check, finish  # noqa: E402
 from service_process import generate_stubs, start, stop  # noqa: E402
-
-FAILURES = []
-
-
-def check(condition, message):
-    if not condition:
-        FAILURES.append(message)
-        print("FAIL:", message, flush=True)
-
-
-def make_model(model_dir, shared):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=151936, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, tie_word_embeddings=True,
-                         eos_token_id=151645, initializer_range=0.2)
-    Qwen2ForCausalLM(config).save_pretrained(model_dir, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(shared, "tokenizers", "qwen3", name), model_dir)
-
+from tiny_model import make_tiny_qwen2  # noqa: E402
 
 def config_text(work, model_dir, shared, rollout, reward, name, max_steps):
     return f"""
@@ -147,7 +126,7 @@ def main():
         generate_stubs(args.source_dir, work)
         from proto import common_pb2, rollout_pb2_grpc  # noqa: E402
         model_dir = os.path.join(work, "model")
-        make_model(model_dir, args.shared)
+        make_tiny_qwen2(model_dir, args.shared, max_positions=1024)
         running = []
         try:
             rollout, rollout_ready = start(args.rollout_server, work, "rollout_server",
@@ -297,9 +276,7 @@ def main():
                 for _, name in running:
                     print(f"--- {name} log:\n" + open(os.path.join(work, name + ".log")).read()[-3000:])
         FAILURES.extend(errors)
-    if FAILURES:
-        sys.exit(f"{len(FAILURES)} failures")
-    print("training end to end: OK")
+    finish()
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ loopback. Checked:
 
   rollout_server_test.py --rollout_server BIN --source_dir REPO --shared SHARED_DIR
 """
-import argparse
 import hashlib
 import itertools
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -31,32 +29,11 @@ import grpc
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_process import generate_stubs, start, stop  # noqa: E402
+from checks import FAILURES, check, finish  # noqa: E402
+from service_process import generate_stubs, required_args, start, stop  # noqa: E402
+from tiny_model import EOS, VOCAB, make_tiny_qwen2  # noqa: E402
 
-VOCAB = 151936
-EOS = 151645  # <|im_end|>
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-FAILURES = []
-
-
-def check(condition, message):
-    if not condition:
-        FAILURES.append(message)
-        print("FAIL:", message, flush=True)
-
-
-def make_model(model_dir, shared):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True,
-                         eos_token_id=EOS, initializer_range=0.2)
-    model = Qwen2ForCausalLM(config).eval()
-    model.save_pretrained(model_dir, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(shared, "tokenizers", "qwen3", name), model_dir)
-    return model
 
 
 def make_adapter(model, out_dir, rank, targets, seed):
@@ -113,11 +90,7 @@ def expect_error(call, code, substring, what):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rollout_server", required=True)
-    parser.add_argument("--source_dir", required=True)
-    parser.add_argument("--shared", required=True)
-    args = parser.parse_args()
+    args = required_args("rollout_server", "source_dir", "shared")
 
     with tempfile.TemporaryDirectory() as work:
         generate_stubs(args.source_dir, work)
@@ -126,7 +99,7 @@ def main():
 
         model_dir = os.path.join(work, "model")
         adapters = os.path.join(work, "adapters")
-        model = make_model(model_dir, args.shared)
+        model = make_tiny_qwen2(model_dir, args.shared)
         peft_v1 = make_adapter(model, os.path.join(adapters, "v1"), 4, TARGETS, seed=1)
         peft_v2 = make_adapter(model, os.path.join(adapters, "v2"), 8, ["q_proj", "down_proj"],
                                seed=2)
@@ -412,9 +385,7 @@ def main():
                     print(f"--- {name} log:\n" + open(log).read()[-3000:])
         if errors:
             FAILURES.extend(errors)
-    if FAILURES:
-        sys.exit(f"{len(FAILURES)} failures")
-    print("rollout server: OK")
+    finish()
 
 
 if __name__ == "__main__":

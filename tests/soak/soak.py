@@ -33,6 +33,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from checks import check, finish  # noqa: E402
+from service_process import make_demo  # noqa: E402
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "SUMMARY: UndefinedBehaviorSanitizer")
@@ -100,9 +101,7 @@ def main():
                LSAN_OPTIONS="suppressions=" + os.path.join(
                    os.path.dirname(os.path.abspath(__file__)), "lsan.supp"))
     demo = os.path.join(work, "demo")
-    subprocess.run([sys.executable, os.path.join(args.source_dir, "deploy", "demo",
-                                                 "make_demo.py"), "--out", demo,
-                    "--seed", str(args.seed)], check=True, env=env, stdout=subprocess.DEVNULL)
+    make_demo(args.source_dir, demo, args.seed, env=env)
     for name in ("sft.yaml", "grpo.yaml"):
         shutil.copy(os.path.join(args.source_dir, "deploy", "demo", name), demo)
     warmup = os.path.abspath(args.warmup_learner) if args.warmup_learner else binary["learner"]

@@ -47,3 +47,41 @@ def stop(proc, name):
         proc.wait()
         return f"{name} did not stop within 20 s of SIGTERM"
     return None if code == 0 else f"{name} exited with {code}"
+
+
+def cleanup(procs, work):
+    """A test's last step: SIGKILLs whatever of [(proc, name)] still runs (None entries
+    skipped), then removes its work directory."""
+    import shutil
+    for proc, _ in procs:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def remove_work(work, keep):
+    """A test's work directory goes at the end, unless --keep asked to keep it."""
+    if keep:
+        print(f"kept {work}")
+    else:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def make_demo(source_dir, out, seed, env=None):
+    """The demo's tiny model and data (deploy/demo/make_demo.py) made in `out`, quietly."""
+    env = dict(env if env is not None else os.environ, TQDM_DISABLE="1",
+               HF_HUB_DISABLE_PROGRESS_BARS="1")
+    subprocess.run([sys.executable, os.path.join(source_dir, "deploy", "demo", "make_demo.py"),
+                    "--out", out, "--seed", str(seed)],
+                   check=True, stdout=subprocess.DEVNULL, env=env)
+
+
+def required_args(*names):
+    """A test's command line: one required --<name> option each; the parsed options."""
+    import argparse
+    parser = argparse.ArgumentParser()
+    for name in names:
+        parser.add_argument("--" + name, required=True)
+    return parser.parse_args()

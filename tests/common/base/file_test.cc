@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,21 @@ std::vector<std::string> Entries(const std::string& dir) {
   }
   closedir(d);
   return names;
+}
+
+// Runs `write` with the file size limit at 4 KiB and SIGXFSZ ignored (writes
+// past it fail with EFBIG, as on a full disk), then restores both.
+void UnderSmallFileSizeLimit(const std::function<absl::Status()>& write,
+                             absl::Status* status) {
+  struct rlimit saved;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
+  void (*previous)(int) = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = saved;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  *status = write();
+  setrlimit(RLIMIT_FSIZE, &saved);
+  signal(SIGXFSZ, previous);
 }
 
 TEST(FileTest, WriteFileAtomicallyReplacesTheWholeFile) {
@@ -44,16 +60,12 @@ TEST(FileTest, AFailedWriteLeavesNoTemporaryFile) {
   char pattern[] = "/tmp/file_test.XXXXXX";
   ASSERT_NE(mkdtemp(pattern), nullptr);
   const std::string dir = pattern;
-  struct rlimit saved;
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
-  void (*previous)(int) = signal(SIGXFSZ, SIG_IGN);
-  struct rlimit small = saved;
-  small.rlim_cur = 4096;
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
-  const absl::Status status =
-      WriteFileAtomically(dir + "/big", std::string(1 << 16, 'x'));
-  setrlimit(RLIMIT_FSIZE, &saved);
-  signal(SIGXFSZ, previous);
+  absl::Status status;
+  ASSERT_NO_FATAL_FAILURE(UnderSmallFileSizeLimit(
+      [&] {
+        return WriteFileAtomically(dir + "/big", std::string(1 << 16, 'x'));
+      },
+      &status));
   EXPECT_FALSE(status.ok());
   EXPECT_TRUE(Entries(dir).empty()) << Entries(dir).size() << " left";
   // A target in a missing directory: an error naming it, nothing created.
@@ -73,16 +85,13 @@ TEST(FileTest, AFailedAppendLeavesTheFileAsItWas) {
   ASSERT_TRUE(AppendToFile(log, "{\"step\": 1}\n", /*sync=*/true).ok());
   ASSERT_TRUE(AppendToFile(log, "{\"step\": 2}\n").ok());
   EXPECT_TRUE(SyncFile(log).ok());
-  struct rlimit saved;
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
-  void (*previous)(int) = signal(SIGXFSZ, SIG_IGN);
-  struct rlimit small = saved;
-  small.rlim_cur = 4096;
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
-  const absl::Status status =
-      AppendToFile(log, std::string(1 << 16, 'x') + "\n", /*sync=*/true);
-  setrlimit(RLIMIT_FSIZE, &saved);
-  signal(SIGXFSZ, previous);
+  absl::Status status;
+  ASSERT_NO_FATAL_FAILURE(UnderSmallFileSizeLimit(
+      [&] {
+        return AppendToFile(log, std::string(1 << 16, 'x') + "\n",
+                            /*sync=*/true);
+      },
+      &status));
   EXPECT_FALSE(status.ok());
   EXPECT_NE(status.message().find(log), std::string::npos) << status;
   EXPECT_EQ(*ReadFileToString(log), "{\"step\": 1}\n{\"step\": 2}\n");

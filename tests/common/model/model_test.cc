@@ -33,6 +33,13 @@ at::Tensor Ids() {
   return torch::tensor({{3, 17, 5, 42, 9, 1, 30}}, torch::kLong);
 }
 
+// A float32 KV cache on the CPU for `decoder`: `slots` slots of `capacity`.
+absl::StatusOr<KvCache> CpuCache(const Decoder& decoder, int64_t slots,
+                                 int64_t capacity) {
+  return KvCache::Create(decoder.config(),
+                         {slots, capacity, at::kCPU, at::kFloat});
+}
+
 TEST(DecoderTest, MissingOrMisShapedTensorsAreNamed) {
   const ModelConfig config = TinyConfig();
   std::map<std::string, at::Tensor> tensors = TinyTensors(config);
@@ -115,8 +122,7 @@ TEST(DecoderTest, LoadsBfloat16CheckpointsInFloat32AndBfloat16) {
 TEST(DecoderTest, StepRefusesBadSlotsAndOverflowingTheCache) {
   std::unique_ptr<Decoder> decoder = TinyDecoder();
   ASSERT_NE(decoder, nullptr);
-  absl::StatusOr<KvCache> cache =
-      KvCache::Create(decoder->config(), {2, 8, at::kCPU, at::kFloat});
+  absl::StatusOr<KvCache> cache = CpuCache(*decoder, 2, 8);
   ASSERT_TRUE(cache.ok());
   const at::Tensor ids = at::ones({1, 5}, at::kLong);
   EXPECT_EQ(DecoderTestPeer::Step(*decoder, ids, {2}, {5}, *cache, {})
@@ -139,8 +145,7 @@ TEST(DecoderTest, StepRefusesBadSlotsAndOverflowingTheCache) {
 TEST(DecoderTest, CopiedPrefixDecodesLikeTheOriginal) {
   std::unique_ptr<Decoder> decoder = TinyDecoder();
   ASSERT_NE(decoder, nullptr);
-  absl::StatusOr<KvCache> cache =
-      KvCache::Create(decoder->config(), {3, 16, at::kCPU, at::kFloat});
+  absl::StatusOr<KvCache> cache = CpuCache(*decoder, 3, 16);
   ASSERT_TRUE(cache.ok());
   ASSERT_TRUE(
       DecoderTestPeer::Step(*decoder, Ids(), {0}, {7}, *cache, {}).ok());
@@ -197,8 +202,7 @@ TEST(DecoderTest, PrefillAtWritesPromptsThatAttendToThemselvesOnly) {
   // row's hidden states are its prompt's alone (as Forward gives them).
   std::unique_ptr<Decoder> decoder = TinyDecoder();
   ASSERT_NE(decoder, nullptr);
-  absl::StatusOr<KvCache> cache =
-      KvCache::Create(decoder->config(), {3, 16, at::kCPU, at::kFloat});
+  absl::StatusOr<KvCache> cache = CpuCache(*decoder, 3, 16);
   ASSERT_TRUE(cache.ok());
   const at::Tensor ids = at::cat({Ids(), Ids().flip(1), Ids()});
   absl::StatusOr<at::Tensor> hidden =
@@ -236,8 +240,7 @@ TEST(DecoderTest, DecodeOnDeviceContinuesPrefilledSlotsLikeForward) {
   const at::Tensor want_b = (*decoder->Forward(b, {}))[0][5];
   for (int64_t key_length : {8, 16}) {
     SCOPED_TRACE(key_length);
-    absl::StatusOr<KvCache> cache =
-        KvCache::Create(decoder->config(), {2, 16, at::kCPU, at::kFloat});
+    absl::StatusOr<KvCache> cache = CpuCache(*decoder, 2, 16);
     ASSERT_TRUE(cache.ok());
     ASSERT_TRUE(decoder
                     ->PrefillAt(at::cat({Ids(), Ids()}), {0, 1}, {0, 0}, {7, 5},

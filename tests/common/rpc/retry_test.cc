@@ -21,6 +21,16 @@ RetryPolicy Fast(int attempts) {
   return policy;
 }
 
+// RetryUnavailable over a call that always fails with `error`; `calls` counts
+// the attempts.
+absl::Status RetryFailing(const std::string& what, const RetryPolicy& policy,
+                          const absl::Status& error, int* calls) {
+  return RetryUnavailable(what, policy, [&] {
+    ++*calls;
+    return error;
+  });
+}
+
 TEST(RetryTest, RetriesUnavailableUntilSuccess) {
   int calls = 0;
   absl::Status status = RetryUnavailable("call", Fast(5), [&] {
@@ -32,10 +42,9 @@ TEST(RetryTest, RetriesUnavailableUntilSuccess) {
 
 TEST(RetryTest, GivesUpSayingHowOften) {
   int calls = 0;
-  absl::Status status = RetryUnavailable("rollout Generate", Fast(3), [&] {
-    ++calls;
-    return absl::UnavailableError("connection refused");
-  });
+  absl::Status status =
+      RetryFailing("rollout Generate", Fast(3),
+                   absl::UnavailableError("connection refused"), &calls);
   EXPECT_EQ(calls, 3);
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(status.message(), HasSubstr("rollout Generate: unavailable after "
@@ -49,10 +58,9 @@ TEST(RetryTest, GivesUpAfterMaxElapsed) {
   policy.max_backoff = absl::Milliseconds(10);
   policy.max_elapsed = absl::Milliseconds(100);
   int calls = 0;
-  absl::Status status = RetryUnavailable("reward Score", policy, [&] {
-    ++calls;
-    return absl::UnavailableError("connection refused");
-  });
+  absl::Status status =
+      RetryFailing("reward Score", policy,
+                   absl::UnavailableError("connection refused"), &calls);
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(status.message(), HasSubstr("reward Score: unavailable after "));
   // Never more attempts than 100 ms of 10 ms waits allow (plus the first).
@@ -62,10 +70,8 @@ TEST(RetryTest, GivesUpAfterMaxElapsed) {
 
 TEST(RetryTest, OtherErrorsAreNotRetried) {
   int calls = 0;
-  absl::Status status = RetryUnavailable("call", Fast(5), [&] {
-    ++calls;
-    return absl::InvalidArgumentError("bad");
-  });
+  absl::Status status =
+      RetryFailing("call", Fast(5), absl::InvalidArgumentError("bad"), &calls);
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
 }
@@ -114,7 +120,8 @@ TEST(RetryTest, AStoppingCallerEndsTheWaitAtOnce) {
   stopper.join();
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
-  EXPECT_THAT(status.message(), HasSubstr("reward Score: the caller is stopping"));
+  EXPECT_THAT(status.message(),
+              HasSubstr("reward Score: the caller is stopping"));
   // A real error while stopping is kept as it is.
   EXPECT_EQ(RetryUnavailable(
                 "call", policy, [] { return absl::InvalidArgumentError("x"); },

@@ -51,6 +51,14 @@ double Handled(prometheus::Registry& registry, const std::string& method,
   return 0;
 }
 
+// A host serving `reward` alone.
+absl::StatusOr<std::unique_ptr<ServiceHost>> ServeReward(
+    BlockingRewardService& reward, prometheus::Registry& registry,
+    const ServiceHostOptions& options = {}) {
+  return ServiceHost::Start(options, {{&reward, "microrl.v1.Reward"}},
+                            registry);
+}
+
 std::string Address(const ServiceHost& host) {
   return absl::StrCat("127.0.0.1:", host.port());
 }
@@ -59,7 +67,7 @@ TEST(ServiceHostTest, ServesHealthPerServiceAndCountsCalls) {
   prometheus::Registry registry;
   BlockingRewardService reward;
   absl::StatusOr<std::unique_ptr<ServiceHost>> host =
-      ServiceHost::Start({}, {{&reward, "microrl.v1.Reward"}}, registry);
+      ServeReward(reward, registry);
   ASSERT_TRUE(host.ok()) << host.status();
   ASSERT_GT((*host)->port(), 0);
   auto channel = MakeChannel(Address(**host));
@@ -97,15 +105,14 @@ TEST(ServiceHostTest, PortInUseIsUnavailable) {
   prometheus::Registry registry;
   BlockingRewardService reward;
   absl::StatusOr<std::unique_ptr<ServiceHost>> first =
-      ServiceHost::Start({}, {{&reward, "microrl.v1.Reward"}}, registry);
+      ServeReward(reward, registry);
   ASSERT_TRUE(first.ok()) << first.status();
   ServiceHostOptions options;
   options.port = (*first)->port();
   prometheus::Registry other_registry;
   BlockingRewardService other;
   const absl::StatusOr<std::unique_ptr<ServiceHost>> second =
-      ServiceHost::Start(options, {{&other, "microrl.v1.Reward"}},
-                         other_registry);
+      ServeReward(other, other_registry, options);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(second.status().message()),
@@ -118,7 +125,7 @@ TEST(ServiceHostTest, ShutdownCancelsInFlightCallsAfterGraceAndStopsServing) {
   ServiceHostOptions options;
   options.shutdown_grace = absl::Milliseconds(200);
   absl::StatusOr<std::unique_ptr<ServiceHost>> host =
-      ServiceHost::Start(options, {{&reward, "microrl.v1.Reward"}}, registry);
+      ServeReward(reward, registry, options);
   ASSERT_TRUE(host.ok()) << host.status();
   auto channel = MakeChannel(Address(**host));
 
