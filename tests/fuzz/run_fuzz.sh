@@ -25,6 +25,7 @@ if ! command -v clang++ >/dev/null || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux
 fi
 ABSL=$(pkg-config --cflags --libs absl_strings absl_str_format absl_time absl_status absl_statusor)
 BASE=("$REPO"/common/base/{file,lines,logging}.cc)
+JINJA=("$REPO"/common/tokenizer/jinja/{filters,globals,lexer,methods,nodes,parser,template,text,values}.cc)
 case "$TARGET" in
   reward|reward_arith)
     SOURCES=("$REPO"/reward_service/{extraction,math_answer,rational,scorer,think_format}.cc)
@@ -33,11 +34,11 @@ case "$TARGET" in
     SOURCES=("$REPO"/common/safetensors/safetensors.cc "${BASE[@]}")
     LIBS=() ;;
   tokenizer|chat_template)
-    SOURCES=("$REPO"/common/tokenizer/{tokenizer,unicode,jinja,chat_template}.cc "${BASE[@]}")
+    SOURCES=("$REPO"/common/tokenizer/{tokenizer,unicode,chat_template}.cc "${JINJA[@]}" "${BASE[@]}")
     LIBS=($(pkg-config --cflags --libs libpcre2-8 libutf8proc)) ;;
   model_files)
     SOURCES=("$REPO"/common/model/config.cc "$REPO"/learner/data.cc
-             "$REPO"/common/tokenizer/{tokenizer,unicode,jinja,chat_template}.cc "${BASE[@]}")
+             "$REPO"/common/tokenizer/{tokenizer,unicode,chat_template}.cc "${JINJA[@]}" "${BASE[@]}")
     LIBS=($(pkg-config --cflags --libs libpcre2-8 libutf8proc)) ;;
   *) echo "run_fuzz.sh: unknown target '$TARGET'" >&2; exit 2 ;;
 esac
