@@ -19,7 +19,7 @@
 
 #include "absl/time/clock.h"
 #include "reward_service/math_answer.h"
-#include "reward_service/rational.h"
+#include "reward_service/math/rational.h"
 
 namespace {
 

@@ -28,7 +28,8 @@ BASE=("$REPO"/common/base/{file,lines,logging}.cc)
 JINJA=("$REPO"/common/tokenizer/jinja/{filters,globals,lexer,methods,nodes,parser,template,text,values}.cc)
 case "$TARGET" in
   reward|reward_arith)
-    SOURCES=("$REPO"/reward_service/{extraction,math_answer,rational,scorer,think_format}.cc)
+    SOURCES=("$REPO"/reward_service/{extraction,math_answer,scorer,think_format}.cc
+             "$REPO"/reward_service/math/{compare,evaluate,normalize,parser,rational}.cc)
     LIBS=($(pkg-config --cflags --libs gmpxx gmp)) ;;
   safetensors)
     SOURCES=("$REPO"/common/safetensors/safetensors.cc "${BASE[@]}")

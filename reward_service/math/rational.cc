@@ -1,4 +1,4 @@
-#include "reward_service/rational.h"
+#include "reward_service/math/rational.h"
 
 #include <algorithm>
 #include <cctype>
@@ -9,10 +9,12 @@ namespace microrl::reward {
 namespace {
 
 int64_t Bits(const mpz_class& z) {
-  return sgn(z) == 0 ? 0 : static_cast<int64_t>(mpz_sizeinbase(z.get_mpz_t(), 2));
+  return sgn(z) == 0 ? 0
+                     : static_cast<int64_t>(mpz_sizeinbase(z.get_mpz_t(), 2));
 }
 
-mpz_class PowerOfTen(unsigned long exponent) {  // NOLINT(runtime/int): GMP's type
+mpz_class PowerOfTen(
+    unsigned long exponent) {  // NOLINT(runtime/int): GMP's type
   mpz_class result;
   mpz_ui_pow_ui(result.get_mpz_t(), 10, exponent);
   return result;
@@ -32,7 +34,8 @@ std::optional<Rational> Rational::Checked(mpq_class value) {
 }
 
 Rational Rational::Integer(int64_t value) {
-  return Rational(mpq_class(mpz_class(static_cast<signed long>(value))));  // NOLINT
+  return Rational(
+      mpq_class(mpz_class(static_cast<signed long>(value))));  // NOLINT
 }
 
 std::optional<Rational> Rational::Fraction(const mpz_class& p,

@@ -1,4 +1,4 @@
-#include "reward_service/rational.h"
+#include "reward_service/math/rational.h"
 
 #include <cmath>
 

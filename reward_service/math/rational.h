@@ -1,11 +1,11 @@
-#ifndef MICRORL_REWARD_SERVICE_RATIONAL_H_
-#define MICRORL_REWARD_SERVICE_RATIONAL_H_
+#ifndef MICRORL_REWARD_SERVICE_MATH_RATIONAL_H_
+#define MICRORL_REWARD_SERVICE_MATH_RATIONAL_H_
+
+#include <gmpxx.h>
 
 #include <cstdint>
 #include <optional>
 #include <string>
-
-#include <gmpxx.h>
 
 #include "absl/strings/string_view.h"
 
@@ -76,4 +76,4 @@ class Rational {
 
 }  // namespace microrl::reward
 
-#endif  // MICRORL_REWARD_SERVICE_RATIONAL_H_
+#endif  // MICRORL_REWARD_SERVICE_MATH_RATIONAL_H_
