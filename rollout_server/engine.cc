@@ -122,10 +122,10 @@ Engine::Engine(std::shared_ptr<const model::Decoder> decoder,
       tokenizer_(std::move(tokenizer)),
       options_(options),
       num_slots_(num_slots),
-      prompt_slots_(num_slots),
       slot_bytes_(SlotBytes(decoder_->config(), decoder_->options().dtype,
                             options.max_model_len)),
       cache_(std::move(cache)),
+      prompt_slots_(num_slots),
       metrics_(registry) {
   snapshot_.kv_cache_bytes = cache_->bytes();
   snapshot_.kv_cache_budget_bytes = num_slots_ * slot_bytes_;
