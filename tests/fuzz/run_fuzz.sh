@@ -47,13 +47,22 @@ mkdir -p "$OUT/obj"
 BIN="$OUT/${TARGET}_fuzz"
 FLAGS=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 # Each source is compiled once into build-fuzz/obj (shared by the targets that use it)
-# and again only when it changes.
+# and again only when it, or a header it includes (its .d file), changes.
+stale() {  # stale OBJ
+  [ -f "$1" ] && [ -f "$1.d" ] || return 0
+  local dep
+  for dep in $(sed -e 's/^[^:]*://' -e 's/\\$//' "$1.d"); do
+    [ "$dep" -nt "$1" ] && return 0
+  done
+  return 1
+}
 OBJECTS=()
 for src in "$REPO/tests/fuzz/${TARGET}_fuzz.cc" "${SOURCES[@]}"; do
   obj="$OUT/obj/$(realpath --relative-to="$REPO" "$src" | tr / _).o"
-  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ]; then
+  if stale "$obj"; then
     echo "[fuzz] compiling ${src#$REPO/}"
-    clang++ "${FLAGS[@]}" -c -I"$REPO" $(pkg-config --cflags absl_strings) "$src" -o "$obj"
+    clang++ "${FLAGS[@]}" -MMD -MF "$obj.d" -c -I"$REPO" $(pkg-config --cflags absl_strings) \
+      "$src" -o "$obj"
   fi
   OBJECTS+=("$obj")
 done
