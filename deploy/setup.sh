@@ -139,6 +139,44 @@ flock -u 9
 PURELIB=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 [ -f "$PURELIB/torch/lib/libtorch.so" ] || { echo "setup.sh: no LibTorch in $PURELIB/torch" >&2; exit 1; }
 
+# ---------------------------------------------------------------------------------------
+# 2b. gloo's headers for c10d's ProcessGroupGloo.hpp (the torch wheel ships gloo's code in
+# libtorch_cpu.so, not its headers). Debian forky's libgloo-dev is the nearest packaged
+# version to the gloo torch 2.11 was built with (docs/scaling.md says what was checked).
+# Only its headers are unpacked, into the venv; no Debian gloo library is installed or
+# linked.
+GLOO_DEB=libgloo-dev_0.0~git20250912.d97133a-2_amd64.deb
+GLOO_SHA256=2ee01a68afe26991fbb7c5ead2815f113d37da20e2587cd339408030df7d2e2a
+if [ "$(cat "$VENV/gloo/SOURCE" 2>/dev/null)" != "$GLOO_DEB" ]; then
+  step "unpacking gloo headers ($GLOO_DEB) into $VENV/gloo"
+  G=$(mktemp -d /tmp/forky-apt.XXXXXX)
+  mkdir -p "$G/lists/partial" "$G/debs"
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    awk 'BEGIN{RS="";ORS="\n\n"} NR==1' /etc/apt/sources.list.d/debian.sources \
+      | sed -E 's/^Suites:.*/Suites: forky/' > "$G/forky.sources"
+  else
+    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: forky' \
+      'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
+      > "$G/forky.sources"
+  fi
+  O=(-o Dir::Etc::sourcelist="$G/forky.sources" -o Dir::Etc::sourceparts=/dev/null
+     -o Dir::State::Lists="$G/lists" -o Dir::Cache="$G" -o APT::Sandbox::User=root)
+  apt-get "${O[@]}" update -qq
+  version=${GLOO_DEB#libgloo-dev_}; version=${version%_amd64.deb}
+  (cd "$G/debs" && apt-get "${O[@]}" download -qq "libgloo-dev=$version") || {
+    echo "setup.sh: Debian forky no longer has libgloo-dev $version; see docs/scaling.md" >&2
+    exit 1; }
+  echo "$GLOO_SHA256  $G/debs/$GLOO_DEB" | sha256sum -c --quiet - || {
+    echo "setup.sh: $GLOO_DEB does not have the expected SHA-256" >&2; exit 1; }
+  dpkg-deb -x "$G/debs/$GLOO_DEB" "$G/x"
+  rm -rf "$VENV/gloo"
+  mkdir -p "$VENV/gloo"
+  cp -r "$G/x/usr/include" "$VENV/gloo/include"
+  echo "$GLOO_DEB" > "$VENV/gloo/SOURCE"
+  rm -rf "$G"
+  done_step
+fi
+
 [ "$DEPS_ONLY" = 1 ] && { echo "[setup] dependencies ready (venv $VENV)"; exit 0; }
 
 # ---------------------------------------------------------------------------------------
