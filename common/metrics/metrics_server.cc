@@ -150,7 +150,7 @@ class Connection {
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     const std::string& host, int port,
     std::shared_ptr<prometheus::Registry> registry,
-    const std::string& component) {
+    const std::string& component, MetricLabels labels) {
   absl::StatusOr<int> fd = Listen(host, port);
   if (!fd.ok()) return fd.status();
   sockaddr_storage bound{};
@@ -160,9 +160,9 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
       bound.ss_family == AF_INET6
           ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
           : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  std::unique_ptr<MetricsServer> server(
-      new MetricsServer(*fd, bound_port, std::move(registry),
-                        std::make_shared<ProcessCollector>(component)));
+  std::unique_ptr<MetricsServer> server(new MetricsServer(
+      *fd, bound_port, std::move(registry),
+      std::make_shared<ProcessCollector>(component), std::move(labels)));
   if (pipe2(server->wake_fds_, O_CLOEXEC) != 0) {
     return absl::InternalError(absl::StrCat("pipe: ", strerror(errno)));
   }
@@ -175,11 +175,13 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
 
 MetricsServer::MetricsServer(int listen_fd, int port,
                              std::shared_ptr<prometheus::Registry> registry,
-                             std::shared_ptr<ProcessCollector> process)
+                             std::shared_ptr<ProcessCollector> process,
+                             MetricLabels labels)
     : listen_fd_(listen_fd),
       port_(port),
       registry_(std::move(registry)),
-      process_(std::move(process)) {}
+      process_(std::move(process)),
+      labels_(std::move(labels)) {}
 
 MetricsServer::~MetricsServer() {
   if (wake_fds_[1] >= 0) {
@@ -205,6 +207,14 @@ std::string MetricsServer::Render() const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
   for (prometheus::MetricFamily& family : process_->Collect()) {
     families.push_back(std::move(family));
+  }
+  if (!labels_.empty()) {
+    for (prometheus::MetricFamily& family : families) {
+      for (prometheus::ClientMetric& metric : family.metric) {
+        for (const auto& [name, value] : labels_)
+          metric.label.push_back({name, value});
+      }
+    }
   }
   return prometheus::TextSerializer().Serialize(families);
 }

@@ -15,6 +15,8 @@
 
 namespace microrl::metrics {
 
+using MetricLabels = std::vector<std::pair<std::string, std::string>>;
+
 // The process's Prometheus endpoint: serves `registry` plus a ProcessCollector,
 // in the Prometheus text format (prometheus-cpp's serializer), at
 // http://<host>:<port>/metrics. Metric families are created by the components
@@ -36,10 +38,12 @@ class MetricsServer {
  public:
   // Binds host:port (port 0 picks a free port) and starts serving. Unavailable
   // if the address cannot be bound (the message names it).
+  // `labels` are added to every metric served (e.g. a data-parallel rank's
+  // {"rank", "3"}), so the replicas of one job stay apart when aggregated.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
       const std::string& host, int port,
       std::shared_ptr<prometheus::Registry> registry,
-      const std::string& component);
+      const std::string& component, MetricLabels labels = {});
 
   // Stops serving and closes the socket.
   ~MetricsServer();
@@ -56,7 +60,7 @@ class MetricsServer {
  private:
   MetricsServer(int listen_fd, int port,
                 std::shared_ptr<prometheus::Registry> registry,
-                std::shared_ptr<ProcessCollector> process);
+                std::shared_ptr<ProcessCollector> process, MetricLabels labels);
 
   void Serve();  // accepts connections into queue_
   void Work();   // answers them
@@ -67,6 +71,7 @@ class MetricsServer {
   int wake_fds_[2] = {-1, -1};  // a pipe: writing to [1] stops Serve()
   const std::shared_ptr<prometheus::Registry> registry_;
   const std::shared_ptr<ProcessCollector> process_;
+  const MetricLabels labels_;
   std::thread thread_;
   std::vector<std::thread> workers_;
   std::mutex mu_;

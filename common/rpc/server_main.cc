@@ -1,19 +1,19 @@
 #include "common/rpc/server_main.h"
 
-#include <cstdlib>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/base/failpoint.h"
 #include "common/base/logging.h"
 #include "common/base/net.h"
 #include "common/base/ready_file.h"
 #include "common/base/signals.h"
-#include "common/base/failpoint.h"
 #include "common/metrics/metrics_server.h"
 
 namespace microrl::rpc {
@@ -66,7 +66,8 @@ int RunServer(const ServerMainOptions& options,
               ProcessIdentity& identity, const std::function<void()>& on_stop) {
   absl::StatusOr<std::unique_ptr<metrics::MetricsServer>> metrics_server =
       metrics::MetricsServer::Start(options.host, options.metrics_port,
-                                    registry, identity.component());
+                                    registry, identity.component(),
+                                    options.metrics_labels);
   if (!metrics_server.ok()) {
     MRL_LOG(ERROR) << metrics_server.status().message();
     return 1;

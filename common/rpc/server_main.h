@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/metrics/metrics_server.h"
 #include "common/rpc/process_identity.h"
 #include "common/rpc/service_host.h"
 #include "prometheus/registry.h"
@@ -20,7 +21,9 @@ struct ServerMainOptions {
   std::string host = "127.0.0.1";  // serves gRPC and /metrics on this address
   int port = 0;                    // gRPC port (0: a free port)
   int metrics_port = 0;            // Prometheus /metrics port (0: a free port)
-  int max_message_mb = 256;        // largest gRPC message, MiB
+  // Labels added to every metric served (a data-parallel rank's {"rank", r}).
+  metrics::MetricLabels metrics_labels;
+  int max_message_mb = 256;  // largest gRPC message, MiB
   // How long in-flight calls may run on after SIGTERM/SIGINT before they are
   // cancelled.
   absl::Duration shutdown_grace = absl::Seconds(1);

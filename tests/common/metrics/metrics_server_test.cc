@@ -76,6 +76,23 @@ TEST(MetricsServerTest, ServesRegistryAndProcessMetrics) {
               HasSubstr("microrl_test_events_total{kind=\"a\"} 4"));
 }
 
+TEST(MetricsServerTest, AddsItsLabelsToEveryMetric) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::BuildGauge()
+      .Name("microrl_test_level")
+      .Help("Level.")
+      .Register(*registry)
+      .Add({{"kind", "b"}})
+      .Set(2);
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server =
+      MetricsServer::Start("127.0.0.1", 0, registry, "unit", {{"rank", "3"}});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string body = (*server)->Render();
+  EXPECT_THAT(body, HasSubstr("microrl_test_level{kind=\"b\",rank=\"3\"} 2"));
+  EXPECT_THAT(body,
+              HasSubstr("microrl_process_resident_memory_bytes{rank=\"3\"} "));
+}
+
 TEST(MetricsServerTest, AnswersBadRequestsWithoutDying) {
   std::unique_ptr<MetricsServer> server =
       StartOrDie(std::make_shared<prometheus::Registry>());
@@ -146,9 +163,8 @@ TEST(MetricsServerTest, AClientThatNeverReadsCannotWedgeTheEndpoint) {
     address.sin_family = AF_INET;
     address.sin_port = htons(static_cast<uint16_t>(server->port()));
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address),
-                      sizeof(address)),
-              0);
+    ASSERT_EQ(
+        connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
     const std::string request = "GET /metrics HTTP/1.0\r\n\r\n";
     ASSERT_EQ(send(fd, request.data(), request.size(), 0),
               static_cast<ssize_t>(request.size()));
