@@ -19,6 +19,9 @@ struct GenerateParams {
   int64_t top_k = 0;
   int64_t max_tokens = 0;
   uint64_t seed = 0;
+  // Seeding treats prompt p as prompt first_prompt_index + p of a larger batch
+  // (a data-parallel rank's share samples what the whole batch would).
+  uint32_t first_prompt_index = 0;
   // The server refuses (FAILED_PRECONDITION) while it serves an older adapter.
   uint64_t min_adapter_version = 0;
   bool disable_adapter = false;  // sample from the base model

@@ -75,6 +75,7 @@ absl::StatusOr<std::vector<CompletionGroup>> RolloutClient::Generate(
   sampling->set_top_k(static_cast<int32_t>(params.top_k));
   sampling->set_max_tokens(static_cast<int32_t>(params.max_tokens));
   sampling->set_seed(params.seed);
+  sampling->set_first_prompt_index(params.first_prompt_index);
   for (const PromptIds& prompt : prompts) {
     v1::Prompt* p = request.add_prompts();
     p->set_id(prompt.id);
@@ -82,12 +83,11 @@ absl::StatusOr<std::vector<CompletionGroup>> RolloutClient::Generate(
                                                prompt.ids.end());
   }
   v1::GenerateResponse response;
-  absl::Status status =
-      Call("Generate", options_.generate_timeout,
-           [&](grpc::ClientContext* context) {
-             response.Clear();
-             return stub_->Generate(context, request, &response);
-           });
+  absl::Status status = Call(
+      "Generate", options_.generate_timeout, [&](grpc::ClientContext* context) {
+        response.Clear();
+        return stub_->Generate(context, request, &response);
+      });
   if (!status.ok()) return status;
   std::vector<CompletionGroup> groups(response.groups_size());
   for (int p = 0; p < response.groups_size(); ++p) {

@@ -121,8 +121,10 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
       sequence->prompt = chunk.prompt;
       sequence->sample = chunk.first + i;
       sequence->max_tokens = chunk.request->max_tokens[chunk.prompt];
-      sequence->seed =
-          SequenceSeed(chunk.request->seed, chunk.prompt, sequence->sample);
+      sequence->seed = SequenceSeed(
+          chunk.request->seed,
+          chunk.request->spec.sampling.first_prompt_index + chunk.prompt,
+          sequence->sample);
       sequence->out =
           &chunk.request->result.groups[chunk.prompt][sequence->sample];
       sequence->uses_adapter = chunk.uses_adapter;

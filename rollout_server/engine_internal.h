@@ -32,7 +32,8 @@ namespace engine_internal {
 
 // The seed of completion `sample` of prompt `prompt`: a function of the
 // request's seed and the completion's place in the request only.
-inline uint64_t SequenceSeed(uint64_t request_seed, int prompt, int sample) {
+inline uint64_t SequenceSeed(uint64_t request_seed, uint32_t prompt,
+                             int sample) {
   return SplitMix64(request_seed ^
                     SplitMix64((static_cast<uint64_t>(prompt) << 32) |
                                static_cast<uint32_t>(sample)));

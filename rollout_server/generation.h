@@ -21,6 +21,8 @@ struct SamplingConfig {
   std::vector<std::string> stop_strings;
   bool ignore_eos = false;
   std::optional<uint64_t> seed;
+  // Seeds follow first_prompt_index + the prompt's index in the request.
+  uint32_t first_prompt_index = 0;
 };
 
 struct GenerationRequest {

@@ -119,9 +119,9 @@ absl::StatusOr<GenerationRequest> RolloutService::ToEngineRequest(
               engine_->tokenizer()->EncodeChecked(prompt.text(),
                                                   /*add_special_tokens=*/false);
           if (!ids.ok()) {
-            return absl::Status(ids.status().code(),
-                                absl::StrCat("prompt ", p, ": ",
-                                             ids.status().message()));
+            return absl::Status(
+                ids.status().code(),
+                absl::StrCat("prompt ", p, ": ", ids.status().message()));
           }
           out.prompts.push_back(*std::move(ids));
         }
@@ -142,6 +142,7 @@ absl::StatusOr<GenerationRequest> RolloutService::ToEngineRequest(
   out.sampling.stop_strings.assign(s.stop().begin(), s.stop().end());
   out.sampling.ignore_eos = s.ignore_eos();
   if (s.has_seed()) out.sampling.seed = s.seed();
+  out.sampling.first_prompt_index = s.first_prompt_index();
   out.disable_adapter = request.disable_adapter();
   out.wait_if_sleeping = request.wait_if_sleeping();
   out.min_adapter_version = request.min_adapter_version();
@@ -154,7 +155,8 @@ grpc::Status RolloutService::Generate(grpc::ServerContext* context,
   if (engine_ == nullptr) return NoModel();
   // Fault tests: the CANCELLED a server shutting down gives the calls it is
   // still serving when its grace period ends.
-  if (absl::Status s = Failpoint("rollout.generate", absl::StatusCode::kCancelled);
+  if (absl::Status s =
+          Failpoint("rollout.generate", absl::StatusCode::kCancelled);
       !s.ok()) {
     return rpc::ToGrpcStatus(s);
   }

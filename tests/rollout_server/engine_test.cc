@@ -274,6 +274,32 @@ TEST(EngineTest, TopKAndTopPRestrictTheSampledTokens) {
   }
 }
 
+// A batch split across requests (data-parallel ranks, several servers)
+// samples what the whole batch would: seeds follow first_prompt_index + p.
+TEST(EngineTest, FirstPromptIndexSplitsABatchWithoutChangingIt) {
+  TestEngine t = MakeEngine(/*slots=*/16);
+  ASSERT_NE(t.engine, nullptr);
+  const std::vector<std::vector<int32_t>> prompts = Prompts();
+  absl::StatusOr<GenerationResult> whole =
+      Generate(*t.engine, Request(prompts, 3, 1.0, 12, 21));
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  for (uint32_t p = 0; p < prompts.size(); ++p) {
+    GenerationRequest part = Request({prompts[p]}, 3, 1.0, 12, 21);
+    part.sampling.first_prompt_index = p;
+    absl::StatusOr<GenerationResult> alone = Generate(*t.engine, part);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    for (int g = 0; g < 3; ++g) {
+      EXPECT_EQ(alone->groups[0][g].token_ids, whole->groups[p][g].token_ids)
+          << "prompt " << p << " completion " << g;
+    }
+  }
+  // Without the offset, the second prompt alone samples as a first prompt.
+  absl::StatusOr<GenerationResult> unshifted =
+      Generate(*t.engine, Request({prompts[1]}, 3, 1.0, 12, 21));
+  ASSERT_TRUE(unshifted.ok());
+  EXPECT_NE(unshifted->groups[0][0].token_ids, whole->groups[1][0].token_ids);
+}
+
 TEST(EngineTest, SameSeedSameCompletionsDifferentSeedsDiffer) {
   TestEngine t = MakeEngine(/*slots=*/16);
   ASSERT_NE(t.engine, nullptr);
