@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/distributed/communicator.h"
 #include "common/model/tensor_io.h"
 #include "common/model/token_stats.h"
 
@@ -122,8 +123,10 @@ absl::StatusOr<PolicyUpdater::TokenTensors> PolicyUpdater::Score(
 
 absl::StatusOr<UpdateStats> PolicyUpdater::Update(
     const std::vector<Sample>& samples, int64_t& step,
-    const std::function<bool()>& stopping) {
+    const std::function<bool()>& stopping, const DataParallel* data_parallel) {
   UpdateStats stats;
+  distributed::Communicator* const comm =
+      data_parallel != nullptr ? data_parallel->communicator : nullptr;
   // Before the first optimizer step nothing has changed yet: a stop ends the
   // update at once, the gradients dropped.
   auto stop_now = [&] {
@@ -133,9 +136,17 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
   };
   const absl::Status stopped =
       absl::CancelledError("stopping before the update's first optimizer step");
-  if (samples.empty()) return stats;
   const int64_t n = static_cast<int64_t>(samples.size());
-  const int64_t mini_batches = std::min(options_.mini_batches, n);
+  // This process's share [first, first + n) of the batch of `global`.
+  const int64_t global = comm != nullptr ? data_parallel->global_samples : n;
+  const int64_t first = comm != nullptr ? data_parallel->first_sample : 0;
+  if (first < 0 || first + n > global) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("samples [", first, ", ", first + n,
+                     ") are not within the batch of ", global));
+  }
+  if (global == 0) return stats;
+  const int64_t mini_batches = std::min(options_.mini_batches, global);
   const at::Device device = decoder_.options().device;
   const std::vector<at::Tensor> parameters = adapter_.Parameters();
   for (const Sample& s : samples) {
@@ -186,14 +197,28 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
   double weight_sum = 0;  // tokens over which fractions are averaged
   for (int64_t epoch = 0; epoch < options_.epochs; ++epoch) {
     for (int64_t m = 0; m < mini_batches; ++m) {
-      const size_t begin = static_cast<size_t>(n * m / mini_batches);
-      const size_t end = static_cast<size_t>(n * (m + 1) / mini_batches);
-      // The mini-batch's denominators, shared by its micro-batches.
+      // Global mini-batch m, and this process's part of it (maybe none).
+      auto local = [&](int64_t index) {
+        return static_cast<size_t>(std::clamp<int64_t>(index - first, 0, n));
+      };
+      const size_t begin = local(global * m / mini_batches);
+      const size_t end = local(global * (m + 1) / mini_batches);
+      // The mini-batch's denominators, shared by its micro-batches (and, data
+      // parallel, by every rank's part).
       LossNormalizer normalizer;
       normalizer.horizon = options_.horizon;
       for (size_t i = begin; i < end; ++i) {
         normalizer.tokens += static_cast<double>(samples[i].completion.size());
         normalizer.sequences += 1;
+      }
+      if (comm != nullptr) {
+        const at::Tensor counts =
+            at::tensor({normalizer.tokens, normalizer.sequences},
+                       at::TensorOptions().dtype(at::kDouble).device(device));
+        if (absl::Status s = comm->AllReduce({counts}); !s.ok()) return s;
+        const at::Tensor host = counts.cpu();
+        normalizer.tokens = host.data_ptr<double>()[0];
+        normalizer.sequences = host.data_ptr<double>()[1];
       }
       optimizer_.ZeroGrad();
       at::Tensor sums;  // [9] doubles on the device, see below
@@ -245,6 +270,22 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         sums = sums.defined() ? sums + figures : figures;
         ++stats.micro_batches;
       }
+      if (comm != nullptr) {
+        // Every rank's figures, and the gradients summed: each rank then
+        // clips and steps on the whole mini-batch's gradient.
+        if (!sums.defined()) {
+          sums = at::zeros(
+              {9}, at::TensorOptions().dtype(at::kDouble).device(device));
+        }
+        std::vector<at::Tensor> grads = {sums};
+        for (const at::Tensor& p : parameters) {
+          if (!p.grad().defined()) {
+            const_cast<at::Tensor&>(p).mutable_grad() = at::zeros_like(p);
+          }
+          grads.push_back(p.grad());
+        }
+        if (absl::Status s = comm->AllReduce(grads); !s.ok()) return s;
+      }
       if (sums.defined()) {
         const at::Tensor host = sums.cpu();
         const double* f = host.data_ptr<double>();
@@ -270,6 +311,26 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
       ++step;
       ++stats.optimizer_steps;
     }
+  }
+  if (comm != nullptr) {
+    // On the communicator's device (NCCL reduces only CUDA tensors).
+    const at::Tensor totals = at::tensor({static_cast<double>(stats.tokens),
+                                          mismatch_sum, mismatch_tokens},
+                                         at::kDouble)
+                                  .to(device);
+    const at::Tensor largest =
+        at::tensor({stats.logprob_mismatch_max}, at::kDouble).to(device);
+    if (absl::Status s = comm->AllReduce({totals}); !s.ok()) return s;
+    if (absl::Status s =
+            comm->AllReduce({largest}, distributed::ReduceOp::kMax);
+        !s.ok()) {
+      return s;
+    }
+    const at::Tensor host = totals.cpu();
+    stats.tokens = static_cast<int64_t>(host[0].item<double>());
+    mismatch_sum = host[1].item<double>();
+    mismatch_tokens = host[2].item<double>();
+    stats.logprob_mismatch_max = largest.cpu()[0].item<double>();
   }
   const double steps =
       static_cast<double>(std::max<int64_t>(1, stats.optimizer_steps));

@@ -14,6 +14,10 @@
 #include "learner/grpo.h"
 #include "learner/optimizer.h"
 
+namespace microrl::distributed {
+class Communicator;
+}  // namespace microrl::distributed
+
 namespace microrl::learner {
 
 // One completion as the update sees it.
@@ -38,6 +42,19 @@ struct UpdateOptions {
   double horizon = 1;  // seq-mean-token-sum-norm's constant
   double max_grad_norm = 1.0;
   ScheduleOptions schedule;
+};
+
+// Data parallelism: the samples given to Update are one rank's contiguous
+// share [first_sample, first_sample + size) of a batch of global_samples
+// spread over the communicator's ranks. Mini-batches are cut from the global
+// batch (a rank trains its part of each), the loss denominators and the
+// gradients are summed over the ranks before each optimizer step, and the
+// statistics are global: every rank takes the optimizer steps one process
+// with the whole batch would take.
+struct DataParallel {
+  distributed::Communicator* communicator = nullptr;
+  int64_t global_samples = 0;
+  int64_t first_sample = 0;
 };
 
 // What an update measured (means over its optimizer steps; fractions over
@@ -78,9 +95,14 @@ class PolicyUpdater {
   // optimizer step: true ends the update there with CANCELLED, the weights,
   // the optimizer state and `step` untouched and the gradients zeroed. Once a
   // step has been taken the update runs to its end.
+  //
+  // With `data_parallel`, every rank must call Update for each step (with an
+  // empty share if it has none), and `stopping` must answer the same on all
+  // ranks (or be unset).
   absl::StatusOr<UpdateStats> Update(
       const std::vector<Sample>& samples, int64_t& step,
-      const std::function<bool()>& stopping = {});
+      const std::function<bool()>& stopping = {},
+      const DataParallel* data_parallel = nullptr);
 
   // Per-token log-probs and entropies of `samples`' completions under the
   // adapter (or the base model with adapter == nullptr), no gradient, as
