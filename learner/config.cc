@@ -149,6 +149,11 @@ std::vector<Field> Fields(TrainConfig& c) {
                {"eval.final_temperature", &c.final_temperature},
                {"eval.final_top_p", &c.final_top_p},
                {"eval.final_compare_base", &c.final_compare_base},
+               {"distributed.enabled", &c.distributed_enabled},
+               {"distributed.timeout_s", &c.distributed_timeout_s},
+               {"distributed.rollout_port_per_rank", &c.rollout_port_per_rank},
+               {"distributed.eval_wait_s", &c.distributed_eval_wait_s},
+               {"distributed.check_every", &c.distributed_check_every},
            }}) {
     for (Field& field : part) fields.push_back(std::move(field));
   }
@@ -494,6 +499,12 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
                    "must be >= 0"),
            Require(c.final_top_p > 0 && c.final_top_p <= 1, "eval.final_top_p",
                    "must be in (0, 1]"),
+           Require(c.distributed_timeout_s > 0, "distributed.timeout_s",
+                   "must be > 0"),
+           Require(c.distributed_eval_wait_s > 0, "distributed.eval_wait_s",
+                   "must be > 0"),
+           Require(c.distributed_check_every >= 0, "distributed.check_every",
+                   "must be >= 0"),
        }) {
     if (!status.ok()) return status;
   }

@@ -178,6 +178,23 @@ struct TrainConfig {
   double final_temperature = 0.6;
   double final_top_p = 0.95;
   bool final_compare_base = true;
+
+  // distributed: data-parallel ranks (docs/scaling.md, Mode A), launched by
+  // torchrun or Slurm (their environment says the rank and world size).
+  // Join the job the launcher's environment describes (false: run alone even
+  // under a launcher).
+  bool distributed_enabled = true;
+  // A collective that waits longer than this for its peers fails the run (a
+  // rank died or hangs).
+  double distributed_timeout_s = 600;
+  // Each rank has its own rollout server, at rollout.address's port plus the
+  // rank's local rank (false: every rank uses rollout.address as it is).
+  bool rollout_port_per_rank = true;
+  // How long the other ranks wait while rank 0 runs a validation.
+  double distributed_eval_wait_s = 7200;
+  // Compare the ranks' adapter weights (SHA-256) at every checkpoint and every
+  // this many steps (0: at checkpoints only).
+  int64_t distributed_check_every = 0;
 };
 
 // Reads `path` (YAML; a top-level `base: other.yaml` is read first, relative to

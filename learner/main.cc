@@ -18,9 +18,11 @@
 #include "common/base/net.h"
 #include "common/base/signals.h"
 #include "common/device/device.h"
+#include "common/distributed/launch.h"
 #include "common/rpc/server_flags.h"
 #include "common/rpc/server_main.h"
 #include "learner/config.h"
+#include "learner/data_parallel.h"
 #include "learner/eval_command.h"
 #include "learner/learner_service.h"
 #include "learner/peer_monitor.h"
@@ -187,7 +189,8 @@ int main(int argc, char** argv) {
                           "usage: learner sft --config=sft.yaml [--set=...]"));
     }
     absl::StatusOr<microrl::learner::TrainConfig> config = ConfigFromFlags();
-    if (!config.ok()) return microrl::rpc::UsageError(kComponent, config.status());
+    if (!config.ok())
+      return microrl::rpc::UsageError(kComponent, config.status());
     absl::Status status = microrl::learner::RunSft(*config);
     if (!status.ok()) {
       std::cerr << kComponent << " sft: " << status.message() << "\n";
@@ -216,9 +219,26 @@ int main(int argc, char** argv) {
   std::optional<microrl::learner::TrainConfig> config;
   if (!absl::GetFlag(FLAGS_config).empty()) {
     absl::StatusOr<microrl::learner::TrainConfig> loaded = ConfigFromFlags();
-    if (!loaded.ok()) return microrl::rpc::UsageError(kComponent, loaded.status());
+    if (!loaded.ok())
+      return microrl::rpc::UsageError(kComponent, loaded.status());
     config = *loaded;
     rollout_address = config->rollout_address;
+    // A data-parallel rank serves on its own ports (+ its local rank, so the
+    // ranks of one node do not collide), labels its metrics with its rank and
+    // watches its own rollout server. Errors in the launcher's variables are
+    // the trainer's to report.
+    absl::StatusOr<microrl::distributed::LaunchEnv> launch =
+        microrl::distributed::ReadLaunchEnv();
+    if (config->distributed_enabled && launch.ok() && launch->distributed()) {
+      if (server.port != 0) server.port += launch->local_rank;
+      if (server.metrics_port != 0) server.metrics_port += launch->local_rank;
+      server.metrics_labels = {{"rank", absl::StrCat(launch->rank)}};
+      if (!server.ready_file.empty())
+        absl::StrAppend(&server.ready_file, ".rank", launch->rank);
+      absl::StatusOr<microrl::learner::TrainConfig> rank =
+          microrl::learner::RankConfig(*config, *launch);
+      rollout_address = rank.ok() ? rank->rollout_address : rollout_address;
+    }
     reward_address = config->reward_address;
     device_name = config->device;
   }

@@ -32,6 +32,15 @@ double Std(const std::vector<double>& v) {
 std::vector<Sample> BuildSamples(const std::vector<CompletionGroup>& groups,
                                  const std::vector<RewardResult>& scores,
                                  const SampleOptions& options, StepMetrics& m) {
+  return BuildSampleShare(groups, scores, options, 0,
+                          static_cast<int64_t>(groups.size()), m)
+      .samples;
+}
+
+SampleShare BuildSampleShare(const std::vector<CompletionGroup>& groups,
+                             const std::vector<RewardResult>& scores,
+                             const SampleOptions& options, int64_t first_group,
+                             int64_t end_group, StepMetrics& m) {
   std::vector<float> rewards;
   std::vector<double> reward_values, lengths;
   std::map<std::string, std::vector<double>> components;
@@ -61,21 +70,32 @@ std::vector<Sample> BuildSamples(const std::vector<CompletionGroup>& groups,
   const float* adv = advantages.data_ptr<float>();
   const bool* flat = zero_variance.data_ptr<bool>();
 
-  std::vector<Sample> samples;
+  SampleShare share;
+  std::vector<Sample>& samples = share.samples;
   int64_t index = 0;
   int64_t zero_groups = 0;
-  for (const CompletionGroup& g : groups) {
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const CompletionGroup& g = groups[gi];
+    const int64_t group = static_cast<int64_t>(gi);
+    const bool local = group >= first_group && group < end_group;
     zero_groups += flat[index] ? 1 : 0;
     for (const Completion& c : g.completions) {
-      const bool skip =
-          (options.filter_zero_variance && flat[index]) || c.token_ids.empty();
+      // Empty completions are never trained on (another rank's are known by
+      // their length).
+      const bool empty = local ? c.token_ids.empty() : c.completion_tokens == 0;
+      const bool skip = (options.filter_zero_variance && flat[index]) || empty;
       if (!skip) {
-        Sample s;
-        s.prompt = g.prompt_token_ids;
-        s.completion = c.token_ids;
-        s.rollout_logprobs = c.logprobs;
-        s.advantage = adv[index];
-        samples.push_back(std::move(s));
+        if (local) {
+          Sample s;
+          s.prompt = g.prompt_token_ids;
+          s.completion = c.token_ids;
+          s.rollout_logprobs = c.logprobs;
+          s.advantage = adv[index];
+          samples.push_back(std::move(s));
+        } else if (group < first_group) {
+          ++share.first_sample;
+        }
+        ++share.global_samples;
       }
       ++index;
     }
@@ -93,8 +113,8 @@ std::vector<Sample> BuildSamples(const std::vector<CompletionGroup>& groups,
   m["response_length_mean"] = Mean(lengths);
   m["response_length_max"] = max_length;
   m["clipped_ratio"] = truncated / completions;
-  m["trained_completions"] = static_cast<int64_t>(samples.size());
-  return samples;
+  m["trained_completions"] = share.global_samples;
+  return share;
 }
 
 std::vector<RewardItem> RewardItemsFor(

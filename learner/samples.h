@@ -32,6 +32,22 @@ std::vector<Sample> BuildSamples(const std::vector<CompletionGroup>& groups,
                                  const SampleOptions& options,
                                  StepMetrics& metrics);
 
+// A data-parallel rank's share of a step's samples. `groups` and `scores` hold
+// the whole step (every rank's groups; other ranks' completions need only
+// completion_tokens and truncated), advantages and metrics are the whole
+// step's, and only groups [first_group, end_group) become samples. Samples are
+// numbered over the whole step, group-major: the share is
+// [first_sample, first_sample + samples.size()) of global_samples.
+struct SampleShare {
+  std::vector<Sample> samples;
+  int64_t global_samples = 0;
+  int64_t first_sample = 0;
+};
+SampleShare BuildSampleShare(const std::vector<CompletionGroup>& groups,
+                             const std::vector<RewardResult>& scores,
+                             const SampleOptions& options, int64_t first_group,
+                             int64_t end_group, StepMetrics& metrics);
+
 // The reward service's items for a step's completions, problem-major, each
 // with its prompt's text and its problem's answer; ids are "<problem>#<k>".
 std::vector<RewardItem> RewardItemsFor(

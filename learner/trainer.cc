@@ -4,15 +4,32 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/base/failpoint.h"
 #include "common/base/logging.h"
+#include "common/base/net.h"
 #include "common/base/random.h"
 #include "learner/benchmarks.h"
+#include "learner/data_parallel.h"
 #include "learner/samples.h"
 
 namespace microrl::learner {
+namespace {
+
+// The step of a checkpoint directory ("<root>/step_00000042" -> 42).
+int64_t CheckpointStepOf(const std::string& dir) {
+  int64_t step = -1;
+  const size_t at = dir.rfind("step_");
+  if (at == std::string::npos || !absl::SimpleAtoi(dir.substr(at + 5), &step)) {
+    return -1;
+  }
+  return step;
+}
+
+}  // namespace
 
 struct Trainer::Rollouts {
   std::vector<const Problem*> problems;
@@ -43,24 +60,97 @@ Trainer::Trainer(const TrainConfig& config, prometheus::Registry& registry,
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     const TrainConfig& config, bool resume, prometheus::Registry& registry,
     TrainingStatus& status) {
-  std::unique_ptr<Trainer> t(new Trainer(config, registry, status));
-  absl::StatusOr<RunDirectory> run = OpenRunDirectory(config, resume);
-  if (!run.ok()) return run.status();
-  t->run_ = *std::move(run);
+  absl::StatusOr<distributed::LaunchEnv> launch =
+      config.distributed_enabled ? distributed::ReadLaunchEnv()
+                                 : distributed::LaunchEnv{};
+  if (!launch.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the launcher's environment: ", launch.status().message(),
+                     " (distributed.enabled=false runs alone)"));
+  }
+  if (!launch->distributed()) {
+    std::unique_ptr<Trainer> t(new Trainer(config, registry, status));
+    absl::StatusOr<RunDirectory> run = OpenRunDirectory(config, resume);
+    if (!run.ok()) return run.status();
+    t->run_ = *std::move(run);
+    if (absl::Status s = t->Start(); !s.ok()) return s;
+    return t;
+  }
+  // Data parallel: this rank's device and rollout server; the collectives.
+  if (config.prompts_per_step < launch->world_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rollout.prompts_per_step (", config.prompts_per_step,
+        ") must be at least the number of ranks (", launch->world_size,
+        "): each rank generates a share of the prompts"));
+  }
+  absl::StatusOr<TrainConfig> rank = RankConfig(config, *launch);
+  if (!rank.ok()) return rank.status();
+  distributed::CommunicatorOptions options;
+  options.timeout = absl::Seconds(config.distributed_timeout_s);
+  if (absl::StartsWith(rank->device, "cuda")) {
+    options.cuda = true;
+    int index = 0;
+    const size_t colon = rank->device.find(':');
+    if (colon != std::string::npos &&
+        !absl::SimpleAtoi(rank->device.substr(colon + 1), &index)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.device: bad device \"", rank->device, "\""));
+    }
+    options.cuda_device = index;
+  }
+  absl::StatusOr<std::unique_ptr<distributed::Communicator>> comm =
+      distributed::Communicator::Create(*launch, options);
+  if (!comm.ok()) return comm.status();
+  std::unique_ptr<Trainer> t(new Trainer(*rank, registry, status));
+  t->comm_ = *std::move(comm);
+  t->lead_ = launch->rank == 0;
+  // Rank 0 opens the run directory (and its lock) and tells the others which
+  // checkpoint it resumes from; their configuration must be its.
+  absl::Status opened = absl::OkStatus();
+  int64_t checkpoint_step = -1;
+  if (t->lead_) {
+    absl::StatusOr<RunDirectory> run = OpenRunDirectory(config, resume);
+    if (run.ok()) {
+      t->run_ = *std::move(run);
+      if (t->run_.latest_checkpoint.has_value())
+        checkpoint_step = CheckpointStepOf(*t->run_.latest_checkpoint);
+    } else {
+      opened = run.status();
+    }
+  }
+  absl::StatusOr<RunStart> start = ShareRunStart(
+      *t->comm_, opened, checkpoint_step, TrainConfigToYaml(config));
+  if (!start.ok()) return start.status();
+  if (!t->lead_) {
+    t->run_.path = config.output_dir + "/" + config.run_name;
+    if (start->checkpoint_step >= 0) {
+      t->run_.latest_checkpoint =
+          CheckpointDir(t->run_.path + "/checkpoints", start->checkpoint_step);
+    }
+  }
+  if (absl::Status s = t->Start(); !s.ok()) return s;
+  return t;
+}
+
+absl::Status Trainer::Start() {
+  Trainer* t = this;
+  const TrainConfig& config = config_;
   if (absl::Status s = t->LoadModelAndState(); !s.ok()) return s;
   if (absl::Status s = t->LoadData(); !s.ok()) return s;
   if (absl::Status s = t->Connect(); !s.ok()) return s;
   // The metric series continues where the checkpoint left it.
-  if (absl::Status s = t->log_.KeepUpTo(t->state_.step); !s.ok()) return s;
-  status.Update([&](TrainingStatus::View& v) {
+  if (t->lead_) {
+    if (absl::Status s = t->log_.KeepUpTo(t->state_.step); !s.ok()) return s;
+  }
+  status_.Update([&](TrainingStatus::View& v) {
     v.state = v1::LEARNER_STATE_WAITING_FOR_PEERS;
     v.run_name = config.run_name;
     v.step = t->state_.step;
     v.total_steps = config.max_steps;
     v.adapter_version = t->state_.adapter_version;
   });
-  MRL_LOG(INFO) << "configuration:\n" << TrainConfigToYaml(config);
-  return t;
+  if (lead_) MRL_LOG(INFO) << "configuration:\n" << TrainConfigToYaml(config);
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::LoadModelAndState() {
@@ -132,7 +222,7 @@ absl::Status Trainer::EnsureAwake() {
 }
 
 absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
-    const std::vector<const Problem*>& problems) {
+    const std::vector<const Problem*>& problems, int64_t first_prompt_index) {
   const absl::Time start = absl::Now();
   if (absl::Status s = EnsureAwake(); !s.ok()) return s;
   Rollouts rollouts;
@@ -145,6 +235,7 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
   params.top_k = config_.top_k;
   params.max_tokens = config_.max_response_tokens;
   params.seed = SplitMix64(config_.seed ^ SplitMix64(state_.step + 1));
+  params.first_prompt_index = static_cast<uint32_t>(first_prompt_index);
   std::vector<PromptIds> prompts;
   for (const Problem* problem : problems) {
     absl::StatusOr<std::string> text = prompts_->Text(*problem);
@@ -237,6 +328,19 @@ absl::Status Trainer::Publish() {
 }
 
 absl::Status Trainer::Checkpoint() {
+  if (comm_ != nullptr && InSync()) {
+    // The replicas are equal, or no rank saves; then rank 0 saves for all.
+    if (absl::Status s = CheckReplicasEqual(*comm_, *adapter_); !s.ok()) {
+      return s;
+    }
+  }
+  absl::Status saved = absl::OkStatus();
+  if (lead_) saved = SaveOwnCheckpoint();
+  if (saved.ok()) checkpointed_step_ = state_.step;
+  return comm_ != nullptr ? AgreeOn(saved) : saved;
+}
+
+absl::Status Trainer::SaveOwnCheckpoint() {
   const std::string root = run_.path + "/checkpoints";
   // The log lines of the steps it holds are on disk before it is: a power cut
   // cannot leave a checkpoint whose steps have no line.
@@ -248,12 +352,26 @@ absl::Status Trainer::Checkpoint() {
     return s;
   }
   PruneCheckpoints(root, config_.keep_checkpoints);
-  checkpointed_step_ = state_.step;
   MRL_LOG(INFO) << "checkpoint at step " << state_.step;
   return absl::OkStatus();
 }
 
 absl::Status Trainer::Evaluate() {
+  absl::Status done = lead_ ? Validate() : absl::OkStatus();
+  if (comm_ == nullptr) return done;
+  // The other ranks wait (longer than a collective may) while rank 0
+  // validates.
+  if (InSync()) {
+    if (absl::Status s =
+            comm_->Barrier(absl::Seconds(config_.distributed_eval_wait_s));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return AgreeOn(done);
+}
+
+absl::Status Trainer::Validate() {
   status_.Update(
       [](TrainingStatus::View& v) { v.state = v1::LEARNER_STATE_EVALUATING; });
   const EvalOptions options =
@@ -280,6 +398,31 @@ absl::Status Trainer::FinalEvaluation() {
                        *reward_, &stop_);
 }
 
+absl::Status Trainer::SleepForUpdate() {
+  if (!config_.colocated || rollout_asleep_) return absl::OkStatus();
+  absl::StatusOr<v1::SleepResponse> slept =
+      rollout_->Sleep(/*abort_running=*/false);
+  if (!slept.ok()) return slept.status();
+  rollout_asleep_ = true;
+  return absl::OkStatus();
+}
+
+bool Trainer::InSync() const {
+  return comm_ != nullptr && !out_of_sync_ && !comm_->failed();
+}
+
+absl::Status Trainer::AgreeOn(const absl::Status& local) {
+  agreed_failure_ = false;
+  if (!InSync()) return local;
+  absl::StatusOr<Agreement> agreed =
+      Agree(*comm_, local, stop_.load(), state_.elapsed_seconds);
+  if (!agreed.ok()) return agreed.status();
+  if (agreed->stopping) stop_ = true;  // one stops, all stop
+  state_.elapsed_seconds = agreed->elapsed_seconds;
+  agreed_failure_ = !agreed->status.ok();
+  return agreed->status;
+}
+
 absl::Status Trainer::Step() {
   const absl::Time start = absl::Now();
   device::ResetPeakMemory(device_);
@@ -287,26 +430,48 @@ absl::Status Trainer::Step() {
   std::vector<const Problem*> problems;
   for (int64_t index : sampler_->Next(config_.prompts_per_step))
     problems.push_back(&problems_[index]);
-  if (stop_) return absl::CancelledError("stopping");
-  absl::StatusOr<Rollouts> rollouts = Generate(problems);
-  if (!rollouts.ok()) return rollouts.status();
-  if (absl::Status s = Score(*rollouts); !s.ok()) return s;
-  std::vector<Sample> samples;
-  try {
-    samples = BuildSamples(rollouts->groups, rollouts->scores,
-                           SampleOptionsFrom(config_), m);
-  } catch (const std::exception& e) {
-    return absl::InternalError(
-        absl::StrCat("computing advantages failed: ", e.what()));
-  }
+  // Data parallel, a stop is agreed on between phases instead.
+  if (comm_ == nullptr && stop_) return absl::CancelledError("stopping");
+  // A data-parallel rank generates and scores its share of the prompts.
+  const int64_t total = static_cast<int64_t>(problems.size());
+  const Share share = comm_ != nullptr
+                          ? ShareOf(total, comm_->rank(), comm_->world_size())
+                          : Share{0, total};
+  absl::StatusOr<Rollouts> rollouts =
+      Generate({problems.begin() + share.begin, problems.begin() + share.end},
+               share.begin);
+  absl::Status ready = rollouts.status();
+  if (ready.ok()) ready = Score(*rollouts);
   // Colocated: the rollout server sleeps before the update, outside the
   // uncommitted region, so a server that stays down fails the step with the
   // last completed one still savable.
-  if (config_.colocated && !rollout_asleep_) {
-    absl::StatusOr<v1::SleepResponse> slept =
-        rollout_->Sleep(/*abort_running=*/false);
-    if (!slept.ok()) return slept.status();
-    rollout_asleep_ = true;
+  if (ready.ok()) ready = SleepForUpdate();
+  if (absl::Status s = AgreeOn(ready); !s.ok()) return s;
+
+  std::vector<Sample> samples;
+  DataParallel data_parallel;
+  std::vector<CompletionGroup> all_groups;  // data parallel: every rank's
+  int64_t off_policy_refused = rollouts->off_policy_refused;
+  try {
+    if (comm_ != nullptr) {
+      absl::StatusOr<SharedRollouts> shared = ShareRollouts(
+          *comm_, total, share.begin, config_.group_size, rollouts->groups,
+          rollouts->scores, rollouts->off_policy_refused);
+      if (!shared.ok()) return shared.status();
+      SampleShare mine = BuildSampleShare(shared->groups, shared->scores,
+                                          SampleOptionsFrom(config_),
+                                          share.begin, share.end, m);
+      samples = std::move(mine.samples);
+      data_parallel = {comm_.get(), mine.global_samples, mine.first_sample};
+      all_groups = std::move(shared->groups);
+      off_policy_refused = shared->off_policy_refused;
+    } else {
+      samples = BuildSamples(rollouts->groups, rollouts->scores,
+                             SampleOptionsFrom(config_), m);
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("computing advantages failed: ", e.what()));
   }
   const absl::Time update_start = absl::Now();
   const int64_t optimizer_step_before = state_.optimizer_step;
@@ -318,10 +483,14 @@ absl::Status Trainer::Step() {
         Failpoint("learner.update", absl::StatusCode::kResourceExhausted);
     // A stop before the first optimizer step ends the update between
     // micro-batches with the weights untouched (with one mini-batch per step,
-    // the presets' setting, that is the whole update).
-    stats = injected.ok() ? updater_->Update(samples, state_.optimizer_step,
-                                             [this] { return stop_.load(); })
-                          : absl::StatusOr<UpdateStats>(injected);
+    // the presets' setting, that is the whole update). Data-parallel ranks
+    // finish the update together instead.
+    std::function<bool()> stopping;
+    if (comm_ == nullptr) stopping = [this] { return stop_.load(); };
+    stats = injected.ok()
+                ? updater_->Update(samples, state_.optimizer_step, stopping,
+                                   comm_ != nullptr ? &data_parallel : nullptr)
+                : absl::StatusOr<UpdateStats>(injected);
   } catch (const std::exception& e) {
     stats = absl::InternalError(absl::StrCat("the update failed: ", e.what()));
   }
@@ -356,30 +525,32 @@ absl::Status Trainer::Step() {
 
   AddUpdateMetrics(*stats, m);
   int64_t generated = 0;
-  for (const CompletionGroup& g : rollouts->groups) {
+  for (const CompletionGroup& g :
+       comm_ != nullptr ? all_groups : rollouts->groups) {
     for (const Completion& c : g.completions) generated += c.completion_tokens;
   }
   const StepTimes times = {rollouts->generate_seconds, rollouts->score_seconds,
                            update_seconds, publish_seconds,
                            absl::ToDoubleSeconds(step_time)};
   AddTimeMetrics(times, generated, stats->tokens, m);
-  m["off_policy_refused"] = rollouts->off_policy_refused;
+  m["off_policy_refused"] = off_policy_refused;
   m["adapter_version"] = state_.adapter_version;
   AddMemoryMetrics(device_, m);
   std::vector<std::string> ids;
   for (const Problem* p : problems) ids.push_back(p->id);
   m["problems"] = ids;
+  if (comm_ != nullptr) m["ranks"] = comm_->world_size();
   if (!published.ok()) m["publish_error"] = std::string(published.message());
-  if (absl::Status s = log_.LogStep(m, state_.step, config_.max_steps,
-                                    state_.elapsed_seconds, step_time);
-      !s.ok()) {
-    // A step without its line must not be saved (the log would have a hole):
-    // a resumed run does it again from the last checkpoint.
-    dirty_ = true;
-    return s;
+  absl::Status logged = absl::OkStatus();
+  if (lead_) {
+    logged = log_.LogStep(m, state_.step, config_.max_steps,
+                          state_.elapsed_seconds, step_time);
   }
+  // A step without its line must not be saved (the log would have a hole):
+  // a resumed run does it again from the last checkpoint.
+  if (!logged.ok()) dirty_ = true;
   status_.Update([&](TrainingStatus::View& v) { v.step = state_.step; });
-  return published;
+  return AgreeOn(logged.ok() ? published : logged);
 }
 
 absl::Status Trainer::Run() {
@@ -398,31 +569,57 @@ absl::Status Trainer::Run() {
     status = Publish();
   }
   const double budget = config_.time_budget_hours * 3600;
-  while (status.ok() && state_.step < config_.max_steps && !stop_) {
+  // A data-parallel rank's error between agreements leaves the others
+  // elsewhere: it must not join another collective (it exits, which they see).
+  auto track = [this](const absl::Status& s) {
+    if (!s.ok() && comm_ != nullptr && !agreed_failure_) out_of_sync_ = true;
+    return s;
+  };
+  for (;;) {
+    // Every rank's start, stop and failure are agreed on before each step.
+    if (comm_ != nullptr) status = track(AgreeOn(status));
+    if (!status.ok() || stop_ || state_.step >= config_.max_steps) break;
     if (state_.elapsed_seconds >= budget) {
       MRL_LOG(INFO) << "time budget of " << config_.time_budget_hours
                     << " h reached";
       break;
     }
-    status = Step();
-    if (!status.ok()) break;
-    if (state_.step % config_.checkpoint_every == 0) status = Checkpoint();
+    status = track(Step());
+    if (!status.ok()) continue;
+    const bool checkpoint = state_.step % config_.checkpoint_every == 0;
+    if (checkpoint) status = track(Checkpoint());
+    if (status.ok() && !checkpoint && comm_ != nullptr &&
+        config_.distributed_check_every > 0 &&
+        state_.step % config_.distributed_check_every == 0) {
+      // Every rank gets the same answer (or a failed collective).
+      status = CheckReplicasEqual(*comm_, *adapter_);
+    }
     if (status.ok() && config_.eval_every > 0 &&
         state_.step % config_.eval_every == 0 && !eval_problems_.empty()) {
-      status = Evaluate();
+      status = track(Evaluate());
     }
   }
   if (stop_ && (status.code() == absl::StatusCode::kCancelled))
     status = absl::OkStatus();
-  // The last completed step is saved whatever ended the run.
-  if (stepped_ && !dirty_ && checkpointed_step_ != state_.step) {
+  // The last completed step is saved whatever ended the run (data parallel:
+  // by rank 0, once every rank agrees there is one to save; a rank out of
+  // step saves on its own, its weights being the last agreed step's).
+  bool save = stepped_ && !dirty_ && checkpointed_step_ != state_.step;
+  if (InSync()) {
+    const absl::Status agreed =
+        AgreeOn(save ? absl::OkStatus()
+                     : absl::FailedPreconditionError("no step to save"));
+    save =
+        save && (agreed.ok() || agreed.code() == absl::StatusCode::kCancelled);
+  }
+  if (save) {
     absl::Status saved = Checkpoint();
     if (status.ok()) status = saved;
   }
-  if (status.ok() && !dirty_) {
+  if (status.ok() && !dirty_ && lead_) {
     status = adapter_->SavePeft(run_.path + "/adapter", config_.model_path);
   }
-  if (status.ok() && !stop_ && !config_.final_datasets.empty()) {
+  if (status.ok() && !stop_ && lead_ && !config_.final_datasets.empty()) {
     status = FinalEvaluation();
     if (stop_ && status.code() == absl::StatusCode::kCancelled)
       status = absl::OkStatus();

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/device/device.h"
+#include "common/distributed/communicator.h"
 #include "common/model/decoder.h"
 #include "common/model/lora.h"
 #include "learner/adapter_publisher.h"
@@ -34,6 +35,14 @@ namespace microrl::learner {
 // output_dir/run_name: config.yaml (resolved), metrics.jsonl (one line per
 // step, and per evaluation), checkpoints/step_N/, adapter/ (the final PEFT
 // adapter), eval/ (the final benchmarks, if any).
+//
+// Launched as data-parallel ranks (torchrun or Slurm; docs/scaling.md, Mode
+// A), each rank runs this loop against its own rollout server on its share of
+// each step's prompts; the ranks exchange the step's rewards, all-reduce the
+// gradients (PolicyUpdater's DataParallel) and agree after every phase, so
+// that they take the same steps and stop together. Rank 0 alone writes the run
+// directory (metrics.jsonl, checkpoints, the adapter) and sets the step
+// gauges.
 class Trainer {
  public:
   // Loads the model, data and (with `resume`, from the newest checkpoint) the
@@ -59,14 +68,16 @@ class Trainer {
   Trainer(const TrainConfig& config, prometheus::Registry& registry,
           TrainingStatus& status);
 
-  // --- Create's parts
+  // --- Create's parts (once run_ is set): Start loads and connects.
+  absl::Status Start();
   absl::Status LoadModelAndState();
   absl::Status LoadData();
   absl::Status Connect();
 
   // --- the phases of a step
-  absl::StatusOr<Rollouts> Generate(
-      const std::vector<const Problem*>& problems);
+  // `first_prompt_index`: where `problems` start in the step's (seeding).
+  absl::StatusOr<Rollouts> Generate(const std::vector<const Problem*>& problems,
+                                    int64_t first_prompt_index);
   absl::Status Score(Rollouts& rollouts);
   // Loads the adapter into the rollout server as state_.adapter_version + 1
   // (above any version another client loaded meanwhile).
@@ -74,16 +85,35 @@ class Trainer {
   // Publishes the current adapter again to a rollout server that lost it (a
   // restart), waking it first if it is asleep.
   absl::Status Republish();
+  // Data parallel: every rank calls these; rank 0 saves or validates.
   absl::Status Checkpoint();
+  absl::Status SaveOwnCheckpoint();
   absl::Status Evaluate();
+  absl::Status Validate();
   // After the last step: the benchmarks of train.final_datasets.
   absl::Status FinalEvaluation();
 
   absl::Status Step();
+  // Colocated: puts the rollout server to sleep before the update.
+  absl::Status SleepForUpdate();
+  // Data parallel: every rank says how its phase went (`local`) and whether it
+  // is stopping; returns `local`, or an Aborted if another rank failed, or a
+  // Cancelled if one is stopping (then this one stops too). Alone: `local`.
+  absl::Status AgreeOn(const absl::Status& local);
+  // Whether the ranks can still run collectives (data parallel only).
+  bool InSync() const;
   // Wakes the rollout server if this trainer put it to sleep.
   absl::Status EnsureAwake();
 
   const TrainConfig config_;
+  // Data-parallel ranks' collectives (null when alone); rank 0 (or a lone
+  // learner) is the lead: it writes the run directory.
+  std::unique_ptr<distributed::Communicator> comm_;
+  bool lead_ = true;
+  // A rank failed between agreements (its peers may be elsewhere): no more
+  // collectives.
+  bool out_of_sync_ = false;
+  bool agreed_failure_ = false;  // the last AgreeOn returned an error
   TrainingStatus& status_;
   RunDirectory run_;  // holds the run's lock while the trainer lives
   RunLog log_;

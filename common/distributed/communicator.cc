@@ -41,12 +41,15 @@ c10d::ReduceOp ToC10d(ReduceOp op) {
 
 // Runs `body`, turning what c10d throws (a timeout, a closed connection) into
 // an Unavailable status that names the operation and the rank.
+// Sets *failed when it does.
 template <typename F>
-absl::Status Guard(const LaunchEnv& launch, absl::string_view what, F&& body) {
+absl::Status Guard(const LaunchEnv& launch, absl::string_view what,
+                   bool* failed, F&& body) {
   try {
     body();
     return absl::OkStatus();
   } catch (const std::exception& e) {
+    *failed = true;
     std::string message = e.what();
     // c10::Error appends a C++ backtrace; the first line says what happened.
     if (const size_t end = message.find('\n'); end != std::string::npos)
@@ -74,6 +77,13 @@ Communicator::~Communicator() = default;
 
 const char* Communicator::backend() const { return impl_->name; }
 
+at::Device Communicator::device() const {
+  return options_.cuda
+             ? at::Device(at::kCUDA,
+                          static_cast<c10::DeviceIndex>(options_.cuda_device))
+             : at::Device(at::kCPU);
+}
+
 absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(
     const LaunchEnv& launch, const CommunicatorOptions& options) {
   if (launch.world_size < 1 || launch.rank < 0 ||
@@ -89,49 +99,56 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(
   auto impl = std::make_unique<Impl>();
   const std::string where =
       absl::StrCat(launch.master_addr, ":", launch.master_port);
-  absl::Status joined = Guard(launch, "the rendezvous at " + where, [&] {
-    c10d::TCPStoreOptions store_options;
-    store_options.port = static_cast<uint16_t>(launch.master_port);
-    // Under torchrun the agent hosts the store; otherwise rank 0 does.
-    store_options.isServer = launch.rank == 0 && !launch.agent_store;
-    if (store_options.isServer) store_options.numWorkers = launch.world_size;
-    store_options.waitWorkers = false;
-    store_options.timeout = Millis(options.timeout);
-    c10::intrusive_ptr<c10d::Store> store;
-    if (launch.world_size == 1) {
-      // One rank: a store of its own on a free port.
-      store_options.isServer = true;
-      store_options.port = 0;
-      store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", store_options);
-    } else {
-      store = c10::make_intrusive<c10d::TCPStore>(launch.master_addr,
-                                                  store_options);
-    }
-    // Keys of one torchrun attempt never meet those of another (a restarted
-    // job reuses the agent's store).
-    impl->store = c10::make_intrusive<c10d::PrefixStore>(
-        absl::StrCat("/microrl/attempt_", launch.restart_count, "/"), store);
-    if (options.cuda) {
+  bool failed = false;
+  absl::Status joined =
+      Guard(launch, "the rendezvous at " + where, &failed, [&] {
+        c10d::TCPStoreOptions store_options;
+        store_options.port = static_cast<uint16_t>(launch.master_port);
+        // Under torchrun the agent hosts the store; otherwise rank 0 does.
+        store_options.isServer = launch.rank == 0 && !launch.agent_store;
+        if (store_options.isServer)
+          store_options.numWorkers = launch.world_size;
+        store_options.waitWorkers = false;
+        store_options.timeout = Millis(options.timeout);
+        c10::intrusive_ptr<c10d::Store> store;
+        if (launch.world_size == 1) {
+          // One rank: a store of its own on a free port.
+          store_options.isServer = true;
+          store_options.port = 0;
+          store =
+              c10::make_intrusive<c10d::TCPStore>("127.0.0.1", store_options);
+        } else {
+          store = c10::make_intrusive<c10d::TCPStore>(launch.master_addr,
+                                                      store_options);
+        }
+        // Keys of one torchrun attempt never meet those of another (a restarted
+        // job reuses the agent's store).
+        impl->store = c10::make_intrusive<c10d::PrefixStore>(
+            absl::StrCat("/microrl/attempt_", launch.restart_count, "/"),
+            store);
+        if (options.cuda) {
 #ifdef MICRORL_WITH_NCCL
-      c10::cuda::set_device(static_cast<c10::DeviceIndex>(options.cuda_device));
-      auto nccl = c10d::ProcessGroupNCCL::Options::create();
-      nccl->timeout = Millis(options.timeout);
-      impl->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(
-          impl->store, launch.rank, launch.world_size, nccl);
-      impl->name = "nccl";
+          c10::cuda::set_device(
+              static_cast<c10::DeviceIndex>(options.cuda_device));
+          auto nccl = c10d::ProcessGroupNCCL::Options::create();
+          nccl->timeout = Millis(options.timeout);
+          impl->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+              impl->store, launch.rank, launch.world_size, nccl);
+          impl->name = "nccl";
 #else
       throw std::runtime_error("this build has no NCCL");
 #endif
-    } else {
-      // Options::create_default picks the network device (GLOO_SOCKET_IFNAME,
-      // else the host name's address, else loopback) inside LibTorch.
-      auto gloo = c10d::ProcessGroupGloo::Options::create_default(
-          Millis(options.timeout));
-      impl->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(
-          impl->store, launch.rank, launch.world_size, gloo);
-      impl->name = "gloo";
-    }
-  });
+        } else {
+          // Options::create_default picks the network device
+          // (GLOO_SOCKET_IFNAME, else the host name's address, else loopback)
+          // inside LibTorch.
+          auto gloo = c10d::ProcessGroupGloo::Options::create_default(
+              Millis(options.timeout));
+          impl->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(
+              impl->store, launch.rank, launch.world_size, gloo);
+          impl->name = "gloo";
+        }
+      });
   if (!joined.ok()) return joined;
   std::unique_ptr<Communicator> communicator(
       new Communicator(launch, options, std::move(impl)));
@@ -144,6 +161,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(
 
 absl::Status Communicator::AllReduce(absl::Span<const at::Tensor> tensors,
                                      ReduceOp op) {
+  if (failed_)
+    return absl::FailedPreconditionError("a collective failed earlier");
   if (tensors.empty()) return absl::OkStatus();
   // Buckets: runs of tensors of one dtype and device, up to bucket_bytes each
   // (a larger tensor is a bucket alone).
@@ -172,7 +191,7 @@ absl::Status Communicator::AllReduce(absl::Span<const at::Tensor> tensors,
     buckets.back().end = i + 1;
     bytes += size;
   }
-  return Guard(launch_, "all-reduce", [&] {
+  return Guard(launch_, "all-reduce", &failed_, [&] {
     c10d::AllreduceOptions reduce;
     reduce.reduceOp = ToC10d(op);
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
@@ -209,7 +228,7 @@ absl::Status Communicator::Broadcast(absl::Span<const at::Tensor> tensors,
     return absl::InvalidArgumentError(
         absl::StrCat("broadcast: no rank ", root));
   }
-  return Guard(launch_, "broadcast", [&] {
+  return Guard(launch_, "broadcast", &failed_, [&] {
     c10d::BroadcastOptions broadcast;
     broadcast.rootRank = root;
     for (const at::Tensor& t : tensors) {
@@ -220,7 +239,7 @@ absl::Status Communicator::Broadcast(absl::Span<const at::Tensor> tensors,
 }
 
 absl::Status Communicator::Barrier(std::optional<absl::Duration> timeout) {
-  return Guard(launch_, "barrier", [&] {
+  return Guard(launch_, "barrier", &failed_, [&] {
     c10d::BarrierOptions barrier;
     if (timeout.has_value()) barrier.timeout = Millis(*timeout);
     if (options_.cuda) barrier.device_ids = {options_.cuda_device};
@@ -229,9 +248,7 @@ absl::Status Communicator::Barrier(std::optional<absl::Duration> timeout) {
 }
 
 absl::Status Communicator::SelfTest() {
-  const at::TensorOptions on = at::TensorOptions().device(
-      options_.cuda ? at::Device(at::kCUDA, options_.cuda_device)
-                    : at::Device(at::kCPU));
+  const at::TensorOptions on = at::TensorOptions().device(device());
   const int64_t n = launch_.world_size;
   const int64_t r = launch_.rank;
   // Integers: rank + 1 summed is n(n+1)/2; floats: exact small integers

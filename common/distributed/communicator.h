@@ -51,6 +51,11 @@ class Communicator {
   const LaunchEnv& launch() const { return launch_; }
   // "gloo" or "nccl".
   const char* backend() const;
+  // A collective failed: the communicator must not be used again (its peers
+  // may be gone or out of step).
+  bool failed() const { return failed_; }
+  // Where the collectives' tensors must be: the rank's GPU (NCCL) or the CPU.
+  at::Device device() const;
 
   // Reduces `tensors` (contiguous, on the communicator's device) in place
   // across the ranks: afterwards every rank holds the same values (for a sum,
@@ -76,6 +81,7 @@ class Communicator {
   const LaunchEnv launch_;
   const CommunicatorOptions options_;
   std::unique_ptr<Impl> impl_;
+  bool failed_ = false;
 };
 
 }  // namespace microrl::distributed

@@ -1,0 +1,86 @@
+#ifndef MICRORL_LEARNER_DATA_PARALLEL_H_
+#define MICRORL_LEARNER_DATA_PARALLEL_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/distributed/communicator.h"
+#include "common/model/lora.h"
+#include "learner/config.h"
+#include "learner/generation.h"
+#include "learner/reward_client.h"
+
+// What the learner's data-parallel ranks (Mode A of docs/scaling.md) agree on
+// beyond the update itself: each rank's share of a step's prompts, the step's
+// rollouts as a whole, whether every rank's phase succeeded, and that the
+// adapters stayed equal. Every function is a collective: all ranks call it in
+// the same order.
+namespace microrl::learner {
+
+// A rank's own settings: its GPU (a plain "cuda" becomes cuda:<local rank>)
+// and, with distributed.rollout_port_per_rank, its own rollout server (port +
+// local rank).
+absl::StatusOr<TrainConfig> RankConfig(const TrainConfig& config,
+                                       const distributed::LaunchEnv& launch);
+
+// Rank `rank` of `world`'s contiguous share [begin, end) of `count` items.
+struct Share {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+Share ShareOf(int64_t count, int rank, int world);
+
+// A step's rollouts over every rank.
+struct SharedRollouts {
+  // All groups in order; another rank's completions carry completion_tokens
+  // and truncated only (no token ids).
+  std::vector<CompletionGroup> groups;
+  std::vector<RewardResult> scores;  // problem-major, one per completion
+  int64_t off_policy_refused = 0;    // summed over ranks
+};
+
+// Exchanges this rank's groups [first_group, first_group + groups.size()) of
+// `total_groups` (each of `group_size` completions) and their scores:
+// afterwards every rank holds every group's rewards, correctness, reward
+// components, lengths and truncation. Reward component names must agree
+// across the ranks that have groups (one reward service answers them all); a
+// rank without groups learns none.
+absl::StatusOr<SharedRollouts> ShareRollouts(
+    distributed::Communicator& comm, int64_t total_groups, int64_t first_group,
+    int64_t group_size, const std::vector<CompletionGroup>& groups,
+    const std::vector<RewardResult>& scores, int64_t off_policy_refused);
+
+// What the ranks agreed after a phase.
+struct Agreement {
+  // This rank's error; or, if another rank failed, an Aborted naming that.
+  absl::Status status;
+  bool stopping = false;       // some rank was asked to stop
+  double elapsed_seconds = 0;  // the largest of the ranks' (one time budget)
+};
+// Every rank says whether its phase succeeded, whether it is stopping, and
+// its training time so far.
+absl::StatusOr<Agreement> Agree(distributed::Communicator& comm,
+                                const absl::Status& local, bool stopping,
+                                double elapsed_seconds);
+
+// SHA-256 of the adapter's weights on every rank against rank 0's: a
+// DataLoss error on every rank if any differs.
+absl::Status CheckReplicasEqual(distributed::Communicator& comm,
+                                const model::LoraAdapter& adapter);
+
+// Rank 0 tells the others how the run starts: whether it opened the run
+// directory (else they fail too, pointing at its log), the step of the
+// checkpoint it resumes from (-1: none), and its configuration's hash (which
+// must equal theirs).
+struct RunStart {
+  int64_t checkpoint_step = -1;
+};
+absl::StatusOr<RunStart> ShareRunStart(distributed::Communicator& comm,
+                                       const absl::Status& opened,
+                                       int64_t checkpoint_step,
+                                       const std::string& config_yaml);
+
+}  // namespace microrl::learner
+
+#endif  // MICRORL_LEARNER_DATA_PARALLEL_H_

@@ -1,0 +1,336 @@
+"""Data-parallel learner ranks (Mode A of docs/scaling.md) on this machine: real
+rollout_server, reward_service and learner processes on loopback, the demo's tiny model,
+Gloo collectives.
+
+Checked:
+  - 2 ranks launched by deploy/launch_ranks.sh (torchrun, a rollout server per rank) end
+    with the adapter of 1 learner alone with the same global batch (max abs diff <=
+    1e-6), the same problems, rewards and accuracy in metrics.jsonl, one line per step;
+  - every rank serves /metrics with its rank label; rank 0 alone writes the run;
+  - SIGKILL of one rank of a job launched without torchrun (plain RANK/WORLD_SIZE/...):
+    the other exits non-zero within the collective timeout, saying a rank failed;
+  - torchrun --max-restarts=1: a rank SIGKILLed mid-run is restarted with the others,
+    the job resumes from its checkpoint and logs every step exactly once;
+  - a rendezvous nobody hosts fails with a message naming its address.
+
+  distributed_test.py --rollout_server BIN --learner BIN
+                      --source_dir REPO [--keep]
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import numpy as np
+from safetensors.numpy import load_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import check, finish  # noqa: E402
+from fault_test import Service, config, free_port, steps_logged  # noqa: E402
+from service_process import make_demo, remove_work  # noqa: E402
+
+TIMEOUT_S = 30  # distributed.timeout_s of these runs
+
+# The demo's learning rate and one optimizer step per step (its settings; the unit test
+# data_parallel_update_test covers mini-batches that cross the ranks' shares). AdamW turns
+# a gradient entry near zero into a step of up to lr, so rounding differences in such an
+# entry (the ranks sum their gradients in another order) move the weights by up to ~lr /
+# 100: the 1e-6 bound holds at the demo's lr, not at 10x it.
+EXTRA = f"""grpo:
+  mini_batches: 1
+  kl_coef: 0.02
+distributed:
+  timeout_s: {TIMEOUT_S}
+"""
+
+
+# A reward the demo's untrained model earns about half the time (the parity of its
+# completion's length), so that advantages, and the gradients, are not zero. It is
+# served by the Python example reward service with its scoring replaced.
+REWARD_SERVER = """import sys
+sys.path.insert(0, {examples!r})
+import python_reward_server as server
+
+
+def score_item(item, format_weight):
+    odd = len(item.completion) % 2
+    return float(odd), {{"odd": float(odd), "long": float(len(item.completion) > 40)}}, \\
+        bool(odd), "", ""
+
+
+server.score_item = score_item
+sys.argv = [a for a in sys.argv if not a.startswith("--metrics_port")]
+server.main()
+"""
+
+
+def consecutive_ports(count):
+    """`count` consecutive loopback ports, free a moment ago."""
+    while True:
+        base = free_port()
+        if base + count > 65535:
+            continue
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            pass
+        finally:
+            for s in socks:
+                s.close()
+
+
+def torchrun(nproc, extra_args=()):
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+            "--no-python", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+            "--monitor_interval=0.5", *extra_args]
+
+
+def run(argv, work, name, env=None, timeout=300):
+    """Runs argv to the end; (exit code or None on timeout, output, seconds)."""
+    log_path = os.path.join(work, f"{name}.log")
+    start = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                env=env or dict(os.environ))
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = None
+    return code, open(log_path).read(), time.time() - start
+
+
+def lines(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if '"reward_mean"' in line]
+
+
+def adapter(run_dir):
+    return load_file(os.path.join(run_dir, "adapter", "adapter_model.safetensors"))
+
+
+def max_difference(a, b):
+    if sorted(a) != sorted(b):
+        return float("inf")
+    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))))
+               for k in a)
+
+
+def pid_of_rank(ready_file, rank, timeout=60):
+    path = f"{ready_file}.rank{rank}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open(path) as f:
+                return json.load(f)["pid"], json.load(open(path))["metrics_port"]
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.05)
+    return None, None
+
+
+def equivalence(args, work, servers, reward):
+    """1 learner alone vs 2 torchrun ranks, same global batch."""
+    ref_cfg = config(work, "alone", servers[0], reward, 3, EXTRA)
+    with open(ref_cfg) as f:
+        text = f.read().replace("lr: 1.0e-3", "lr: 2.0e-4")
+    with open(ref_cfg, "w") as f:
+        f.write(text)
+    code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={ref_cfg}"],
+                       work, "alone")
+    check(code == 0, f"the lone learner trains 3 steps (exit {code})" +
+          ("" if code == 0 else out[-2000:]))
+    dp_cfg = config(work, "ranks", servers[0], reward, 3, EXTRA)
+    with open(dp_cfg, "w") as f:
+        f.write(text.replace("name: alone", "name: ranks"))
+    # deploy/launch_ranks.sh starts a rollout server per rank, then torchrun.
+    ready = os.path.join(work, "ranks.ready")
+    proc_log = open(os.path.join(work, "ranks.log"), "w")
+    build_dir = os.path.dirname(os.path.dirname(os.path.abspath(args.learner)))
+    env = dict(os.environ, MASTER_PORT=str(free_port()))
+    proc = subprocess.Popen(
+        ["bash", os.path.join(args.source_dir, "deploy", "launch_ranks.sh"), "--nproc=2",
+         f"--model={work}/demo/model", f"--config={dp_cfg}", f"--build_dir={build_dir}",
+         f"--rollout_port={consecutive_ports(2)}", f"--reward_address={reward.address}",
+         "--rollout_flag=--max_model_len=128", "--rollout_flag=--kv_cache_mb=32",
+         f"--log_dir={work}/ranks_servers", "--",
+         "--port=0", "--metrics_port=0", f"--ready_file={ready}"],
+        stdout=proc_log, stderr=subprocess.STDOUT, env=env)
+    # Each rank serves /metrics with its rank label while it trains.
+    labels = {}
+    for rank in (0, 1):
+        _, port = pid_of_rank(ready, rank)
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                          timeout=5).read().decode()
+            labels[rank] = f'rank="{rank}"' in text and "microrl_process_cpu_seconds_total" in text
+        except (OSError, TypeError):
+            labels[rank] = False
+    try:
+        code = proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = None
+    out = open(proc_log.name).read()
+    check(code == 0, f"launch_ranks.sh --nproc=2 (torchrun) trains 3 steps (exit {code})" +
+          ("" if code == 0 else out[-3000:]))
+    check(labels == {0: True, 1: True}, f"each rank's /metrics carries its rank label: {labels}")
+    check("rank 1 of 2 joined" in out and "(gloo)" in out, "the ranks joined over Gloo")
+    alone, ranks = os.path.join(work, "runs", "alone"), os.path.join(work, "runs", "ranks")
+    if code != 0:
+        return
+    a, b = lines(alone), lines(ranks)
+    check([m["step"] for m in b] == [1, 2, 3], f"one line per step: {[m['step'] for m in b]}")
+    check([m["problems"] for m in a] == [m["problems"] for m in b], "the same problems")
+    check(all(0 < m["reward_mean"] < 1 for m in a) and all(m["grad_norm"] > 0 for m in a),
+          "rewards vary and the gradients are not zero: " +
+          str([(m["reward_mean"], m["grad_norm"]) for m in a]))
+    for key in ("reward_mean", "accuracy", "reward/odd", "reward/long",
+                "response_length_mean", "trained_completions", "zero_variance_fraction"):
+        check([m[key] for m in a] == [m[key] for m in b],
+              f"the same {key}: {[m[key] for m in a]} vs {[m[key] for m in b]}")
+    for key in ("loss", "grad_norm", "entropy"):
+        diff = max(abs(x[key] - y[key]) for x, y in zip(a, b))
+        check(diff <= 1e-5, f"{key} within 1e-5 ({diff:.2e})")
+    diff = max_difference(adapter(alone), adapter(ranks))
+    check(diff <= 1e-6, f"2 ranks' adapter equals the lone learner's: max abs diff {diff:.2e}")
+    check(all(m.get("ranks") == 2 for m in b), "the lines say 2 ranks")
+    check(sorted(os.listdir(ranks)).count("adapter") == 1 and
+          os.path.exists(os.path.join(ranks, "checkpoints", "step_00000002")),
+          "rank 0 wrote the adapter and the checkpoint")
+
+
+def env_rank(rank, world, port, local_rank=None):
+    env = dict(os.environ)
+    env.update({"RANK": str(rank), "LOCAL_RANK": str(rank if local_rank is None else local_rank),
+                "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port)})
+    return env
+
+
+def dead_rank(args, work, servers, reward):
+    """SIGKILL of rank 1 (no torchrun): rank 0 fails within the collective timeout."""
+    cfg = config(work, "dead", servers[0], reward, 1000, EXTRA)
+    port = free_port()
+    logs = [open(os.path.join(work, f"dead.{r}.log"), "w") for r in (0, 1)]
+    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
+                              stdout=logs[r], stderr=subprocess.STDOUT,
+                              env=env_rank(r, 2, port)) for r in (0, 1)]
+    run_dir = os.path.join(work, "runs", "dead")
+    deadline = time.time() + 120
+    while len(steps_logged(run_dir)) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    check(len(steps_logged(run_dir)) >= 2, "the plain-environment job trains")
+    procs[1].send_signal(signal.SIGKILL)
+    procs[1].wait()
+    killed = time.time()
+    try:
+        code = procs[0].wait(timeout=TIMEOUT_S + 60)
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+        code = None
+    took = time.time() - killed
+    out = open(logs[0].name).read()
+    check(code not in (0, None), f"rank 0 exits non-zero when rank 1 dies (exit {code})")
+    check(took <= TIMEOUT_S + 30, f"within the collective timeout ({took:.1f} s)")
+    check("failed on rank 0 of 2" in out, "and says a rank failed: " +
+          next((line for line in out.splitlines() if "training failed" in line), "")[-300:])
+    logged = steps_logged(run_dir)
+    check(logged == list(range(1, len(logged) + 1)), f"each step logged once: {logged}")
+
+
+def restarted_rank(args, work, servers, reward):
+    """torchrun --max-restarts=1: a killed rank restarts the job, which resumes."""
+    cfg = config(work, "elastic", servers[0], reward, 6, EXTRA)
+    ready = os.path.join(work, "elastic.ready")
+    log = open(os.path.join(work, "elastic.log"), "w")
+    proc = subprocess.Popen(torchrun(2, ["--max-restarts=1"]) +
+                            [args.learner, "--port=0", "--metrics_port=0", "--resume",
+                             f"--ready_file={ready}", f"--config={cfg}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    run_dir = os.path.join(work, "runs", "elastic")
+    deadline = time.time() + 120
+    while len(steps_logged(run_dir)) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    pid, _ = pid_of_rank(ready, 1)
+    check(len(steps_logged(run_dir)) >= 3 and pid is not None, "the torchrun job trains")
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+    try:
+        code = proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = None
+    out = open(log.name).read()
+    check(code == 0, f"the job restarts and finishes (exit {code})" +
+          ("" if code == 0 else out[-3000:]))
+    check("resuming" in out, "the restarted ranks resume from the checkpoint")
+    logged = steps_logged(run_dir)
+    check(logged == [1, 2, 3, 4, 5, 6], f"every step logged exactly once: {logged}")
+
+
+def bad_rendezvous(args, work, servers, reward):
+    cfg = config(work, "lonely", servers[0], reward, 2,
+                 EXTRA.replace(f"timeout_s: {TIMEOUT_S}", "timeout_s: 3"))
+    port = free_port()
+    code, out, took = run([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
+                          work, "lonely", env=env_rank(1, 2, port), timeout=120)
+    check(code not in (0, None) and f"rendezvous at 127.0.0.1:{port}" in out,
+          f"a rendezvous nobody hosts fails naming it (exit {code}, {took:.1f} s): " +
+          out.strip().splitlines()[-1][-300:] if out.strip() else "")
+    bad = env_rank(0, 2, port)
+    bad["RANK"] = "2"
+    code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
+                       work, "badrank", env=bad, timeout=60)
+    check(code not in (0, None) and "RANK=2 is not below WORLD_SIZE=2" in out,
+          f"a bad RANK is refused naming it (exit {code})")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for name in ("rollout_server", "learner", "source_dir"):
+        parser.add_argument("--" + name, required=True)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="microrl_distributed_")
+    make_demo(args.source_dir, os.path.join(work, "demo"), seed=1)
+    base = consecutive_ports(2)
+    servers = []
+    for r in (0, 1):
+        s = Service([args.rollout_server, f"--model={work}/demo/model", "--max_model_len=128",
+                     "--kv_cache_mb=32"], f"rollout_server{r}", work)
+        s.port = base + r
+        servers.append(s)
+    script = os.path.join(work, "parity_reward.py")
+    with open(script, "w") as f:
+        f.write(REWARD_SERVER.format(
+            examples=os.path.join(args.source_dir, "reward_service", "examples")))
+    reward = Service([sys.executable, script], "parity_reward", work)
+    try:
+        for s in servers + [reward]:
+            s.start()
+        equivalence(args, work, servers, reward)
+        dead_rank(args, work, servers, reward)
+        restarted_rank(args, work, servers, reward)
+        bad_rendezvous(args, work, servers, reward)
+    finally:
+        for s in servers + [reward]:
+            s.stop()
+        remove_work(work, args.keep)
+    finish()
+
+
+if __name__ == "__main__":
+    main()
