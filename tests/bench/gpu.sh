@@ -19,6 +19,9 @@
 #      a 48 GiB total cap: time per phase and peak memory per process (grpo_step.py)
 #   e. three short GRPO steps with the rollout server on --cuda_graphs: graphs captured,
 #      then kept across the adapter swaps of a run (a crash or failed step shows here)
+#   g. NCCL at world size 1 (issue 19): the learner's Communicator on the GPU (its
+#      self-test, then a rank-256 adapter's gradients all-reduced and checked), as a
+#      data-parallel rank would run it (allreduce_bench)
 #   f. (not in the default list) decode as in a, with a random rank-256 adapter on all
 #      seven linear layers on both sides (transformers + PEFT `generate`), as a GRPO
 #      rollout runs once the learner has published
@@ -27,14 +30,14 @@
 #                 (builds; copies the programs, the libraries a GPU machine lacks and a Qwen
 #                 tokenizer into .gpu_carry/, kept out of git)
 #   on the GPU:   bash tests/bench/gpu.sh [SECTION...]     (device tool: carry [".gpu_carry"])
-#                 SECTION: env a b c d e f (default: env a b c d e). Each section has its
+#                 SECTION: env a b c d e f g (default: env g a b c d e). Each section has its
 #                 own time limit
 #                 and a failing one does not stop the others. The log goes to $OUT/gpu.log
 #                 when $OUT is set.
 set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CARRY="$REPO/.gpu_carry"
-PROGRAMS=(rollout_bench train_bench publish_bench rollout_server/rollout_server
+PROGRAMS=(rollout_bench train_bench publish_bench allreduce_bench rollout_server/rollout_server
           reward_service/reward_service learner/learner tests/device_test)
 
 if [ "${1:-}" = "--prepare" ]; then
@@ -67,7 +70,7 @@ LOG=${LOG:-/tmp/gpu.log}
 WORK=$(mktemp -d /tmp/gpu_bench.XXXXXX)
 MODEL="$WORK/model"   # one random Qwen2.5-1.5B-shaped model shared by every section
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -eq 0 ] && SECTIONS=(env a b c d e)
+[ ${#SECTIONS[@]} -eq 0 ] && SECTIONS=(env g a b c d e)
 B="$REPO/tests/bench"
 
 section() {  # section NAME LIMIT_S COMMAND...: runs and logs one section
@@ -117,7 +120,10 @@ section() {  # section NAME LIMIT_S COMMAND...: runs and logs one section
           --device cuda --prompts 8 --group 8 --prompt_len 512 --new_tokens 1024 \
           --model_dir "$MODEL" --lora_rank 256 --variants default \
           --bench_bin "$CARRY/rollout_bench" ;;
-      *) echo "unknown section $s (env a b c d e f)" ;;
+      g)
+        section nccl_world_1 60 env -u WORLD_SIZE -u RANK "$CARRY/allreduce_bench" \
+          --device=cuda --rank=256 --iters=3 ;;
+      *) echo "unknown section $s (env a b c d e f g)" ;;
     esac
   done
 } 2>&1 | tee "$LOG"

@@ -1,0 +1,213 @@
+"""Scaling out on this machine (docs/scaling.md), with the demo's tiny model:
+
+  (A) Mode A, data-parallel ranks: median seconds per GRPO step and generated tokens/s of
+      1 rank vs 2 ranks (each with its own rollout server, deploy/launch_ranks.sh) on the
+      same global batch; prints the ratio.
+  (B) Mode B (several rollout servers, bounded staleness): not built yet; says so.
+  (C) The all-reduce of a LoRA adapter's gradients at Qwen2.5-1.5B's shapes, rank 64 and
+      rank 256, between 2 ranks (Gloo on loopback): microrl's Communicator
+      (allreduce_bench) against PyTorch's own torch.distributed.all_reduce from Python on
+      the same tensors, bucketed alike; prints the ratio.
+
+  python tests/bench/scale_bench.py --build_dir build --source_dir . [--steps 5]
+        [--parts A,C] [--ranks_for_c 2]
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from service_process import make_demo  # noqa: E402
+
+# PyTorch's side of (C): the same tensors as allreduce_bench (one per A and B matrix),
+# flattened into buckets of the same size and all-reduced with torch.distributed (gloo).
+PEER = r"""
+import json, os, sys, time
+import torch
+import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+rank_lora, iters, bucket = int(sys.argv[1]), int(sys.argv[2]), 64 << 20
+dist.init_process_group("gloo")
+h, m, kv, layers = 1536, 8960, 256, 28
+modules = [(h, h), (h, kv), (h, kv), (h, h), (h, m), (h, m), (m, h)]
+grads = []
+for _ in range(layers):
+    for i, o in modules:
+        grads += [torch.ones(rank_lora, i), torch.ones(o, rank_lora)]
+buckets, cur, size = [], [], 0
+for g in grads:
+    b = g.numel() * 4
+    if cur and size + b > bucket:
+        buckets.append(cur); cur, size = [], 0
+    cur.append(g); size += b
+buckets.append(cur)
+times = []
+for it in range(iters + 1):
+    for g in grads:
+        g.fill_(1)
+    start = time.perf_counter()
+    works, flats = [], []
+    for b in buckets:
+        flat = b[0] if len(b) == 1 else _flatten_dense_tensors(b)
+        flats.append(flat)
+        works.append(dist.all_reduce(flat, async_op=True))
+    for b, flat, w in zip(buckets, flats, works):
+        w.wait()
+        if len(b) > 1:
+            for g, v in zip(b, _unflatten_dense_tensors(flat, b)):
+                g.copy_(v)
+    if it > 0:
+        times.append(time.perf_counter() - start)
+assert all(bool((g == dist.get_world_size()).all()) for g in grads)
+if dist.get_rank() == 0:
+    times.sort()
+    print(json.dumps({"seconds": times[len(times) // 2]}))
+dist.destroy_process_group()
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def consecutive_ports(count):
+    while True:
+        base = free_port()
+        try:
+            socks = []
+            for p in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+
+
+def torchrun(nproc):
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+            "--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+
+
+def last_json(text):
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no result in:\n{text[-2000:]}")
+
+
+def mode_a(args, work):
+    demo = os.path.join(work, "demo")
+    make_demo(args.source_dir, demo, seed=1)
+    results = {}
+    for nproc in (1, 2):
+        name = f"ranks{nproc}"
+        config = os.path.join(work, f"{name}.yaml")
+        with open(config, "w") as f:
+            f.write(f"""run:
+  name: {name}
+  output_dir: {work}/runs
+  seed: 0
+  max_steps: {args.steps}
+  checkpoint_every: 1000
+model:
+  path: {demo}/model
+  gradient_checkpointing: false
+lora:
+  rank: 64
+  alpha: 64
+data:
+  train: {demo}/data/train.jsonl
+  instruction: "{{problem}}"
+rollout:
+  prompts_per_step: 16
+  group_size: 8
+  max_response_tokens: 48
+  top_p: 0.9
+optim:
+  lr: 2.0e-4
+""")
+        env = dict(os.environ, MASTER_PORT=str(free_port()))
+        proc = subprocess.run(
+            ["bash", os.path.join(args.source_dir, "deploy", "launch_ranks.sh"),
+             f"--nproc={nproc}", f"--model={demo}/model", f"--config={config}",
+             f"--build_dir={args.build_dir}", f"--rollout_port={consecutive_ports(nproc)}",
+             "--rollout_flag=--max_model_len=256", f"--log_dir={work}/{name}_servers", "--",
+             "--port=0", "--metrics_port=0"],
+            capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            sys.exit(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        with open(os.path.join(work, "runs", name, "metrics.jsonl")) as f:
+            lines = [json.loads(x) for x in f if '"reward_mean"' in x][1:]  # after warm-up
+        step = statistics.median(m["time/step"] for m in lines)
+        tokens = statistics.median(
+            m["response_length_mean"] * 16 * 8 / m["time/step"] for m in lines)
+        results[nproc] = (step, tokens)
+        print(f"(A) {nproc} rank{'s' if nproc > 1 else ''}: {step:.3f} s/step, "
+              f"{tokens:.0f} generated tokens/s (median of steps 2..{args.steps}, "
+              "16 prompts x 8, 48 tokens)", flush=True)
+    print(f"(A) speed-up of 2 ranks over 1: {results[1][0] / results[2][0]:.2f}x "
+          f"(this machine has {os.cpu_count()} cores for both ranks and both servers)")
+
+
+def allreduce(args, work):
+    bench = os.path.join(args.build_dir, "tests", "bench", "allreduce_bench")
+    peer = os.path.join(work, "peer_allreduce.py")
+    with open(peer, "w") as f:
+        f.write(PEER)
+    n = args.ranks_for_c
+    for rank in (64, 256):
+        ours = subprocess.run(torchrun(n) + ["--no-python", bench, f"--rank={rank}",
+                                             f"--iters={args.iters}"],
+                              capture_output=True, text=True)
+        if ours.returncode != 0:
+            sys.exit(f"allreduce_bench failed:\n{ours.stdout}\n{ours.stderr[-3000:]}")
+        mine = last_json(ours.stdout)
+        theirs = subprocess.run(torchrun(n) + [peer, str(rank), str(args.iters)],
+                                capture_output=True, text=True)
+        if theirs.returncode != 0:
+            sys.exit(f"the PyTorch all-reduce failed:\n{theirs.stderr[-3000:]}")
+        peer_s = last_json(theirs.stdout)["seconds"]
+        print(f"(C) rank-{rank} gradients ({mine['bytes'] / 1e9:.2f} GB fp32, "
+              f"{mine['elements'] / 1e6:.1f} M values), {n} ranks, {mine['backend']}: "
+              f"microrl {mine['seconds']:.3f} s, torch.distributed {peer_s:.3f} s, "
+              f"ratio {peer_s / mine['seconds']:.2f}x", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build_dir", required=True)
+    parser.add_argument("--source_dir", required=True)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--ranks_for_c", type=int, default=2)
+    parser.add_argument("--parts", default="A,B,C")
+    args = parser.parse_args()
+    args.build_dir = os.path.abspath(args.build_dir)
+    args.source_dir = os.path.abspath(args.source_dir)
+    parts = args.parts.split(",")
+    with tempfile.TemporaryDirectory(prefix="scale_bench_") as work:
+        start = time.time()
+        if "A" in parts:
+            mode_a(args, work)
+        if "B" in parts:
+            print("(B) Mode B (several rollout servers, bounded staleness): not built yet "
+                  "(issue 19 stays open); nothing to measure")
+        if "C" in parts:
+            allreduce(args, work)
+        print(f"done in {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
