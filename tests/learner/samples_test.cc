@@ -106,6 +106,45 @@ TEST(BuildSamplesTest, DrGrpoLeavesTheStdOut) {
   EXPECT_NEAR(samples[1].advantage, -0.55, 1e-6);
 }
 
+// A data-parallel rank's share: other ranks' groups carry lengths only, and
+// the shares of all ranks concatenate to the whole step's samples, numbered
+// as BuildSamples numbers them, with the whole step's metrics.
+TEST(BuildSamplesTest, RankSharesConcatenateToTheWholeStep) {
+  for (bool filter : {false, true}) {
+    SCOPED_TRACE(filter ? "filtering zero-variance groups" : "all groups");
+    const Step step = TwoGroups();
+    SampleOptions options;
+    options.group_size = 2;
+    options.filter_zero_variance = filter;
+    StepMetrics whole_metrics;
+    const std::vector<Sample> whole =
+        BuildSamples(step.groups, step.scores, options, whole_metrics);
+    std::vector<Sample> joined;
+    for (int64_t rank = 0; rank < 2; ++rank) {
+      // What the exchange gives rank `rank`: the other group without ids.
+      Step seen = step;
+      for (Completion& c : seen.groups[1 - rank].completions) {
+        c.token_ids.clear();
+        c.logprobs.clear();
+      }
+      seen.groups[1 - rank].prompt_token_ids.clear();
+      StepMetrics m;
+      const SampleShare share = BuildSampleShare(seen.groups, seen.scores,
+                                                 options, rank, rank + 1, m);
+      EXPECT_EQ(share.global_samples, static_cast<int64_t>(whole.size()));
+      EXPECT_EQ(share.first_sample, static_cast<int64_t>(joined.size()));
+      EXPECT_EQ(m, whole_metrics);
+      joined.insert(joined.end(), share.samples.begin(), share.samples.end());
+    }
+    ASSERT_EQ(joined.size(), whole.size());
+    for (size_t i = 0; i < whole.size(); ++i) {
+      EXPECT_EQ(joined[i].completion, whole[i].completion) << i;
+      EXPECT_EQ(joined[i].prompt, whole[i].prompt) << i;
+      EXPECT_EQ(joined[i].advantage, whole[i].advantage) << i;
+    }
+  }
+}
+
 TEST(RewardItemsForTest, OneItemPerCompletionProblemMajor) {
   const Step step = TwoGroups();
   const std::vector<RewardItem> items =
