@@ -35,8 +35,9 @@ inline constexpr EnumName<LrSchedule> kLrScheduleNames[] = {
     {LrSchedule::kConstant, "constant"}, {LrSchedule::kCosine, "cosine"}};
 
 // Everything a training run needs, read from a YAML file (sections run, model,
-// lora, data, rollout, reward, grpo, optim, eval; see configs/README.md) with
-// "section.key=value" overrides. Defaults are the values below.
+// lora, data, rollout, reward, grpo, optim, sft, eval, distributed; see
+// configs/README.md) with "section.key=value" overrides. Defaults are the
+// values below.
 // How the learner reaches a peer across machines: TLS (the CA that signed the
 // peer's certificate; a client certificate and key for mutual TLS; the name the
 // certificate carries if not the address's host) and a shared token read from

@@ -106,6 +106,36 @@ TEST(ConfigTest, ErrorsNameTheFileAndLine) {
               HasSubstr("run.output_dir"));
 }
 
+TEST(ConfigTest, DistributedSection) {
+  absl::StatusOr<TrainConfig> config =
+      ParseTrainConfig(std::string(kMinimal) + R"(
+distributed:
+  enabled: false
+  timeout_s: 30
+  rollout_port_per_rank: false
+  eval_wait_s: 60
+  check_every: 5
+)",
+                       "test.yaml", {});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->distributed_enabled);
+  EXPECT_EQ(config->distributed_timeout_s, 30);
+  EXPECT_FALSE(config->rollout_port_per_rank);
+  EXPECT_EQ(config->distributed_eval_wait_s, 60);
+  EXPECT_EQ(config->distributed_check_every, 5);
+  absl::StatusOr<TrainConfig> defaults = ParseTrainConfig(kMinimal, "t", {});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_TRUE(defaults->distributed_enabled);
+  EXPECT_TRUE(defaults->rollout_port_per_rank);
+  for (const auto& [bad, key] :
+       {std::pair{"distributed.timeout_s=0", "distributed.timeout_s"},
+        std::pair{"distributed.eval_wait_s=-1", "distributed.eval_wait_s"},
+        std::pair{"distributed.check_every=-2", "distributed.check_every"}}) {
+    EXPECT_THAT(ParseTrainConfig(kMinimal, "t", {bad}).status().message(),
+                HasSubstr(key));
+  }
+}
+
 TEST(ConfigTest, BaseFilesAreReadFirst) {
   const std::string dir = testing::MakeTempDir();
   Write(dir + "/common.yaml",
