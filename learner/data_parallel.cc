@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -34,6 +35,49 @@ at::Tensor OnDevice(const distributed::Communicator& comm,
 at::Tensor OnDevice(const distributed::Communicator& comm,
                     const std::vector<double>& values) {
   return at::tensor(values, at::kDouble).to(comm.device());
+}
+
+// What rank 0 tells the others about the run's start.
+struct RunStart {
+  int64_t checkpoint_step = -1;  // -1: none
+};
+
+absl::StatusOr<RunStart> ShareRunStart(distributed::Communicator& comm,
+                                       const absl::Status& opened,
+                                       int64_t checkpoint_step,
+                                       const std::string& config_yaml) {
+  const std::vector<int64_t> mine = DigestWords(Sha256Hex(config_yaml));
+  std::vector<int64_t> values = {opened.ok() ? 1 : 0, checkpoint_step};
+  values.insert(values.end(), mine.begin(), mine.end());
+  at::Tensor start = OnDevice(comm, values);
+  if (absl::Status s = comm.Broadcast({start}, 0); !s.ok()) return s;
+  const at::Tensor host = start.cpu();
+  const int64_t* v = host.data_ptr<int64_t>();
+  if (comm.rank() == 0) {
+    if (!opened.ok()) return opened;
+    return RunStart{checkpoint_step};
+  }
+  if (v[0] != 1) {
+    return absl::FailedPreconditionError(
+        "rank 0 could not open the run directory (its log says why)");
+  }
+  for (size_t w = 0; w < 4; ++w) {
+    if (v[2 + w] != mine[w]) {
+      return absl::InvalidArgumentError(
+          "this rank's configuration differs from rank 0's (every rank must "
+          "get the same --config and --set)");
+    }
+  }
+  return RunStart{v[1]};
+}
+
+// The step of a checkpoint directory ("<root>/step_00000042" -> 42).
+int64_t CheckpointStepOf(const std::string& dir) {
+  int64_t step = -1;
+  const size_t at = dir.rfind("step_");
+  if (at == std::string::npos || !absl::SimpleAtoi(dir.substr(at + 5), &step))
+    return -1;
+  return step;
 }
 
 }  // namespace
@@ -234,33 +278,61 @@ absl::Status CheckReplicasEqual(distributed::Communicator& comm,
   return absl::OkStatus();
 }
 
-absl::StatusOr<RunStart> ShareRunStart(distributed::Communicator& comm,
-                                       const absl::Status& opened,
-                                       int64_t checkpoint_step,
-                                       const std::string& config_yaml) {
-  const std::vector<int64_t> mine = DigestWords(Sha256Hex(config_yaml));
-  std::vector<int64_t> values = {opened.ok() ? 1 : 0, checkpoint_step};
-  values.insert(values.end(), mine.begin(), mine.end());
-  at::Tensor start = OnDevice(comm, values);
-  if (absl::Status s = comm.Broadcast({start}, 0); !s.ok()) return s;
-  const at::Tensor host = start.cpu();
-  const int64_t* v = host.data_ptr<int64_t>();
-  if (comm.rank() == 0) {
-    if (!opened.ok()) return opened;
-    return RunStart{checkpoint_step};
+absl::StatusOr<RankSetup> JoinRanks(const TrainConfig& config,
+                                    const distributed::LaunchEnv& launch) {
+  if (config.prompts_per_step < launch.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rollout.prompts_per_step (", config.prompts_per_step,
+        ") must be at least the number of ranks (", launch.world_size,
+        "): each rank generates a share of the prompts"));
   }
-  if (v[0] != 1) {
-    return absl::FailedPreconditionError(
-        "rank 0 could not open the run directory (its log says why)");
-  }
-  for (size_t w = 0; w < 4; ++w) {
-    if (v[2 + w] != mine[w]) {
+  absl::StatusOr<TrainConfig> rank = RankConfig(config, launch);
+  if (!rank.ok()) return rank.status();
+  distributed::CommunicatorOptions options;
+  options.timeout = absl::Seconds(config.distributed_timeout_s);
+  if (absl::StartsWith(rank->device, "cuda")) {
+    options.cuda = true;
+    int index = 0;
+    const size_t colon = rank->device.find(':');
+    if (colon != std::string::npos &&
+        !absl::SimpleAtoi(rank->device.substr(colon + 1), &index)) {
       return absl::InvalidArgumentError(
-          "this rank's configuration differs from rank 0's (every rank must "
-          "get the same --config and --set)");
+          absl::StrCat("model.device: bad device \"", rank->device, "\""));
+    }
+    options.cuda_device = index;
+  }
+  absl::StatusOr<std::unique_ptr<distributed::Communicator>> comm =
+      distributed::Communicator::Create(launch, options);
+  if (!comm.ok()) return comm.status();
+  return RankSetup{*std::move(rank), *std::move(comm)};
+}
+
+absl::StatusOr<RunDirectory> OpenSharedRunDirectory(
+    distributed::Communicator& comm, const TrainConfig& config, bool resume) {
+  RunDirectory run;
+  absl::Status opened = absl::OkStatus();
+  int64_t checkpoint_step = -1;
+  if (comm.rank() == 0) {
+    absl::StatusOr<RunDirectory> own = OpenRunDirectory(config, resume);
+    if (own.ok()) {
+      run = *std::move(own);
+      if (run.latest_checkpoint.has_value())
+        checkpoint_step = CheckpointStepOf(*run.latest_checkpoint);
+    } else {
+      opened = own.status();
     }
   }
-  return RunStart{v[1]};
+  absl::StatusOr<RunStart> start =
+      ShareRunStart(comm, opened, checkpoint_step, TrainConfigToYaml(config));
+  if (!start.ok()) return start.status();
+  if (comm.rank() != 0) {
+    run.path = config.output_dir + "/" + config.run_name;
+    if (start->checkpoint_step >= 0) {
+      run.latest_checkpoint =
+          CheckpointDir(run.path + "/checkpoints", start->checkpoint_step);
+    }
+  }
+  return run;
 }
 
 }  // namespace microrl::learner

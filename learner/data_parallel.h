@@ -2,6 +2,8 @@
 #define MICRORL_LEARNER_DATA_PARALLEL_H_
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -10,6 +12,7 @@
 #include "learner/config.h"
 #include "learner/generation.h"
 #include "learner/reward_client.h"
+#include "learner/run_setup.h"
 
 // What the learner's data-parallel ranks (Mode A of docs/scaling.md) agree on
 // beyond the update itself: each rank's share of a step's prompts, the step's
@@ -69,17 +72,23 @@ absl::StatusOr<Agreement> Agree(distributed::Communicator& comm,
 absl::Status CheckReplicasEqual(distributed::Communicator& comm,
                                 const model::LoraAdapter& adapter);
 
-// Rank 0 tells the others how the run starts: whether it opened the run
-// directory (else they fail too, pointing at its log), the step of the
-// checkpoint it resumes from (-1: none), and its configuration's hash (which
-// must equal theirs).
-struct RunStart {
-  int64_t checkpoint_step = -1;
+// A data-parallel rank's own settings (RankConfig) and the job's collectives,
+// joined (the rendezvous and the self-test). Refuses fewer prompts per step
+// than ranks.
+struct RankSetup {
+  TrainConfig config;
+  std::unique_ptr<distributed::Communicator> comm;
 };
-absl::StatusOr<RunStart> ShareRunStart(distributed::Communicator& comm,
-                                       const absl::Status& opened,
-                                       int64_t checkpoint_step,
-                                       const std::string& config_yaml);
+absl::StatusOr<RankSetup> JoinRanks(const TrainConfig& config,
+                                    const distributed::LaunchEnv& launch);
+
+// Rank 0 opens the run directory (its lock, config.yaml; the newest checkpoint
+// with `resume`) and tells the others whether it could and which checkpoint
+// they resume from; a rank whose configuration (a hash of the resolved YAML of
+// `config`, before RankConfig) differs from rank 0's refuses. The other ranks'
+// RunDirectory has the path and checkpoint only (no lock).
+absl::StatusOr<RunDirectory> OpenSharedRunDirectory(
+    distributed::Communicator& comm, const TrainConfig& config, bool resume);
 
 }  // namespace microrl::learner
 

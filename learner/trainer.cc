@@ -4,32 +4,16 @@
 
 #include <algorithm>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/base/failpoint.h"
 #include "common/base/logging.h"
-#include "common/base/net.h"
 #include "common/base/random.h"
 #include "learner/benchmarks.h"
 #include "learner/data_parallel.h"
 #include "learner/samples.h"
 
 namespace microrl::learner {
-namespace {
-
-// The step of a checkpoint directory ("<root>/step_00000042" -> 42).
-int64_t CheckpointStepOf(const std::string& dir) {
-  int64_t step = -1;
-  const size_t at = dir.rfind("step_");
-  if (at == std::string::npos || !absl::SimpleAtoi(dir.substr(at + 5), &step)) {
-    return -1;
-  }
-  return step;
-}
-
-}  // namespace
 
 struct Trainer::Rollouts {
   std::vector<const Problem*> problems;
@@ -76,58 +60,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     if (absl::Status s = t->Start(); !s.ok()) return s;
     return t;
   }
-  // Data parallel: this rank's device and rollout server; the collectives.
-  if (config.prompts_per_step < launch->world_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rollout.prompts_per_step (", config.prompts_per_step,
-        ") must be at least the number of ranks (", launch->world_size,
-        "): each rank generates a share of the prompts"));
-  }
-  absl::StatusOr<TrainConfig> rank = RankConfig(config, *launch);
+  // Data parallel: this rank's device, rollout server and collectives; rank 0
+  // opens the run directory for all.
+  absl::StatusOr<RankSetup> rank = JoinRanks(config, *launch);
   if (!rank.ok()) return rank.status();
-  distributed::CommunicatorOptions options;
-  options.timeout = absl::Seconds(config.distributed_timeout_s);
-  if (absl::StartsWith(rank->device, "cuda")) {
-    options.cuda = true;
-    int index = 0;
-    const size_t colon = rank->device.find(':');
-    if (colon != std::string::npos &&
-        !absl::SimpleAtoi(rank->device.substr(colon + 1), &index)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model.device: bad device \"", rank->device, "\""));
-    }
-    options.cuda_device = index;
-  }
-  absl::StatusOr<std::unique_ptr<distributed::Communicator>> comm =
-      distributed::Communicator::Create(*launch, options);
-  if (!comm.ok()) return comm.status();
-  std::unique_ptr<Trainer> t(new Trainer(*rank, registry, status));
-  t->comm_ = *std::move(comm);
+  std::unique_ptr<Trainer> t(new Trainer(rank->config, registry, status));
+  t->comm_ = std::move(rank->comm);
   t->lead_ = launch->rank == 0;
-  // Rank 0 opens the run directory (and its lock) and tells the others which
-  // checkpoint it resumes from; their configuration must be its.
-  absl::Status opened = absl::OkStatus();
-  int64_t checkpoint_step = -1;
-  if (t->lead_) {
-    absl::StatusOr<RunDirectory> run = OpenRunDirectory(config, resume);
-    if (run.ok()) {
-      t->run_ = *std::move(run);
-      if (t->run_.latest_checkpoint.has_value())
-        checkpoint_step = CheckpointStepOf(*t->run_.latest_checkpoint);
-    } else {
-      opened = run.status();
-    }
-  }
-  absl::StatusOr<RunStart> start = ShareRunStart(
-      *t->comm_, opened, checkpoint_step, TrainConfigToYaml(config));
-  if (!start.ok()) return start.status();
-  if (!t->lead_) {
-    t->run_.path = config.output_dir + "/" + config.run_name;
-    if (start->checkpoint_step >= 0) {
-      t->run_.latest_checkpoint =
-          CheckpointDir(t->run_.path + "/checkpoints", start->checkpoint_step);
-    }
-  }
+  absl::StatusOr<RunDirectory> run =
+      OpenSharedRunDirectory(*t->comm_, config, resume);
+  if (!run.ok()) return run.status();
+  t->run_ = *std::move(run);
   if (absl::Status s = t->Start(); !s.ok()) return s;
   return t;
 }
