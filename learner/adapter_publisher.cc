@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <thread>
 #include <utility>
 
 #include "common/base/logging.h"
@@ -106,6 +107,32 @@ absl::Status AdapterPublisher::PublishVersion(uint64_t version) {
     loaded = rollout_.LoadAdapter(version, config_json, *weights);
   }
   return loaded.status();
+}
+
+absl::Status PublishToAll(
+    AdapterPublisher& first,
+    const std::vector<std::unique_ptr<AdapterPublisher>>& others,
+    uint64_t* version) {
+  if (absl::Status s = first.Publish(version); !s.ok()) return s;
+  std::vector<absl::Status> results(others.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < others.size(); ++i) {
+    threads.emplace_back(
+        [&, i] { results[i] = others[i]->PublishVersion(*version); });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const absl::Status& s : results) {
+    // A server that cannot be reached gets the adapter again when it is back
+    // (it refuses to generate with an older one, and the learner republishes).
+    if (s.code() == absl::StatusCode::kUnavailable ||
+        s.code() == absl::StatusCode::kDeadlineExceeded) {
+      MRL_LOG(WARNING) << "a rollout server missed adapter version " << *version
+                       << ": " << s.message();
+      continue;
+    }
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace microrl::learner

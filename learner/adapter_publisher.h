@@ -4,7 +4,9 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "common/model/lora.h"
@@ -56,6 +58,15 @@ class AdapterPublisher {
   bool ipc_unavailable_ = false;
   bool ipc_checked_ = false;  // the server's accepts_cuda_ipc was read
 };
+
+// Loads the adapter into several rollout servers as one version: `first`
+// picks it (as Publish), then `others` load exactly it, concurrently. One of
+// `others` that cannot be reached is skipped (logged): it refuses requests
+// until it has the adapter again.
+absl::Status PublishToAll(
+    AdapterPublisher& first,
+    const std::vector<std::unique_ptr<AdapterPublisher>>& others,
+    uint64_t* version);
 
 }  // namespace microrl::learner
 

@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "common/base/enum_names.h"
 #include "common/base/file.h"
+#include "common/base/net.h"
 
 namespace microrl::learner {
 namespace {
@@ -89,6 +90,8 @@ std::vector<Field> Fields(TrainConfig& c) {
                {"data.system_prompt", &c.system_prompt},
                {"data.instruction", &c.instruction},
                {"rollout.address", &c.rollout_address},
+               {"rollout.addresses", &c.rollout_addresses},
+               {"rollout.redispatch_after_s", &c.rollout_redispatch_after_s},
                {"rollout.prompts_per_step", &c.prompts_per_step},
                {"rollout.group_size", &c.group_size},
                {"rollout.max_response_tokens", &c.max_response_tokens},
@@ -458,6 +461,17 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
            Require(c.generate_timeout_s > 0, "rollout.generate_timeout_s",
                    "must be > 0"),
            Require(!c.reward_address.empty(), "reward.address", "is required"),
+           Require(c.rollout_addresses.size() <= 1 || !c.colocated,
+                   "rollout.colocated",
+                   "needs a single rollout server (rollout.addresses names "
+                   "several)"),
+           Require(
+               std::all_of(
+                   c.rollout_addresses.begin(), c.rollout_addresses.end(),
+                   [](const std::string& a) { return ParseHostPort(a).ok(); }),
+               "rollout.addresses", "each must be host:port"),
+           Require(c.rollout_redispatch_after_s > 0,
+                   "rollout.redispatch_after_s", "must be > 0"),
            Require(!c.rollout_address.empty(), "rollout.address",
                    "is required"),
            Require(c.reward_timeout_s > 0, "reward.timeout_s", "must be > 0"),

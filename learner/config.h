@@ -102,6 +102,13 @@ struct TrainConfig {
 
   // rollout
   std::string rollout_address = "127.0.0.1:50051";
+  // Several rollout servers (docs/scaling.md, Mode B): each step's groups are
+  // spread over them and every adapter is loaded into all; rollout.address is
+  // then not used. Empty: rollout.address alone.
+  std::vector<std::string> rollout_addresses;
+  // How long a group waits for an unreachable server (of rollout.addresses)
+  // before it is sent to another one.
+  double rollout_redispatch_after_s = 30;
   int64_t prompts_per_step = 8;
   int64_t group_size = 8;
   int64_t max_response_tokens = 3584;

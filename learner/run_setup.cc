@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "common/base/file.h"
 #include "common/base/logging.h"
+#include "common/base/random.h"
 #include "common/device/device.h"
 #include "common/model/loader.h"
 #include "learner/checkpoint.h"
@@ -254,9 +255,24 @@ absl::StatusOr<PeerClients> ConnectPeers(const TrainConfig& config) {
   reward_retry.max_elapsed = absl::Seconds(config.reward_max_wait_s);
   PeerClients peers;
   absl::StatusOr<std::unique_ptr<RolloutClient>> rollout =
-      RolloutClient::Create(config.rollout_address, rollout_options);
+      RolloutClient::Create(config.rollout_addresses.empty()
+                                ? config.rollout_address
+                                : config.rollout_addresses[0],
+                            rollout_options);
   if (!rollout.ok()) return rollout.status();
   peers.rollout = *std::move(rollout);
+  if (config.rollout_addresses.size() > 1) {
+    // A group waits redispatch_after_s for its server, then goes to another.
+    RolloutPoolOptions pool;
+    pool.client = rollout_options;
+    pool.client.retry.max_elapsed =
+        absl::Seconds(config.rollout_redispatch_after_s);
+    pool.max_wait = absl::Seconds(config.rollout_max_wait_s);
+    absl::StatusOr<std::unique_ptr<RolloutPool>> created =
+        RolloutPool::Create(config.rollout_addresses, pool);
+    if (!created.ok()) return created.status();
+    peers.pool = *std::move(created);
+  }
   absl::StatusOr<std::unique_ptr<RewardClient>> reward = RewardClient::Create(
       config.reward_address, absl::Seconds(config.reward_timeout_s),
       reward_retry, *reward_security);
@@ -284,6 +300,20 @@ BenchmarkOptions FinalBenchmarkOptions(const TrainConfig& config,
   eval.seed = config.seed;
   eval.out_dir = run_dir + "/eval";
   return eval;
+}
+
+GenerateParams StepGenerateParams(const TrainConfig& config, int64_t step,
+                                  int64_t first_prompt_index) {
+  GenerateParams params;
+  params.request_id = absl::StrCat(config.run_name, "-step-", step);
+  params.group_size = config.group_size;
+  params.temperature = config.temperature;
+  params.top_p = config.top_p;
+  params.top_k = config.top_k;
+  params.max_tokens = config.max_response_tokens;
+  params.seed = SplitMix64(config.seed ^ SplitMix64(step));
+  params.first_prompt_index = static_cast<uint32_t>(first_prompt_index);
+  return params;
 }
 
 SampleOptions SampleOptionsFrom(const TrainConfig& config) {

@@ -18,6 +18,7 @@
 #include "learner/policy_update.h"
 #include "learner/reward_client.h"
 #include "learner/rollout_client.h"
+#include "learner/rollout_pool.h"
 #include "learner/run_lock.h"
 #include "learner/samples.h"
 
@@ -77,7 +78,10 @@ absl::StatusOr<TrainingModel> LoadTrainingModel(
 // to its max_wait_s, with the TLS and token of rollout.*/reward.* (or of
 // MICRORL_AUTH_TOKEN and MICRORL_TLS_CA).
 struct PeerClients {
+  // rollout.address's server, or rollout.addresses' first.
   std::unique_ptr<RolloutClient> rollout;
+  // Every server of rollout.addresses when it names several, else null.
+  std::unique_ptr<RolloutPool> pool;
   std::unique_ptr<RewardClient> reward;
 };
 absl::StatusOr<PeerClients> ConnectPeers(const TrainConfig& config);
@@ -89,6 +93,11 @@ BenchmarkOptions FinalBenchmarkOptions(const TrainConfig& config,
 // How a step's completions become samples (algorithm.advantage*,
 // algorithm.filter_zero_variance).
 SampleOptions SampleOptionsFrom(const TrainConfig& config);
+
+// The sampling of step `step` (1-based): the run's settings, a seed of the run
+// seed and the step, prompts numbered from `first_prompt_index`.
+GenerateParams StepGenerateParams(const TrainConfig& config, int64_t step,
+                                  int64_t first_prompt_index);
 
 // The periodic validation: greedy pass@1 on eval.path's problems, of adapter
 // `version`.

@@ -150,6 +150,20 @@ int64_t CountOffPolicy(const std::vector<CompletionGroup>& groups,
   return other;
 }
 
+int64_t CompletionTokens(const std::vector<CompletionGroup>& groups) {
+  int64_t tokens = 0;
+  for (const CompletionGroup& g : groups) {
+    for (const Completion& c : g.completions) tokens += c.completion_tokens;
+  }
+  return tokens;
+}
+
+void AddDispatchMetrics(const std::vector<int64_t>& groups_per_server,
+                        int64_t redispatched, StepMetrics& m) {
+  m["rollout_groups_per_server"] = groups_per_server;
+  m["rollout_redispatched"] = redispatched;
+}
+
 void AddUpdateMetrics(const UpdateStats& stats, StepMetrics& m) {
   m["entropy"] = stats.entropy;
   m["kl"] = stats.kl;

@@ -61,6 +61,14 @@ std::vector<RewardItem> RewardItemsFor(
 int64_t CountOffPolicy(const std::vector<CompletionGroup>& groups,
                        uint64_t version, uint64_t* seen);
 
+// The completion tokens of a step's groups.
+int64_t CompletionTokens(const std::vector<CompletionGroup>& groups);
+
+// How a step's groups were spread over several rollout servers:
+// rollout_groups_per_server and rollout_redispatched.
+void AddDispatchMetrics(const std::vector<int64_t>& groups_per_server,
+                        int64_t redispatched, StepMetrics& metrics);
+
 // The update's metrics (loss terms, clipping, KL, gradient norm, learning
 // rate, log-prob mismatch, optimizer steps) added to `metrics`.
 void AddUpdateMetrics(const UpdateStats& stats, StepMetrics& metrics);

@@ -8,7 +8,6 @@
 #include "absl/time/clock.h"
 #include "common/base/failpoint.h"
 #include "common/base/logging.h"
-#include "common/base/random.h"
 #include "learner/benchmarks.h"
 #include "learner/data_parallel.h"
 #include "learner/samples.h"
@@ -26,6 +25,8 @@ struct Trainer::Rollouts {
   // Completions refused for coming from another adapter version than the
   // learner's (then generated again).
   int64_t off_policy_refused = 0;
+  // With several rollout servers: how the groups were spread.
+  std::optional<RolloutPool::Dispatch> dispatch;
 };
 
 Trainer::Trainer(const TrainConfig& config, prometheus::Registry& registry,
@@ -135,14 +136,24 @@ absl::Status Trainer::Connect() {
   if (!peers.ok()) return peers.status();
   rollout_ = std::move(peers->rollout);
   reward_ = std::move(peers->reward);
+  pool_ = std::move(peers->pool);
   PublishOptions publish;
   publish.model_path = config_.model_path;
   publish.via = config_.publish_via;
   publish.dtype = config_.publish_dtype;
-  publish.rollout_address = config_.rollout_address;
-  publisher_ = std::make_unique<AdapterPublisher>(
-      *rollout_, *adapter_, decoder_->options().dtype,
-      decoder_->options().device.is_cuda(), publish);
+  publish.rollout_address = config_.rollout_addresses.empty()
+                                ? config_.rollout_address
+                                : config_.rollout_addresses[0];
+  auto publisher_for = [&](RolloutClient& client) {
+    return std::make_unique<AdapterPublisher>(
+        client, *adapter_, decoder_->options().dtype,
+        decoder_->options().device.is_cuda(), publish);
+  };
+  publisher_ = publisher_for(*rollout_);
+  for (size_t i = 1; pool_ != nullptr && i < pool_->size(); ++i) {
+    publish.rollout_address = pool_->address(i);
+    pool_publishers_.push_back(publisher_for(pool_->server(i)));
+  }
   return absl::OkStatus();
 }
 
@@ -153,6 +164,7 @@ void Trainer::Stop() {
   // its end (then the step commits); either way the state saved at the end is
   // a completed step's.
   if (rollout_ != nullptr) rollout_->Cancel();
+  if (pool_ != nullptr) pool_->Cancel();
   if (reward_ != nullptr) reward_->Cancel();
 }
 
@@ -170,15 +182,8 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
   if (absl::Status s = EnsureAwake(); !s.ok()) return s;
   Rollouts rollouts;
   rollouts.problems = problems;
-  GenerateParams params;
-  params.request_id = absl::StrCat(config_.run_name, "-step-", state_.step + 1);
-  params.group_size = config_.group_size;
-  params.temperature = config_.temperature;
-  params.top_p = config_.top_p;
-  params.top_k = config_.top_k;
-  params.max_tokens = config_.max_response_tokens;
-  params.seed = SplitMix64(config_.seed ^ SplitMix64(state_.step + 1));
-  params.first_prompt_index = static_cast<uint32_t>(first_prompt_index);
+  GenerateParams params =
+      StepGenerateParams(config_, state_.step + 1, first_prompt_index);
   std::vector<PromptIds> prompts;
   for (const Problem* problem : problems) {
     absl::StatusOr<std::string> text = prompts_->Text(*problem);
@@ -198,7 +203,8 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
   // Only samples of exactly the learner's version are trained on.
   for (int attempt = 0;; ++attempt) {
     params.min_adapter_version = state_.adapter_version;
-    groups = rollout_->Generate(prompts, params);
+    groups = pool_ != nullptr ? pool_->Generate(prompts, params)
+                              : rollout_->Generate(prompts, params);
     absl::Status refused;
     if (!groups.ok()) {
       if (groups.status().code() != absl::StatusCode::kFailedPrecondition) {
@@ -223,6 +229,7 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
     if (absl::Status s = Republish(); !s.ok()) return s;
   }
   rollouts.groups = *std::move(groups);
+  if (pool_ != nullptr) rollouts.dispatch = pool_->last_dispatch();
   rollouts.generate_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return rollouts;
 }
@@ -236,11 +243,21 @@ absl::Status Trainer::Republish() {
                    << " (restarted?): publishing the current adapter again";
   rollout_asleep_ = info->state() == v1::ROLLOUT_STATE_SLEEPING;
   if (absl::Status s = EnsureAwake(); !s.ok()) return s;
-  state_.adapter_version =
-      std::max(state_.adapter_version, info->adapter_version());
+  if (absl::Status s = RaiseToServedVersion(*info); !s.ok()) return s;
   // The restarted server may take CUDA IPC or not: ask again.
   publisher_->Reset();
+  for (auto& publisher : pool_publishers_) publisher->Reset();
   return Publish();
+}
+
+absl::Status Trainer::RaiseToServedVersion(const v1::RolloutInfo& info) {
+  state_.adapter_version =
+      std::max(state_.adapter_version, info.adapter_version());
+  if (pool_ == nullptr) return absl::OkStatus();
+  absl::StatusOr<uint64_t> served = pool_->MaxAdapterVersion();
+  if (!served.ok()) return served.status();
+  state_.adapter_version = std::max(state_.adapter_version, *served);
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::Score(Rollouts& rollouts) {
@@ -261,7 +278,8 @@ absl::Status Trainer::Score(Rollouts& rollouts) {
 absl::Status Trainer::Publish() {
   // Fault tests: a publish that fails after the step committed.
   if (absl::Status s = Failpoint("learner.publish"); !s.ok()) return s;
-  absl::Status published = publisher_->Publish(&state_.adapter_version);
+  absl::Status published =
+      PublishToAll(*publisher_, pool_publishers_, &state_.adapter_version);
   if (published.ok()) {
     status_.Update([&](TrainingStatus::View& v) {
       v.adapter_version = state_.adapter_version;
@@ -385,9 +403,6 @@ absl::Status Trainer::Step() {
                share.begin);
   absl::Status ready = rollouts.status();
   if (ready.ok()) ready = Score(*rollouts);
-  // Colocated: the rollout server sleeps before the update, outside the
-  // uncommitted region, so a server that stays down fails the step with the
-  // last completed one still savable.
   if (ready.ok()) ready = SleepForUpdate();
   if (absl::Status s = AgreeOn(ready); !s.ok()) return s;
 
@@ -467,16 +482,15 @@ absl::Status Trainer::Step() {
   state_.elapsed_seconds += absl::ToDoubleSeconds(step_time);
 
   AddUpdateMetrics(*stats, m);
-  int64_t generated = 0;
-  for (const CompletionGroup& g :
-       comm_ != nullptr ? all_groups : rollouts->groups) {
-    for (const Completion& c : g.completions) generated += c.completion_tokens;
-  }
+  const int64_t generated =
+      CompletionTokens(comm_ != nullptr ? all_groups : rollouts->groups);
   const StepTimes times = {rollouts->generate_seconds, rollouts->score_seconds,
                            update_seconds, publish_seconds,
                            absl::ToDoubleSeconds(step_time)};
   AddTimeMetrics(times, generated, stats->tokens, m);
   m["off_policy_refused"] = off_policy_refused;
+  if (const auto& d = rollouts->dispatch; d.has_value())
+    AddDispatchMetrics(d->groups_per_server, d->redispatched, m);
   m["adapter_version"] = state_.adapter_version;
   AddMemoryMetrics(device_, m);
   std::vector<std::string> ids;
@@ -507,9 +521,8 @@ absl::Status Trainer::Run() {
     status = info.status();
   } else {
     if (info->state() == v1::ROLLOUT_STATE_SLEEPING) rollout_asleep_ = true;
-    state_.adapter_version =
-        std::max(state_.adapter_version, info->adapter_version());
-    status = Publish();
+    status = RaiseToServedVersion(*info);
+    if (status.ok()) status = Publish();
   }
   const double budget = config_.time_budget_hours * 3600;
   // A data-parallel rank's error between agreements leaves the others

@@ -20,6 +20,7 @@
 #include "learner/policy_update.h"
 #include "learner/reward_client.h"
 #include "learner/rollout_client.h"
+#include "learner/rollout_pool.h"
 #include "learner/run_log.h"
 #include "learner/run_setup.h"
 #include "learner/training_status.h"
@@ -85,6 +86,9 @@ class Trainer {
   // Publishes the current adapter again to a rollout server that lost it (a
   // restart), waking it first if it is asleep.
   absl::Status Republish();
+  // The adapter version rises above any a rollout server serves (`info` is
+  // the first server's; with a pool, every server's).
+  absl::Status RaiseToServedVersion(const v1::RolloutInfo& info);
   // Data parallel: every rank calls these; rank 0 saves or validates.
   absl::Status Checkpoint();
   absl::Status SaveOwnCheckpoint();
@@ -94,7 +98,9 @@ class Trainer {
   absl::Status FinalEvaluation();
 
   absl::Status Step();
-  // Colocated: puts the rollout server to sleep before the update.
+  // Colocated: puts the rollout server to sleep before the update, outside
+  // the uncommitted region, so a server that stays down fails the step with
+  // the last completed one still savable.
   absl::Status SleepForUpdate();
   // Data parallel: every rank says how its phase went (`local`) and whether it
   // is stopping; returns `local`, or an Aborted if another rank failed, or a
@@ -121,7 +127,11 @@ class Trainer {
   std::unique_ptr<model::LoraAdapter> adapter_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<PolicyUpdater> updater_;
-  std::unique_ptr<RolloutClient> rollout_;
+  std::unique_ptr<RolloutClient> rollout_;  // the (first) rollout server
+  // rollout.addresses' servers when several (Generate and Publish use all).
+  std::unique_ptr<RolloutPool> pool_;
+  // The pool's servers but the first (publisher_'s).
+  std::vector<std::unique_ptr<AdapterPublisher>> pool_publishers_;
   std::unique_ptr<RewardClient> reward_;
   std::unique_ptr<AdapterPublisher> publisher_;
   std::unique_ptr<PromptBuilder> prompts_;

@@ -130,10 +130,25 @@ distributed:
   for (const auto& [bad, key] :
        {std::pair{"distributed.timeout_s=0", "distributed.timeout_s"},
         std::pair{"distributed.eval_wait_s=-1", "distributed.eval_wait_s"},
-        std::pair{"distributed.check_every=-2", "distributed.check_every"}}) {
+        std::pair{"distributed.check_every=-2", "distributed.check_every"},
+        std::pair{"rollout.addresses=[a:1, b]", "rollout.addresses"},
+        std::pair{"rollout.redispatch_after_s=0",
+                  "rollout.redispatch_after_s"}}) {
     EXPECT_THAT(ParseTrainConfig(kMinimal, "t", {bad}).status().message(),
                 HasSubstr(key));
   }
+  // Several rollout servers (Mode B).
+  absl::StatusOr<TrainConfig> pool = ParseTrainConfig(
+      kMinimal, "t", {"rollout.addresses=[h1:50051, \"[::1]:50052\"]"});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->rollout_addresses,
+            (std::vector<std::string>{"h1:50051", "[::1]:50052"}));
+  EXPECT_THAT(ParseTrainConfig(
+                  kMinimal, "t",
+                  {"rollout.addresses=[h1:1, h2:2]", "rollout.colocated=true"})
+                  .status()
+                  .message(),
+              HasSubstr("rollout.colocated: needs a single rollout server"));
 }
 
 TEST(ConfigTest, BaseFilesAreReadFirst) {

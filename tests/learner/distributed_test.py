@@ -97,6 +97,17 @@ def torchrun(nproc, extra_args=()):
             "--monitor_interval=0.5", *extra_args]
 
 
+def edit(path, replacements):
+    """Replaces the first occurrence of each (old, new) in the file at `path`."""
+    with open(path) as f:
+        text = f.read()
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def run(argv, work, name, env=None, timeout=300):
     """Runs argv to the end; (exit code or None on timeout, output, seconds)."""
     log_path = os.path.join(work, f"{name}.log")
@@ -144,17 +155,13 @@ def pid_of_rank(ready_file, rank, timeout=60):
 def equivalence(args, work, servers, reward):
     """1 learner alone vs 2 torchrun ranks, same global batch."""
     ref_cfg = config(work, "alone", servers[0], reward, 3, EXTRA)
-    with open(ref_cfg) as f:
-        text = f.read().replace("lr: 1.0e-3", "lr: 2.0e-4")
-    with open(ref_cfg, "w") as f:
-        f.write(text)
+    edit(ref_cfg, [("lr: 1.0e-3", "lr: 2.0e-4")])
     code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={ref_cfg}"],
                        work, "alone")
     check(code == 0, f"the lone learner trains 3 steps (exit {code})" +
           ("" if code == 0 else out[-2000:]))
     dp_cfg = config(work, "ranks", servers[0], reward, 3, EXTRA)
-    with open(dp_cfg, "w") as f:
-        f.write(text.replace("name: alone", "name: ranks"))
+    edit(dp_cfg, [("lr: 1.0e-3", "lr: 2.0e-4")])
     # deploy/launch_ranks.sh starts a rollout server per rank, then torchrun.
     ready = os.path.join(work, "ranks.ready")
     proc_log = open(os.path.join(work, "ranks.log"), "w")
@@ -190,7 +197,7 @@ def equivalence(args, work, servers, reward):
     check("rank 1 of 2 joined" in out and "(gloo)" in out, "the ranks joined over Gloo")
     alone, ranks = os.path.join(work, "runs", "alone"), os.path.join(work, "runs", "ranks")
     if code != 0:
-        return
+        return None
     a, b = lines(alone), lines(ranks)
     check([m["step"] for m in b] == [1, 2, 3], f"one line per step: {[m['step'] for m in b]}")
     check([m["problems"] for m in a] == [m["problems"] for m in b], "the same problems")
@@ -210,6 +217,7 @@ def equivalence(args, work, servers, reward):
     check(sorted(os.listdir(ranks)).count("adapter") == 1 and
           os.path.exists(os.path.join(ranks, "checkpoints", "step_00000002")),
           "rank 0 wrote the adapter and the checkpoint")
+    return a
 
 
 def env_rank(rank, world, port, local_rank=None):
@@ -281,6 +289,62 @@ def restarted_rank(args, work, servers, reward):
     check(logged == [1, 2, 3, 4, 5, 6], f"every step logged exactly once: {logged}")
 
 
+def several_servers(args, work, servers, reward, alone_lines):
+    """One learner, two rollout servers (rollout.addresses): groups spread evenly, the
+    adapter loaded into both, the batch sampled as one server samples it; a server
+    SIGKILLed mid-run loses its groups to the other."""
+    addresses = f"[{servers[0].address}, {servers[1].address}]"
+    cfg = config(work, "pool", servers[0], reward, 3, EXTRA)
+    edit(cfg, [("lr: 1.0e-3", "lr: 2.0e-4"),
+               ("rollout:\n", f"rollout:\n  addresses: {addresses}\n")])
+    code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
+                       work, "pool")
+    check(code == 0, f"a learner with two rollout servers trains (exit {code})" +
+          ("" if code == 0 else out[-2000:]))
+    if code != 0:
+        return
+    pool = lines(os.path.join(work, "runs", "pool"))
+    check([m.get("rollout_groups_per_server") for m in pool] == [[2, 2]] * 3,
+          f"dispatch is balanced: {[m.get('rollout_groups_per_server') for m in pool]}")
+    versions = [s.metric("microrl_rollout_adapter_version") for s in servers]
+    check(versions[0] == versions[1] == pool[-1]["adapter_version"],
+          f"every adapter reached both servers: {versions} vs {pool[-1]['adapter_version']}")
+    if alone_lines:
+        check([m["reward_mean"] for m in pool] == [m["reward_mean"] for m in alone_lines] and
+              [m["response_length_mean"] for m in pool] ==
+              [m["response_length_mean"] for m in alone_lines],
+              "two servers sample what one does (rewards and lengths as the lone run's)")
+    # SIGKILL of the second server mid-run.
+    cfg = config(work, "pool_kill", servers[0], reward, 6, EXTRA)
+    edit(cfg, [("rollout:\n", f"rollout:\n  addresses: {addresses}\n"
+                               "  redispatch_after_s: 2\n")])
+    log = open(os.path.join(work, "pool_kill.log"), "w")
+    proc = subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    run_dir = os.path.join(work, "runs", "pool_kill")
+    deadline = time.time() + 120
+    while len(steps_logged(run_dir)) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    servers[1].kill()
+    try:
+        code = proc.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = None
+    out = open(log.name).read()
+    check(code == 0, f"the run goes on without the killed server (exit {code})" +
+          ("" if code == 0 else out[-2000:]))
+    after = lines(run_dir)
+    check(steps_logged(run_dir) == [1, 2, 3, 4, 5, 6],
+          f"every step logged exactly once: {steps_logged(run_dir)}")
+    check(any(m.get("rollout_redispatched", 0) > 0 for m in after) and
+          after[-1].get("rollout_groups_per_server") == [4, 0],
+          "the killed server's groups went to the other: " +
+          str([(m.get("rollout_groups_per_server"), m.get("rollout_redispatched"))
+               for m in after]))
+    servers[1].start()
+
+
 def bad_rendezvous(args, work, servers, reward):
     cfg = config(work, "lonely", servers[0], reward, 2,
                  EXTRA.replace(f"timeout_s: {TIMEOUT_S}", "timeout_s: 3"))
@@ -321,7 +385,8 @@ def main():
     try:
         for s in servers + [reward]:
             s.start()
-        equivalence(args, work, servers, reward)
+        alone_lines = equivalence(args, work, servers, reward)
+        several_servers(args, work, servers, reward, alone_lines)
         dead_rank(args, work, servers, reward)
         restarted_rank(args, work, servers, reward)
         bad_rendezvous(args, work, servers, reward)
