@@ -3,7 +3,7 @@
   (A) Mode A, data-parallel ranks: median seconds per GRPO step and generated tokens/s of
       1 rank vs 2 ranks (each with its own rollout server, deploy/launch_ranks.sh) on the
       same global batch; prints the ratio.
-  (B) Mode B (several rollout servers, bounded staleness): not built yet; says so.
+  (B) Mode B, synchronous vs staleness 1: bounded staleness is not built yet; says so.
   (C) The all-reduce of a LoRA adapter's gradients at Qwen2.5-1.5B's shapes, rank 64 and
       rank 256, between 2 ranks (Gloo on loopback): microrl's Communicator
       (allreduce_bench) against PyTorch's own torch.distributed.all_reduce from Python on
@@ -202,8 +202,8 @@ def main():
         if "A" in parts:
             mode_a(args, work)
         if "B" in parts:
-            print("(B) Mode B (several rollout servers, bounded staleness): not built yet "
-                  "(issue 19 stays open); nothing to measure")
+            print("(B) Mode B, synchronous vs staleness 1: bounded staleness is not built "
+                  "yet (issue 19 stays open); nothing to compare")
         if "C" in parts:
             allreduce(args, work)
         print(f"done in {time.time() - start:.0f} s")
