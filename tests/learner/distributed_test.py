@@ -7,8 +7,12 @@ Checked:
     with the adapter of 1 learner alone with the same global batch (max abs diff <=
     1e-6), the same problems, rewards and accuracy in metrics.jsonl, one line per step;
   - every rank serves /metrics with its rank label; rank 0 alone writes the run;
+  - (both runs colocated, the presets' mode: each rollout server sleeps during the update)
   - SIGKILL of one rank of a job launched without torchrun (plain RANK/WORLD_SIZE/...):
-    the other exits non-zero within the collective timeout, saying a rank failed;
+    the other exits non-zero at once, saying a rank failed; SIGSTOP of one: the other
+    fails once distributed.timeout_s (10 s) has passed;
+  - one learner with two rollout servers (rollout.addresses): balanced groups, the
+    adapter on both, the samples of one server; a SIGKILLed server's groups re-dispatched;
   - torchrun --max-restarts=1: a rank SIGKILLed mid-run is restarted with the others,
     the job resumes from its checkpoint and logs every step exactly once;
   - a rendezvous nobody hosts fails with a message naming its address.
@@ -154,14 +158,15 @@ def pid_of_rank(ready_file, rank, timeout=60):
 
 def equivalence(args, work, servers, reward):
     """1 learner alone vs 2 torchrun ranks, same global batch."""
+    # Colocated, the presets' mode: each rollout server sleeps during its rank's update.
     ref_cfg = config(work, "alone", servers[0], reward, 3, EXTRA)
-    edit(ref_cfg, [("lr: 1.0e-3", "lr: 2.0e-4")])
+    edit(ref_cfg, [("lr: 1.0e-3", "lr: 2.0e-4"), ("rollout:\n", "rollout:\n  colocated: true\n")])
     code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={ref_cfg}"],
                        work, "alone")
     check(code == 0, f"the lone learner trains 3 steps (exit {code})" +
           ("" if code == 0 else out[-2000:]))
     dp_cfg = config(work, "ranks", servers[0], reward, 3, EXTRA)
-    edit(dp_cfg, [("lr: 1.0e-3", "lr: 2.0e-4")])
+    edit(dp_cfg, [("lr: 1.0e-3", "lr: 2.0e-4"), ("rollout:\n", "rollout:\n  colocated: true\n")])
     # deploy/launch_ranks.sh starts a rollout server per rank, then torchrun.
     ready = os.path.join(work, "ranks.ready")
     proc_log = open(os.path.join(work, "ranks.log"), "w")
@@ -257,6 +262,36 @@ def dead_rank(args, work, servers, reward):
           next((line for line in out.splitlines() if "training failed" in line), "")[-300:])
     logged = steps_logged(run_dir)
     check(logged == list(range(1, len(logged) + 1)), f"each step logged once: {logged}")
+
+
+def hung_rank(args, work, servers, reward):
+    """SIGSTOP of rank 1: rank 0 fails once distributed.timeout_s has passed."""
+    cfg = config(work, "hung", servers[0], reward, 1000,
+                 EXTRA.replace(f"timeout_s: {TIMEOUT_S}", "timeout_s: 10"))
+    port = free_port()
+    logs = [open(os.path.join(work, f"hung.{r}.log"), "w") for r in (0, 1)]
+    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
+                              stdout=logs[r], stderr=subprocess.STDOUT,
+                              env=env_rank(r, 2, port)) for r in (0, 1)]
+    run_dir = os.path.join(work, "runs", "hung")
+    deadline = time.time() + 120
+    while len(steps_logged(run_dir)) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGSTOP)
+    stopped = time.time()
+    try:
+        code = procs[0].wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+        code = None
+    took = time.time() - stopped
+    procs[1].send_signal(signal.SIGKILL)
+    procs[1].wait()
+    out = open(logs[0].name).read()
+    check(code not in (0, None) and 8 <= took <= 60,
+          f"a hung rank fails its peer after the 10 s collective timeout (exit {code}, "
+          f"{took:.1f} s): " +
+          next((line for line in out.splitlines() if "training failed" in line), "")[-300:])
 
 
 def restarted_rank(args, work, servers, reward):
@@ -388,6 +423,7 @@ def main():
         alone_lines = equivalence(args, work, servers, reward)
         several_servers(args, work, servers, reward, alone_lines)
         dead_rank(args, work, servers, reward)
+        hung_rank(args, work, servers, reward)
         restarted_rank(args, work, servers, reward)
         bad_rendezvous(args, work, servers, reward)
     finally:
