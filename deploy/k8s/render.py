@@ -1,0 +1,143 @@
+"""Renders Kubernetes manifests for data-parallel training (docs/scaling.md, Mode A): a
+headless Service and a StatefulSet of node-sized pods. Pod k runs deploy/launch_ranks.sh
+as node k of N: a rollout server per GPU, a reward service on loopback, and the node's
+learner ranks under torchrun, whose static rendezvous is pod 0 (reached through the
+headless Service's stable name <name>-0.<name>). Checkpoints go to a volume every pod
+mounts (ReadWriteMany); the model comes from a read-only one.
+
+  python deploy/k8s/render.py --nodes 2 --gpus_per_node 8 --image REGISTRY/microrl:TAG \\
+      --config configs/paper/qwen2.5-1.5b-instruct-r64.yaml \\
+      --model_claim models --model_subpath Qwen2.5-1.5B-Instruct --runs_claim microrl-runs \\
+      > microrl-ranks.yaml
+  kubectl apply -f microrl-ranks.yaml
+
+The image is deploy/Dockerfile's (the project in /opt/microrl/src, built). The rendered
+manifests are checked against Kubernetes' schemas by tests/deploy/k8s_test.py; they have
+not run on a cluster.
+"""
+import argparse
+import sys
+
+import yaml
+
+SRC = "/opt/microrl/src"
+
+
+def render(args):
+    """The manifests as a list of dicts."""
+    name = args.name
+    labels = {"app.kubernetes.io/name": "microrl", "app.kubernetes.io/component": name}
+    gpus = args.gpus_per_node
+    launch = [
+        f"{SRC}/deploy/launch_ranks.sh", f"--nproc={gpus if gpus > 0 else args.cpu_ranks}",
+        f"--device={'cuda' if gpus > 0 else 'cpu'}", f"--model=/models/{args.model_subpath}",
+        f"--config={args.config}", f"--build_dir={SRC}/build", f"--nnodes={args.nodes}",
+        "--node_rank=$(NODE_RANK)", f"--master_addr={name}-0.{name}",
+        f"--max_restarts={args.max_restarts}", "--log_dir=/runs/logs/$(POD_NAME)",
+        "--", "--host=0.0.0.0", "--insecure_allow_remote",
+    ]
+    resources = {"requests": {"cpu": str(args.cpu), "memory": args.memory},
+                 "limits": {"memory": args.memory}}
+    if gpus > 0:
+        resources["limits"]["nvidia.com/gpu"] = gpus
+        resources["requests"]["nvidia.com/gpu"] = gpus
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "clusterIP": "None",  # headless: <pod>.<service> names for the rendezvous
+            "publishNotReadyAddresses": True,
+            "selector": labels,
+            "ports": [{"name": "rendezvous", "port": 29500, "targetPort": 29500},
+                      {"name": "metrics", "port": 9403, "targetPort": 9403}],
+        },
+    }
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "serviceName": name,
+            "replicas": args.nodes,
+            # Every pod at once: the ranks wait for each other at the rendezvous.
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"prometheus.io/scrape": "true",
+                                    "prometheus.io/port": "9403"},
+                },
+                "spec": {
+                    # SIGTERM makes every rank stop after its step and rank 0 save it.
+                    "terminationGracePeriodSeconds": args.grace_seconds,
+                    "containers": [{
+                        "name": "ranks",
+                        "image": args.image,
+                        "command": ["bash", "-c", " ".join(launch)],
+                        "env": [
+                            # The pod's ordinal is its node rank.
+                            {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
+                                "fieldPath":
+                                    "metadata.labels['apps.kubernetes.io/pod-index']"}}},
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {
+                                "fieldPath": "metadata.name"}}},
+                            {"name": "MASTER_PORT", "value": "29500"},
+                        ],
+                        "ports": [{"name": "rendezvous", "containerPort": 29500},
+                                  {"name": "metrics", "containerPort": 9403}],
+                        "resources": resources,
+                        "workingDir": "/runs",
+                        "volumeMounts": [
+                            {"name": "models", "mountPath": "/models", "readOnly": True},
+                            {"name": "runs", "mountPath": "/runs"},
+                            # NCCL and the CUDA IPC hand-off want more than 64 MiB.
+                            {"name": "shm", "mountPath": "/dev/shm"},
+                        ],
+                    }],
+                    "volumes": [
+                        {"name": "models", "persistentVolumeClaim": {
+                            "claimName": args.model_claim, "readOnly": True}},
+                        {"name": "runs", "persistentVolumeClaim": {
+                            "claimName": args.runs_claim}},
+                        {"name": "shm", "emptyDir": {"medium": "Memory",
+                                                     "sizeLimit": args.shm}},
+                    ],
+                },
+            },
+        },
+    }
+    return [service, statefulset]
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", default="microrl-ranks")
+    p.add_argument("--image", required=True)
+    p.add_argument("--nodes", type=int, default=1, help="pods (nodes) in the job")
+    p.add_argument("--gpus_per_node", type=int, default=8,
+                   help="GPUs (and ranks) per pod; 0: CPU ranks (--cpu_ranks)")
+    p.add_argument("--cpu_ranks", type=int, default=2, help="ranks per pod without GPUs")
+    p.add_argument("--config", required=True, help="the run's YAML, as the image sees it")
+    p.add_argument("--model_claim", required=True, help="PVC holding the model")
+    p.add_argument("--model_subpath", required=True, help="the model's directory in it")
+    p.add_argument("--runs_claim", required=True,
+                   help="ReadWriteMany PVC for run directories (checkpoints)")
+    p.add_argument("--max_restarts", type=int, default=1)
+    p.add_argument("--cpu", type=int, default=16)
+    p.add_argument("--memory", default="256Gi")
+    p.add_argument("--shm", default="16Gi")
+    p.add_argument("--grace_seconds", type=int, default=300)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if args.nodes < 1 or args.gpus_per_node < 0 or args.cpu_ranks < 1:
+        sys.exit("render.py: --nodes and --cpu_ranks must be >= 1, --gpus_per_node >= 0")
+    yaml.safe_dump_all(render(args), sys.stdout, sort_keys=False)
+
+
+if __name__ == "__main__":
+    main()
