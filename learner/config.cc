@@ -11,6 +11,7 @@
 #include <sstream>
 #include <variant>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -468,8 +469,12 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
            Require(
                std::all_of(
                    c.rollout_addresses.begin(), c.rollout_addresses.end(),
-                   [](const std::string& a) { return ParseHostPort(a).ok(); }),
-               "rollout.addresses", "each must be host:port"),
+                   [](const std::string& a) {
+                     return ParseHostPort(
+                                absl::StartsWith(a, "dns:") ? a.substr(4) : a)
+                         .ok();
+                   }),
+               "rollout.addresses", "each must be host:port or dns:name:port"),
            Require(c.rollout_redispatch_after_s > 0,
                    "rollout.redispatch_after_s", "must be > 0"),
            Require(!c.rollout_address.empty(), "rollout.address",

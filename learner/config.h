@@ -104,7 +104,9 @@ struct TrainConfig {
   std::string rollout_address = "127.0.0.1:50051";
   // Several rollout servers (docs/scaling.md, Mode B): each step's groups are
   // spread over them and every adapter is loaded into all; rollout.address is
-  // then not used. Empty: rollout.address alone.
+  // then not used. "dns:name:port" stands for every address the name resolves
+  // to at start (a headless Service, docker compose --scale). Empty:
+  // rollout.address alone.
   std::vector<std::string> rollout_addresses;
   // How long a group waits for an unreachable server (of rollout.addresses)
   // before it is sent to another one.

@@ -5,11 +5,13 @@
 #include <limits>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/base/file.h"
 #include "common/base/logging.h"
+#include "common/base/net.h"
 #include "common/base/random.h"
 #include "common/device/device.h"
 #include "common/model/loader.h"
@@ -254,14 +256,31 @@ absl::StatusOr<PeerClients> ConnectPeers(const TrainConfig& config) {
   reward_retry.max_attempts = std::numeric_limits<int>::max();
   reward_retry.max_elapsed = absl::Seconds(config.reward_max_wait_s);
   PeerClients peers;
+  if (config.rollout_addresses.empty()) {
+    peers.rollout_addresses = {config.rollout_address};
+  }
+  for (const std::string& entry : config.rollout_addresses) {
+    if (!absl::StartsWith(entry, "dns:")) {
+      peers.rollout_addresses.push_back(entry);
+      continue;
+    }
+    absl::StatusOr<HostPort> name = ParseHostPort(entry.substr(4));
+    if (!name.ok()) return name.status();
+    absl::StatusOr<std::vector<std::string>> resolved =
+        ResolveAll(name->host, name->port);
+    if (!resolved.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("rollout.addresses: ", resolved.status().message()));
+    }
+    MRL_LOG(INFO) << entry << " resolves to " << absl::StrJoin(*resolved, ", ");
+    peers.rollout_addresses.insert(peers.rollout_addresses.end(),
+                                   resolved->begin(), resolved->end());
+  }
   absl::StatusOr<std::unique_ptr<RolloutClient>> rollout =
-      RolloutClient::Create(config.rollout_addresses.empty()
-                                ? config.rollout_address
-                                : config.rollout_addresses[0],
-                            rollout_options);
+      RolloutClient::Create(peers.rollout_addresses[0], rollout_options);
   if (!rollout.ok()) return rollout.status();
   peers.rollout = *std::move(rollout);
-  if (config.rollout_addresses.size() > 1) {
+  if (peers.rollout_addresses.size() > 1) {
     // A group waits redispatch_after_s for its server, then goes to another.
     RolloutPoolOptions pool;
     pool.client = rollout_options;
@@ -269,7 +288,7 @@ absl::StatusOr<PeerClients> ConnectPeers(const TrainConfig& config) {
         absl::Seconds(config.rollout_redispatch_after_s);
     pool.max_wait = absl::Seconds(config.rollout_max_wait_s);
     absl::StatusOr<std::unique_ptr<RolloutPool>> created =
-        RolloutPool::Create(config.rollout_addresses, pool);
+        RolloutPool::Create(peers.rollout_addresses, pool);
     if (!created.ok()) return created.status();
     peers.pool = *std::move(created);
   }

@@ -82,6 +82,9 @@ struct PeerClients {
   std::unique_ptr<RolloutClient> rollout;
   // Every server of rollout.addresses when it names several, else null.
   std::unique_ptr<RolloutPool> pool;
+  // The rollout servers' addresses (rollout.address, or rollout.addresses
+  // with dns: names resolved); `rollout` is the first's.
+  std::vector<std::string> rollout_addresses;
   std::unique_ptr<RewardClient> reward;
 };
 absl::StatusOr<PeerClients> ConnectPeers(const TrainConfig& config);

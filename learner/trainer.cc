@@ -141,9 +141,7 @@ absl::Status Trainer::Connect() {
   publish.model_path = config_.model_path;
   publish.via = config_.publish_via;
   publish.dtype = config_.publish_dtype;
-  publish.rollout_address = config_.rollout_addresses.empty()
-                                ? config_.rollout_address
-                                : config_.rollout_addresses[0];
+  publish.rollout_address = peers->rollout_addresses[0];
   auto publisher_for = [&](RolloutClient& client) {
     return std::make_unique<AdapterPublisher>(
         client, *adapter_, decoder_->options().dtype,

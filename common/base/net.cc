@@ -1,5 +1,12 @@
 #include "common/base/net.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -85,6 +92,41 @@ bool IsLoopbackPeer(absl::string_view peer) {
   absl::ConsumeSuffix(&h, "]");
   absl::ConsumePrefix(&h, "::ffff:");  // IPv4-mapped
   return IsLoopbackHost(h);
+}
+
+absl::StatusOr<std::vector<std::string>> ResolveAll(absl::string_view host,
+                                                    int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string name(host);
+  if (const int rc = getaddrinfo(name.c_str(), nullptr, &hints, &found);
+      rc != 0 || found == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot resolve \"", host,
+                     "\": ", rc != 0 ? gai_strerror(rc) : "none"));
+  }
+  std::vector<std::string> out;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {0};
+    const void* where =
+        a->ai_family == AF_INET6
+            ? static_cast<const void*>(
+                  &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr)
+            : static_cast<const void*>(
+                  &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr);
+    if (inet_ntop(a->ai_family, where, text, sizeof(text)) == nullptr) continue;
+    const std::string address = JoinHostPort(text, port);
+    if (std::find(out.begin(), out.end(), address) == out.end())
+      out.push_back(address);
+  }
+  freeaddrinfo(found);
+  if (out.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("\"", host, "\" resolves to no address"));
+  }
+  return out;
 }
 
 }  // namespace microrl

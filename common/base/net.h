@@ -2,6 +2,7 @@
 #define MICRORL_COMMON_BASE_NET_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -30,6 +31,12 @@ absl::Status ValidatePort(int port, absl::string_view flag_name,
 
 // Joins a host (bracketing IPv6) and a port into an address string.
 std::string JoinHostPort(absl::string_view host, int port);
+
+// Every address `host` resolves to (A and AAAA records, each once, in the
+// resolver's order) as "ip:port" strings ("[ip6]:port"); an IP literal
+// resolves to itself. NotFound naming the host when it resolves to nothing.
+absl::StatusOr<std::vector<std::string>> ResolveAll(absl::string_view host,
+                                                    int port);
 
 // True for "127.0.0.1" (and the rest of 127.0.0.0/8), "::1" and "localhost".
 bool IsLoopbackHost(absl::string_view host);

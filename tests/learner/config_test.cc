@@ -143,6 +143,14 @@ distributed:
   ASSERT_TRUE(pool.ok()) << pool.status();
   EXPECT_EQ(pool->rollout_addresses,
             (std::vector<std::string>{"h1:50051", "[::1]:50052"}));
+  EXPECT_TRUE(ParseTrainConfig(kMinimal, "t",
+                               {"rollout.addresses=[\"dns:rollout:50051\"]"})
+                  .ok());
+  EXPECT_THAT(
+      ParseTrainConfig(kMinimal, "t", {"rollout.addresses=[\"dns:rollout\"]"})
+          .status()
+          .message(),
+      HasSubstr("host:port or dns:name:port"));
   EXPECT_THAT(ParseTrainConfig(
                   kMinimal, "t",
                   {"rollout.addresses=[h1:1, h2:2]", "rollout.colocated=true"})

@@ -1,5 +1,6 @@
 #include "common/base/net.h"
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace microrl {
@@ -82,6 +83,20 @@ TEST(ValidatePortTest, NamesTheFlagAndRange) {
 TEST(JoinHostPortTest, BracketsIpv6Only) {
   EXPECT_EQ(JoinHostPort("127.0.0.1", 5), "127.0.0.1:5");
   EXPECT_EQ(JoinHostPort("::", 5), "[::]:5");
+}
+
+TEST(ResolveAllTest, NamesAndLiterals) {
+  absl::StatusOr<std::vector<std::string>> local =
+      ResolveAll("localhost", 50051);
+  ASSERT_TRUE(local.ok()) << local.status();
+  EXPECT_THAT(*local, ::testing::Contains("127.0.0.1:50051"));
+  EXPECT_EQ(*ResolveAll("10.1.2.3", 7), std::vector<std::string>{"10.1.2.3:7"});
+  EXPECT_EQ(*ResolveAll("::1", 7), std::vector<std::string>{"[::1]:7"});
+  absl::StatusOr<std::vector<std::string>> none =
+      ResolveAll("no-such-host.invalid", 1);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(none.status().message(),
+              ::testing::HasSubstr("no-such-host.invalid"));
 }
 
 }  // namespace
