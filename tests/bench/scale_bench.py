@@ -3,7 +3,9 @@
   (A) Mode A, data-parallel ranks: median seconds per GRPO step and generated tokens/s of
       1 rank vs 2 ranks (each with its own rollout server, deploy/launch_ranks.sh) on the
       same global batch; prints the ratio.
-  (B) Mode B, synchronous vs staleness 1: bounded staleness is not built yet; says so.
+  (B) Mode B, synchronous: one learner with 1 rollout server vs 2 (rollout.addresses),
+      same steps; prints the ratio. Staleness 1 against synchronous: bounded staleness is
+      not built yet; says so.
   (C) The all-reduce of a LoRA adapter's gradients at Qwen2.5-1.5B's shapes, rank 64 and
       rank 256, between 2 ranks (Gloo on loopback): microrl's Communicator
       (allreduce_bench) against PyTorch's own torch.distributed.all_reduce from Python on
@@ -107,6 +109,104 @@ def last_json(text):
     raise RuntimeError(f"no result in:\n{text[-2000:]}")
 
 
+def run_config(work, demo, name, steps, rollout_lines=""):
+    config = os.path.join(work, f"{name}.yaml")
+    with open(config, "w") as f:
+        f.write(f"""run:
+  name: {name}
+  output_dir: {work}/runs
+  seed: 0
+  max_steps: {steps}
+  checkpoint_every: 1000
+model:
+  path: {demo}/model
+  gradient_checkpointing: false
+lora:
+  rank: 64
+  alpha: 64
+data:
+  train: {demo}/data/train.jsonl
+  instruction: "{{problem}}"
+rollout:
+{rollout_lines}  prompts_per_step: 16
+  group_size: 8
+  max_response_tokens: 48
+  top_p: 0.9
+optim:
+  lr: 2.0e-4
+""")
+    return config
+
+
+def step_figures(work, name):
+    """Median s/step and generated tokens/s of a run's steps after the first."""
+    with open(os.path.join(work, "runs", name, "metrics.jsonl")) as f:
+        lines = [json.loads(x) for x in f if '"reward_mean"' in x][1:]
+    step = statistics.median(m["time/step"] for m in lines)
+    tokens = statistics.median(m["response_length_mean"] * 16 * 8 / m["time/step"]
+                               for m in lines)
+    return step, tokens
+
+
+def start_server(argv, work, name):
+    ready = os.path.join(work, f"{name}.ready")
+    proc = subprocess.Popen(argv + [f"--ready_file={ready}", "--metrics_port=0"],
+                            stdout=open(os.path.join(work, f"{name}.log"), "w"),
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while not os.path.exists(ready):
+        if proc.poll() is not None or time.time() > deadline:
+            sys.exit(f"{name} did not start")
+        time.sleep(0.05)
+    return proc, json.load(open(ready))["grpc_port"]
+
+
+def mode_b(args, work):
+    demo = os.path.join(work, "demo")
+    if not os.path.isdir(demo):
+        make_demo(args.source_dir, demo, seed=1)
+    bin_dir = args.build_dir
+    procs = []
+    try:
+        reward, reward_port = start_server(
+            [os.path.join(bin_dir, "reward_service", "reward_service"), "--port=0"], work,
+            "b_reward")
+        procs.append(reward)
+        ports = []
+        for i in range(2):
+            proc, port = start_server(
+                [os.path.join(bin_dir, "rollout_server", "rollout_server"),
+                 f"--model={demo}/model", "--max_model_len=256", "--port=0"], work,
+                f"b_rollout{i}")
+            procs.append(proc)
+            ports.append(port)
+        results = {}
+        for count in (1, 2):
+            name = f"servers{count}"
+            lines = f"  address: 127.0.0.1:{ports[0]}\n"
+            if count == 2:
+                lines += f"  addresses: [127.0.0.1:{ports[0]}, 127.0.0.1:{ports[1]}]\n"
+            config = run_config(work, demo, name, args.steps, lines)
+            proc = subprocess.run(
+                [os.path.join(bin_dir, "learner", "learner"), "--port=0", "--metrics_port=0",
+                 f"--config={config}", f"--set=reward.address=127.0.0.1:{reward_port}"],
+                capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            results[count] = step_figures(work, name)
+            print(f"(B) 1 learner, {count} rollout server{'s' if count > 1 else ''}: "
+                  f"{results[count][0]:.3f} s/step, {results[count][1]:.0f} generated "
+                  f"tokens/s (median of steps 2..{args.steps})", flush=True)
+        print(f"(B) speed-up of 2 servers over 1: {results[1][0] / results[2][0]:.2f}x "
+              f"(all on this machine's {os.cpu_count()} cores)")
+        print("(B) staleness 1 against synchronous: bounded staleness is not built yet "
+              "(issue 19 stays open); nothing to compare")
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+
+
 def mode_a(args, work):
     demo = os.path.join(work, "demo")
     make_demo(args.source_dir, demo, seed=1)
@@ -202,8 +302,7 @@ def main():
         if "A" in parts:
             mode_a(args, work)
         if "B" in parts:
-            print("(B) Mode B, synchronous vs staleness 1: bounded staleness is not built "
-                  "yet (issue 19 stays open); nothing to compare")
+            mode_b(args, work)
         if "C" in parts:
             allreduce(args, work)
         print(f"done in {time.time() - start:.0f} s")
