@@ -70,25 +70,34 @@ if [ -n "$missing" ]; then
   $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+# apt_suite SUITE DIR: sets APT_SUITE to apt-get options for a throw-away configuration
+# (lists under DIR) that reads Debian SUITE from the machine's own mirror (the first
+# stanza of debian.sources with the suite changed; Debian's main archive where the
+# machine has no deb822 sources file). Nothing under /etc/apt is edited.
+apt_suite() {
+  local suite=$1 dir=$2
+  mkdir -p "$dir/lists/partial"
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    awk 'BEGIN{RS="";ORS="\n\n"} NR==1' /etc/apt/sources.list.d/debian.sources \
+      | sed -E "s/^Suites:.*/Suites: $suite/" > "$dir/$suite.sources"
+  else
+    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' "Suites: $suite" \
+      'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
+      > "$dir/$suite.sources"
+  fi
+  APT_SUITE=(-o Dir::Etc::sourcelist="$dir/$suite.sources" -o Dir::Etc::sourceparts=/dev/null
+             -o Dir::State::Lists="$dir/lists" -o APT::Sandbox::User=root)
+}
+
 # prometheus-cpp 1.0.2 is not in bookworm: take trixie's binary packages through a
 # throw-away apt configuration (nothing under /etc/apt is edited).
 if ! dpkg-query -W -f='${Status}' prometheus-cpp-dev 2>/dev/null | grep -q 'install ok installed'; then
   echo "[setup] installing prometheus-cpp from Debian trixie"
   T=$(mktemp -d /tmp/trixie-apt.XXXXXX)
   trap '$SUDO rm -rf "$T"' EXIT
-  mkdir -p "$T/lists/partial" "$T/debs"
-  # The machine's own Debian mirror (first stanza of debian.sources) with the suite
-  # changed; Debian's main archive where the machine has no deb822 sources file.
-  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    awk 'BEGIN{RS="";ORS="\n\n"} NR==1' /etc/apt/sources.list.d/debian.sources \
-      | sed -E 's/^Suites:.*/Suites: trixie/' > "$T/trixie.sources"
-  else
-    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: trixie' \
-      'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
-      > "$T/trixie.sources"
-  fi
-  O=(-o Dir::Etc::sourcelist="$T/trixie.sources" -o Dir::Etc::sourceparts=/dev/null
-     -o Dir::State::Lists="$T/lists" -o APT::Sandbox::User=root)
+  mkdir -p "$T/debs"
+  apt_suite trixie "$T"
+  O=("${APT_SUITE[@]}")
   $SUDO apt-get "${O[@]}" update -qq
   (cd "$T/debs" && $SUDO apt-get "${O[@]}" download -qq prometheus-cpp-dev \
      libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0)
@@ -150,17 +159,9 @@ GLOO_SHA256=2ee01a68afe26991fbb7c5ead2815f113d37da20e2587cd339408030df7d2e2a
 if [ "$(cat "$VENV/gloo/SOURCE" 2>/dev/null)" != "$GLOO_DEB" ]; then
   step "unpacking gloo headers ($GLOO_DEB) into $VENV/gloo"
   G=$(mktemp -d /tmp/forky-apt.XXXXXX)
-  mkdir -p "$G/lists/partial" "$G/debs"
-  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    awk 'BEGIN{RS="";ORS="\n\n"} NR==1' /etc/apt/sources.list.d/debian.sources \
-      | sed -E 's/^Suites:.*/Suites: forky/' > "$G/forky.sources"
-  else
-    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: forky' \
-      'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
-      > "$G/forky.sources"
-  fi
-  O=(-o Dir::Etc::sourcelist="$G/forky.sources" -o Dir::Etc::sourceparts=/dev/null
-     -o Dir::State::Lists="$G/lists" -o Dir::Cache="$G" -o APT::Sandbox::User=root)
+  mkdir -p "$G/debs"
+  apt_suite forky "$G"
+  O=("${APT_SUITE[@]}" -o Dir::Cache="$G")
   apt-get "${O[@]}" update -qq
   version=${GLOO_DEB#libgloo-dev_}; version=${version%_amd64.deb}
   (cd "$G/debs" && apt-get "${O[@]}" download -qq "libgloo-dev=$version") || {

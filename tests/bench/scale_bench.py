@@ -17,7 +17,6 @@
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_process import make_demo  # noqa: E402
+from service_process import consecutive_ports, free_port, make_demo, start  # noqa: E402
 
 # PyTorch's side of (C): the same tensors as allreduce_bench (one per A and B matrix),
 # flattened into buckets of the same size and all-reduced with torch.distributed (gloo).
@@ -72,29 +71,6 @@ if dist.get_rank() == 0:
     print(json.dumps({"seconds": times[len(times) // 2]}))
 dist.destroy_process_group()
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def consecutive_ports(count):
-    while True:
-        base = free_port()
-        try:
-            socks = []
-            for p in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
 
 
 def torchrun(nproc):
@@ -148,19 +124,6 @@ def step_figures(work, name):
     return step, tokens
 
 
-def start_server(argv, work, name):
-    ready = os.path.join(work, f"{name}.ready")
-    proc = subprocess.Popen(argv + [f"--ready_file={ready}", "--metrics_port=0"],
-                            stdout=open(os.path.join(work, f"{name}.log"), "w"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while not os.path.exists(ready):
-        if proc.poll() is not None or time.time() > deadline:
-            sys.exit(f"{name} did not start")
-        time.sleep(0.05)
-    return proc, json.load(open(ready))["grpc_port"]
-
-
 def mode_b(args, work):
     demo = os.path.join(work, "demo")
     if not os.path.isdir(demo):
@@ -168,18 +131,17 @@ def mode_b(args, work):
     bin_dir = args.build_dir
     procs = []
     try:
-        reward, reward_port = start_server(
-            [os.path.join(bin_dir, "reward_service", "reward_service"), "--port=0"], work,
-            "b_reward")
+        reward, ready = start(os.path.join(bin_dir, "reward_service", "reward_service"), work,
+                              "b_reward")
         procs.append(reward)
+        reward_port = ready["grpc_port"]
         ports = []
         for i in range(2):
-            proc, port = start_server(
-                [os.path.join(bin_dir, "rollout_server", "rollout_server"),
-                 f"--model={demo}/model", "--max_model_len=256", "--port=0"], work,
-                f"b_rollout{i}")
+            proc, ready = start(os.path.join(bin_dir, "rollout_server", "rollout_server"),
+                                work, f"b_rollout{i}",
+                                [f"--model={demo}/model", "--max_model_len=256"])
             procs.append(proc)
-            ports.append(port)
+            ports.append(ready["grpc_port"])
         results = {}
         for count in (1, 2):
             name = f"servers{count}"
@@ -213,31 +175,7 @@ def mode_a(args, work):
     results = {}
     for nproc in (1, 2):
         name = f"ranks{nproc}"
-        config = os.path.join(work, f"{name}.yaml")
-        with open(config, "w") as f:
-            f.write(f"""run:
-  name: {name}
-  output_dir: {work}/runs
-  seed: 0
-  max_steps: {args.steps}
-  checkpoint_every: 1000
-model:
-  path: {demo}/model
-  gradient_checkpointing: false
-lora:
-  rank: 64
-  alpha: 64
-data:
-  train: {demo}/data/train.jsonl
-  instruction: "{{problem}}"
-rollout:
-  prompts_per_step: 16
-  group_size: 8
-  max_response_tokens: 48
-  top_p: 0.9
-optim:
-  lr: 2.0e-4
-""")
+        config = run_config(work, demo, name, args.steps)
         env = dict(os.environ, MASTER_PORT=str(free_port()))
         proc = subprocess.run(
             ["bash", os.path.join(args.source_dir, "deploy", "launch_ranks.sh"),
@@ -248,11 +186,7 @@ optim:
             capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             sys.exit(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        with open(os.path.join(work, "runs", name, "metrics.jsonl")) as f:
-            lines = [json.loads(x) for x in f if '"reward_mean"' in x][1:]  # after warm-up
-        step = statistics.median(m["time/step"] for m in lines)
-        tokens = statistics.median(
-            m["response_length_mean"] * 16 * 8 / m["time/step"] for m in lines)
+        step, tokens = step_figures(work, name)
         results[nproc] = (step, tokens)
         print(f"(A) {nproc} rank{'s' if nproc > 1 else ''}: {step:.3f} s/step, "
               f"{tokens:.0f} generated tokens/s (median of steps 2..{args.steps}, "

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,8 +36,8 @@ from safetensors.numpy import load_file
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
-from fault_test import Service, config, free_port, steps_logged  # noqa: E402
-from service_process import make_demo, remove_work  # noqa: E402
+from fault_test import Service, config, steps_logged  # noqa: E402
+from service_process import consecutive_ports, free_port, make_demo, remove_work  # noqa: E402
 
 TIMEOUT_S = 30  # distributed.timeout_s of these runs
 
@@ -73,26 +72,6 @@ server.score_item = score_item
 sys.argv = [a for a in sys.argv if not a.startswith("--metrics_port")]
 server.main()
 """
-
-
-def consecutive_ports(count):
-    """`count` consecutive loopback ports, free a moment ago."""
-    while True:
-        base = free_port()
-        if base + count > 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            pass
-        finally:
-            for s in socks:
-                s.close()
 
 
 def torchrun(nproc, extra_args=()):
@@ -233,33 +212,49 @@ def env_rank(rank, world, port, local_rank=None):
     return env
 
 
-def dead_rank(args, work, servers, reward):
-    """SIGKILL of rank 1 (no torchrun): rank 0 fails within the collective timeout."""
-    cfg = config(work, "dead", servers[0], reward, 1000, EXTRA)
+def wait_steps(run_dir, count, timeout=120):
+    """Waits until the run has logged `count` steps; whether it has."""
+    deadline = time.time() + timeout
+    while len(steps_logged(run_dir)) < count and time.time() < deadline:
+        time.sleep(0.05)
+    return len(steps_logged(run_dir)) >= count
+
+
+def signalled_rank(args, work, cfg, name, signum, after_steps):
+    """Two ranks from plain environment variables; once `after_steps` are logged, rank 1
+    gets `signum`. Returns rank 0's exit code (None if it ran on for 90 s), the seconds it
+    took to exit after the signal, its output and the run directory."""
     port = free_port()
-    logs = [open(os.path.join(work, f"dead.{r}.log"), "w") for r in (0, 1)]
+    logs = [open(os.path.join(work, f"{name}.{r}.log"), "w") for r in (0, 1)]
     procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
                               stdout=logs[r], stderr=subprocess.STDOUT,
                               env=env_rank(r, 2, port)) for r in (0, 1)]
-    run_dir = os.path.join(work, "runs", "dead")
-    deadline = time.time() + 120
-    while len(steps_logged(run_dir)) < 2 and time.time() < deadline:
-        time.sleep(0.05)
-    check(len(steps_logged(run_dir)) >= 2, "the plain-environment job trains")
-    procs[1].send_signal(signal.SIGKILL)
-    procs[1].wait()
-    killed = time.time()
+    run_dir = os.path.join(work, "runs", name)
+    check(wait_steps(run_dir, after_steps), f"{name}: the plain-environment job trains")
+    procs[1].send_signal(signum)
+    signalled = time.time()
     try:
-        code = procs[0].wait(timeout=TIMEOUT_S + 60)
+        code = procs[0].wait(timeout=90)
     except subprocess.TimeoutExpired:
         procs[0].kill()
         code = None
-    took = time.time() - killed
-    out = open(logs[0].name).read()
+    took = time.time() - signalled
+    procs[1].kill()
+    procs[1].wait()
+    return code, took, open(logs[0].name).read(), run_dir
+
+
+def failure_line(out):
+    return next((line for line in out.splitlines() if "training failed" in line), "")[-300:]
+
+
+def dead_rank(args, work, servers, reward):
+    """SIGKILL of rank 1 (no torchrun): rank 0 fails at once."""
+    cfg = config(work, "dead", servers[0], reward, 1000, EXTRA)
+    code, took, out, run_dir = signalled_rank(args, work, cfg, "dead", signal.SIGKILL, 2)
     check(code not in (0, None), f"rank 0 exits non-zero when rank 1 dies (exit {code})")
     check(took <= TIMEOUT_S + 30, f"within the collective timeout ({took:.1f} s)")
-    check("failed on rank 0 of 2" in out, "and says a rank failed: " +
-          next((line for line in out.splitlines() if "training failed" in line), "")[-300:])
+    check("failed on rank 0 of 2" in out, "and says a rank failed: " + failure_line(out))
     logged = steps_logged(run_dir)
     check(logged == list(range(1, len(logged) + 1)), f"each step logged once: {logged}")
 
@@ -268,30 +263,10 @@ def hung_rank(args, work, servers, reward):
     """SIGSTOP of rank 1: rank 0 fails once distributed.timeout_s has passed."""
     cfg = config(work, "hung", servers[0], reward, 1000,
                  EXTRA.replace(f"timeout_s: {TIMEOUT_S}", "timeout_s: 10"))
-    port = free_port()
-    logs = [open(os.path.join(work, f"hung.{r}.log"), "w") for r in (0, 1)]
-    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
-                              stdout=logs[r], stderr=subprocess.STDOUT,
-                              env=env_rank(r, 2, port)) for r in (0, 1)]
-    run_dir = os.path.join(work, "runs", "hung")
-    deadline = time.time() + 120
-    while len(steps_logged(run_dir)) < 1 and time.time() < deadline:
-        time.sleep(0.05)
-    procs[1].send_signal(signal.SIGSTOP)
-    stopped = time.time()
-    try:
-        code = procs[0].wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        procs[0].kill()
-        code = None
-    took = time.time() - stopped
-    procs[1].send_signal(signal.SIGKILL)
-    procs[1].wait()
-    out = open(logs[0].name).read()
+    code, took, out, _ = signalled_rank(args, work, cfg, "hung", signal.SIGSTOP, 1)
     check(code not in (0, None) and 8 <= took <= 60,
           f"a hung rank fails its peer after the 10 s collective timeout (exit {code}, "
-          f"{took:.1f} s): " +
-          next((line for line in out.splitlines() if "training failed" in line), "")[-300:])
+          f"{took:.1f} s): " + failure_line(out))
 
 
 def restarted_rank(args, work, servers, reward):
@@ -304,11 +279,9 @@ def restarted_rank(args, work, servers, reward):
                              f"--ready_file={ready}", f"--config={cfg}"],
                             stdout=log, stderr=subprocess.STDOUT)
     run_dir = os.path.join(work, "runs", "elastic")
-    deadline = time.time() + 120
-    while len(steps_logged(run_dir)) < 3 and time.time() < deadline:
-        time.sleep(0.05)
+    trains = wait_steps(run_dir, 3)
     pid, _ = pid_of_rank(ready, 1)
-    check(len(steps_logged(run_dir)) >= 3 and pid is not None, "the torchrun job trains")
+    check(trains and pid is not None, "the torchrun job trains")
     if pid is not None:
         os.kill(pid, signal.SIGKILL)
     try:
@@ -357,9 +330,7 @@ def several_servers(args, work, servers, reward, alone_lines):
     proc = subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
                             stdout=log, stderr=subprocess.STDOUT)
     run_dir = os.path.join(work, "runs", "pool_kill")
-    deadline = time.time() + 120
-    while len(steps_logged(run_dir)) < 2 and time.time() < deadline:
-        time.sleep(0.02)
+    wait_steps(run_dir, 2)
     servers[1].kill()
     try:
         code = proc.wait(timeout=300)

@@ -19,6 +19,35 @@ def generate_stubs(source_dir, out_dir):
     sys.path.insert(0, out_dir)
 
 
+def free_port():
+    """A loopback TCP port that was free a moment ago."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def consecutive_ports(count):
+    """`count` consecutive loopback ports, free a moment ago (servers at base + i)."""
+    import socket
+    while True:
+        base = free_port()
+        if base + count > 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+
+
 def start(binary, work_dir, name, extra_args=()):
     ready = os.path.join(work_dir, name + ".ready")
     log = open(os.path.join(work_dir, name + ".log"), "w")
