@@ -91,7 +91,7 @@ def edit(path, replacements):
         f.write(text)
 
 
-def finish(proc, log_path, timeout=300):
+def wait_exit(proc, log_path, timeout=300):
     """Waits for proc (killing it after `timeout`); its exit code (None if killed) and
     its log."""
     try:
@@ -110,7 +110,7 @@ def run(argv, work, name, env=None, timeout=300):
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                 env=env or dict(os.environ))
-        code, out = finish(proc, log_path, timeout)
+        code, out = wait_exit(proc, log_path, timeout)
     return code, out, time.time() - start
 
 
@@ -176,7 +176,7 @@ def equivalence(args, work, servers, reward):
             labels[rank] = f'rank="{rank}"' in text and "microrl_process_cpu_seconds_total" in text
         except (OSError, TypeError):
             labels[rank] = False
-    code, out = finish(proc, proc_log.name)
+    code, out = wait_exit(proc, proc_log.name)
     check(code == 0, f"launch_ranks.sh --nproc=2 (torchrun) trains 3 steps (exit {code})" +
           ("" if code == 0 else out[-3000:]))
     check(labels == {0: True, 1: True}, f"each rank's /metrics carries its rank label: {labels}")
@@ -286,7 +286,7 @@ def restarted_rank(args, work, servers, reward):
     check(trains and pid is not None, "the torchrun job trains")
     if pid is not None:
         os.kill(pid, signal.SIGKILL)
-    code, out = finish(proc, log.name)
+    code, out = wait_exit(proc, log.name)
     check(code == 0, f"the job restarts and finishes (exit {code})" +
           ("" if code == 0 else out[-3000:]))
     check("resuming" in out, "the restarted ranks resume from the checkpoint")
@@ -329,7 +329,7 @@ def several_servers(args, work, servers, reward, alone_lines):
     run_dir = os.path.join(work, "runs", "pool_kill")
     wait_steps(run_dir, 2)
     servers[1].kill()
-    code, out = finish(proc, log.name)
+    code, out = wait_exit(proc, log.name)
     check(code == 0, f"the run goes on without the killed server (exit {code})" +
           ("" if code == 0 else out[-2000:]))
     after = lines(run_dir)
