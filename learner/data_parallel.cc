@@ -286,6 +286,14 @@ absl::StatusOr<RankSetup> JoinRanks(const TrainConfig& config,
         ") must be at least the number of ranks (", launch.world_size,
         "): each rank generates a share of the prompts"));
   }
+  if (!config.rollout_addresses.empty()) {
+    // Every rank publishes its adapter to its own servers; ranks sharing
+    // servers would load competing versions into them.
+    return absl::InvalidArgumentError(
+        "rollout.addresses is not supported with data-parallel ranks yet: each "
+        "rank needs its own rollout server (rollout.address, port + local "
+        "rank)");
+  }
   absl::StatusOr<TrainConfig> rank = RankConfig(config, launch);
   if (!rank.ok()) return rank.status();
   distributed::CommunicatorOptions options;

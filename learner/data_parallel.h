@@ -74,7 +74,8 @@ absl::Status CheckReplicasEqual(distributed::Communicator& comm,
 
 // A data-parallel rank's own settings (RankConfig) and the job's collectives,
 // joined (the rendezvous and the self-test). Refuses fewer prompts per step
-// than ranks.
+// than ranks, and rollout.addresses (ranks sharing rollout servers would
+// publish competing adapter versions to them).
 struct RankSetup {
   TrainConfig config;
   std::unique_ptr<distributed::Communicator> comm;

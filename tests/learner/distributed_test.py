@@ -352,6 +352,13 @@ def bad_rendezvous(args, work, servers, reward):
     check(code not in (0, None) and f"rendezvous at 127.0.0.1:{port}" in out,
           f"a rendezvous nobody hosts fails naming it (exit {code}, {took:.1f} s): " +
           out.strip().splitlines()[-1][-300:] if out.strip() else "")
+    shared = config(work, "shared", servers[0], reward, 2, EXTRA)
+    edit(shared, [("rollout:\n", f"rollout:\n  addresses: [{servers[0].address}, "
+                                  f"{servers[1].address}]\n")])
+    code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={shared}"],
+                       work, "shared", env=env_rank(0, 2, free_port()), timeout=60)
+    check(code not in (0, None) and "rollout.addresses is not supported with data-parallel"
+          in out, f"ranks refuse to share rollout.addresses (exit {code})")
     bad = env_rank(0, 2, port)
     bad["RANK"] = "2"
     code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
