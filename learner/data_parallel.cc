@@ -37,15 +37,13 @@ at::Tensor OnDevice(const distributed::Communicator& comm,
   return at::tensor(values, at::kDouble).to(comm.device());
 }
 
-// What rank 0 tells the others about the run's start.
-struct RunStart {
-  int64_t checkpoint_step = -1;  // -1: none
-};
-
-absl::StatusOr<RunStart> ShareRunStart(distributed::Communicator& comm,
-                                       const absl::Status& opened,
-                                       int64_t checkpoint_step,
-                                       const std::string& config_yaml) {
+// Rank 0 tells the others whether it opened the run directory and the step of
+// the checkpoint it resumes from (-1: none), which is returned; the others'
+// configuration hash must be its.
+absl::StatusOr<int64_t> ShareRunStart(distributed::Communicator& comm,
+                                      const absl::Status& opened,
+                                      int64_t checkpoint_step,
+                                      const std::string& config_yaml) {
   const std::vector<int64_t> mine = DigestWords(Sha256Hex(config_yaml));
   std::vector<int64_t> values = {opened.ok() ? 1 : 0, checkpoint_step};
   values.insert(values.end(), mine.begin(), mine.end());
@@ -55,7 +53,7 @@ absl::StatusOr<RunStart> ShareRunStart(distributed::Communicator& comm,
   const int64_t* v = host.data_ptr<int64_t>();
   if (comm.rank() == 0) {
     if (!opened.ok()) return opened;
-    return RunStart{checkpoint_step};
+    return checkpoint_step;
   }
   if (v[0] != 1) {
     return absl::FailedPreconditionError(
@@ -68,7 +66,7 @@ absl::StatusOr<RunStart> ShareRunStart(distributed::Communicator& comm,
           "get the same --config and --set)");
     }
   }
-  return RunStart{v[1]};
+  return v[1];
 }
 
 // The step of a checkpoint directory ("<root>/step_00000042" -> 42).
@@ -330,14 +328,13 @@ absl::StatusOr<RunDirectory> OpenSharedRunDirectory(
       opened = own.status();
     }
   }
-  absl::StatusOr<RunStart> start =
+  absl::StatusOr<int64_t> start =
       ShareRunStart(comm, opened, checkpoint_step, TrainConfigToYaml(config));
   if (!start.ok()) return start.status();
   if (comm.rank() != 0) {
     run.path = config.output_dir + "/" + config.run_name;
-    if (start->checkpoint_step >= 0) {
-      run.latest_checkpoint =
-          CheckpointDir(run.path + "/checkpoints", start->checkpoint_step);
+    if (*start >= 0) {
+      run.latest_checkpoint = CheckpointDir(run.path + "/checkpoints", *start);
     }
   }
   return run;

@@ -278,10 +278,8 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
               {9}, at::TensorOptions().dtype(at::kDouble).device(device));
         }
         std::vector<at::Tensor> grads = {sums};
-        for (const at::Tensor& p : parameters) {
-          if (!p.grad().defined()) {
-            const_cast<at::Tensor&>(p).mutable_grad() = at::zeros_like(p);
-          }
+        for (at::Tensor p : parameters) {  // a handle: its grad is shared
+          if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
           grads.push_back(p.grad());
         }
         if (absl::Status s = comm->AllReduce(grads); !s.ok()) return s;

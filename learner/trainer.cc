@@ -77,23 +77,21 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
 }
 
 absl::Status Trainer::Start() {
-  Trainer* t = this;
-  const TrainConfig& config = config_;
-  if (absl::Status s = t->LoadModelAndState(); !s.ok()) return s;
-  if (absl::Status s = t->LoadData(); !s.ok()) return s;
-  if (absl::Status s = t->Connect(); !s.ok()) return s;
+  if (absl::Status s = LoadModelAndState(); !s.ok()) return s;
+  if (absl::Status s = LoadData(); !s.ok()) return s;
+  if (absl::Status s = Connect(); !s.ok()) return s;
   // The metric series continues where the checkpoint left it.
-  if (t->lead_) {
-    if (absl::Status s = t->log_.KeepUpTo(t->state_.step); !s.ok()) return s;
+  if (lead_) {
+    if (absl::Status s = log_.KeepUpTo(state_.step); !s.ok()) return s;
   }
   status_.Update([&](TrainingStatus::View& v) {
     v.state = v1::LEARNER_STATE_WAITING_FOR_PEERS;
-    v.run_name = config.run_name;
-    v.step = t->state_.step;
-    v.total_steps = config.max_steps;
-    v.adapter_version = t->state_.adapter_version;
+    v.run_name = config_.run_name;
+    v.step = state_.step;
+    v.total_steps = config_.max_steps;
+    v.adapter_version = state_.adapter_version;
   });
-  if (lead_) MRL_LOG(INFO) << "configuration:\n" << TrainConfigToYaml(config);
+  if (lead_) MRL_LOG(INFO) << "configuration:\n" << TrainConfigToYaml(config_);
   return absl::OkStatus();
 }
 
@@ -296,7 +294,7 @@ absl::Status Trainer::Checkpoint() {
   absl::Status saved = absl::OkStatus();
   if (lead_) saved = SaveOwnCheckpoint();
   if (saved.ok()) checkpointed_step_ = state_.step;
-  return comm_ != nullptr ? AgreeOn(saved) : saved;
+  return AgreeOn(saved);
 }
 
 absl::Status Trainer::SaveOwnCheckpoint() {

@@ -40,11 +40,15 @@ c10d::ReduceOp ToC10d(ReduceOp op) {
 }
 
 // Runs `body`, turning what c10d throws (a timeout, a closed connection) into
-// an Unavailable status that names the operation and the rank.
-// Sets *failed when it does.
+// an Unavailable status that names the operation and the rank, and setting
+// *failed; once it is set, refuses to run any more.
 template <typename F>
 absl::Status Guard(const LaunchEnv& launch, absl::string_view what,
                    bool* failed, F&& body) {
+  if (*failed) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": a collective failed earlier on this rank"));
+  }
   try {
     body();
     return absl::OkStatus();
@@ -161,8 +165,6 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(
 
 absl::Status Communicator::AllReduce(absl::Span<const at::Tensor> tensors,
                                      ReduceOp op) {
-  if (failed_)
-    return absl::FailedPreconditionError("a collective failed earlier");
   if (tensors.empty()) return absl::OkStatus();
   // Buckets: runs of tensors of one dtype and device, up to bucket_bytes each
   // (a larger tensor is a bucket alone).

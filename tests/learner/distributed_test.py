@@ -136,7 +136,8 @@ def pid_of_rank(ready_file, rank, timeout=60):
     while time.time() < deadline:
         try:
             with open(path) as f:
-                return json.load(f)["pid"], json.load(open(path))["metrics_port"]
+                ready = json.load(f)
+            return ready["pid"], ready["metrics_port"]
         except (OSError, ValueError, KeyError):
             time.sleep(0.05)
     return None, None
