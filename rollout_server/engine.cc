@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/base/enum_names.h"
 #include "common/base/logging.h"
@@ -286,6 +287,20 @@ void Engine::Accept(std::shared_ptr<Request> request) {
         "; the request needs at least ", spec.min_adapter_version)));
     return;
   }
+  if (spec.adapter_version != 0) {
+    const auto resident = resident_.find(spec.adapter_version);
+    if (resident == resident_.end()) {
+      std::vector<uint64_t> held;
+      for (const auto& [version, adapter] : resident_) held.push_back(version);
+      request->done(absl::FailedPreconditionError(absl::StrCat(
+          "adapter version ", spec.adapter_version,
+          " is not resident (resident: ",
+          held.empty() ? "none" : absl::StrJoin(held, ", "), ")")));
+      return;
+    }
+    request->version = spec.adapter_version;
+    request->adapter = resident->second;
+  }
   const SamplingConfig& s = spec.sampling;
   if (s.seed.has_value()) {
     request->seed = *s.seed;
@@ -472,6 +487,9 @@ void Engine::Publish() {
   snapshot_.adapter_version = adapter_version_;
   snapshot_.adapter_rank =
       adapter_ != nullptr ? static_cast<int>(adapter_->config().rank) : 0;
+  snapshot_.resident_versions.clear();
+  for (const auto& [version, adapter] : resident_)
+    snapshot_.resident_versions.push_back(version);
   snapshot_.adapter_targets.clear();
   if (adapter_ != nullptr) {
     for (model::LoraModule module : adapter_->config().targets) {

@@ -7,6 +7,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -84,6 +85,9 @@ struct EngineSnapshot {
   uint64_t adapter_version = 0;
   int adapter_rank = 0;
   std::vector<std::string> adapter_targets;
+  // Versions held resident for requests that name one, ascending (the newest
+  // is adapter_version).
+  std::vector<uint64_t> resident_versions;
   int running_sequences = 0;
   int waiting_sequences = 0;
   int64_t kv_cache_bytes = 0;  // reserved now
@@ -106,8 +110,10 @@ struct EngineSnapshot {
 // computed once and copied to the other slots). Sequences join and leave the
 // running batch between decode steps (continuous batching) as KV slots allow;
 // requests that do not fit wait. All running sequences use the same adapter
-// version: a new adapter waits for the sequences of the old one to finish
-// (new ones are not admitted meanwhile), so no completion mixes versions.
+// version: a request of another version (a newer adapter, or an older one it
+// names) waits until the running ones finish, so no completion mixes
+// versions. A loaded adapter is the newest from the next step on; the older
+// ones the loader asks to keep stay resident for requests that name them.
 class Engine {
  public:
   // `tokenizer` may be null (then text and stop strings are unavailable).
@@ -125,17 +131,22 @@ class Engine {
   // Queues a request. `done` runs exactly once, on the engine thread (or the
   // caller's, for an immediate refusal): the result, or InvalidArgument,
   // Unavailable (sleeping and not waiting, or stopping), FailedPrecondition
-  // (adapter older than min_adapter_version), Cancelled, ResourceExhausted
+  // (adapter older than min_adapter_version, or the version the request names
+  // not resident), Cancelled, ResourceExhausted
   // (the queue is at max_queued_requests or max_queued_completions).
   void Submit(GenerationRequest request,
               std::function<void(absl::StatusOr<GenerationResult>)> done);
 
-  // Makes `adapter` current with `version` between decode steps, once running
-  // sequences of the previous version have finished; blocks until then.
-  // FailedPrecondition if `version` is not above the current one. Returns the
-  // seconds from the call to the swap taking effect.
+  // Makes `adapter` the newest, as `version`, between decode steps: requests
+  // that start from then on (and name no version) use it; running sequences,
+  // and the rest of a request partly started, finish with theirs. The newest
+  // `keep_versions` versions (this one included, at least 1) stay resident;
+  // older ones go once no request uses them. FailedPrecondition if `version`
+  // is not above the newest. Returns the seconds from the call to the load
+  // taking effect.
   absl::StatusOr<double> LoadAdapter(
-      std::shared_ptr<const model::LoraAdapter> adapter, uint64_t version);
+      std::shared_ptr<const model::LoraAdapter> adapter, uint64_t version,
+      int keep_versions = 1);
 
   // Frees the KV cache and returns cached device memory to the driver; base
   // weights and the adapter stay. With abort_running, running sequences end at
@@ -165,7 +176,7 @@ class Engine {
     int prompt = 0;
     int first = 0;
     int count = 0;
-    bool uses_adapter = false;
+    uint64_t version = 0;  // its adapter version (0: none)
     int prompt_slot = -1;  // the prompt slot holding the prompt, or -1
     int64_t offset = 0;    // where in it
   };
@@ -203,7 +214,10 @@ class Engine {
   std::optional<model::SharedPrompts> SharedPromptView(
       int64_t key_bucket, at::Tensor* rotary_offsets) const;
   void Publish();
-  bool RunningUsesAdapter() const;
+  // The running batch's adapter (null: none).
+  const model::LoraAdapter* RunningAdapter() const;
+  // The version a request's next completion would use (see Request).
+  uint64_t VersionFor(const Request& request) const;
   // Whether the first waiting request has some completions admitted already.
   bool HeadPartlyAdmitted() const;
   // Ends running sequences and the unadmitted rest of a partly admitted
@@ -240,8 +254,14 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> running_;
   PromptSlots prompt_slots_;
   bool share_prompts_ = false;  // share_prompt_kv and no graphs
+  // The newest adapter, and the versions kept resident (the newest included).
   std::shared_ptr<const model::LoraAdapter> adapter_;
   uint64_t adapter_version_ = 0;
+  std::map<uint64_t, std::shared_ptr<const model::LoraAdapter>> resident_;
+  // The adapter the running batch uses (null: none) and its version.
+  std::shared_ptr<const model::LoraAdapter> running_adapter_;
+  uint64_t running_version_ = 0;
+  uint64_t graphs_version_ = 0;  // the adapter copied into graphs_
   bool sleeping_ = false;
   uint64_t generated_total_ = 0;
   std::thread thread_;

@@ -31,20 +31,18 @@ void Engine::Admit() {
                  prompt_slots_.count();
   int64_t rows = 0;
   int64_t longest = 0;
-  // The adapter mode of the batch: every running sequence uses the adapter or
-  // none does.
-  std::optional<bool> mode;
-  if (!running_.empty()) mode = RunningUsesAdapter();
+  // The adapter version of the batch: every running sequence uses the same.
+  std::optional<uint64_t> mode;
+  if (!running_.empty()) mode = running_version_;
   while (!waiting_.empty() && free > 0) {
     std::shared_ptr<Request> request = waiting_.front();
     if (request->finished) {
       waiting_.pop_front();
       continue;
     }
-    if (only_started && !request->uses_adapter.has_value()) break;
-    const bool uses_adapter = request->uses_adapter.value_or(
-        !request->spec.disable_adapter && adapter_ != nullptr);
-    if (mode.has_value() && *mode != uses_adapter) break;
+    if (only_started && !request->started.has_value()) break;
+    const uint64_t version = VersionFor(*request);
+    if (mode.has_value() && *mode != version) break;
     const int remaining = request->spec.group_size - request->next_sample;
     // A whole group shares a prefill; a group larger than the cache goes in
     // parts.
@@ -62,11 +60,18 @@ void Engine::Admit() {
       place = prompt_slots_.Reserve(length, cache_->capacity(), count, &free);
     }
     chunks.push_back({request, request->next_prompt, request->next_sample,
-                      static_cast<int>(count), uses_adapter,
+                      static_cast<int>(count), version,
                       place.has_value() ? place->index : -1,
                       place.has_value() ? place->offset : 0});
-    mode = uses_adapter;
-    request->uses_adapter = uses_adapter;
+    if (!request->version.has_value()) {
+      request->version = version;
+      request->adapter = version == 0 ? nullptr : adapter_;
+    }
+    if (!mode.has_value()) {
+      running_adapter_ = request->adapter;
+      running_version_ = version;
+    }
+    mode = version;
     if (!request->started.has_value()) request->started = absl::Now();
     free -= count;
     ++rows;
@@ -127,12 +132,11 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
           sequence->sample);
       sequence->out =
           &chunk.request->result.groups[chunk.prompt][sequence->sample];
-      sequence->uses_adapter = chunk.uses_adapter;
+      sequence->version = chunk.version;
       sequence->prompt_slot = chunk.prompt_slot;
       sequence->prompt_offset = chunk.offset;
       sequence->prompt_length = lengths[r];
-      sequence->out->adapter_version =
-          chunk.uses_adapter ? adapter_version_ : 0;
+      sequence->out->adapter_version = chunk.version;
       if (tokenizer_ != nullptr) {
         sequence->detokenizer = std::make_unique<tokenizer::IncrementalDecoder>(
             *tokenizer_, /*skip_special_tokens=*/true);
@@ -143,7 +147,7 @@ void Engine::Prefill(const std::vector<Chunk>& chunks) {
     metrics_.PromptTokens(lengths[r]);
   }
   model::RunOptions run;
-  run.adapter = chunks.front().uses_adapter ? adapter_.get() : nullptr;
+  run.adapter = chunks.front().request->adapter.get();
   absl::StatusOr<at::Tensor> hidden = decoder_->PrefillAt(
       model::HostToDevice(ids, at::kLong, decoder_->options().device)
           .view({rows, longest}),
@@ -210,7 +214,14 @@ void Engine::DecodeStep() {
                          : graphs_ != nullptr ? 256
                                               : 1;
   model::RunOptions run;
-  run.adapter = RunningUsesAdapter() ? adapter_.get() : nullptr;
+  run.adapter = RunningAdapter();
+  if (graphs_ != nullptr && run.adapter != nullptr &&
+      graphs_version_ != running_version_) {
+    // The graphs run their own copy of the adapter: this batch's weights go
+    // into it (no graph of another version runs now).
+    graphs_->SetAdapter(*run.adapter);
+    graphs_version_ = running_version_;
+  }
   absl::Status status;
   std::vector<at::Tensor> tokens;
   std::vector<at::Tensor> logprobs;

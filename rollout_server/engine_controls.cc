@@ -36,7 +36,8 @@ absl::Status Engine::RunControl(std::shared_ptr<Control> control) {
 }
 
 absl::StatusOr<double> Engine::LoadAdapter(
-    std::shared_ptr<const model::LoraAdapter> adapter, uint64_t version) {
+    std::shared_ptr<const model::LoraAdapter> adapter, uint64_t version,
+    int keep_versions) {
   if (adapter == nullptr) return absl::InvalidArgumentError("no adapter");
   if (version == 0) {
     return absl::InvalidArgumentError("adapter versions start at 1");
@@ -51,6 +52,7 @@ absl::StatusOr<double> Engine::LoadAdapter(
   control->kind = Control::Kind::kLoadAdapter;
   control->adapter = std::move(adapter);
   control->version = version;
+  control->keep_versions = std::max(1, keep_versions);
   if (absl::Status status = RunControl(control); !status.ok()) return status;
   return control->seconds;
 }
@@ -72,7 +74,7 @@ absl::StatusOr<int64_t> Engine::Wake() {
 
 bool Engine::HeadPartlyAdmitted() const {
   return !waiting_.empty() && !waiting_.front()->finished &&
-         waiting_.front()->uses_adapter.has_value();
+         waiting_.front()->started.has_value();
 }
 
 void Engine::AbortForSleep() {
@@ -116,13 +118,12 @@ void Engine::HandleControls() {
           break;
         }
         // Running sequences, and the rest of a request partly admitted,
-        // finish with the adapter they started with.
-        if (RunningUsesAdapter() || HeadPartlyAdmitted()) return;
-        // The graphs run their own copy of the adapter: the new weights go
-        // into it (no running sequence uses the adapter now).
-        if (graphs_ != nullptr) graphs_->SetAdapter(*control.adapter);
+        // finish with the adapter they started with (they hold it).
         adapter_ = control.adapter;
         adapter_version_ = control.version;
+        resident_[adapter_version_] = adapter_;
+        while (static_cast<int>(resident_.size()) > control.keep_versions)
+          resident_.erase(resident_.begin());
         control.seconds = Seconds(absl::Now() - control.submitted);
         metrics_.Swapped(control.seconds, adapter_version_);
         MRL_LOG(INFO) << "adapter version " << adapter_version_ << " (rank "
@@ -198,8 +199,13 @@ void Engine::HandleControls() {
   }
 }
 
-bool Engine::RunningUsesAdapter() const {
-  return !running_.empty() && running_.front()->uses_adapter;
+const model::LoraAdapter* Engine::RunningAdapter() const {
+  return running_.empty() ? nullptr : running_adapter_.get();
+}
+
+uint64_t Engine::VersionFor(const Request& request) const {
+  if (request.version.has_value()) return *request.version;
+  return request.spec.disable_adapter ? 0 : adapter_version_;
 }
 
 }  // namespace microrl::rollout

@@ -63,8 +63,12 @@ struct Engine::Request {
   uint64_t seed = 0;
   std::vector<int64_t> max_tokens;  // per prompt
   StopCriteria stop;
-  std::optional<bool> uses_adapter;  // fixed when its first completion starts
-  int next_prompt = 0;               // the next completion to admit
+  // The adapter version its completions use (0: none) and that adapter,
+  // fixed at Accept when the request names a version, else when its first
+  // completion starts (then the newest loaded one).
+  std::optional<uint64_t> version;
+  std::shared_ptr<const model::LoraAdapter> adapter;
+  int next_prompt = 0;  // the next completion to admit
   int next_sample = 0;
   int64_t unfinished = 0;  // completions not finished yet
   absl::Time submitted;
@@ -79,7 +83,7 @@ struct Engine::Sequence {
   int64_t max_tokens = 0;
   uint64_t seed = 0;
   int32_t last_token = 0;  // sampled, not yet in the KV cache
-  bool uses_adapter = false;
+  uint64_t version = 0;    // its adapter version (0: none)
   // The prompt's KV: in prompt slot `prompt_slot` at [prompt_offset,
   // + prompt_length), the sequence's slot holding only its completion, or
   // (prompt_slot -1) in its own slot.
@@ -95,6 +99,7 @@ struct Engine::Control {
   enum class Kind { kLoadAdapter, kSleep, kWake } kind;
   std::shared_ptr<const model::LoraAdapter> adapter;
   uint64_t version = 0;
+  int keep_versions = 1;  // resident versions after a load, the new one in
   bool abort_running = false;
   absl::Time submitted = absl::Now();
   // Results: seconds (swap) or bytes (sleep, wake).

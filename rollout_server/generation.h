@@ -32,6 +32,9 @@ struct GenerationRequest {
   bool disable_adapter = false;
   bool wait_if_sleeping = false;
   uint64_t min_adapter_version = 0;
+  // Generate with exactly this resident adapter version (FailedPrecondition
+  // if it is not resident). 0: the newest loaded when the request starts.
+  uint64_t adapter_version = 0;
   // Set by the caller to abandon the request; its sequences are freed at the
   // next step.
   std::shared_ptr<std::atomic<bool>> cancelled =

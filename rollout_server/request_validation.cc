@@ -12,6 +12,11 @@ absl::Status ValidateRequest(const GenerationRequest& request,
                              const RequestLimits& limits) {
   const int64_t max_len = limits.max_model_len;
   if (request.prompts.empty()) return absl::InvalidArgumentError("no prompts");
+  if (request.disable_adapter && request.adapter_version != 0) {
+    return absl::InvalidArgumentError(
+        "adapter_version names an adapter and disable_adapter turns it off; "
+        "set one of them");
+  }
   if (request.prompts.size() > kMaxPrompts) {
     return absl::InvalidArgumentError(
         absl::StrCat(request.prompts.size(), " prompts; at most ", kMaxPrompts,

@@ -146,6 +146,7 @@ absl::StatusOr<GenerationRequest> RolloutService::ToEngineRequest(
   out.disable_adapter = request.disable_adapter();
   out.wait_if_sleeping = request.wait_if_sleeping();
   out.min_adapter_version = request.min_adapter_version();
+  out.adapter_version = request.adapter_version();
   return out;
 }
 
@@ -213,7 +214,8 @@ grpc::Status RolloutService::Generate(grpc::ServerContext* context,
 absl::StatusOr<std::shared_ptr<const model::LoraAdapter>>
 RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
                             const std::string& peer,
-                            v1::LoadAdapterResponse* response) const {
+                            v1::LoadAdapterResponse* response,
+                            int* keep_versions) const {
   v1::LoadAdapterRequest message;
   if (!reader->Read(&message) || !message.has_header()) {
     return absl::InvalidArgumentError(
@@ -225,6 +227,13 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
   if (header.version() == 0) {
     return absl::InvalidArgumentError("adapter version must be at least 1");
   }
+  constexpr uint32_t kMaxKeepVersions = 16;
+  if (header.keep_versions() > kMaxKeepVersions) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("keep_versions is ", header.keep_versions(), "; at most ",
+                     kMaxKeepVersions));
+  }
+  *keep_versions = static_cast<int>(header.keep_versions());
   const model::ModelConfig& config = engine_->decoder().config();
   const at::Device device = engine_->decoder().options().device;
   // Kept in the base model's dtype: no per-step cast when decoding.
@@ -387,8 +396,9 @@ grpc::Status RolloutService::LoadAdapter(
     std::atomic<int>& count;
     ~Release() { count.fetch_sub(1); }
   } release{uploads_};
+  int keep_versions = 1;
   absl::StatusOr<std::shared_ptr<const model::LoraAdapter>> adapter =
-      ReadAdapter(reader, context->peer(), response);
+      ReadAdapter(reader, context->peer(), response, &keep_versions);
   const uint64_t version = response->version();
   const absl::Time received = absl::Now();
   if (!adapter.ok()) {
@@ -397,8 +407,11 @@ grpc::Status RolloutService::LoadAdapter(
     response->Clear();
     return rpc::ToGrpcStatus(adapter.status());
   }
-  absl::StatusOr<double> swapped = engine_->LoadAdapter(*adapter, version);
+  absl::StatusOr<double> swapped =
+      engine_->LoadAdapter(*adapter, version, keep_versions);
   if (!swapped.ok()) return rpc::ToGrpcStatus(swapped.status());
+  for (uint64_t resident : engine_->Snapshot().resident_versions)
+    response->add_resident_versions(resident);
   const double seconds = absl::ToDoubleSeconds(absl::Now() - received);
   response->set_rank(static_cast<int32_t>((*adapter)->config().rank));
   for (model::LoraModule module : (*adapter)->config().targets) {
@@ -470,6 +483,8 @@ grpc::Status RolloutService::GetInfo(grpc::ServerContext* context,
   response->set_kv_cache_budget_bytes(
       static_cast<uint64_t>(snapshot.kv_cache_budget_bytes));
   response->set_adapter_version(snapshot.adapter_version);
+  for (uint64_t resident : snapshot.resident_versions)
+    response->add_resident_adapter_versions(resident);
   response->set_adapter_rank(snapshot.adapter_rank);
   for (const std::string& target : snapshot.adapter_targets) {
     response->add_adapter_target_modules(target);

@@ -58,10 +58,12 @@ class RolloutService final : public v1::Rollout::Service {
   absl::StatusOr<GenerationRequest> ToEngineRequest(
       const v1::GenerateRequest& request) const;
   // Reads the LoadAdapter stream into an adapter on the model's device, and
-  // sets the version, bytes, receive_seconds and load_seconds of `response`.
+  // sets the version, bytes, receive_seconds and load_seconds of `response`
+  // and the header's keep_versions.
   absl::StatusOr<std::shared_ptr<const model::LoraAdapter>> ReadAdapter(
       grpc::ServerReader<v1::LoadAdapterRequest>* reader,
-      const std::string& peer, v1::LoadAdapterResponse* response) const;
+      const std::string& peer, v1::LoadAdapterResponse* response,
+      int* keep_versions) const;
 
   const RolloutServiceOptions options_;
   const std::shared_ptr<Engine> engine_;

@@ -774,6 +774,66 @@ TEST(EngineTest, AGroupRunInPartsKeepsOneAdapterVersion) {
   EXPECT_EQ(after->groups[0][0].adapter_version, 2u);
 }
 
+TEST(EngineTest, KeptVersionsServeRequestsThatNameThem) {
+  TestEngine t = MakeEngine(/*slots=*/4);
+  ASSERT_NE(t.engine, nullptr);
+  std::map<uint64_t, std::shared_ptr<const model::LoraAdapter>> adapters;
+  for (uint64_t v = 1; v <= 3; ++v)
+    adapters[v] = RandomAdapter(t.decoder->config(), {4, 8.0}, 10 + v);
+  ASSERT_TRUE(t.engine->LoadAdapter(adapters[1], 1, /*keep_versions=*/2).ok());
+  ASSERT_TRUE(t.engine->LoadAdapter(adapters[2], 2, /*keep_versions=*/2).ok());
+  EXPECT_EQ(t.engine->Snapshot().resident_versions,
+            (std::vector<uint64_t>{1, 2}));
+  // Requests of both versions at once, and one naming none (the newest): each
+  // runs with the adapter it asked for, none mixes versions.
+  std::vector<std::pair<uint64_t, GenerationRequest>> asked;
+  std::vector<std::future<absl::StatusOr<GenerationResult>>> pending;
+  for (uint64_t v : {1, 2, 0, 1}) {
+    GenerationRequest request =
+        Request({Prompts()[v % 4], Prompts()[(v + 1) % 4]}, 3, 1.0, 8, 20 + v);
+    request.adapter_version = v;
+    pending.push_back(SubmitAsync(*t.engine, request));
+    asked.emplace_back(v == 0 ? 2 : v, std::move(request));
+  }
+  for (size_t i = 0; i < pending.size(); ++i) {
+    absl::StatusOr<GenerationResult> result = pending[i].get();
+    ASSERT_TRUE(result.ok()) << result.status();
+    const auto& [version, request] = asked[i];
+    for (size_t p = 0; p < request.prompts.size(); ++p) {
+      for (const Completion& completion : result->groups[p]) {
+        EXPECT_EQ(completion.adapter_version, version);
+        ExpectMatchesScoring(*t.decoder, request.prompts[p], completion, 1.0,
+                             adapters[version].get(),
+                             "version " + std::to_string(version));
+      }
+    }
+  }
+  // The same request of a kept version samples the same tokens again.
+  GenerationRequest again = asked[0].second;
+  absl::StatusOr<GenerationResult> first = Generate(*t.engine, again);
+  absl::StatusOr<GenerationResult> second = Generate(*t.engine, again);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(first->groups[1][2].token_ids, second->groups[1][2].token_ids);
+
+  // Version 3 keeping two: version 1 goes.
+  ASSERT_TRUE(t.engine->LoadAdapter(adapters[3], 3, /*keep_versions=*/2).ok());
+  EXPECT_EQ(t.engine->Snapshot().resident_versions,
+            (std::vector<uint64_t>{2, 3}));
+  GenerationRequest gone = Request({{1, 2}}, 1, 1.0, 3);
+  gone.adapter_version = 1;
+  absl::StatusOr<GenerationResult> refused = Generate(*t.engine, gone);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("adapter version 1 is not resident (resident: 2, 3)"));
+  gone.adapter_version = 2;
+  gone.disable_adapter = true;
+  EXPECT_EQ(Generate(*t.engine, gone).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Keeping one (the default) leaves only the newest.
+  ASSERT_TRUE(t.engine->LoadAdapter(adapters[1], 4).ok());
+  EXPECT_EQ(t.engine->Snapshot().resident_versions, (std::vector<uint64_t>{4}));
+}
+
 TEST(EngineTest, CancellationFreesSequencesAtOnce) {
   TestEngine t = MakeEngine(/*slots=*/4, /*max_model_len=*/4096);
   ASSERT_NE(t.engine, nullptr);
