@@ -35,6 +35,14 @@ void ThreadPool::Work() {
   }
 }
 
+void ThreadPool::Post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tasks_.push_back(std::move(fn));
+  }
+  wake_.notify_one();
+}
+
 void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
   if (n == 0) return;
   // Indices are claimed one at a time from a shared counter, so long items do

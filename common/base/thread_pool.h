@@ -27,6 +27,10 @@ class ThreadPool {
   // returns when all calls have returned. fn must not throw.
   void ParallelFor(size_t n, const std::function<void(size_t)>& fn);
 
+  // Queues fn to run on a worker and returns at once: a pool of one thread
+  // runs what is posted in order. The destructor runs what is queued first.
+  void Post(std::function<void()> fn);
+
  private:
   void Work();
 
