@@ -285,12 +285,17 @@ def main():
                 ("missing dir", iter([rollout_pb2.LoadAdapterRequest(
                     header=rollout_pb2.AdapterHeader(version=3, path="v9"))]),
                  grpc.StatusCode.INVALID_ARGUMENT, "v9"),
+                ("keeping too many", iter([rollout_pb2.LoadAdapterRequest(
+                    header=rollout_pb2.AdapterHeader(version=3, path="v1", keep_versions=17))]),
+                 grpc.StatusCode.INVALID_ARGUMENT, "keep_versions is 17; at most 16"),
             ]
             check(not info().accepts_cuda_ipc, "a CPU server advertises CUDA IPC")
             for what, requests, code, substring in bad:
                 expect_error(lambda: stub.LoadAdapter(requests, timeout=60), code, substring,
                              f"adapter {what}")
             check(info().adapter_version == 2, "a rejected adapter replaced v2")
+            check(list(info().resident_adapter_versions) == [2],
+                  f"v2 alone is resident: {list(info().resident_adapter_versions)}")
             again = generate(prompts, group_size=2, temperature=0.0, max_tokens=10, ignore_eos=True)
             check(tokens(again) == tokens(v2), "generation changed after rejected adapters")
 
