@@ -83,7 +83,8 @@ absl::Status AdapterPublisher::PublishVersion(uint64_t version) {
     absl::StatusOr<model::IpcAdapter> shared =
         model::ExportAdapter(adapter_, dtype, staging_);
     if (shared.ok()) {
-      loaded = rollout_.LoadAdapterIpc(version, config_json, *shared);
+      loaded = rollout_.LoadAdapterIpc(version, config_json, *shared,
+                                       options_.keep_versions);
       // The server cannot open it (CPU, another GPU or host, IPC off).
       if (automatic &&
           loaded.status().code() == absl::StatusCode::kUnimplemented) {
@@ -104,7 +105,8 @@ absl::Status AdapterPublisher::PublishVersion(uint64_t version) {
   if (stream) {
     absl::StatusOr<std::string> weights = adapter_.PeftSafetensors(dtype);
     if (!weights.ok()) return weights.status();
-    loaded = rollout_.LoadAdapter(version, config_json, *weights);
+    loaded = rollout_.LoadAdapter(version, config_json, *weights,
+                                  options_.keep_versions);
   }
   return loaded.status();
 }

@@ -23,6 +23,9 @@ struct PublishOptions {
   // Of the weights sent (kAuto: bfloat16 when the model is).
   PublishDtype dtype = PublishDtype::kAuto;
   std::string rollout_address;
+  // Adapter versions the rollout server keeps resident (this one included):
+  // rollout.max_staleness + 1.
+  uint32_t keep_versions = 1;
 };
 
 // Hands a training adapter to the rollout server: by CUDA IPC handle from a

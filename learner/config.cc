@@ -106,6 +106,7 @@ std::vector<Field> Fields(TrainConfig& c) {
                 ChoiceOf(&c.publish_via, kPublishViaNames)},
                {"rollout.generate_timeout_s", &c.generate_timeout_s},
                {"rollout.max_wait_s", &c.rollout_max_wait_s},
+               {"rollout.max_staleness", &c.max_staleness},
            },
            SecurityFields("rollout", c.rollout_security),
            {
@@ -133,6 +134,10 @@ std::vector<Field> Fields(TrainConfig& c) {
                {"grpo.old_logprobs",
                 ChoiceOf(&c.old_logprobs, kOldLogprobsNames)},
                {"grpo.micro_batch_tokens", &c.micro_batch_tokens},
+               {"grpo.tis_cap", &c.tis_cap},
+               {"grpo.is_mask", ChoiceOf(&c.is_mask, kIsMaskNames)},
+               {"grpo.is_mask_low", &c.is_mask_low},
+               {"grpo.is_mask_high", &c.is_mask_high},
                {"optim.lr", &c.lr},
                {"optim.beta1", &c.beta1},
                {"optim.beta2", &c.beta2},
@@ -162,6 +167,12 @@ std::vector<Field> Fields(TrainConfig& c) {
     for (Field& field : part) fields.push_back(std::move(field));
   }
   return fields;
+}
+
+// Settings whose default depends on others: grpo.tis_cap (-1) is 2 when
+// rollouts may be stale, else off.
+void ResolveAutomatic(TrainConfig& c) {
+  if (c.tis_cap == -1) c.tis_cap = c.max_staleness > 0 ? 2.0 : 0.0;
 }
 
 std::string Where(const std::string& label, const YAML::Node& node) {
@@ -374,6 +385,7 @@ absl::StatusOr<TrainConfig> LoadTrainConfig(
   }
   if (absl::Status status = ApplyOverrides(config, overrides); !status.ok())
     return status;
+  ResolveAutomatic(config);
   if (absl::Status status = ValidateTrainConfig(config); !status.ok())
     return status;
   return config;
@@ -394,6 +406,7 @@ absl::StatusOr<TrainConfig> ParseTrainConfig(
     return status;
   if (absl::Status status = ApplyOverrides(config, overrides); !status.ok())
     return status;
+  ResolveAutomatic(config);
   if (absl::Status status = ValidateTrainConfig(config); !status.ok())
     return status;
   return config;
@@ -475,6 +488,33 @@ absl::Status ValidateTrainConfig(const TrainConfig& c) {
                          .ok();
                    }),
                "rollout.addresses", "each must be host:port or dns:name:port"),
+           Require(c.max_staleness >= 0 && c.max_staleness <= 15,
+                   "rollout.max_staleness", "must be in [0, 15]"),
+           Require(c.max_staleness == 0 || !c.colocated,
+                   "rollout.max_staleness",
+                   "needs rollout servers on their own devices (with "
+                   "rollout.colocated the server sleeps during the update)"),
+           Require(c.max_staleness == 0 ||
+                       c.old_logprobs == OldLogprobs::kRecompute,
+                   "rollout.max_staleness",
+                   "needs grpo.old_logprobs: recompute (the update's ratios "
+                   "are to the adapter it starts from, not the rollout's)"),
+           Require(c.tis_cap >= 0 || c.tis_cap == -1, "grpo.tis_cap",
+                   "must be >= 0 (0: off), or -1 (2 with "
+                   "rollout.max_staleness > 0, else off)"),
+           Require(c.tis_cap <= 0 || c.old_logprobs == OldLogprobs::kRecompute,
+                   "grpo.tis_cap",
+                   "needs grpo.old_logprobs: recompute (with the rollout's old "
+                   "log-probs every ratio is 1)"),
+           Require(c.is_mask == IsMask::kNone ||
+                       c.old_logprobs == OldLogprobs::kRecompute,
+                   "grpo.is_mask",
+                   "needs grpo.old_logprobs: recompute (with the rollout's old "
+                   "log-probs every ratio is 1)"),
+           Require(
+               c.is_mask_low >= 0 && c.is_mask_low <= 1 && c.is_mask_high >= 1,
+               "grpo.is_mask_low",
+               "must be in [0, 1], and grpo.is_mask_high >= 1"),
            Require(c.rollout_redispatch_after_s > 0,
                    "rollout.redispatch_after_s", "must be > 0"),
            Require(!c.rollout_address.empty(), "rollout.address",

@@ -133,6 +133,11 @@ struct TrainConfig {
   // How long to keep retrying a rollout server that is unreachable (restarting)
   // before the run checkpoints and fails.
   double rollout_max_wait_s = 600;
+  // Bounded-staleness rollouts (docs/scaling.md, Mode B): step n's groups are
+  // generated with the adapter of step n - 1 - max_staleness (never older
+  // than the last checkpoint's, nor the run's start), so generation of the
+  // next max_staleness steps overlaps each update. 0: synchronous.
+  int64_t max_staleness = 0;
   PeerSecurityConfig rollout_security;
 
   // reward
@@ -159,6 +164,14 @@ struct TrainConfig {
   int64_t epochs = 1;        // passes over the rollout batch
   OldLogprobs old_logprobs = OldLogprobs::kRollout;  // rollout or recompute
   int64_t micro_batch_tokens = 8192;  // padded tokens per forward/backward
+  // Off-policy correction of the policy loss (grpo.h, OffPolicyOptions):
+  // truncated importance sampling with this cap (0: off; -1, the default: 2
+  // with rollout.max_staleness > 0, else off), and masking of tokens or
+  // sequences whose ratio is outside [is_mask_low, is_mask_high].
+  double tis_cap = -1;
+  IsMask is_mask = IsMask::kNone;
+  double is_mask_low = 0.5;
+  double is_mask_high = 2.0;
 
   // optim
   double lr = 1e-5;

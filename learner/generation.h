@@ -24,6 +24,9 @@ struct GenerateParams {
   uint32_t first_prompt_index = 0;
   // The server refuses (FAILED_PRECONDITION) while it serves an older adapter.
   uint64_t min_adapter_version = 0;
+  // Sample with exactly this adapter version, which the server must hold
+  // resident (else FAILED_PRECONDITION); 0: its newest.
+  uint64_t adapter_version = 0;
   bool disable_adapter = false;  // sample from the base model
 };
 

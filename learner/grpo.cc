@@ -113,7 +113,8 @@ PolicyLossResult PolicyLoss(const at::Tensor& logprob,
                             const at::Tensor& advantages,
                             const at::Tensor& mask,
                             const PolicyLossOptions& options,
-                            const LossNormalizer& normalizer) {
+                            const LossNormalizer& normalizer,
+                            const at::Tensor& token_weights) {
   const at::Tensor m = mask.to(logprob.scalar_type());
   const at::Tensor adv =
       advantages.dim() == 1 ? advantages.unsqueeze(1) : advantages;
@@ -138,6 +139,7 @@ PolicyLossResult PolicyLoss(const at::Tensor& logprob,
   } else {
     result.dual_clip_fraction = at::zeros({}, m.options());
   }
+  if (token_weights.defined()) per_token = per_token * token_weights;
   result.loss = AggregateLoss(per_token, m, options.aggregation, normalizer);
   result.clip_high_fraction = MaskedMean((ratio > 1 + options.clip_high)
                                              .logical_and(positive)
@@ -153,15 +155,48 @@ PolicyLossResult PolicyLoss(const at::Tensor& logprob,
   return result;
 }
 
+OffPolicyWeights OffPolicyCorrection(const at::Tensor& old_logprob,
+                                     const at::Tensor& rollout_logprob,
+                                     const at::Tensor& mask,
+                                     const OffPolicyOptions& options) {
+  const at::Tensor m = mask.to(old_logprob.scalar_type());
+  const at::Tensor log_ratio =
+      ((old_logprob - rollout_logprob) * m).clamp(-20, 20).detach();
+  const at::Tensor ratio = log_ratio.exp();
+  OffPolicyWeights out;
+  out.weights = at::ones_like(ratio);
+  out.truncated = at::zeros_like(ratio);
+  if (options.tis_cap > 0) {
+    out.weights = ratio.clamp_max(options.tis_cap);
+    out.truncated = (ratio > options.tis_cap).to(ratio.scalar_type()) * m;
+  }
+  at::Tensor keep = at::ones_like(ratio);
+  if (options.mask == IsMask::kToken) {
+    keep = (ratio >= options.mask_low).logical_and(ratio <= options.mask_high);
+  } else if (options.mask == IsMask::kSequence) {
+    // The geometric mean of the sequence's token ratios.
+    const at::Tensor sequence =
+        (log_ratio.sum(1) / m.sum(1).clamp_min(1)).exp().unsqueeze(1);
+    keep = (sequence >= options.mask_low)
+               .logical_and(sequence <= options.mask_high)
+               .expand_as(ratio);
+  }
+  keep = keep.to(ratio.scalar_type());
+  out.weights = out.weights * keep;
+  out.masked = (1 - keep) * m;
+  return out;
+}
+
 GrpoLossResult GrpoLoss(const at::Tensor& logprob,
                         const at::Tensor& old_logprob,
                         const at::Tensor& ref_logprob,
                         const at::Tensor& entropy, const at::Tensor& advantages,
                         const at::Tensor& mask, const GrpoLossOptions& options,
-                        const LossNormalizer& normalizer) {
+                        const LossNormalizer& normalizer,
+                        const at::Tensor& token_weights) {
   GrpoLossResult result;
   result.policy = PolicyLoss(logprob, old_logprob, advantages, mask,
-                             options.policy, normalizer);
+                             options.policy, normalizer, token_weights);
   result.loss = result.policy.loss;
   const LossAggregation mode = options.policy.aggregation;
   if (options.kl_coef != 0 && ref_logprob.defined()) {

@@ -83,13 +83,42 @@ struct PolicyLossResult {
 };
 
 // PPO-clip policy loss of GRPO. logprob [B, T] (differentiable), old_logprob
-// [B, T], advantages [B] or [B, T], mask [B, T].
+// [B, T], advantages [B] or [B, T], mask [B, T]. `token_weights` [B, T], if
+// defined, multiplies each token's loss (OffPolicyCorrection's weights); the
+// denominators stay the normalizer's.
 PolicyLossResult PolicyLoss(const at::Tensor& logprob,
                             const at::Tensor& old_logprob,
                             const at::Tensor& advantages,
                             const at::Tensor& mask,
                             const PolicyLossOptions& options,
-                            const LossNormalizer& normalizer);
+                            const LossNormalizer& normalizer,
+                            const at::Tensor& token_weights = {});
+
+// Correction of the policy loss for tokens sampled by another policy than the
+// one the update starts from (a rollout adapter some steps old, or a rollout
+// engine whose numerics differ): the importance ratio of a token is
+// exp(old_logprob - rollout_logprob).
+struct OffPolicyOptions {
+  // > 0: truncated importance sampling, each token's loss times
+  // min(ratio, tis_cap) (verl's tis_imp_ratio_cap). 0: off.
+  double tis_cap = 0;
+  // Tokens (or sequences) whose ratio is outside [mask_low, mask_high] get
+  // weight 0.
+  IsMask mask = IsMask::kNone;
+  double mask_low = 0.5;
+  double mask_high = 2.0;
+  bool active() const { return tis_cap > 0 || mask != IsMask::kNone; }
+};
+struct OffPolicyWeights {
+  at::Tensor weights;    // [B, T], no gradient
+  at::Tensor truncated;  // [B, T] 1 where the TIS weight was capped
+  at::Tensor masked;     // [B, T] 1 where the token was masked out
+};
+// old_logprob, rollout_logprob, mask: [B, T].
+OffPolicyWeights OffPolicyCorrection(const at::Tensor& old_logprob,
+                                     const at::Tensor& rollout_logprob,
+                                     const at::Tensor& mask,
+                                     const OffPolicyOptions& options);
 
 struct GrpoLossOptions {
   PolicyLossOptions policy;
@@ -107,12 +136,14 @@ struct GrpoLossResult {
 
 // The whole objective. ref_logprob may be undefined when kl_coef is 0, and
 // entropy [B, T] undefined when entropy_coef is 0 and it is not wanted.
+// `token_weights` weigh the policy term (see PolicyLoss).
 GrpoLossResult GrpoLoss(const at::Tensor& logprob,
                         const at::Tensor& old_logprob,
                         const at::Tensor& ref_logprob,
                         const at::Tensor& entropy, const at::Tensor& advantages,
                         const at::Tensor& mask, const GrpoLossOptions& options,
-                        const LossNormalizer& normalizer);
+                        const LossNormalizer& normalizer,
+                        const at::Tensor& token_weights = {});
 
 }  // namespace microrl::learner
 

@@ -39,6 +39,15 @@ inline constexpr EnumName<KlEstimator> kKlEstimatorNames[] = {
     {KlEstimator::kK3, "k3"},  {KlEstimator::kK1, "kl"},
     {KlEstimator::kK2, "mse"}, {KlEstimator::kK3, "low_var_kl"}};
 
+// Which off-policy tokens the loss leaves out (importance-ratio masking): none,
+// each token whose ratio is out of bounds, or every token of a sequence whose
+// ratio (the geometric mean of its tokens') is.
+enum class IsMask { kNone, kToken, kSequence };
+inline constexpr EnumName<IsMask> kIsMaskNames[] = {
+    {IsMask::kNone, "none"},
+    {IsMask::kToken, "token"},
+    {IsMask::kSequence, "sequence"}};
+
 }  // namespace microrl::learner
 
 #endif  // MICRORL_LEARNER_GRPO_MODES_H_

@@ -221,7 +221,7 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         normalizer.sequences = host.data_ptr<double>()[1];
       }
       optimizer_.ZeroGrad();
-      at::Tensor sums;  // [9] doubles on the device, see below
+      at::Tensor sums;  // [12] doubles on the device, see below
       for (const auto& [mb_begin, mb_end] :
            MicroBatches(samples, begin, end, options_.micro_batch_tokens)) {
         if (stop_now()) return stopped;
@@ -241,6 +241,15 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         }
         const at::Tensor old =
             PadRows(old_rows, scored->logprobs.size(1)).to(device);
+        OffPolicyWeights correction;
+        if (options_.off_policy.active()) {
+          std::vector<const std::vector<float>*> rollout_rows;
+          for (size_t i = mb_begin; i < mb_end; ++i)
+            rollout_rows.push_back(&samples[i].rollout_logprobs);
+          correction = OffPolicyCorrection(
+              old, PadRows(rollout_rows, scored->logprobs.size(1)).to(device),
+              scored->mask, options_.off_policy);
+        }
         at::Tensor reference;
         if (options_.loss.kl_coef != 0) {
           absl::StatusOr<TokenTensors> ref =
@@ -248,10 +257,10 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
           if (!ref.ok()) return ref.status();
           reference = ref->logprobs;
         }
-        const GrpoLossResult result =
-            GrpoLoss(scored->logprobs, old, reference, scored->entropy,
-                     model::HostToDevice(advantages, at::kFloat, device),
-                     scored->mask, options_.loss, normalizer);
+        const GrpoLossResult result = GrpoLoss(
+            scored->logprobs, old, reference, scored->entropy,
+            model::HostToDevice(advantages, at::kFloat, device), scored->mask,
+            options_.loss, normalizer, correction.weights);
         result.loss.backward();
         // The micro-batch's figures stay on the device, summed over the
         // mini-batch and read back once per optimizer step (no host sync per
@@ -266,7 +275,16 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
              result.policy.clip_high_fraction.to(at::kDouble) * tokens,
              result.policy.clip_low_fraction.to(at::kDouble) * tokens,
              result.policy.dual_clip_fraction.to(at::kDouble) * tokens,
-             result.policy.approx_kl.to(at::kDouble) * tokens});
+             result.policy.approx_kl.to(at::kDouble) * tokens,
+             correction.weights.defined()
+                 ? (correction.weights * scored->mask).sum().to(at::kDouble)
+                 : tokens,
+             correction.weights.defined()
+                 ? correction.truncated.sum().to(at::kDouble)
+                 : zero,
+             correction.weights.defined()
+                 ? correction.masked.sum().to(at::kDouble)
+                 : zero});
         sums = sums.defined() ? sums + figures : figures;
         ++stats.micro_batches;
       }
@@ -275,7 +293,7 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         // clips and steps on the whole mini-batch's gradient.
         if (!sums.defined()) {
           sums = at::zeros(
-              {9}, at::TensorOptions().dtype(at::kDouble).device(device));
+              {12}, at::TensorOptions().dtype(at::kDouble).device(device));
         }
         std::vector<at::Tensor> grads = {sums};
         for (at::Tensor p : parameters) {  // a handle: its grad is shared
@@ -296,6 +314,9 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         stats.clip_low_fraction += f[6];
         stats.dual_clip_fraction += f[7];
         stats.approx_kl += f[8];
+        stats.is_weight_mean += f[9];
+        stats.is_truncated_fraction += f[10];
+        stats.is_masked_fraction += f[11];
       }
       const double norm = ClipGradNorm(parameters, options_.max_grad_norm);
       stats.lr = LearningRate(options_.schedule, step);
@@ -342,6 +363,9 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
   stats.clip_low_fraction /= w;
   stats.dual_clip_fraction /= w;
   stats.approx_kl /= w;
+  stats.is_weight_mean = weight_sum > 0 ? stats.is_weight_mean / w : 1;
+  stats.is_truncated_fraction /= w;
+  stats.is_masked_fraction /= w;
   stats.logprob_mismatch_mean =
       mismatch_tokens > 0 ? mismatch_sum / mismatch_tokens : 0;
   return stats;

@@ -41,6 +41,9 @@ struct UpdateOptions {
   bool gradient_checkpointing = true;
   double horizon = 1;  // seq-mean-token-sum-norm's constant
   double max_grad_norm = 1.0;
+  // Importance weights and masks of the rollout's samples against the old
+  // log-probs (meaningful with recompute_old_logprobs).
+  OffPolicyOptions off_policy;
   ScheduleOptions schedule;
 };
 
@@ -78,6 +81,12 @@ struct UpdateStats {
   // step: mean and max (rollout/training mismatch).
   double logprob_mismatch_mean = 0;
   double logprob_mismatch_max = 0;
+  // With off_policy active, over the batch's tokens: the mean importance
+  // weight applied, and the fractions whose TIS weight was capped and that
+  // were masked out.
+  double is_weight_mean = 0;
+  double is_truncated_fraction = 0;
+  double is_masked_fraction = 0;
 };
 
 // Applies GRPO updates to the LoRA adapter's weights (only those: the base

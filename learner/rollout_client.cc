@@ -68,6 +68,7 @@ absl::StatusOr<std::vector<CompletionGroup>> RolloutClient::Generate(
   request.set_request_id(params.request_id);
   request.set_group_size(static_cast<int32_t>(params.group_size));
   request.set_min_adapter_version(params.min_adapter_version);
+  request.set_adapter_version(params.adapter_version);
   request.set_disable_adapter(params.disable_adapter);
   v1::SamplingParams* sampling = request.mutable_sampling();
   sampling->set_temperature(static_cast<float>(params.temperature));
@@ -141,7 +142,7 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::SendAdapter(
 
 absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
     uint64_t version, const std::string& config_json,
-    const std::string& safetensors) {
+    const std::string& safetensors, uint32_t keep_versions) {
   return SendAdapter(
       version, [&](grpc::ClientWriter<v1::LoadAdapterRequest>& writer) {
         v1::LoadAdapterRequest message;
@@ -149,6 +150,7 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
         header->set_version(version);
         header->set_adapter_config_json(config_json);
         header->set_total_bytes(safetensors.size());
+        header->set_keep_versions(keep_versions);
         bool ok = writer.Write(message);
         // Hashed while streaming (the server hashes what it has received
         // meanwhile); the digest goes last.
@@ -171,13 +173,14 @@ absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapter(
 
 absl::StatusOr<v1::LoadAdapterResponse> RolloutClient::LoadAdapterIpc(
     uint64_t version, const std::string& config_json,
-    const model::IpcAdapter& ipc) {
+    const model::IpcAdapter& ipc, uint32_t keep_versions) {
   return SendAdapter(version,
                      [&](grpc::ClientWriter<v1::LoadAdapterRequest>& writer) {
                        v1::LoadAdapterRequest message;
                        v1::AdapterHeader* header = message.mutable_header();
                        header->set_version(version);
                        header->set_adapter_config_json(config_json);
+                       header->set_keep_versions(keep_versions);
                        v1::CudaIpcAdapter* shared = header->mutable_cuda_ipc();
                        shared->set_handle(ipc.handle);
                        shared->set_offset(static_cast<uint64_t>(ipc.offset));

@@ -40,17 +40,17 @@ class RolloutClient {
       const std::vector<PromptIds>& prompts, const GenerateParams& params);
   // Streams a PEFT adapter (adapter_config.json text and
   // adapter_model.safetensors bytes) in 4 MiB chunks, hashed as they go and
-  // followed by their SHA-256, as
-  // `version`.
+  // followed by their SHA-256, as `version`; the server keeps the newest
+  // `keep_versions` resident (AdapterHeader.keep_versions).
   absl::StatusOr<v1::LoadAdapterResponse> LoadAdapter(
       uint64_t version, const std::string& config_json,
-      const std::string& safetensors);
+      const std::string& safetensors, uint32_t keep_versions = 0);
   // Hands over an adapter by CUDA IPC handle (no bytes streamed): the server
   // copies the weights from this process's GPU memory. UNIMPLEMENTED when the
   // server cannot open them.
   absl::StatusOr<v1::LoadAdapterResponse> LoadAdapterIpc(
       uint64_t version, const std::string& config_json,
-      const model::IpcAdapter& ipc);
+      const model::IpcAdapter& ipc, uint32_t keep_versions = 0);
   absl::StatusOr<v1::SleepResponse> Sleep(bool abort_running);
   absl::StatusOr<v1::WakeResponse> Wake();
   absl::StatusOr<v1::RolloutInfo> GetInfo();

@@ -179,6 +179,10 @@ absl::StatusOr<UpdateOptions> UpdateOptionsFrom(const TrainConfig& config) {
                        ? config.loss_horizon
                        : static_cast<double>(config.max_response_tokens);
   update.max_grad_norm = config.max_grad_norm;
+  update.off_policy.tis_cap = config.tis_cap;
+  update.off_policy.mask = config.is_mask;
+  update.off_policy.mask_low = config.is_mask_low;
+  update.off_policy.mask_high = config.is_mask_high;
   update.schedule = ScheduleFrom(
       config, config.max_steps * config.mini_batches * config.epochs);
   return update;

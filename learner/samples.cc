@@ -164,7 +164,8 @@ void AddDispatchMetrics(const std::vector<int64_t>& groups_per_server,
   m["rollout_redispatched"] = redispatched;
 }
 
-void AddUpdateMetrics(const UpdateStats& stats, StepMetrics& m) {
+void AddUpdateMetrics(const UpdateStats& stats, bool off_policy,
+                      StepMetrics& m) {
   m["entropy"] = stats.entropy;
   m["kl"] = stats.kl;
   m["policy_loss"] = stats.policy_loss;
@@ -179,6 +180,11 @@ void AddUpdateMetrics(const UpdateStats& stats, StepMetrics& m) {
   m["logprob_mismatch_max"] = stats.logprob_mismatch_max;
   m["optimizer_steps"] = stats.optimizer_steps;
   m["skipped_optimizer_steps"] = stats.skipped_steps;
+  if (off_policy) {
+    m["is_weight_mean"] = stats.is_weight_mean;
+    m["is_truncated_fraction"] = stats.is_truncated_fraction;
+    m["is_masked_fraction"] = stats.is_masked_fraction;
+  }
 }
 
 }  // namespace microrl::learner

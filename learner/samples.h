@@ -70,8 +70,11 @@ void AddDispatchMetrics(const std::vector<int64_t>& groups_per_server,
                         int64_t redispatched, StepMetrics& metrics);
 
 // The update's metrics (loss terms, clipping, KL, gradient norm, learning
-// rate, log-prob mismatch, optimizer steps) added to `metrics`.
-void AddUpdateMetrics(const UpdateStats& stats, StepMetrics& metrics);
+// rate, log-prob mismatch, optimizer steps) added to `metrics`; with
+// `off_policy` (a correction was active), is_weight_mean,
+// is_truncated_fraction and is_masked_fraction too.
+void AddUpdateMetrics(const UpdateStats& stats, bool off_policy,
+                      StepMetrics& metrics);
 
 }  // namespace microrl::learner
 

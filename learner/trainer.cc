@@ -14,21 +14,6 @@
 
 namespace microrl::learner {
 
-struct Trainer::Rollouts {
-  std::vector<const Problem*> problems;
-  std::vector<CompletionGroup> groups;  // one per problem
-  std::vector<std::string> prompt_texts;
-  // Per completion (problem-major): reward, correctness, components.
-  std::vector<RewardResult> scores;
-  double generate_seconds = 0;
-  double score_seconds = 0;
-  // Completions refused for coming from another adapter version than the
-  // learner's (then generated again).
-  int64_t off_policy_refused = 0;
-  // With several rollout servers: how the groups were spread.
-  std::optional<RolloutPool::Dispatch> dispatch;
-};
-
 Trainer::Trainer(const TrainConfig& config, prometheus::Registry& registry,
                  TrainingStatus& status)
     : config_(config),
@@ -80,6 +65,7 @@ absl::Status Trainer::Start() {
   if (absl::Status s = LoadModelAndState(); !s.ok()) return s;
   if (absl::Status s = LoadData(); !s.ok()) return s;
   if (absl::Status s = Connect(); !s.ok()) return s;
+  if (pipelined()) prefetcher_ = std::make_unique<ThreadPool>(1);
   // The metric series continues where the checkpoint left it.
   if (lead_) {
     if (absl::Status s = log_.KeepUpTo(state_.step); !s.ok()) return s;
@@ -140,6 +126,7 @@ absl::Status Trainer::Connect() {
   publish.via = config_.publish_via;
   publish.dtype = config_.publish_dtype;
   publish.rollout_address = peers->rollout_addresses[0];
+  publish.keep_versions = static_cast<uint32_t>(config_.max_staleness + 1);
   auto publisher_for = [&](RolloutClient& client) {
     return std::make_unique<AdapterPublisher>(
         client, *adapter_, decoder_->options().dtype,
@@ -169,105 +156,6 @@ absl::Status Trainer::EnsureAwake() {
   absl::StatusOr<v1::WakeResponse> woke = rollout_->Wake();
   if (!woke.ok()) return woke.status();
   rollout_asleep_ = false;
-  return absl::OkStatus();
-}
-
-absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
-    const std::vector<const Problem*>& problems, int64_t first_prompt_index) {
-  const absl::Time start = absl::Now();
-  if (absl::Status s = EnsureAwake(); !s.ok()) return s;
-  Rollouts rollouts;
-  rollouts.problems = problems;
-  GenerateParams params =
-      StepGenerateParams(config_, state_.step + 1, first_prompt_index);
-  std::vector<PromptIds> prompts;
-  for (const Problem* problem : problems) {
-    absl::StatusOr<std::string> text = prompts_->Text(*problem);
-    if (!text.ok()) return text.status();
-    rollouts.prompt_texts.push_back(*text);
-    absl::StatusOr<std::vector<int32_t>> ids =
-        prompts_->tokenizer().EncodeChecked(*text, false);
-    if (!ids.ok()) return ids.status();
-    prompts.push_back({problem->id, *std::move(ids)});
-  }
-  absl::StatusOr<std::vector<CompletionGroup>> groups;
-  // A rollout server restarted since the last publish serves an older adapter
-  // (or none) and refuses the request; one that another learner (or a
-  // restart with another --adapter_version) moved to another version answers
-  // with that policy's samples. Either way: publish the current adapter again
-  // as a new version and repeat the same request (same prompts and seed).
-  // Only samples of exactly the learner's version are trained on.
-  for (int attempt = 0;; ++attempt) {
-    params.min_adapter_version = state_.adapter_version;
-    groups = pool_ != nullptr ? pool_->Generate(prompts, params)
-                              : rollout_->Generate(prompts, params);
-    absl::Status refused;
-    if (!groups.ok()) {
-      if (groups.status().code() != absl::StatusCode::kFailedPrecondition) {
-        return groups.status();
-      }
-      refused = groups.status();
-    } else {
-      uint64_t seen = state_.adapter_version;
-      const int64_t other =
-          CountOffPolicy(*groups, state_.adapter_version, &seen);
-      if (other == 0) break;
-      rollouts.off_policy_refused += other;
-      off_policy_counter_->Increment(static_cast<double>(other));
-      refused = absl::FailedPreconditionError(absl::StrCat(
-          other, " completions came from adapter version ", seen,
-          ", not the learner's ", state_.adapter_version,
-          " (another learner or evaluation publishing to the same rollout "
-          "server?); refused"));
-      MRL_LOG(WARNING) << refused.message();
-    }
-    if (attempt >= 2 || stop_) return refused;
-    if (absl::Status s = Republish(); !s.ok()) return s;
-  }
-  rollouts.groups = *std::move(groups);
-  if (pool_ != nullptr) rollouts.dispatch = pool_->last_dispatch();
-  rollouts.generate_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  return rollouts;
-}
-
-absl::Status Trainer::Republish() {
-  absl::StatusOr<v1::RolloutInfo> info = rollout_->GetInfo();
-  if (!info.ok()) return info.status();
-  MRL_LOG(WARNING) << "the rollout server serves adapter version "
-                   << info->adapter_version() << ", not "
-                   << state_.adapter_version
-                   << " (restarted?): publishing the current adapter again";
-  rollout_asleep_ = info->state() == v1::ROLLOUT_STATE_SLEEPING;
-  if (absl::Status s = EnsureAwake(); !s.ok()) return s;
-  if (absl::Status s = RaiseToServedVersion(*info); !s.ok()) return s;
-  // The restarted server may take CUDA IPC or not: ask again.
-  publisher_->Reset();
-  for (auto& publisher : pool_publishers_) publisher->Reset();
-  return Publish();
-}
-
-absl::Status Trainer::RaiseToServedVersion(const v1::RolloutInfo& info) {
-  state_.adapter_version =
-      std::max(state_.adapter_version, info.adapter_version());
-  if (pool_ == nullptr) return absl::OkStatus();
-  absl::StatusOr<uint64_t> served = pool_->MaxAdapterVersion();
-  if (!served.ok()) return served.status();
-  state_.adapter_version = std::max(state_.adapter_version, *served);
-  return absl::OkStatus();
-}
-
-absl::Status Trainer::Score(Rollouts& rollouts) {
-  const absl::Time start = absl::Now();
-  std::vector<std::string> ids, answers;
-  for (const Problem* problem : rollouts.problems) {
-    ids.push_back(problem->id);
-    answers.push_back(problem->answer);
-  }
-  absl::StatusOr<std::vector<RewardResult>> scores = reward_->Score(
-      RewardItemsFor(ids, rollouts.prompt_texts, answers, rollouts.groups));
-  if (!scores.ok()) return scores.status();
-  rollouts.scores = *std::move(scores);
-  rollouts.score_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return absl::OkStatus();
 }
 
@@ -385,20 +273,33 @@ absl::Status Trainer::Step() {
   device::ResetPeakMemory(device_);
   StepMetrics m = {{"step", state_.step + 1}, {"epoch", sampler_->epoch()}};
   std::vector<const Problem*> problems;
-  for (int64_t index : sampler_->Next(config_.prompts_per_step))
-    problems.push_back(&problems_[index]);
-  // Data parallel, a stop is agreed on between phases instead.
-  if (comm_ == nullptr && stop_) return absl::CancelledError("stopping");
-  // A data-parallel rank generates and scores its share of the prompts.
+  std::pair<int64_t, int64_t> position;  // the sampler's, after `problems`
+  absl::StatusOr<Rollouts> rollouts = absl::InternalError("no rollouts");
+  Share share;
+  if (pipelined()) {
+    if (stop_) return absl::CancelledError("stopping");
+    rollouts = TakePrefetched(problems, position, m);
+    share = {0, static_cast<int64_t>(problems.size())};
+  } else {
+    for (int64_t index : sampler_->Next(config_.prompts_per_step))
+      problems.push_back(&problems_[index]);
+    position = {sampler_->epoch(), sampler_->offset()};
+    // Data parallel, a stop is agreed on between phases instead.
+    if (comm_ == nullptr && stop_) return absl::CancelledError("stopping");
+    // A data-parallel rank generates and scores its share of the prompts.
+    const int64_t count = static_cast<int64_t>(problems.size());
+    share = comm_ != nullptr
+                ? ShareOf(count, comm_->rank(), comm_->world_size())
+                : Share{0, count};
+    rollouts =
+        Generate({problems.begin() + share.begin, problems.begin() + share.end},
+                 share.begin);
+    if (rollouts.ok()) {
+      if (absl::Status s = Score(*rollouts); !s.ok()) rollouts = s;
+    }
+  }
   const int64_t total = static_cast<int64_t>(problems.size());
-  const Share share = comm_ != nullptr
-                          ? ShareOf(total, comm_->rank(), comm_->world_size())
-                          : Share{0, total};
-  absl::StatusOr<Rollouts> rollouts =
-      Generate({problems.begin() + share.begin, problems.begin() + share.end},
-               share.begin);
   absl::Status ready = rollouts.status();
-  if (ready.ok()) ready = Score(*rollouts);
   if (ready.ok()) ready = SleepForUpdate();
   if (absl::Status s = AgreeOn(ready); !s.ok()) return s;
 
@@ -465,19 +366,26 @@ absl::Status Trainer::Step() {
   // and the data position move together (a resumed run publishes its adapter
   // at start-up, so a failed publish loses nothing).
   ++state_.step;
-  state_.data_epoch = sampler_->epoch();
-  state_.data_offset = sampler_->offset();
+  state_.data_epoch = position.first;
+  state_.data_offset = position.second;
   dirty_ = false;
   stepped_ = true;
   const absl::Time publish_start = absl::Now();
   // A failed publish still logs the committed step (then ends the run).
   const absl::Status published = Publish();
+  if (pipelined() && published.ok()) {
+    // The steps this adapter generates start now, during the logging and
+    // checkpoint below and the next update.
+    step_versions_[state_.step] = state_.adapter_version;
+    FillPipeline();
+  }
   const double publish_seconds =
       absl::ToDoubleSeconds(absl::Now() - publish_start);
   const absl::Duration step_time = absl::Now() - start;
   state_.elapsed_seconds += absl::ToDoubleSeconds(step_time);
 
-  AddUpdateMetrics(*stats, m);
+  AddUpdateMetrics(*stats,
+                   config_.tis_cap > 0 || config_.is_mask != IsMask::kNone, m);
   const int64_t generated =
       CompletionTokens(comm_ != nullptr ? all_groups : rollouts->groups);
   const StepTimes times = {rollouts->generate_seconds, rollouts->score_seconds,
@@ -519,6 +427,7 @@ absl::Status Trainer::Run() {
     if (info->state() == v1::ROLLOUT_STATE_SLEEPING) rollout_asleep_ = true;
     status = RaiseToServedVersion(*info);
     if (status.ok()) status = Publish();
+    if (status.ok() && pipelined()) RestartPipeline();
   }
   const double budget = config_.time_budget_hours * 3600;
   // A data-parallel rank's error between agreements leaves the others
@@ -551,6 +460,8 @@ absl::Status Trainer::Run() {
       status = track(Evaluate());
     }
   }
+  // Generations still queued (a stop, an error, the time budget) end first.
+  DrainPipeline();
   if (stop_ && (status.code() == absl::StatusCode::kCancelled))
     status = absl::OkStatus();
   // The last completed step is saved whatever ended the run (data parallel:

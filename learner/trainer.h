@@ -2,12 +2,17 @@
 #define MICRORL_LEARNER_TRAINER_H_
 
 #include <atomic>
+#include <deque>
+#include <future>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/base/thread_pool.h"
 #include "common/device/device.h"
 #include "common/distributed/communicator.h"
 #include "common/model/decoder.h"
@@ -44,6 +49,13 @@ namespace microrl::learner {
 // that they take the same steps and stop together. Rank 0 alone writes the run
 // directory (metrics.jsonl, checkpoints, the adapter) and sets the step
 // gauges.
+//
+// With rollout.max_staleness k > 0 (docs/scaling.md, bounded staleness), the
+// rollouts of the next steps are generated and scored on a thread of their
+// own while the update runs: step n's with the adapter of step LagStep(n) >= n
+// - 1 - k, pinned by version (the rollout servers keep k + 1 resident), so a
+// run samples the same whatever the timing, and resumes exactly from its
+// periodic checkpoints.
 class Trainer {
  public:
   // Loads the model, data and (with `resume`, from the newest checkpoint) the
@@ -64,7 +76,33 @@ class Trainer {
   const std::string& run_dir() const { return run_.path; }
 
  private:
-  struct Rollouts;
+  // A step's generated and scored groups (this rank's share of them).
+  struct Rollouts {
+    std::vector<const Problem*> problems;
+    std::vector<CompletionGroup> groups;  // one per problem
+    std::vector<std::string> prompt_texts;
+    // Per completion (problem-major): reward, correctness, components.
+    std::vector<RewardResult> scores;
+    double generate_seconds = 0;
+    double score_seconds = 0;
+    // Completions refused for coming from another adapter version than the
+    // learner's (then generated again).
+    int64_t off_policy_refused = 0;
+    // With several rollout servers: how the groups were spread.
+    std::optional<RolloutPool::Dispatch> dispatch;
+  };
+  // A step whose rollouts are generated ahead (rollout.max_staleness > 0).
+  struct Prefetch {
+    int64_t step = 0;
+    std::vector<const Problem*> problems;
+    int64_t epoch = 0;       // the sampler's epoch when they were drawn
+    int64_t data_epoch = 0;  // the sampler's position after its problems
+    int64_t data_offset = 0;
+    int64_t lag_step = 0;  // whose adapter generates them: this version
+    uint64_t version = 0;
+    std::shared_ptr<Rollouts> rollouts;  // filled once `done` is OK
+    std::future<absl::Status> done;
+  };
 
   Trainer(const TrainConfig& config, prometheus::Registry& registry,
           TrainingStatus& status);
@@ -75,11 +113,38 @@ class Trainer {
   absl::Status LoadData();
   absl::Status Connect();
 
-  // --- the phases of a step
+  // --- the phases of a step (trainer_rollouts.cc)
   // `first_prompt_index`: where `problems` start in the step's (seeding).
   absl::StatusOr<Rollouts> Generate(const std::vector<const Problem*>& problems,
                                     int64_t first_prompt_index);
+  // Step `step`'s groups of `problems` from exactly adapter `version`; reads
+  // no training state (any thread).
+  absl::StatusOr<Rollouts> GenerateWith(
+      const std::vector<const Problem*>& problems, int64_t step,
+      uint64_t version);
+  // The prompts' texts into `rollouts` and their token ids.
+  absl::StatusOr<std::vector<PromptIds>> PreparePrompts(
+      const std::vector<const Problem*>& problems, Rollouts& rollouts) const;
   absl::Status Score(Rollouts& rollouts);
+
+  // --- bounded staleness (trainer_rollouts.cc)
+  bool pipelined() const { return config_.max_staleness > 0; }
+  // The step whose adapter generates step `step`: step - 1 - max_staleness,
+  // but not before the last checkpoint_every multiple or the pipeline's start.
+  int64_t LagStep(int64_t step) const;
+  // Queues the generation of every step whose adapter is published.
+  void FillPipeline();
+  // Waits for the queued generations and forgets them.
+  void DrainPipeline();
+  // Starts over from the current step and adapter (run start, or rollout
+  // servers that lost the versions): the sampler back to the state's position.
+  void RestartPipeline();
+  // The next step's prefetched rollouts, its problems and the sampler's
+  // position after them; sets epoch, staleness, rollout_adapter_version and
+  // rollout_wait_seconds in `m`.
+  absl::StatusOr<Rollouts> TakePrefetched(std::vector<const Problem*>& problems,
+                                          std::pair<int64_t, int64_t>& position,
+                                          StepMetrics& m);
   // Loads the adapter into the rollout server as state_.adapter_version + 1
   // (above any version another client loaded meanwhile).
   absl::Status Publish();
@@ -148,6 +213,16 @@ class Trainer {
   device::Device device_;  // the decoder's, for memory queries
   std::atomic<bool> stop_{false};
   prometheus::Counter* off_policy_counter_;
+
+  // --- bounded staleness: the adapter version published after each step
+  // still needed, where the pipeline (re)started, the next step to queue, the
+  // steps queued, and the thread generating them (last: it finishes its jobs
+  // before the members they use go).
+  std::map<int64_t, uint64_t> step_versions_;
+  int64_t pipeline_start_ = 0;
+  int64_t next_prefetch_ = 1;
+  std::deque<Prefetch> prefetched_;
+  std::unique_ptr<ThreadPool> prefetcher_;
 };
 
 }  // namespace microrl::learner

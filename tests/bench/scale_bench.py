@@ -3,9 +3,10 @@
   (A) Mode A, data-parallel ranks: median seconds per GRPO step and generated tokens/s of
       1 rank vs 2 ranks (each with its own rollout server, deploy/launch_ranks.sh) on the
       same global batch; prints the ratio.
-  (B) Mode B, synchronous: one learner with 1 rollout server vs 2 (rollout.addresses),
-      same steps; prints the ratio. Staleness 1 against synchronous: bounded staleness is
-      not built yet; says so.
+  (B) Mode B: one learner with 1 rollout server vs 2 (rollout.addresses), synchronous,
+      same steps; prints the ratio. Then, with the 2 servers and old log-probs recomputed,
+      synchronous against rollout.max_staleness 1 (the next step generated during the
+      update); prints the ratio and how long each step waited for its rollouts.
   (C) The all-reduce of a LoRA adapter's gradients at Qwen2.5-1.5B's shapes, rank 64 and
       rank 256, between 2 ranks (Gloo on loopback): microrl's Communicator
       (allreduce_bench) against PyTorch's own torch.distributed.all_reduce from Python on
@@ -85,7 +86,7 @@ def last_json(text):
     raise RuntimeError(f"no result in:\n{text[-2000:]}")
 
 
-def run_config(work, demo, name, steps, rollout_lines=""):
+def run_config(work, demo, name, steps, rollout_lines="", extra=""):
     config = os.path.join(work, f"{name}.yaml")
     with open(config, "w") as f:
         f.write(f"""run:
@@ -110,14 +111,19 @@ rollout:
   top_p: 0.9
 optim:
   lr: 2.0e-4
-""")
+{extra}""")
     return config
+
+
+def run_lines(work, name):
+    """A run's step lines after the first."""
+    with open(os.path.join(work, "runs", name, "metrics.jsonl")) as f:
+        return [json.loads(x) for x in f if '"reward_mean"' in x][1:]
 
 
 def step_figures(work, name):
     """Median s/step and generated tokens/s of a run's steps after the first."""
-    with open(os.path.join(work, "runs", name, "metrics.jsonl")) as f:
-        lines = [json.loads(x) for x in f if '"reward_mean"' in x][1:]
+    lines = run_lines(work, name)
     step = statistics.median(m["time/step"] for m in lines)
     tokens = statistics.median(m["response_length_mean"] * 16 * 8 / m["time/step"]
                                for m in lines)
@@ -142,27 +148,41 @@ def mode_b(args, work):
                                 [f"--model={demo}/model", "--max_model_len=256"])
             procs.append(proc)
             ports.append(ready["grpc_port"])
-        results = {}
-        for count in (1, 2):
-            name = f"servers{count}"
-            lines = f"  address: 127.0.0.1:{ports[0]}\n"
-            if count == 2:
-                lines += f"  addresses: [127.0.0.1:{ports[0]}, 127.0.0.1:{ports[1]}]\n"
-            config = run_config(work, demo, name, args.steps, lines)
+        learner = os.path.join(bin_dir, "learner", "learner")
+
+        def train(name, lines, extra=""):
+            config = run_config(work, demo, name, args.steps, lines, extra)
             proc = subprocess.run(
-                [os.path.join(bin_dir, "learner", "learner"), "--port=0", "--metrics_port=0",
-                 f"--config={config}", f"--set=reward.address=127.0.0.1:{reward_port}"],
+                [learner, "--port=0", "--metrics_port=0", f"--config={config}",
+                 f"--set=reward.address=127.0.0.1:{reward_port}"],
                 capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.exit(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-            results[count] = step_figures(work, name)
+            return step_figures(work, name)
+
+        results = {}
+        both = (f"  address: 127.0.0.1:{ports[0]}\n"
+                f"  addresses: [127.0.0.1:{ports[0]}, 127.0.0.1:{ports[1]}]\n")
+        for count in (1, 2):
+            results[count] = train(f"servers{count}", both if count == 2 else
+                                   f"  address: 127.0.0.1:{ports[0]}\n")
             print(f"(B) 1 learner, {count} rollout server{'s' if count > 1 else ''}: "
                   f"{results[count][0]:.3f} s/step, {results[count][1]:.0f} generated "
                   f"tokens/s (median of steps 2..{args.steps})", flush=True)
         print(f"(B) speed-up of 2 servers over 1: {results[1][0] / results[2][0]:.2f}x "
               f"(all on this machine's {os.cpu_count()} cores)")
-        print("(B) staleness 1 against synchronous: bounded staleness is not built yet "
-              "(issue 19 stays open); nothing to compare")
+        recompute = "grpo:\n  old_logprobs: recompute\n"
+        sync = train("sync", both, recompute)
+        stale = train("stale1", both + "  max_staleness: 1\n", recompute)
+        for name, figures in (("synchronous", sync), ("staleness 1", stale)):
+            wait = statistics.median(m.get("rollout_wait_seconds",
+                                           m["time/generate"] + m["time/score"])
+                                     for m in run_lines(work, "sync" if name ==
+                                                        "synchronous" else "stale1"))
+            print(f"(B) 2 servers, old log-probs recomputed, {name}: {figures[0]:.3f} s/step, "
+                  f"{figures[1]:.0f} generated tokens/s, {wait:.3f} s/step waiting for "
+                  f"rollouts (medians of steps 2..{args.steps})", flush=True)
+        print(f"(B) speed-up of staleness 1 over synchronous: {sync[0] / stale[0]:.2f}x")
     finally:
         for proc in procs:
             proc.terminate()

@@ -159,6 +159,51 @@ distributed:
               HasSubstr("rollout.colocated: needs a single rollout server"));
 }
 
+TEST(ConfigTest, BoundedStalenessAndItsCorrection) {
+  // TIS is off without staleness and on (cap 2) with it, unless set.
+  absl::StatusOr<TrainConfig> sync = ParseTrainConfig(kMinimal, "t", {});
+  ASSERT_TRUE(sync.ok()) << sync.status();
+  EXPECT_EQ(sync->max_staleness, 0);
+  EXPECT_EQ(sync->tis_cap, 0);
+  absl::StatusOr<TrainConfig> stale = ParseTrainConfig(
+      kMinimal, "t",
+      {"rollout.max_staleness=2", "grpo.old_logprobs=recompute",
+       "grpo.is_mask=sequence", "grpo.is_mask_low=0.8"});
+  ASSERT_TRUE(stale.ok()) << stale.status();
+  EXPECT_EQ(stale->tis_cap, 2);
+  EXPECT_EQ(stale->is_mask, IsMask::kSequence);
+  EXPECT_EQ(stale->is_mask_low, 0.8);
+  // The resolved value is what config.yaml keeps.
+  EXPECT_THAT(TrainConfigToYaml(*stale), HasSubstr("tis_cap: 2"));
+  absl::StatusOr<TrainConfig> off =
+      ParseTrainConfig(kMinimal, "t",
+                       {"rollout.max_staleness=1",
+                        "grpo.old_logprobs=recompute", "grpo.tis_cap=0"});
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->tis_cap, 0);
+  auto refused = [](const std::vector<std::string>& overrides) {
+    return std::string(
+        ParseTrainConfig(kMinimal, "t", overrides).status().message());
+  };
+  EXPECT_THAT(refused({"rollout.max_staleness=1"}),
+              HasSubstr("rollout.max_staleness: needs grpo.old_logprobs: "
+                        "recompute"));
+  EXPECT_THAT(refused({"rollout.max_staleness=1", "grpo.old_logprobs=recompute",
+                       "rollout.colocated=true"}),
+              HasSubstr("on their own devices"));
+  EXPECT_THAT(refused({"rollout.max_staleness=16"}),
+              HasSubstr("must be in [0, 15]"));
+  EXPECT_THAT(refused({"grpo.tis_cap=2"}),
+              HasSubstr("grpo.tis_cap: needs grpo.old_logprobs: recompute"));
+  EXPECT_THAT(refused({"grpo.is_mask=token"}),
+              HasSubstr("grpo.is_mask: needs grpo.old_logprobs: recompute"));
+  EXPECT_THAT(refused({"grpo.tis_cap=-2"}), HasSubstr("grpo.tis_cap: must be"));
+  EXPECT_THAT(refused({"grpo.is_mask=tokens"}),
+              HasSubstr("must be none, token or sequence"));
+  EXPECT_THAT(refused({"grpo.old_logprobs=recompute", "grpo.is_mask_high=0.9"}),
+              HasSubstr("grpo.is_mask_low: must be in [0, 1]"));
+}
+
 TEST(ConfigTest, BaseFilesAreReadFirst) {
   const std::string dir = testing::MakeTempDir();
   Write(dir + "/common.yaml",

@@ -13,6 +13,14 @@ Checked:
     fails once distributed.timeout_s (10 s) has passed;
   - one learner with two rollout servers (rollout.addresses): balanced groups, the
     adapter on both, the samples of one server; a SIGKILLed server's groups re-dispatched;
+  - bounded staleness (rollout.max_staleness: 1, two rollout servers): with a checkpoint
+    every step (every step's lag is then 0) the run is bit-identical to the synchronous
+    path; with a checkpoint every 3 steps, each step's rollouts come from the adapter its
+    lag names (staleness [0, 1, 1, 0, 1, 1], never above 1), TIS weights are logged, both
+    servers hold the two newest versions resident (GetInfo), and (without TIS, whose
+    weights read timing-dependent low-order bits of the rollout's log-probs) a run stopped
+    at its step-3 checkpoint and resumed ends with the uninterrupted run's adapter, bit
+    for bit;
   - torchrun --max-restarts=1: a rank SIGKILLed mid-run is restarted with the others,
     the job resumes from its checkpoint and logs every step exactly once;
   - a rendezvous nobody hosts fails with a message naming its address.
@@ -37,7 +45,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
 from fault_test import Service, config, steps_logged  # noqa: E402
-from service_process import consecutive_ports, free_port, make_demo, remove_work  # noqa: E402
+from service_process import (consecutive_ports, free_port, generate_stubs,  # noqa: E402
+                             make_demo, remove_work)
 
 TIMEOUT_S = 30  # distributed.timeout_s of these runs
 
@@ -344,6 +353,106 @@ def several_servers(args, work, servers, reward, alone_lines):
     servers[1].start()
 
 
+def bounded_staleness(args, work, servers, reward):
+    """rollout.max_staleness: 1 against two rollout servers."""
+    addresses = f"[{servers[0].address}, {servers[1].address}]"
+
+    def staleness_config(name, steps, grpo=""):
+        cfg = config(work, name, servers[0], reward, steps, EXTRA)
+        edit(cfg, [("lr: 1.0e-3", "lr: 2.0e-4"),
+                   ("rollout:\n", f"rollout:\n  addresses: {addresses}\n"),
+                   ("grpo:\n", "grpo:\n  old_logprobs: recompute\n" + grpo)])
+        return cfg
+
+    def train(name, cfg, extra_args=()):
+        code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}",
+                            *extra_args], work, name)
+        check(code == 0, f"{name} trains (exit {code})" + ("" if code == 0 else out[-2000:]))
+        return code == 0
+
+    # Synchronous, then the pipeline with a checkpoint every step (so every lag is 0)
+    # and no correction (every ratio would be 1 up to rounding): the same run.
+    sync = staleness_config("sync", 4)
+    lag0 = staleness_config("lag0", 4, "  tis_cap: 0\n")
+    edit(lag0, [("checkpoint_every: 2", "checkpoint_every: 1"),
+                ("rollout:\n", "rollout:\n  max_staleness: 1\n")])
+    if train("sync", sync) and train("lag0", lag0):
+        a, b = lines(os.path.join(work, "runs", "sync")), lines(os.path.join(work, "runs", "lag0"))
+        check([m.get("staleness") for m in b] == [0] * 4,
+              f"a checkpoint every step leaves no lag: {[m.get('staleness') for m in b]}")
+        check([(m["problems"], m["reward_mean"], m["response_length_mean"]) for m in a] ==
+              [(m["problems"], m["reward_mean"], m["response_length_mean"]) for m in b],
+              "the pipeline at lag 0 samples the synchronous run's problems and completions")
+        diff = max_difference(adapter(os.path.join(work, "runs", "sync")),
+                              adapter(os.path.join(work, "runs", "lag0")))
+        check(diff == 0, f"and ends with its adapter bit for bit (max abs diff {diff:.2e})")
+
+    # Staleness 1 with a checkpoint every 3 steps.
+    stale = staleness_config("stale", 6)
+    edit(stale, [("checkpoint_every: 2", "checkpoint_every: 3"),
+                 ("rollout:\n", "rollout:\n  max_staleness: 1\n")])
+    if not train("stale", stale):
+        return
+    run_dir = os.path.join(work, "runs", "stale")
+    got = lines(run_dir)
+    check(steps_logged(run_dir) == [1, 2, 3, 4, 5, 6], f"one line per step: {steps_logged(run_dir)}")
+    staleness = [m.get("staleness") for m in got]
+    check(staleness == [0, 1, 1, 0, 1, 1],
+          f"staleness is 1 but after each checkpoint, never above: {staleness}")
+    # The adapter of step s - 1 - staleness generated step s (step 0's: one below step 1's).
+    published = {m["step"]: m["adapter_version"] for m in got}
+    published[0] = got[0]["adapter_version"] - 1
+    check(all(m["rollout_adapter_version"] == published[m["step"] - 1 - m["staleness"]]
+              for m in got),
+          "each step's rollouts came from the version its lag names: " +
+          str([(m["step"], m["rollout_adapter_version"]) for m in got]))
+    check(all("is_weight_mean" in m and "is_truncated_fraction" in m for m in got) and
+          any(m["is_weight_mean"] != 1.0 for m in got if m["staleness"] == 1),
+          "the TIS weights are logged, and differ from 1 on stale steps: " +
+          str([round(m.get("is_weight_mean", -1), 4) for m in got]))
+    stubs = os.path.join(work, "stubs")
+    os.makedirs(stubs, exist_ok=True)
+    generate_stubs(args.source_dir, stubs)
+    import grpc
+    from proto import common_pb2, rollout_pb2_grpc
+    resident = []
+    for server in servers:
+        with grpc.insecure_channel(server.address) as channel:
+            info = rollout_pb2_grpc.RolloutStub(channel).GetInfo(common_pb2.GetInfoRequest(),
+                                                                timeout=10)
+            resident.append(list(info.resident_adapter_versions))
+    newest = got[-1]["adapter_version"]
+    check(resident == [[newest - 1, newest]] * 2,
+          f"both servers hold the two newest versions resident: {resident}")
+
+    # Stopped at the step-3 checkpoint, resumed to step 6: the uninterrupted run. Without
+    # TIS: its weights read the rollout's log-probs, whose low-order bits depend on which
+    # groups a server happened to batch together (timing), so two runs with it differ by
+    # ~1e-6 whether resumed or not.
+    def exact_config(name, steps):
+        cfg = staleness_config(name, steps, "  tis_cap: 0\n")
+        edit(cfg, [("checkpoint_every: 2", "checkpoint_every: 3"),
+                   ("rollout:\n", "rollout:\n  max_staleness: 1\n")])
+        return cfg
+
+    whole = exact_config("stale_whole", 6)
+    part = exact_config("stale_resume", 3)
+    if train("stale_whole", whole) and train("stale_part", part):
+        edit(part, [("max_steps: 3", "max_steps: 6")])
+        if train("stale_resumed", part, ["--resume"]):
+            whole_dir = os.path.join(work, "runs", "stale_whole")
+            resumed_dir = os.path.join(work, "runs", "stale_resume")
+            resumed = lines(resumed_dir)
+            check(steps_logged(resumed_dir) == [1, 2, 3, 4, 5, 6],
+                  f"the resumed run logs every step once: {steps_logged(resumed_dir)}")
+            check([(m["problems"], m["reward_mean"], m["staleness"]) for m in resumed] ==
+                  [(m["problems"], m["reward_mean"], m["staleness"])
+                   for m in lines(whole_dir)],
+                  "the resumed run samples the uninterrupted one's problems and completions")
+            diff = max_difference(adapter(whole_dir), adapter(resumed_dir))
+            check(diff == 0, f"and ends with its adapter bit for bit (max abs diff {diff:.2e})")
+
+
 def bad_rendezvous(args, work, servers, reward):
     cfg = config(work, "lonely", servers[0], reward, 2,
                  EXTRA.replace(f"timeout_s: {TIMEOUT_S}", "timeout_s: 3"))
@@ -360,6 +469,13 @@ def bad_rendezvous(args, work, servers, reward):
                        work, "shared", env=env_rank(0, 2, free_port()), timeout=60)
     check(code not in (0, None) and "rollout.addresses is not supported with data-parallel"
           in out, f"ranks refuse to share rollout.addresses (exit {code})")
+    stale = config(work, "stale_ranks", servers[0], reward, 2, EXTRA)
+    edit(stale, [("rollout:\n", "rollout:\n  max_staleness: 1\n"),
+                 ("grpo:\n", "grpo:\n  old_logprobs: recompute\n")])
+    code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={stale}"],
+                       work, "stale_ranks", env=env_rank(0, 2, free_port()), timeout=60)
+    check(code not in (0, None) and "rollout.max_staleness > 0 is not supported with data-"
+          in out, f"ranks refuse rollout.max_staleness (exit {code})")
     bad = env_rank(0, 2, port)
     bad["RANK"] = "2"
     code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
@@ -393,6 +509,7 @@ def main():
             s.start()
         alone_lines = equivalence(args, work, servers, reward)
         several_servers(args, work, servers, reward, alone_lines)
+        bounded_staleness(args, work, servers, reward)
         dead_rank(args, work, servers, reward)
         hung_rank(args, work, servers, reward)
         restarted_rank(args, work, servers, reward)

@@ -61,7 +61,7 @@ def masked_mean(x, mask):
 
 
 def policy_loss(logprob, old_logprob, adv, mask, clip_low, clip_high, dual_clip, mode,
-                tokens, sequences, horizon):
+                tokens, sequences, horizon, weights=None):
     """verl's compute_policy_loss_vanilla (dual-clip optional)."""
     adv = adv.unsqueeze(1)
     neg_kl = torch.clamp(logprob - old_logprob, -20.0, 20.0)
@@ -84,8 +84,29 @@ def policy_loss(logprob, old_logprob, adv, mask, clip_low, clip_high, dual_clip,
     low = masked_mean(((ratio < 1 - clip_low) & (adv < 0)).float(), mask)
     # verl's single clip fraction is the two sides together.
     assert torch.allclose(clipfrac, high + low)
+    if weights is not None:
+        losses = losses * weights
     loss = agg_loss(losses, mask, mode, tokens, sequences, horizon)
     return loss, high, low, dual, masked_mean(-neg_kl, mask)
+
+
+def off_policy_weights(old_logprob, rollout_logprob, mask, cap, mask_mode, low, high):
+    """Truncated importance sampling as verl applies it (compute_policy_loss:
+    pg_losses * clamp(exp(old_log_prob - rollout_log_probs), max=tis_imp_ratio_cap)), and
+    rejection of tokens or sequences whose ratio is outside [low, high] (verl's rollout
+    importance sampling, mask mode, token and geometric levels)."""
+    log_ratio = torch.clamp((old_logprob - rollout_logprob) * mask, -20, 20)
+    ratio = torch.exp(log_ratio)
+    weights = torch.clamp(ratio, max=cap) if cap > 0 else torch.ones_like(ratio)
+    truncated = (ratio > cap).float() * mask if cap > 0 else torch.zeros_like(ratio)
+    if mask_mode == "token":
+        keep = ((ratio >= low) & (ratio <= high)).float()
+    elif mask_mode == "sequence":
+        geometric = torch.exp(log_ratio.sum(-1) / mask.sum(-1).clamp(min=1)).unsqueeze(1)
+        keep = ((geometric >= low) & (geometric <= high)).float().expand_as(ratio)
+    else:
+        keep = torch.ones_like(ratio)
+    return weights * keep, truncated, (1 - keep) * mask
 
 
 def kl_penalty(logprob, ref_logprob, estimator):
@@ -162,6 +183,31 @@ def main():
         cases.append(dict(kind="loss", name=name, aggregation=mode, clip_low=clip_low,
                           clip_high=clip_high, dual_clip=dual_clip, kl_estimator=estimator,
                           kl_coef=kl_coef, entropy_coef=entropy_coef, horizon=horizon))
+    # Off-policy correction: rollout log-probs some steps older than the old ones (their
+    # own generator, so the inputs above stay as they were).
+    g_rollout = torch.Generator().manual_seed(1)
+    spread = torch.where(torch.rand(n, T, generator=g_rollout) < 0.2, 3.0, 0.8)
+    rollout_logprob = old_logprob + (torch.rand(n, T, generator=g_rollout) - 0.5) * spread
+    inputs["rollout_logprob"] = rollout_logprob
+    save_file(inputs, os.path.join(args.out, "inputs.safetensors"))
+    for i, (mode, (cap, mask_mode, low, high)) in enumerate(itertools.product(
+            ["token-mean", "seq-mean-token-mean"],
+            [(2.0, "none", 0.5, 2.0), (2.0, "token", 0.5, 2.0), (0.0, "token", 0.7, 1.3),
+             (1.5, "sequence", 0.8, 1.25), (0.0, "sequence", 0.9, 1.1)])):
+        lp = logprob.clone().requires_grad_(True)
+        weights, truncated, masked = off_policy_weights(old_logprob, rollout_logprob, mask,
+                                                        cap, mask_mode, low, high)
+        pg = policy_loss(lp, old_logprob, adv, mask, 0.2, 0.28, 3.0, mode, tokens,
+                         sequences, horizon, weights)[0]
+        pg.backward()
+        name = f"off_policy_{i}"
+        expected[f"{name}.pg"] = pg.detach().reshape(1)
+        expected[f"{name}.grad_logprob"] = lp.grad
+        expected[f"{name}.weights"] = weights
+        expected[f"{name}.truncated"] = truncated
+        expected[f"{name}.masked"] = masked
+        cases.append(dict(kind="off_policy", name=name, aggregation=mode, tis_cap=cap,
+                          mask=mask_mode, low=low, high=high, horizon=horizon))
     # AdamW (torch.optim.AdamW) with gradient clipping (clip_grad_norm_) under the cosine
     # schedule with warmup of transformers, 5 steps on two parameters.
     from transformers import get_cosine_schedule_with_warmup

@@ -122,6 +122,54 @@ TEST_F(GrpoOracleTest, LossesPartsAndGradientsMatch) {
   EXPECT_EQ(checked, 48);
 }
 
+TEST_F(GrpoOracleTest, OffPolicyCorrectionMatches) {
+  const at::Tensor& mask = inputs_["mask"];
+  const at::Tensor advantages = ComputeAdvantages(
+      inputs_["rewards"], 4, {AdvantageNorm::kGroupStd, 1e-6});
+  int checked = 0;
+  double truncated = 0, masked = 0;
+  for (const auto& c : cases_) {
+    if (c["kind"] != "off_policy") continue;
+    const std::string name = c["name"];
+    const std::string what = name + " (" + c.dump() + ")";
+    OffPolicyOptions off_policy;
+    off_policy.tis_cap = c["tis_cap"];
+    const std::string mode = c["mask"];
+    off_policy.mask = mode == "token"      ? IsMask::kToken
+                      : mode == "sequence" ? IsMask::kSequence
+                                           : IsMask::kNone;
+    off_policy.mask_low = c["low"];
+    off_policy.mask_high = c["high"];
+    const OffPolicyWeights correction = OffPolicyCorrection(
+        inputs_["old_logprob"], inputs_["rollout_logprob"], mask, off_policy);
+    ExpectClose(correction.weights * mask, expected_[name + ".weights"] * mask,
+                what + " weights");
+    ExpectClose(correction.truncated, expected_[name + ".truncated"],
+                what + " truncated", 0);
+    ExpectClose(correction.masked, expected_[name + ".masked"],
+                what + " masked", 0);
+    truncated += correction.truncated.sum().item<double>();
+    masked += correction.masked.sum().item<double>();
+    PolicyLossOptions options;
+    options.clip_high = 0.28;
+    options.aggregation =
+        *ParseLossAggregation(c["aggregation"].get<std::string>());
+    const at::Tensor logprob = inputs_["logprob"].clone().requires_grad_(true);
+    const PolicyLossResult result =
+        PolicyLoss(logprob, inputs_["old_logprob"], advantages, mask, options,
+                   NormalizerOf(mask, c["horizon"]), correction.weights);
+    result.loss.backward();
+    ExpectClose(result.loss, expected_[name + ".pg"], what + " policy loss");
+    ExpectClose(logprob.grad(), expected_[name + ".grad_logprob"],
+                what + " d/d logprob");
+    ++checked;
+  }
+  EXPECT_EQ(checked, 10);
+  // The cases do truncate and mask.
+  EXPECT_GT(truncated, 0);
+  EXPECT_GT(masked, 0);
+}
+
 TEST_F(GrpoOracleTest,
        AdamWClippingAndCosineScheduleMatchTorchAndTransformers) {
   const auto& c =
