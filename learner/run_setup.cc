@@ -270,6 +270,11 @@ absl::StatusOr<PeerClients> ConnectPeers(const TrainConfig& config) {
     }
     absl::StatusOr<HostPort> name = ParseHostPort(entry.substr(4));
     if (!name.ok()) return name.status();
+    // The learner connects to the addresses the name resolves to; a TLS
+    // certificate is checked against the name (unless tls_server_name says).
+    if (rollout_options.security.tls_server_name.empty()) {
+      rollout_options.security.tls_server_name = name->host;
+    }
     absl::StatusOr<std::vector<std::string>> resolved =
         ResolveAll(name->host, name->port);
     if (!resolved.ok()) {
@@ -279,6 +284,12 @@ absl::StatusOr<PeerClients> ConnectPeers(const TrainConfig& config) {
     MRL_LOG(INFO) << entry << " resolves to " << absl::StrJoin(*resolved, ", ");
     peers.rollout_addresses.insert(peers.rollout_addresses.end(),
                                    resolved->begin(), resolved->end());
+  }
+  if (peers.rollout_addresses.size() > 1 && config.colocated) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rollout.addresses resolve to ", peers.rollout_addresses.size(),
+        " rollout servers (", absl::StrJoin(peers.rollout_addresses, ", "),
+        "); rollout.colocated needs a single one (set it to false)"));
   }
   absl::StatusOr<std::unique_ptr<RolloutClient>> rollout =
       RolloutClient::Create(peers.rollout_addresses[0], rollout_options);

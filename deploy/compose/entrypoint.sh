@@ -4,7 +4,8 @@
 # Reads deploy/.env's variables. Without MICRORL_MODEL it runs the CPU demo: `prepare`
 # makes the tiny model and data in runs/demo, the rollout server serves that model and
 # the learner runs the demo's warm-up, GRPO and before/after evaluation against the
-# other two containers. With MICRORL_MODEL it trains models/$MICRORL_MODEL with the
+# other two containers (every replica of rollout_server: `--scale rollout_server=N`
+# spreads each step's groups over N servers). With MICRORL_MODEL it trains models/$MICRORL_MODEL with the
 # preset configs/paper/$MICRORL_PRESET.yaml. Services listen on all interfaces inside
 # the compose network; only Prometheus and Grafana publish ports on the host. Binding
 # all interfaces without a client credential is refused unless --insecure_allow_remote
@@ -76,7 +77,8 @@ case "$role" in
   learner)
     if [ -z "${MICRORL_MODEL:-}" ]; then
       exec "$PY" "$SRC/deploy/demo/demo.py" --out "$DEMO" --seed "${MICRORL_SEED:-0}" \
-        --stage train --rollout_address=rollout_server:50051 --reward_address=reward_service:50052 \
+        --stage train --rollout_address=dns:rollout_server:50051 \
+        --reward_address=reward_service:50052 \
         --learner_host=0.0.0.0 --insecure_allow_remote --learner_port=50053 \
         --learner_metrics_port=9403 --prometheus= "${SERVER_TLS[@]/#/--learner_arg=}"
     fi
@@ -85,7 +87,8 @@ case "$role" in
     overrides="model.path=$(model_dir);model.device=$DEVICE;run.output_dir=/workspace/runs"
     overrides+=";data.train=/workspace/data/${MICRORL_TRAIN:-math_train.jsonl}"
     overrides+=";eval.path=/workspace/data/${MICRORL_EVAL:-math500.jsonl};eval.data_dir=/workspace/data"
-    overrides+=";rollout.address=rollout_server:50051;reward.address=reward_service:50052"
+    # Every replica of rollout_server (docker-compose up --scale rollout_server=N).
+    overrides+=';rollout.addresses=["dns:rollout_server:50051"];reward.address=reward_service:50052'
     [ -n "${MICRORL_SET:-}" ] && overrides+=";$MICRORL_SET"
     resume=()
     [ -d "/workspace/runs/$(basename "$preset" .yaml)/checkpoints" ] && resume=(--resume)

@@ -181,7 +181,7 @@ def main():
                              "assets already in --out (docker compose splits the demo so)")
     parser.add_argument("--rollout_address", default="",
                         help="use this rollout server (serving <out>/model) instead of "
-                             "starting one")
+                             "starting one; dns:name:port for every server a name has")
     parser.add_argument("--reward_address", default="",
                         help="use this reward service instead of starting one")
     parser.add_argument("--learner_host", default="127.0.0.1")
@@ -277,6 +277,12 @@ def main():
                 f"{logs}/rollout_server.ready", env)
         reward_address = args.reward_address or f"127.0.0.1:{reward['grpc_port']}"
         rollout_address = args.rollout_address or f"127.0.0.1:{rollout['grpc_port']}"
+        # dns:name:port (docker compose --scale rollout_server=N): GRPO spreads its groups
+        # over every address the name has; the evaluations use the name as it is.
+        grpo_rollout = (f'rollout.addresses=["{rollout_address}"]'
+                        if rollout_address.startswith("dns:")
+                        else f"rollout.address={rollout_address}")
+        rollout_address = rollout_address.removeprefix("dns:")
         learner_metrics = args.learner_metrics_port or free_port()
         prometheus_url = ""
         if args.prometheus and os.access(args.prometheus, os.X_OK):
@@ -351,7 +357,7 @@ def main():
                      f"--set=run.seed={args.seed};run.max_steps={grpo_steps};"
                      f"lora.init={sft_adapter};eval.every={eval_every};"
                      f"eval.problems={eval_problems};"
-                     f"rollout.address={rollout_address};reward.address={reward_address}"],
+                     f"{grpo_rollout};reward.address={reward_address}"],
                     out, os.path.join(logs, "grpo.log"),
                     lambda line: "validation" in line or re.match(r"step (1|\d*[05])/", line),
                     marks)

@@ -8,7 +8,9 @@ Debian's docker-compose, and everything it names exists in the project:
   names (models, data) and .gitignore keeps out of git;
 - every microrl service's command is a role deploy/compose/entrypoint.sh handles,
   and the gRPC/metrics ports it exposes are the ones the entrypoint gives the binary;
-- Prometheus scrapes exactly the services and metrics ports of the compose file;
+- Prometheus scrapes exactly the services and metrics ports of the compose file, every
+  rollout_server replica found by DNS, and the learner addresses every replica
+  (`--scale rollout_server=N`, Mode B of docs/scaling.md);
 - Grafana's provisioning names the Prometheus service and the dashboard file, whose
   datasource it resolves;
 - the GPU file reserves a GPU for rollout_server and learner and sets MICRORL_DEVICE;
@@ -158,12 +160,30 @@ def main():
     scrape = yaml.safe_load(open(prom_file))
     targets = {}
     for job in scrape["scrape_configs"]:
-        for static in job["static_configs"]:
+        for static in job.get("static_configs", []):
             for target in static["targets"]:
                 host, port = target.split(":")
                 targets[job["job_name"]] = (host, port)
+        # Every replica of a scaled service, by its name's A records.
+        for dns in job.get("dns_sd_configs", []):
+            check(dns.get("type") == "A" and len(dns["names"]) == 1,
+                  f"{job['job_name']}: DNS discovery of one name's A records")
+            targets[job["job_name"]] = (dns["names"][0], str(dns["port"]))
     check(targets == {n: (n, p) for n, p in ports.items()},
           f"Prometheus scrapes each service's metrics port: {targets}")
+    promtool = shutil.which("promtool")  # Debian's prometheus package (setup.sh)
+    if promtool:
+        proc = subprocess.run([promtool, "check", "config", prom_file], capture_output=True,
+                              text=True)
+        check(proc.returncode == 0, "promtool accepts compose/prometheus.yml" +
+              ("" if proc.returncode == 0 else f": {proc.stdout}{proc.stderr}"))
+    check(any(j["job_name"] == "rollout_server" and "dns_sd_configs" in j
+              for j in scrape["scrape_configs"]),
+          "Prometheus finds every rollout_server replica (--scale) by DNS")
+    check("dns:rollout_server:50051" in entry and
+          entry.count("dns:rollout_server:50051") == 2,
+          "the learner (demo and presets) spreads its groups over every rollout_server "
+          "replica (dns:rollout_server:50051)")
     check(any(p.startswith("127.0.0.1:9090:") for p in prom.get("ports", [])),
           "Prometheus is published on 127.0.0.1:9090")
 

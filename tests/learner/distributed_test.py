@@ -307,17 +307,21 @@ def restarted_rank(args, work, servers, reward):
 def several_servers(args, work, servers, reward, alone_lines):
     """One learner, two rollout servers (rollout.addresses): groups spread evenly, the
     adapter loaded into both, the batch sampled as one server samples it; a server
-    SIGKILLed mid-run loses its groups to the other."""
+    SIGKILLed mid-run loses its groups to the other. The first run names its first server
+    by DNS (dns:localhost:port)."""
     addresses = f"[{servers[0].address}, {servers[1].address}]"
     cfg = config(work, "pool", servers[0], reward, 3, EXTRA)
     edit(cfg, [("lr: 1.0e-3", "lr: 2.0e-4"),
-               ("rollout:\n", f"rollout:\n  addresses: {addresses}\n")])
+               ("rollout:\n", f"rollout:\n  addresses: [\"dns:localhost:{servers[0].port}\", "
+                             f"{servers[1].address}]\n")])
     code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
                        work, "pool")
     check(code == 0, f"a learner with two rollout servers trains (exit {code})" +
           ("" if code == 0 else out[-2000:]))
     if code != 0:
         return
+    check(f"dns:localhost:{servers[0].port} resolves to 127.0.0.1:{servers[0].port}" in out,
+          "the dns: entry was resolved to the first server")
     pool = lines(os.path.join(work, "runs", "pool"))
     check([m.get("rollout_groups_per_server") for m in pool] == [[2, 2]] * 3,
           f"dispatch is balanced: {[m.get('rollout_groups_per_server') for m in pool]}")
