@@ -251,6 +251,24 @@ absl::StatusOr<Agreement> Agree(distributed::Communicator& comm,
   return agreement;
 }
 
+absl::Status SameOnEveryRank(distributed::Communicator& comm,
+                             const std::string& sha256_hex,
+                             const std::string& what) {
+  const std::vector<int64_t> mine = DigestWords(sha256_hex);
+  at::Tensor root = OnDevice(comm, mine);
+  if (absl::Status s = comm.Broadcast({root}, 0); !s.ok()) return s;
+  const bool same = at::equal(root.cpu(), at::tensor(mine, at::kLong));
+  at::Tensor differ = OnDevice(comm, std::vector<int64_t>{same ? 0 : 1});
+  if (absl::Status s = comm.AllReduce({differ}); !s.ok()) return s;
+  const int64_t count = differ.cpu().item<int64_t>();
+  if (count != 0) {
+    return absl::DataLossError(absl::StrCat(
+        count, " of ", comm.world_size(), " ranks hold ", what,
+        " that differ from rank 0's", same ? "" : " (this one among them)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckReplicasEqual(distributed::Communicator& comm,
                                 const model::LoraAdapter& adapter) {
   Sha256 hash;
@@ -259,21 +277,57 @@ absl::Status CheckReplicasEqual(distributed::Communicator& comm,
     hash.Update(absl::string_view(static_cast<const char*>(host.data_ptr()),
                                   host.nbytes()));
   }
-  const std::vector<int64_t> mine = DigestWords(hash.HexDigest());
-  at::Tensor root = OnDevice(comm, mine);
-  if (absl::Status s = comm.Broadcast({root}, 0); !s.ok()) return s;
-  const bool same = at::equal(root.cpu(), at::tensor(mine, at::kLong));
-  at::Tensor differ = OnDevice(comm, std::vector<int64_t>{same ? 0 : 1});
-  if (absl::Status s = comm.AllReduce({differ}); !s.ok()) return s;
-  const int64_t count = differ.cpu().item<int64_t>();
-  if (count != 0) {
-    return absl::DataLossError(
-        absl::StrCat(count, " of ", comm.world_size(),
-                     " ranks hold adapter weights that differ from rank 0's",
-                     same ? "" : " (this one among them)",
-                     "; the replicas diverged and the run stops"));
+  absl::Status same =
+      SameOnEveryRank(comm, hash.HexDigest(), "adapter weights");
+  if (same.code() == absl::StatusCode::kDataLoss) {
+    return absl::DataLossError(absl::StrCat(
+        same.message(), "; the replicas diverged and the run stops"));
   }
+  return same;
+}
+
+absl::StatusOr<uint64_t> ShareVersion(distributed::Communicator& comm,
+                                      uint64_t version,
+                                      const absl::Status& local) {
+  at::Tensor values = OnDevice(
+      comm,
+      std::vector<int64_t>{comm.rank() == 0 ? static_cast<int64_t>(version) : 0,
+                           local.ok() ? 0 : 1});
+  if (absl::Status s = comm.AllReduce({values}, distributed::ReduceOp::kMax);
+      !s.ok()) {
+    return s;
+  }
+  const at::Tensor host = values.cpu();
+  if (!local.ok()) return local;
+  if (host[1].item<int64_t>() != 0) {
+    return absl::AbortedError(
+        "another rank failed to publish the adapter (its log says why)");
+  }
+  return static_cast<uint64_t>(host[0].item<int64_t>());
+}
+
+absl::Status SumOverRanks(distributed::Communicator& comm,
+                          std::vector<int64_t>& values) {
+  at::Tensor sums = OnDevice(comm, values);
+  if (absl::Status s = comm.AllReduce({sums}); !s.ok()) return s;
+  const at::Tensor host = sums.cpu();
+  for (size_t i = 0; i < values.size(); ++i)
+    values[i] = host[static_cast<int64_t>(i)].item<int64_t>();
   return absl::OkStatus();
+}
+
+absl::StatusOr<GenerateOutcome> AgreeOnGenerate(distributed::Communicator& comm,
+                                                const absl::Status& local) {
+  const int64_t mine = local.ok() ? 0
+                       : local.code() == absl::StatusCode::kFailedPrecondition
+                           ? 1
+                           : 2;
+  at::Tensor worst = OnDevice(comm, std::vector<int64_t>{mine});
+  if (absl::Status s = comm.AllReduce({worst}, distributed::ReduceOp::kMax);
+      !s.ok()) {
+    return s;
+  }
+  return static_cast<GenerateOutcome>(worst.cpu().item<int64_t>());
 }
 
 absl::StatusOr<RankSetup> JoinRanks(const TrainConfig& config,
@@ -284,13 +338,10 @@ absl::StatusOr<RankSetup> JoinRanks(const TrainConfig& config,
         ") must be at least the number of ranks (", launch.world_size,
         "): each rank generates a share of the prompts"));
   }
-  if (!config.rollout_addresses.empty()) {
-    // Every rank publishes its adapter to its own servers; ranks sharing
-    // servers would load competing versions into them.
+  if (!config.rollout_addresses.empty() && config.colocated) {
     return absl::InvalidArgumentError(
-        "rollout.addresses is not supported with data-parallel ranks yet: each "
-        "rank needs its own rollout server (rollout.address, port + local "
-        "rank)");
+        "rollout.colocated with rollout.addresses: ranks that share rollout "
+        "servers cannot each put them to sleep (set rollout.colocated: false)");
   }
   if (config.max_staleness > 0) {
     return absl::InvalidArgumentError(

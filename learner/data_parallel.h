@@ -67,15 +67,41 @@ absl::StatusOr<Agreement> Agree(distributed::Communicator& comm,
                                 const absl::Status& local, bool stopping,
                                 double elapsed_seconds);
 
+// A SHA-256 (hex) on every rank against rank 0's: a DataLoss error on every
+// rank, naming `what`, if any differs.
+absl::Status SameOnEveryRank(distributed::Communicator& comm,
+                             const std::string& sha256_hex,
+                             const std::string& what);
+
 // SHA-256 of the adapter's weights on every rank against rank 0's: a
 // DataLoss error on every rank if any differs.
 absl::Status CheckReplicasEqual(distributed::Communicator& comm,
                                 const model::LoraAdapter& adapter);
 
+// Ranks sharing rollout servers (rollout.addresses): rank 0 publishes for
+// all. Every rank passes how its part went (rank 0: the publish, `version` the
+// version it loaded); returns rank 0's version on every rank, or this rank's
+// error, or an Aborted if another rank failed.
+absl::StatusOr<uint64_t> ShareVersion(distributed::Communicator& comm,
+                                      uint64_t version,
+                                      const absl::Status& local);
+
+// Element-wise sums over the ranks, in place (every rank the same length).
+absl::Status SumOverRanks(distributed::Communicator& comm,
+                          std::vector<int64_t>& values);
+
+// How the ranks' generation went, the worst of them: every rank served, some
+// rank's request was refused for its adapter version (FAILED_PRECONDITION: a
+// server lost the adapter, so rank 0 publishes it again and all retry), or
+// some rank failed otherwise.
+enum class GenerateOutcome { kServed = 0, kRefused = 1, kFailed = 2 };
+absl::StatusOr<GenerateOutcome> AgreeOnGenerate(distributed::Communicator& comm,
+                                                const absl::Status& local);
+
 // A data-parallel rank's own settings (RankConfig) and the job's collectives,
 // joined (the rendezvous and the self-test). Refuses fewer prompts per step
-// than ranks, and rollout.addresses (ranks sharing rollout servers would
-// publish competing adapter versions to them).
+// than ranks, rollout.max_staleness > 0, and rollout.colocated with
+// rollout.addresses (ranks sharing servers cannot each put them to sleep).
 struct RankSetup {
   TrainConfig config;
   std::unique_ptr<distributed::Communicator> comm;

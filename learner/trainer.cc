@@ -5,9 +5,11 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/base/failpoint.h"
 #include "common/base/logging.h"
+#include "common/base/sha256.h"
 #include "learner/benchmarks.h"
 #include "learner/data_parallel.h"
 #include "learner/samples.h"
@@ -132,6 +134,15 @@ absl::Status Trainer::Connect() {
         client, *adapter_, decoder_->options().dtype,
         decoder_->options().device.is_cuda(), publish);
   };
+  if (shares_servers()) {
+    // Rank 0 publishes to the servers each rank sends its groups to.
+    if (absl::Status s = SameOnEveryRank(
+            *comm_, Sha256Hex(absl::StrJoin(peers->rollout_addresses, ",")),
+            "rollout server addresses (rollout.addresses, resolved)");
+        !s.ok()) {
+      return s;
+    }
+  }
   publisher_ = publisher_for(*rollout_);
   for (size_t i = 1; pool_ != nullptr && i < pool_->size(); ++i) {
     publish.rollout_address = pool_->address(i);
@@ -159,11 +170,20 @@ absl::Status Trainer::EnsureAwake() {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::Publish() {
+absl::Status Trainer::Publish(const absl::Status& ready) {
+  absl::Status published = ready;
   // Fault tests: a publish that fails after the step committed.
-  if (absl::Status s = Failpoint("learner.publish"); !s.ok()) return s;
-  absl::Status published =
-      PublishToAll(*publisher_, pool_publishers_, &state_.adapter_version);
+  if (published.ok()) published = Failpoint("learner.publish");
+  if (published.ok() && (lead_ || !shares_servers())) {
+    published =
+        PublishToAll(*publisher_, pool_publishers_, &state_.adapter_version);
+  }
+  if (shares_servers() && InSync()) {
+    absl::StatusOr<uint64_t> version =
+        ShareVersion(*comm_, state_.adapter_version, published);
+    published = version.status();
+    if (version.ok()) state_.adapter_version = *version;
+  }
   if (published.ok()) {
     status_.Update([&](TrainingStatus::View& v) {
       v.adapter_version = state_.adapter_version;
@@ -318,6 +338,15 @@ absl::Status Trainer::Step() {
                                           share.begin, share.end, m);
       samples = std::move(mine.samples);
       data_parallel = {comm_.get(), mine.global_samples, mine.first_sample};
+      if (auto& d = rollouts->dispatch; d.has_value()) {
+        // Every rank's groups (the ranks share the servers, in one order).
+        std::vector<int64_t> sums = d->groups_per_server;
+        sums.push_back(d->redispatched);
+        if (absl::Status s = SumOverRanks(*comm_, sums); !s.ok()) return s;
+        d->redispatched = sums.back();
+        sums.pop_back();
+        d->groups_per_server = std::move(sums);
+      }
       all_groups = std::move(shared->groups);
       off_policy_refused = shared->off_policy_refused;
     } else {
@@ -420,15 +449,17 @@ absl::Status Trainer::Run() {
   absl::Status status;
   // The rollout server serves the current adapter before the first step, as a
   // new version (a restarted server has none; a running one an older one).
-  absl::StatusOr<v1::RolloutInfo> info = rollout_->GetInfo();
-  if (!info.ok()) {
+  // (Ranks sharing rollout servers: rank 0 for all.)
+  if (!shares_servers() || lead_) {
+    absl::StatusOr<v1::RolloutInfo> info = rollout_->GetInfo();
     status = info.status();
-  } else {
-    if (info->state() == v1::ROLLOUT_STATE_SLEEPING) rollout_asleep_ = true;
-    status = RaiseToServedVersion(*info);
-    if (status.ok()) status = Publish();
-    if (status.ok() && pipelined()) RestartPipeline();
+    if (info.ok()) {
+      if (info->state() == v1::ROLLOUT_STATE_SLEEPING) rollout_asleep_ = true;
+      status = RaiseToServedVersion(*info);
+    }
   }
+  if (status.ok() || shares_servers()) status = Publish(status);
+  if (status.ok() && pipelined()) RestartPipeline();
   const double budget = config_.time_budget_hours * 3600;
   // A data-parallel rank's error between agreements leaves the others
   // elsewhere: it must not join another collective (it exits, which they see).

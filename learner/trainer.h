@@ -146,8 +146,14 @@ class Trainer {
                                           std::pair<int64_t, int64_t>& position,
                                           StepMetrics& m);
   // Loads the adapter into the rollout server as state_.adapter_version + 1
-  // (above any version another client loaded meanwhile).
-  absl::Status Publish();
+  // (above any version another client loaded meanwhile). Ranks sharing
+  // rollout servers call it together: rank 0 loads (when `ready`, how its
+  // preparation went, is OK) and every rank learns its version.
+  absl::Status Publish(const absl::Status& ready = absl::OkStatus());
+  // Data-parallel ranks sharing rollout.addresses' servers.
+  bool shares_servers() const {
+    return comm_ != nullptr && !config_.rollout_addresses.empty();
+  }
   // Publishes the current adapter again to a rollout server that lost it (a
   // restart), waking it first if it is asleep.
   absl::Status Republish();

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/base/logging.h"
+#include "learner/data_parallel.h"
 #include "learner/samples.h"
 #include "learner/trainer.h"
 
@@ -37,7 +38,6 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
       StepGenerateParams(config_, state_.step + 1, first_prompt_index);
   absl::StatusOr<std::vector<PromptIds>> prompts =
       PreparePrompts(problems, rollouts);
-  if (!prompts.ok()) return prompts.status();
   absl::StatusOr<std::vector<CompletionGroup>> groups;
   // A rollout server restarted since the last publish serves an older adapter
   // (or none) and refuses the request; one that another learner (or a
@@ -46,30 +46,47 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
   // as a new version and repeat the same request (same prompts and seed).
   // Only samples of exactly the learner's version are trained on.
   for (int attempt = 0;; ++attempt) {
-    params.min_adapter_version = state_.adapter_version;
-    groups = pool_ != nullptr ? pool_->Generate(*prompts, params)
-                              : rollout_->Generate(*prompts, params);
-    absl::Status refused;
-    if (!groups.ok()) {
-      if (groups.status().code() != absl::StatusCode::kFailedPrecondition) {
-        return groups.status();
-      }
-      refused = groups.status();
-    } else {
-      uint64_t seen = state_.adapter_version;
-      const int64_t other =
-          CountOffPolicy(*groups, state_.adapter_version, &seen);
-      if (other == 0) break;
-      rollouts.off_policy_refused += other;
-      off_policy_counter_->Increment(static_cast<double>(other));
-      refused = absl::FailedPreconditionError(absl::StrCat(
-          other, " completions came from adapter version ", seen,
-          ", not the learner's ", state_.adapter_version,
-          " (another learner or evaluation publishing to the same rollout "
-          "server?); refused"));
-      MRL_LOG(WARNING) << refused.message();
+    absl::Status local = prompts.status();  // refused: FAILED_PRECONDITION
+    if (local.ok()) {
+      params.min_adapter_version = state_.adapter_version;
+      groups = pool_ != nullptr ? pool_->Generate(*prompts, params)
+                                : rollout_->Generate(*prompts, params);
+      local = groups.status();
     }
-    if (attempt >= 2 || stop_) return refused;
+    if (local.ok()) {
+      uint64_t seen = state_.adapter_version;
+      if (const int64_t other =
+              CountOffPolicy(*groups, state_.adapter_version, &seen);
+          other > 0) {
+        rollouts.off_policy_refused += other;
+        off_policy_counter_->Increment(static_cast<double>(other));
+        local = absl::FailedPreconditionError(absl::StrCat(
+            other, " completions came from adapter version ", seen,
+            ", not the learner's ", state_.adapter_version,
+            " (another learner or evaluation publishing to the same rollout "
+            "server?); refused"));
+        MRL_LOG(WARNING) << local.message();
+      }
+    }
+    if (shares_servers()) {
+      // The ranks share the servers: if any rank was refused, rank 0 loads
+      // the adapter again for all and they all repeat their requests.
+      absl::StatusOr<GenerateOutcome> outcome = AgreeOnGenerate(*comm_, local);
+      if (!outcome.ok()) return outcome.status();
+      if (*outcome == GenerateOutcome::kServed) break;
+      if (*outcome == GenerateOutcome::kFailed || attempt >= 2) {
+        return !local.ok() ? local
+                           : absl::AbortedError(
+                                 "another rank failed generating (its log "
+                                 "says why)");
+      }
+    } else {
+      if (local.ok()) break;
+      if (local.code() != absl::StatusCode::kFailedPrecondition ||
+          attempt >= 2 || stop_) {
+        return local;
+      }
+    }
     if (absl::Status s = Republish(); !s.ok()) return s;
   }
   rollouts.groups = *std::move(groups);
@@ -79,19 +96,23 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
 }
 
 absl::Status Trainer::Republish() {
-  absl::StatusOr<v1::RolloutInfo> info = rollout_->GetInfo();
-  if (!info.ok()) return info.status();
-  MRL_LOG(WARNING) << "the rollout server serves adapter version "
-                   << info->adapter_version() << ", not "
-                   << state_.adapter_version
-                   << " (restarted?): publishing the current adapter again";
-  rollout_asleep_ = info->state() == v1::ROLLOUT_STATE_SLEEPING;
-  if (absl::Status s = EnsureAwake(); !s.ok()) return s;
-  if (absl::Status s = RaiseToServedVersion(*info); !s.ok()) return s;
+  // Ranks sharing rollout servers: rank 0 loads the adapter for all.
+  if (shares_servers() && !lead_) return Publish();
+  absl::Status ready = [&]() -> absl::Status {
+    absl::StatusOr<v1::RolloutInfo> info = rollout_->GetInfo();
+    if (!info.ok()) return info.status();
+    MRL_LOG(WARNING) << "the rollout server serves adapter version "
+                     << info->adapter_version() << ", not "
+                     << state_.adapter_version
+                     << " (restarted?): publishing the current adapter again";
+    rollout_asleep_ = info->state() == v1::ROLLOUT_STATE_SLEEPING;
+    if (absl::Status s = EnsureAwake(); !s.ok()) return s;
+    return RaiseToServedVersion(*info);
+  }();
   // The restarted server may take CUDA IPC or not: ask again.
   publisher_->Reset();
   for (auto& publisher : pool_publishers_) publisher->Reset();
-  return Publish();
+  return Publish(ready);
 }
 
 absl::Status Trainer::RaiseToServedVersion(const v1::RolloutInfo& info) {

@@ -13,6 +13,9 @@ Checked:
     fails once distributed.timeout_s (10 s) has passed;
   - one learner with two rollout servers (rollout.addresses): balanced groups, the
     adapter on both, the samples of one server; a SIGKILLed server's groups re-dispatched;
+  - 2 ranks sharing those two servers (rank 0 publishing for both): the one learner's
+    samples and adapter (within 1e-6), every group counted; one server restarted mid-run
+    refuses, the ranks agree, rank 0 publishes again and the run goes on;
   - bounded staleness (rollout.max_staleness: 1, two rollout servers): with a checkpoint
     every step (every step's lag is then 0) the run is bit-identical to the synchronous
     path; with a checkpoint every 3 steps, each step's rollouts come from the adapter its
@@ -357,6 +360,70 @@ def several_servers(args, work, servers, reward, alone_lines):
     servers[1].start()
 
 
+def ranks_sharing_servers(args, work, servers, reward):
+    """Mode A and B together: 2 ranks (plain environment) sharing the two servers of
+    rollout.addresses; rank 0 publishes for both. The same run as one learner with the
+    two servers (`pool`, run by several_servers)."""
+    addresses = f"[{servers[0].address}, {servers[1].address}]"
+    cfg = config(work, "ranks_pool", servers[0], reward, 3, EXTRA)
+    edit(cfg, [("lr: 1.0e-3", "lr: 2.0e-4"),
+               ("rollout:\n", f"rollout:\n  addresses: {addresses}\n")])
+    port = free_port()
+    logs = [os.path.join(work, f"ranks_pool.{r}.log") for r in (0, 1)]
+    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
+                              stdout=open(logs[r], "w"), stderr=subprocess.STDOUT,
+                              env=env_rank(r, 2, port)) for r in (0, 1)]
+    codes = [wait_exit(p, log)[0] for p, log in zip(procs, logs)]
+    check(codes == [0, 0], f"2 ranks sharing two rollout servers train (exits {codes})" +
+          ("" if codes == [0, 0] else open(logs[0]).read()[-2000:]))
+    pool_dir = os.path.join(work, "runs", "pool")
+    if codes != [0, 0] or not os.path.isdir(pool_dir):
+        return
+    run_dir = os.path.join(work, "runs", "ranks_pool")
+    got, alone = lines(run_dir), lines(pool_dir)
+    check(steps_logged(run_dir) == [1, 2, 3], f"one line per step: {steps_logged(run_dir)}")
+    check([m.get("rollout_groups_per_server") for m in got] == [[2, 2]] * 3,
+          "both ranks' groups, spread evenly: " +
+          str([m.get("rollout_groups_per_server") for m in got]))
+    check([(m["problems"], m["reward_mean"], m["response_length_mean"]) for m in got] ==
+          [(m["problems"], m["reward_mean"], m["response_length_mean"]) for m in alone],
+          "the ranks sample what one learner with the two servers samples")
+    diff = max_difference(adapter(run_dir), adapter(pool_dir))
+    check(diff <= 1e-6, f"and end with its adapter: max abs diff {diff:.2e}")
+    versions = [s.metric("microrl_rollout_adapter_version") for s in servers]
+    check(versions[0] == versions[1] == got[-1]["adapter_version"],
+          f"rank 0 published every version to both servers: {versions} vs "
+          f"{got[-1]['adapter_version']}")
+    check("rank 1 of 2 joined" in open(logs[0]).read() + open(logs[1]).read(),
+          "the two ranks joined")
+
+    # A server restarted mid-run (it has no adapter, and refuses): the ranks agree, rank 0
+    # loads the adapter again into both, and every rank repeats its requests.
+    cfg = config(work, "ranks_pool_restart", servers[0], reward, 12, EXTRA)
+    edit(cfg, [("rollout:\n", f"rollout:\n  addresses: {addresses}\n"
+                             "  redispatch_after_s: 5\n")])
+    port = free_port()
+    logs = [os.path.join(work, f"ranks_pool_restart.{r}.log") for r in (0, 1)]
+    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
+                              stdout=open(logs[r], "w"), stderr=subprocess.STDOUT,
+                              env=env_rank(r, 2, port)) for r in (0, 1)]
+    run_dir = os.path.join(work, "runs", "ranks_pool_restart")
+    wait_steps(run_dir, 2)
+    servers[1].kill()
+    servers[1].start()
+    codes = [wait_exit(p, log)[0] for p, log in zip(procs, logs)]
+    out = open(logs[0]).read()
+    check(codes == [0, 0] and steps_logged(run_dir) == list(range(1, 13)),
+          f"a server restarted under 2 ranks: the run goes on (exits {codes}, steps "
+          f"{steps_logged(run_dir)})" + ("" if codes == [0, 0] else out[-2000:]))
+    check("publishing the current adapter again" in out,
+          "rank 0 loaded the adapter again after the restart")
+    versions = [s.metric("microrl_rollout_adapter_version") for s in servers]
+    last = lines(run_dir)[-1]["adapter_version"] if codes == [0, 0] else None
+    check(versions[0] == versions[1] == last,
+          f"both servers serve the last version: {versions} vs {last}")
+
+
 def bounded_staleness(args, work, servers, reward):
     """rollout.max_staleness: 1 against two rollout servers."""
     addresses = f"[{servers[0].address}, {servers[1].address}]"
@@ -467,12 +534,12 @@ def bad_rendezvous(args, work, servers, reward):
           f"a rendezvous nobody hosts fails naming it (exit {code}, {took:.1f} s): " +
           out.strip().splitlines()[-1][-300:] if out.strip() else "")
     shared = config(work, "shared", servers[0], reward, 2, EXTRA)
-    edit(shared, [("rollout:\n", f"rollout:\n  addresses: [{servers[0].address}, "
-                                  f"{servers[1].address}]\n")])
+    edit(shared, [("rollout:\n", f"rollout:\n  addresses: [\"dns:localhost:{servers[0].port}\"]"
+                                  "\n  colocated: true\n")])
     code, out, _ = run([args.learner, "--port=0", "--metrics_port=0", f"--config={shared}"],
                        work, "shared", env=env_rank(0, 2, free_port()), timeout=60)
-    check(code not in (0, None) and "rollout.addresses is not supported with data-parallel"
-          in out, f"ranks refuse to share rollout.addresses (exit {code})")
+    check(code not in (0, None) and "ranks that share rollout servers cannot each put them "
+          "to sleep" in out, f"ranks sharing rollout.addresses refuse colocation (exit {code})")
     stale = config(work, "stale_ranks", servers[0], reward, 2, EXTRA)
     edit(stale, [("rollout:\n", "rollout:\n  max_staleness: 1\n"),
                  ("grpo:\n", "grpo:\n  old_logprobs: recompute\n")])
@@ -513,6 +580,7 @@ def main():
             s.start()
         alone_lines = equivalence(args, work, servers, reward)
         several_servers(args, work, servers, reward, alone_lines)
+        ranks_sharing_servers(args, work, servers, reward)
         bounded_staleness(args, work, servers, reward)
         dead_rank(args, work, servers, reward)
         hung_rank(args, work, servers, reward)
