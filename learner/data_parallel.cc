@@ -318,11 +318,16 @@ absl::Status SumOverRanks(distributed::Communicator& comm,
 
 absl::StatusOr<GenerateOutcome> AgreeOnGenerate(distributed::Communicator& comm,
                                                 const absl::Status& local) {
-  const int64_t mine = local.ok() ? 0
-                       : local.code() == absl::StatusCode::kFailedPrecondition
-                           ? 1
-                           : 2;
-  at::Tensor worst = OnDevice(comm, std::vector<int64_t>{mine});
+  GenerateOutcome mine = GenerateOutcome::kFailed;
+  if (local.ok()) {
+    mine = GenerateOutcome::kServed;
+  } else if (local.code() == absl::StatusCode::kFailedPrecondition) {
+    mine = GenerateOutcome::kRefused;
+  } else if (local.code() == absl::StatusCode::kCancelled) {
+    mine = GenerateOutcome::kStopping;
+  }
+  at::Tensor worst =
+      OnDevice(comm, std::vector<int64_t>{static_cast<int64_t>(mine)});
   if (absl::Status s = comm.AllReduce({worst}, distributed::ReduceOp::kMax);
       !s.ok()) {
     return s;

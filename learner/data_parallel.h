@@ -92,9 +92,14 @@ absl::Status SumOverRanks(distributed::Communicator& comm,
 
 // How the ranks' generation went, the worst of them: every rank served, some
 // rank's request was refused for its adapter version (FAILED_PRECONDITION: a
-// server lost the adapter, so rank 0 publishes it again and all retry), or
-// some rank failed otherwise.
-enum class GenerateOutcome { kServed = 0, kRefused = 1, kFailed = 2 };
+// server lost the adapter, so rank 0 publishes it again and all retry), some
+// rank is stopping (CANCELLED), or some rank failed otherwise.
+enum class GenerateOutcome {
+  kServed = 0,
+  kRefused = 1,
+  kStopping = 2,
+  kFailed = 3
+};
 absl::StatusOr<GenerateOutcome> AgreeOnGenerate(distributed::Communicator& comm,
                                                 const absl::Status& local);
 

@@ -508,6 +508,10 @@ absl::Status Trainer::Run() {
   }
   if (save) {
     absl::Status saved = Checkpoint();
+    // Its agreement says again that a rank is stopping.
+    if (stop_ && saved.code() == absl::StatusCode::kCancelled) {
+      saved = absl::OkStatus();
+    }
     if (status.ok()) status = saved;
   }
   if (status.ok() && !dirty_ && lead_) {

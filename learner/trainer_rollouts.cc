@@ -74,6 +74,10 @@ absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
       absl::StatusOr<GenerateOutcome> outcome = AgreeOnGenerate(*comm_, local);
       if (!outcome.ok()) return outcome.status();
       if (*outcome == GenerateOutcome::kServed) break;
+      if (!local.ok() && *outcome != GenerateOutcome::kRefused) return local;
+      if (*outcome == GenerateOutcome::kStopping) {
+        return absl::CancelledError("a rank is stopping");
+      }
       if (*outcome == GenerateOutcome::kFailed || attempt >= 2) {
         return !local.ok() ? local
                            : absl::AbortedError(

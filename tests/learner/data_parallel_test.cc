@@ -81,7 +81,10 @@ TEST(DataParallelTest, AgreeOnGenerateIsTheWorstOutcome) {
             GenerateOutcome::kServed);
   EXPECT_EQ(outcome({absl::OkStatus(), refused, absl::OkStatus()}),
             GenerateOutcome::kRefused);
-  EXPECT_EQ(outcome({refused, absl::InternalError("x"), absl::OkStatus()}),
+  EXPECT_EQ(outcome({refused, absl::CancelledError("stop"), absl::OkStatus()}),
+            GenerateOutcome::kStopping);
+  EXPECT_EQ(outcome({absl::CancelledError("stop"), absl::InternalError("x"),
+                     refused}),
             GenerateOutcome::kFailed);
 }
 

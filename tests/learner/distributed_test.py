@@ -15,7 +15,8 @@ Checked:
     adapter on both, the samples of one server; a SIGKILLed server's groups re-dispatched;
   - 2 ranks sharing those two servers (rank 0 publishing for both): the one learner's
     samples and adapter (within 1e-6), every group counted; one server restarted mid-run
-    refuses, the ranks agree, rank 0 publishes again and the run goes on;
+    refuses, the ranks agree, rank 0 publishes again and the run goes on; SIGTERM to
+    rank 1 stops both cleanly with the last step saved;
   - bounded staleness (rollout.max_staleness: 1, two rollout servers): with a checkpoint
     every step (every step's lag is then 0) the run is bit-identical to the synchronous
     path; with a checkpoint every 3 steps, each step's rollouts come from the adapter its
@@ -47,7 +48,7 @@ from safetensors.numpy import load_file
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, finish  # noqa: E402
-from fault_test import Service, config, steps_logged  # noqa: E402
+from fault_test import Service, checkpoint_steps, config, steps_logged  # noqa: E402
 from service_process import (consecutive_ports, free_port, generate_stubs,  # noqa: E402
                              make_demo, remove_work)
 
@@ -422,6 +423,25 @@ def ranks_sharing_servers(args, work, servers, reward):
     last = lines(run_dir)[-1]["adapter_version"] if codes == [0, 0] else None
     check(versions[0] == versions[1] == last,
           f"both servers serve the last version: {versions} vs {last}")
+
+    # SIGTERM to rank 1: both ranks stop together, cleanly, with the last step saved.
+    cfg = config(work, "ranks_pool_stop", servers[0], reward, 200, EXTRA)
+    edit(cfg, [("rollout:\n", f"rollout:\n  addresses: {addresses}\n")])
+    port = free_port()
+    logs = [os.path.join(work, f"ranks_pool_stop.{r}.log") for r in (0, 1)]
+    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
+                              stdout=open(logs[r], "w"), stderr=subprocess.STDOUT,
+                              env=env_rank(r, 2, port)) for r in (0, 1)]
+    run_dir = os.path.join(work, "runs", "ranks_pool_stop")
+    wait_steps(run_dir, 3)
+    procs[1].send_signal(signal.SIGTERM)
+    codes = [wait_exit(p, log)[0] for p, log in zip(procs, logs)]
+    steps = steps_logged(run_dir)
+    saved = checkpoint_steps(run_dir)
+    check(codes == [0, 0] and steps == list(range(1, len(steps) + 1)) and
+          len(steps) < 200 and saved and saved[-1] == len(steps),
+          f"SIGTERM to rank 1 stops both cleanly (exits {codes}, steps 1..{len(steps)}, "
+          f"checkpoints {saved})" + ("" if codes == [0, 0] else open(logs[0]).read()[-1500:]))
 
 
 def bounded_staleness(args, work, servers, reward):
