@@ -348,12 +348,6 @@ absl::StatusOr<RankSetup> JoinRanks(const TrainConfig& config,
         "rollout.colocated with rollout.addresses: ranks that share rollout "
         "servers cannot each put them to sleep (set rollout.colocated: false)");
   }
-  if (config.max_staleness > 0) {
-    return absl::InvalidArgumentError(
-        "rollout.max_staleness > 0 is not supported with data-parallel ranks "
-        "yet: their steps are synchronous (set it to 0, or run one learner "
-        "with rollout.addresses)");
-  }
   absl::StatusOr<TrainConfig> rank = RankConfig(config, launch);
   if (!rank.ok()) return rank.status();
   distributed::CommunicatorOptions options;

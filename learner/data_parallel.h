@@ -105,8 +105,8 @@ absl::StatusOr<GenerateOutcome> AgreeOnGenerate(distributed::Communicator& comm,
 
 // A data-parallel rank's own settings (RankConfig) and the job's collectives,
 // joined (the rendezvous and the self-test). Refuses fewer prompts per step
-// than ranks, rollout.max_staleness > 0, and rollout.colocated with
-// rollout.addresses (ranks sharing servers cannot each put them to sleep).
+// than ranks, and rollout.colocated with rollout.addresses (ranks sharing
+// servers cannot each put them to sleep).
 struct RankSetup {
   TrainConfig config;
   std::unique_ptr<distributed::Communicator> comm;

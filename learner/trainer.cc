@@ -272,6 +272,11 @@ absl::Status Trainer::SleepForUpdate() {
   return absl::OkStatus();
 }
 
+Share Trainer::MyShare(int64_t count) const {
+  return comm_ != nullptr ? ShareOf(count, comm_->rank(), comm_->world_size())
+                          : Share{0, count};
+}
+
 bool Trainer::InSync() const {
   return comm_ != nullptr && !out_of_sync_ && !comm_->failed();
 }
@@ -296,21 +301,17 @@ absl::Status Trainer::Step() {
   std::pair<int64_t, int64_t> position;  // the sampler's, after `problems`
   absl::StatusOr<Rollouts> rollouts = absl::InternalError("no rollouts");
   Share share;
+  // Data parallel, a stop is agreed on between phases instead.
+  if (comm_ == nullptr && stop_) return absl::CancelledError("stopping");
   if (pipelined()) {
-    if (stop_) return absl::CancelledError("stopping");
     rollouts = TakePrefetched(problems, position, m);
-    share = {0, static_cast<int64_t>(problems.size())};
+    share = MyShare(static_cast<int64_t>(problems.size()));
   } else {
     for (int64_t index : sampler_->Next(config_.prompts_per_step))
       problems.push_back(&problems_[index]);
     position = {sampler_->epoch(), sampler_->offset()};
-    // Data parallel, a stop is agreed on between phases instead.
-    if (comm_ == nullptr && stop_) return absl::CancelledError("stopping");
     // A data-parallel rank generates and scores its share of the prompts.
-    const int64_t count = static_cast<int64_t>(problems.size());
-    share = comm_ != nullptr
-                ? ShareOf(count, comm_->rank(), comm_->world_size())
-                : Share{0, count};
+    share = MyShare(static_cast<int64_t>(problems.size()));
     rollouts =
         Generate({problems.begin() + share.begin, problems.begin() + share.end},
                  share.begin);

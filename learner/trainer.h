@@ -21,6 +21,7 @@
 #include "learner/checkpoint.h"
 #include "learner/config.h"
 #include "learner/data.h"
+#include "learner/data_parallel.h"
 #include "learner/optimizer.h"
 #include "learner/policy_update.h"
 #include "learner/reward_client.h"
@@ -43,8 +44,10 @@ namespace microrl::learner {
 // adapter), eval/ (the final benchmarks, if any).
 //
 // Launched as data-parallel ranks (torchrun or Slurm; docs/scaling.md, Mode
-// A), each rank runs this loop against its own rollout server on its share of
-// each step's prompts; the ranks exchange the step's rewards, all-reduce the
+// A), each rank runs this loop against its own rollout server (or, with
+// rollout.addresses, servers shared by all ranks, to which rank 0 publishes) on
+// its share of each step's prompts; the ranks exchange the step's rewards,
+// all-reduce the
 // gradients (PolicyUpdater's DataParallel) and agree after every phase, so
 // that they take the same steps and stop together. Rank 0 alone writes the run
 // directory (metrics.jsonl, checkpoints, the adapter) and sets the step
@@ -117,11 +120,12 @@ class Trainer {
   // `first_prompt_index`: where `problems` start in the step's (seeding).
   absl::StatusOr<Rollouts> Generate(const std::vector<const Problem*>& problems,
                                     int64_t first_prompt_index);
-  // Step `step`'s groups of `problems` from exactly adapter `version`; reads
-  // no training state (any thread).
+  // Step `step`'s groups of `problems` (numbered from `first_prompt_index` in
+  // the step's) from exactly adapter `version`; reads no training state (any
+  // thread).
   absl::StatusOr<Rollouts> GenerateWith(
-      const std::vector<const Problem*>& problems, int64_t step,
-      uint64_t version);
+      const std::vector<const Problem*>& problems, int64_t first_prompt_index,
+      int64_t step, uint64_t version);
   // The prompts' texts into `rollouts` and their token ids.
   absl::StatusOr<std::vector<PromptIds>> PreparePrompts(
       const std::vector<const Problem*>& problems, Rollouts& rollouts) const;
@@ -179,6 +183,8 @@ class Trainer {
   absl::Status AgreeOn(const absl::Status& local);
   // Whether the ranks can still run collectives (data parallel only).
   bool InSync() const;
+  // The part of a step's `count` problems this rank generates (all, alone).
+  Share MyShare(int64_t count) const;
   // Wakes the rollout server if this trainer put it to sleep.
   absl::Status EnsureAwake();
 

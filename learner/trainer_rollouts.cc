@@ -145,15 +145,15 @@ absl::Status Trainer::Score(Rollouts& rollouts) {
 }
 
 absl::StatusOr<Trainer::Rollouts> Trainer::GenerateWith(
-    const std::vector<const Problem*>& problems, int64_t step,
-    uint64_t version) {
+    const std::vector<const Problem*>& problems, int64_t first_prompt_index,
+    int64_t step, uint64_t version) {
   const absl::Time start = absl::Now();
   Rollouts rollouts;
   rollouts.problems = problems;
   absl::StatusOr<std::vector<PromptIds>> prompts =
       PreparePrompts(problems, rollouts);
   if (!prompts.ok()) return prompts.status();
-  GenerateParams params = StepGenerateParams(config_, step, 0);
+  GenerateParams params = StepGenerateParams(config_, step, first_prompt_index);
   params.adapter_version = version;
   absl::StatusOr<std::vector<CompletionGroup>> groups =
       pool_ != nullptr ? pool_->Generate(*prompts, params)
@@ -198,24 +198,29 @@ void Trainer::FillPipeline() {
     item.rollouts = std::make_shared<Rollouts>();
     auto done = std::make_shared<std::promise<absl::Status>>();
     item.done = done->get_future();
-    prefetcher_->Post([this, done, rollouts = item.rollouts,
-                       problems = item.problems, step = item.step,
-                       pinned = item.version] {
-      absl::Status status;
-      try {
-        absl::StatusOr<Rollouts> generated =
-            GenerateWith(problems, step, pinned);
-        status = generated.status();
-        if (status.ok()) {
-          *rollouts = *std::move(generated);
-          status = Score(*rollouts);
-        }
-      } catch (const std::exception& e) {
-        status = absl::InternalError(absl::StrCat(
-            "generating step ", step, "'s rollouts failed: ", e.what()));
-      }
-      done->set_value(status);
-    });
+    // This rank's share of the step's problems (all, alone).
+    const Share share = MyShare(static_cast<int64_t>(item.problems.size()));
+    prefetcher_->Post(
+        [this, done, rollouts = item.rollouts,
+         problems =
+             std::vector<const Problem*>(item.problems.begin() + share.begin,
+                                         item.problems.begin() + share.end),
+         first = share.begin, step = item.step, pinned = item.version] {
+          absl::Status status;
+          try {
+            absl::StatusOr<Rollouts> generated =
+                GenerateWith(problems, first, step, pinned);
+            status = generated.status();
+            if (status.ok()) {
+              *rollouts = *std::move(generated);
+              status = Score(*rollouts);
+            }
+          } catch (const std::exception& e) {
+            status = absl::InternalError(absl::StrCat(
+                "generating step ", step, "'s rollouts failed: ", e.what()));
+          }
+          done->set_value(status);
+        });
     prefetched_.push_back(std::move(item));
     ++next_prefetch_;
   }
@@ -251,15 +256,43 @@ absl::StatusOr<Trainer::Rollouts> Trainer::TakePrefetched(
     Prefetch item = std::move(prefetched_.front());
     prefetched_.pop_front();
     const absl::Time wait_start = absl::Now();
-    const absl::Status done = item.done.get();
+    absl::Status done = item.done.get();
     const double waited = absl::ToDoubleSeconds(absl::Now() - wait_start);
-    if (done.code() == absl::StatusCode::kFailedPrecondition && attempt == 0 &&
-        !stop_) {
+    bool refused = done.code() == absl::StatusCode::kFailedPrecondition;
+    if (comm_ != nullptr) {
+      // The ranks restart the pipeline together, or stop or fail together.
+      absl::StatusOr<GenerateOutcome> outcome = AgreeOnGenerate(*comm_, done);
+      if (!outcome.ok()) return outcome.status();
+      refused = *outcome == GenerateOutcome::kRefused;
+      if (done.ok() && *outcome == GenerateOutcome::kStopping) {
+        done = absl::CancelledError("a rank is stopping");
+      } else if (done.ok() && *outcome == GenerateOutcome::kFailed) {
+        done = absl::AbortedError(
+            "another rank failed generating (its log says why)");
+      }
+    }
+    if (refused) {
+      if (attempt > 0 || (comm_ == nullptr && stop_)) {
+        return !done.ok() ? done
+                          : absl::FailedPreconditionError(
+                                "another rank's rollouts were refused for "
+                                "their adapter version");
+      }
       // A rollout server lost the version (it restarted) or serves another:
       // publish the current adapter again and go on from it.
       MRL_LOG(WARNING) << "step " << item.step << "'s rollouts: " << done
                        << "; restarting the rollout pipeline";
-      if (absl::Status s = Republish(); !s.ok()) return s;
+      absl::Status republished = Republish();
+      if (comm_ != nullptr) {
+        absl::StatusOr<GenerateOutcome> again =
+            AgreeOnGenerate(*comm_, republished);
+        if (!again.ok()) return again.status();
+        if (republished.ok() && *again != GenerateOutcome::kServed) {
+          republished = absl::AbortedError(
+              "another rank failed to publish again (its log says why)");
+        }
+      }
+      if (!republished.ok()) return republished;
       RestartPipeline();
       continue;
     }
