@@ -229,6 +229,17 @@ def env_rank(rank, world, port, local_rank=None):
     return env
 
 
+def start_ranks(args, work, name, cfg, world=2):
+    """`world` learner ranks of config `cfg` from plain environment variables (no
+    torchrun), logging to <work>/<name>.<rank>.log; (processes, log paths)."""
+    port = free_port()
+    logs = [os.path.join(work, f"{name}.{r}.log") for r in range(world)]
+    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
+                              stdout=open(logs[r], "w"), stderr=subprocess.STDOUT,
+                              env=env_rank(r, world, port)) for r in range(world)]
+    return procs, logs
+
+
 def wait_steps(run_dir, count, timeout=120):
     """Waits until the run has logged `count` steps; whether it has."""
     deadline = time.time() + timeout
@@ -241,11 +252,7 @@ def signalled_rank(args, work, cfg, name, signum, after_steps):
     """Two ranks from plain environment variables; once `after_steps` are logged, rank 1
     gets `signum`. Returns rank 0's exit code (None if it ran on for 90 s), the seconds it
     took to exit after the signal, its output and the run directory."""
-    port = free_port()
-    logs = [open(os.path.join(work, f"{name}.{r}.log"), "w") for r in (0, 1)]
-    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
-                              stdout=logs[r], stderr=subprocess.STDOUT,
-                              env=env_rank(r, 2, port)) for r in (0, 1)]
+    procs, logs = start_ranks(args, work, name, cfg)
     run_dir = os.path.join(work, "runs", name)
     check(wait_steps(run_dir, after_steps), f"{name}: the plain-environment job trains")
     procs[1].send_signal(signum)
@@ -258,7 +265,7 @@ def signalled_rank(args, work, cfg, name, signum, after_steps):
     took = time.time() - signalled
     procs[1].kill()
     procs[1].wait()
-    return code, took, open(logs[0].name).read(), run_dir
+    return code, took, open(logs[0]).read(), run_dir
 
 
 def failure_line(out):
@@ -370,11 +377,7 @@ def ranks_sharing_servers(args, work, servers, reward):
     cfg = config(work, "ranks_pool", servers[0], reward, 3, EXTRA)
     edit(cfg, [("lr: 1.0e-3", "lr: 2.0e-4"),
                ("rollout:\n", f"rollout:\n  addresses: {addresses}\n")])
-    port = free_port()
-    logs = [os.path.join(work, f"ranks_pool.{r}.log") for r in (0, 1)]
-    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
-                              stdout=open(logs[r], "w"), stderr=subprocess.STDOUT,
-                              env=env_rank(r, 2, port)) for r in (0, 1)]
+    procs, logs = start_ranks(args, work, "ranks_pool", cfg)
     codes = [wait_exit(p, log)[0] for p, log in zip(procs, logs)]
     check(codes == [0, 0], f"2 ranks sharing two rollout servers train (exits {codes})" +
           ("" if codes == [0, 0] else open(logs[0]).read()[-2000:]))
@@ -404,11 +407,7 @@ def ranks_sharing_servers(args, work, servers, reward):
     cfg = config(work, "ranks_pool_restart", servers[0], reward, 12, EXTRA)
     edit(cfg, [("rollout:\n", f"rollout:\n  addresses: {addresses}\n"
                              "  redispatch_after_s: 5\n")])
-    port = free_port()
-    logs = [os.path.join(work, f"ranks_pool_restart.{r}.log") for r in (0, 1)]
-    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
-                              stdout=open(logs[r], "w"), stderr=subprocess.STDOUT,
-                              env=env_rank(r, 2, port)) for r in (0, 1)]
+    procs, logs = start_ranks(args, work, "ranks_pool_restart", cfg)
     run_dir = os.path.join(work, "runs", "ranks_pool_restart")
     wait_steps(run_dir, 2)
     servers[1].kill()
@@ -428,11 +427,7 @@ def ranks_sharing_servers(args, work, servers, reward):
     # SIGTERM to rank 1: both ranks stop together, cleanly, with the last step saved.
     cfg = config(work, "ranks_pool_stop", servers[0], reward, 200, EXTRA)
     edit(cfg, [("rollout:\n", f"rollout:\n  addresses: {addresses}\n")])
-    port = free_port()
-    logs = [os.path.join(work, f"ranks_pool_stop.{r}.log") for r in (0, 1)]
-    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0", f"--config={cfg}"],
-                              stdout=open(logs[r], "w"), stderr=subprocess.STDOUT,
-                              env=env_rank(r, 2, port)) for r in (0, 1)]
+    procs, logs = start_ranks(args, work, "ranks_pool_stop", cfg)
     run_dir = os.path.join(work, "runs", "ranks_pool_stop")
     wait_steps(run_dir, 3)
     procs[1].send_signal(signal.SIGTERM)
@@ -549,12 +544,7 @@ def bounded_staleness(args, work, servers, reward):
     # their adapter differs in the last bits, and a few steps on that is enough for a
     # sampled token to flip.
     ranks_cfg = exact_config("stale_ranks", 3)
-    port = free_port()
-    logs = [os.path.join(work, f"stale_ranks.{r}.log") for r in (0, 1)]
-    procs = [subprocess.Popen([args.learner, "--port=0", "--metrics_port=0",
-                               f"--config={ranks_cfg}"],
-                              stdout=open(logs[r], "w"), stderr=subprocess.STDOUT,
-                              env=env_rank(r, 2, port)) for r in (0, 1)]
+    procs, logs = start_ranks(args, work, "stale_ranks", ranks_cfg)
     codes = [wait_exit(p, log)[0] for p, log in zip(procs, logs)]
     check(codes == [0, 0], f"2 ranks with staleness 1 train (exits {codes})" +
           ("" if codes == [0, 0] else open(logs[0]).read()[-2000:]))
