@@ -3,16 +3,22 @@
 # per rank (rank r's on port ROLLOUT_PORT + r and, on GPUs, on cuda:r), a reward service
 # unless one is given, waits until they are ready, then runs the learner's ranks under
 # torchrun. Each rank trains against its own rollout server; ranks all-reduce their LoRA
-# gradients over Gloo (CPU) or NCCL (GPU). Stops the servers when torchrun ends.
+# gradients over Gloo (CPU) or NCCL (GPU). Stops the servers when torchrun ends. With
+# --rollout_addresses the ranks share rollout servers that run elsewhere (Modes A and B
+# together: rank 0 publishes to all of them) and none is started here.
 #
 #   deploy/launch_ranks.sh --nproc=N --model=DIR --config=run.yaml [options] [-- learner flags]
 #
 # Options:
 #   --nproc=N             ranks (and rollout servers) on this node (required)
-#   --model=DIR           the model the rollout servers load (required)
+#   --model=DIR           the model the rollout servers load (required unless
+#                         --rollout_addresses)
 #   --config=FILE         the learner's run configuration (required)
 #   --device=cpu|cuda     where rollout servers and ranks run (default cpu)
 #   --rollout_port=P      rank 0's rollout server port (default 50051)
+#   --rollout_addresses=A,B,...
+#                         use these rollout servers (host:port or dns:name:port, every
+#                         address a name has), shared by all ranks, instead of starting any
 #   --reward_address=H:P  use this reward service instead of starting one
 #   --rollout_flag=F      one more flag for every rollout server (repeatable)
 #   --max_restarts=K      torchrun's --max-restarts (default 0); the learner gets --resume
@@ -28,11 +34,12 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=$REPO/build
 NPROC="" MODEL="" CONFIG="" DEVICE=cpu ROLLOUT_PORT=50051 REWARD_ADDRESS="" MAX_RESTARTS=0
+ROLLOUT_ADDRESSES=""
 NNODES=1 NODE_RANK=0 MASTER_ADDR=127.0.0.1
 LOG_DIR=runs/ranks
 ROLLOUT_FLAGS=()
 LEARNER_FLAGS=()
-usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --nproc=*) NPROC=${1#*=} ;;
@@ -40,6 +47,7 @@ while [ $# -gt 0 ]; do
     --config=*) CONFIG=${1#*=} ;;
     --device=*) DEVICE=${1#*=} ;;
     --rollout_port=*) ROLLOUT_PORT=${1#*=} ;;
+    --rollout_addresses=*) ROLLOUT_ADDRESSES=${1#*=} ;;
     --reward_address=*) REWARD_ADDRESS=${1#*=} ;;
     --rollout_flag=*) ROLLOUT_FLAGS+=("${1#*=}") ;;
     --max_restarts=*) MAX_RESTARTS=${1#*=} ;;
@@ -54,7 +62,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-for v in NPROC MODEL CONFIG; do
+for v in NPROC CONFIG $([ -z "$ROLLOUT_ADDRESSES" ] && echo MODEL); do
   [ -n "${!v}" ] || { echo "launch_ranks.sh: --$(echo "$v" | tr A-Z a-z)= is required" >&2; exit 2; }
 done
 [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || { echo "launch_ranks.sh: --nproc=$NPROC: not a count" >&2; exit 2; }
@@ -93,22 +101,31 @@ if [ -z "$REWARD_ADDRESS" ]; then
   port=$(sed -n 's/.*"grpc_port": *\([0-9]*\).*/\1/p' "$LOG_DIR/reward_service.ready")
   REWARD_ADDRESS=127.0.0.1:$port
 fi
-for ((r = 0; r < NPROC; r++)); do
-  device=$DEVICE
-  [ "$DEVICE" = cuda ] && device=cuda:$r
-  rm -f "$LOG_DIR/rollout_server$r.ready"
-  "$BUILD_DIR/rollout_server/rollout_server" --model="$MODEL" --device="$device" \
-    --port=$((ROLLOUT_PORT + r)) --metrics_port=0 --ready_file="$LOG_DIR/rollout_server$r.ready" \
-    "${ROLLOUT_FLAGS[@]}" >"$LOG_DIR/rollout_server$r.log" 2>&1 &
-  PIDS+=($!)
-done
-for ((r = 0; r < NPROC; r++)); do wait_ready "rollout_server$r" "${PIDS[-NPROC + r]}"; done
-echo "[launch_ranks] $NPROC rollout servers on ports $ROLLOUT_PORT..$((ROLLOUT_PORT + NPROC - 1))," \
-     "reward service $REWARD_ADDRESS"
+if [ -n "$ROLLOUT_ADDRESSES" ]; then
+  # Shared servers: rollout.addresses as a YAML list of quoted entries.
+  list=\"${ROLLOUT_ADDRESSES//,/\",\"}\"
+  SETS="rollout.addresses=[$list]"
+  echo "[launch_ranks] rollout servers $ROLLOUT_ADDRESSES (shared), reward service $REWARD_ADDRESS"
+else
+  for ((r = 0; r < NPROC; r++)); do
+    device=$DEVICE
+    [ "$DEVICE" = cuda ] && device=cuda:$r
+    rm -f "$LOG_DIR/rollout_server$r.ready"
+    "$BUILD_DIR/rollout_server/rollout_server" --model="$MODEL" --device="$device" \
+      --port=$((ROLLOUT_PORT + r)) --metrics_port=0 \
+      --ready_file="$LOG_DIR/rollout_server$r.ready" \
+      "${ROLLOUT_FLAGS[@]}" >"$LOG_DIR/rollout_server$r.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for ((r = 0; r < NPROC; r++)); do wait_ready "rollout_server$r" "${PIDS[-NPROC + r]}"; done
+  echo "[launch_ranks] $NPROC rollout servers on ports $ROLLOUT_PORT..$((ROLLOUT_PORT + NPROC - 1))," \
+       "reward service $REWARD_ADDRESS"
+  SETS="rollout.address=127.0.0.1:$ROLLOUT_PORT;distributed.rollout_port_per_rank=true"
+fi
 
 RESUME=()
 [ "$MAX_RESTARTS" -gt 0 ] && RESUME=(--resume)
-SETS="rollout.address=127.0.0.1:$ROLLOUT_PORT;reward.address=$REWARD_ADDRESS;distributed.rollout_port_per_rank=true"
+SETS="$SETS;reward.address=$REWARD_ADDRESS"
 [ "$DEVICE" = cuda ] && SETS="$SETS;model.device=cuda"
 status=0
 "$PYTHON" -m torch.distributed.run --nproc_per_node="$NPROC" --no-python \

@@ -5,6 +5,12 @@ learner ranks under torchrun, whose static rendezvous is pod 0 (reached through 
 headless Service's stable name <name>-0.<name>). Checkpoints go to a volume every pod
 mounts (ReadWriteMany); the model comes from a read-only one.
 
+With --rollout_replicas M (Modes A and B together) the rollout servers run apart: a
+second headless Service and StatefulSet, <name>-rollout, of M pods with one rollout
+server each (--rollout_gpus GPUs), and the learner pods' ranks share them
+(launch_ranks.sh --rollout_addresses=dns:<name>-rollout:50051: every ready server the
+name resolves to when the ranks start; an init container waits until all M are).
+
   python deploy/k8s/render.py --nodes 2 --gpus_per_node 8 --image REGISTRY/microrl:TAG \\
       --config configs/paper/qwen2.5-1.5b-instruct-r64.yaml \\
       --model_claim models --model_subpath Qwen2.5-1.5B-Instruct --runs_claim microrl-runs \\
@@ -28,12 +34,15 @@ def render(args):
     name = args.name
     labels = {"app.kubernetes.io/name": "microrl", "app.kubernetes.io/component": name}
     gpus = args.gpus_per_node
+    rollout_name = f"{name}-rollout"
+    shared = args.rollout_replicas > 0
     launch = [
         f"{SRC}/deploy/launch_ranks.sh", f"--nproc={gpus if gpus > 0 else args.cpu_ranks}",
         f"--device={'cuda' if gpus > 0 else 'cpu'}", f"--model=/models/{args.model_subpath}",
         f"--config={args.config}", f"--build_dir={SRC}/build", f"--nnodes={args.nodes}",
         "--node_rank=$(NODE_RANK)", f"--master_addr={name}-0.{name}",
         f"--max_restarts={args.max_restarts}", "--log_dir=/runs/logs/$(POD_NAME)",
+        *([f"--rollout_addresses=dns:{rollout_name}:50051"] if shared else []),
         "--", "--host=0.0.0.0", "--insecure_allow_remote",
     ]
     resources = {"requests": {"cpu": str(args.cpu), "memory": args.memory},
@@ -108,6 +117,84 @@ def render(args):
             },
         },
     }
+    if not shared:
+        return [service, statefulset]
+    # The ranks start once every rollout server is ready (the headless Service lists
+    # ready pods only), so that the name resolves to all of them.
+    pod = statefulset["spec"]["template"]["spec"]
+    pod["initContainers"] = [{
+        "name": "wait-for-rollout-servers",
+        "image": args.image,
+        "command": ["bash", "-c",
+                    f"until [ $(getent ahostsv4 {rollout_name} | awk '{{print $1}}' | sort -u "
+                    f"| wc -l) -ge {args.rollout_replicas} ]; do sleep 2; done"],
+    }]
+    return [service, statefulset, *rollout_servers(args, rollout_name)]
+
+
+def rollout_servers(args, name):
+    """A headless Service and a StatefulSet of --rollout_replicas rollout servers."""
+    labels = {"app.kubernetes.io/name": "microrl", "app.kubernetes.io/component": name}
+    gpus = args.rollout_gpus
+    resources = {"requests": {"cpu": str(args.rollout_cpu), "memory": args.rollout_memory},
+                 "limits": {"memory": args.rollout_memory}}
+    if gpus > 0:
+        resources["limits"]["nvidia.com/gpu"] = gpus
+        resources["requests"]["nvidia.com/gpu"] = gpus
+    server = [f"{SRC}/build/rollout_server/rollout_server", "--host=0.0.0.0",
+              "--insecure_allow_remote", "--port=50051", "--metrics_port=9401",
+              f"--model=/models/{args.model_subpath}",
+              f"--device={'cuda' if gpus > 0 else 'cpu'}", *args.rollout_flag]
+    health = [f"{SRC}/build/tools/microrl/microrl", "status", "--rollout=127.0.0.1:50051"]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "clusterIP": "None",  # one A record per ready server
+            "selector": labels,
+            "ports": [{"name": "grpc", "port": 50051, "targetPort": 50051},
+                      {"name": "metrics", "port": 9401, "targetPort": 9401}],
+        },
+    }
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "serviceName": name,
+            "replicas": args.rollout_replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"prometheus.io/scrape": "true",
+                                    "prometheus.io/port": "9401"},
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [{
+                        "name": "rollout-server",
+                        "image": args.image,
+                        "command": server,
+                        "ports": [{"name": "grpc", "containerPort": 50051},
+                                  {"name": "metrics", "containerPort": 9401}],
+                        "readinessProbe": {"exec": {"command": health},
+                                           "periodSeconds": 5, "failureThreshold": 3},
+                        "resources": resources,
+                        "volumeMounts": [
+                            {"name": "models", "mountPath": "/models", "readOnly": True},
+                        ],
+                    }],
+                    "volumes": [
+                        {"name": "models", "persistentVolumeClaim": {
+                            "claimName": args.model_claim, "readOnly": True}},
+                    ],
+                },
+            },
+        },
+    }
     return [service, statefulset]
 
 
@@ -129,6 +216,14 @@ def parser():
     p.add_argument("--memory", default="256Gi")
     p.add_argument("--shm", default="16Gi")
     p.add_argument("--grace_seconds", type=int, default=300)
+    p.add_argument("--rollout_replicas", type=int, default=0,
+                   help="rollout servers apart from the ranks, shared by all of them "
+                        "(0: one per rank, in the rank's pod)")
+    p.add_argument("--rollout_gpus", type=int, default=1, help="GPUs per rollout server pod")
+    p.add_argument("--rollout_cpu", type=int, default=8)
+    p.add_argument("--rollout_memory", default="64Gi")
+    p.add_argument("--rollout_flag", action="append", default=[],
+                   help="one more rollout_server flag (repeatable)")
     return p
 
 
@@ -136,6 +231,8 @@ def main(argv=None):
     args = parser().parse_args(argv)
     if args.nodes < 1 or args.gpus_per_node < 0 or args.cpu_ranks < 1:
         sys.exit("render.py: --nodes and --cpu_ranks must be >= 1, --gpus_per_node >= 0")
+    if args.rollout_replicas < 0 or args.rollout_gpus < 0:
+        sys.exit("render.py: --rollout_replicas and --rollout_gpus must be >= 0")
     yaml.safe_dump_all(render(args), sys.stdout, sort_keys=False)
 
 

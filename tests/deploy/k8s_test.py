@@ -4,7 +4,10 @@ fields) for the oldest and newest versions they target, and for what the job nee
 hold together: the headless Service's stable name is the rendezvous address, the
 StatefulSet's pods are the nodes and their ordinals the node ranks, each pod asks for
 its GPUs and runs as many ranks, the run directory is shared, and every launch_ranks.sh
-option the pods use exists.
+option the pods use exists. With --rollout_replicas (rollout servers apart, shared by
+the ranks): a second headless Service and StatefulSet of that many servers with a
+readiness probe, the ranks addressing every one of them by the Service's name, and an
+init container that waits until the name resolves to all of them.
 
   k8s_test.py --source_dir REPO
 """
@@ -93,6 +96,48 @@ def main():
         check(not unknown, f"{label}: every launch_ranks.sh option exists: {sorted(unknown)}")
         syntax = subprocess.run(["bash", "-n", "-c", command.replace("$(", "$(echo ")])
         check(syntax.returncode == 0, f"{label}: the pod's command is valid bash")
+    # Rollout servers apart, shared by the ranks.
+    docs = render(args.source_dir, *common, "--nodes", "2", "--gpus_per_node", "8",
+                  "--rollout_replicas", "4", "--rollout_gpus", "1",
+                  "--rollout_flag=--gpu_memory_gib=60")
+    kinds = [d["kind"] for d in docs]
+    check(kinds == ["Service", "StatefulSet", "Service", "StatefulSet"],
+          f"shared servers: the ranks' and the servers' Service and StatefulSet: {kinds}")
+    for version in VERSIONS:
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+                ok, why = True, ""
+            except kubernetes_validate.ValidationError as e:
+                ok, why = False, str(e)[:300]
+            check(ok, f"shared servers: {doc['metadata']['name']} ({doc['kind']}) is valid "
+                  f"for Kubernetes {version} {why}")
+    _, ranks, service, servers = docs
+    name = servers["metadata"]["name"]
+    pod = servers["spec"]["template"]
+    server = pod["spec"]["containers"][0]
+    check(service["spec"]["clusterIP"] == "None" and servers["spec"]["serviceName"] ==
+          service["metadata"]["name"] == name and service["spec"]["selector"] ==
+          servers["spec"]["selector"]["matchLabels"] == pod["metadata"]["labels"] and
+          not service["spec"].get("publishNotReadyAddresses"),
+          "shared servers: a headless Service of the ready servers governs them")
+    check(servers["spec"]["replicas"] == 4 and
+          server["resources"]["limits"]["nvidia.com/gpu"] == 1 and
+          "--gpu_memory_gib=60" in server["command"] and "--port=50051" in server["command"]
+          and {p["containerPort"] for p in server["ports"]} == {50051, 9401} and
+          "status" in server["readinessProbe"]["exec"]["command"],
+          "shared servers: 4 servers of 1 GPU on port 50051, ready once they answer")
+    command = ranks["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    launch_part = command.split(" -- ", 1)[0]
+    check(f"--rollout_addresses=dns:{name}:50051" in launch_part,
+          "shared servers: the ranks address every server by the Service's name")
+    used = {part.split("=")[0] for part in launch_part.split() if part.startswith("--")}
+    check(not used - known, f"shared servers: every launch_ranks.sh option exists: "
+          f"{sorted(used - known)}")
+    init = ranks["spec"]["template"]["spec"]["initContainers"][0]["command"][-1]
+    check(f"getent ahostsv4 {name}" in init and "-ge 4" in init and
+          subprocess.run(["bash", "-n", "-c", init]).returncode == 0,
+          "shared servers: the ranks start once the name resolves to all 4")
     bad = subprocess.run([sys.executable, os.path.join(args.source_dir, "deploy", "k8s",
                                                        "render.py"), *common, "--nodes", "0"],
                          capture_output=True, text=True)

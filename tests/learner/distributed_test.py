@@ -370,19 +370,27 @@ def several_servers(args, work, servers, reward, alone_lines):
 
 
 def ranks_sharing_servers(args, work, servers, reward):
-    """Mode A and B together: 2 ranks (plain environment) sharing the two servers of
-    rollout.addresses; rank 0 publishes for both. The same run as one learner with the
-    two servers (`pool`, run by several_servers)."""
+    """Mode A and B together: 2 ranks sharing the two servers of rollout.addresses; rank 0
+    publishes for both. The same run as one learner with the two servers (`pool`, run by
+    several_servers). The first run through deploy/launch_ranks.sh --rollout_addresses
+    (torchrun), the others from plain environment variables."""
     addresses = f"[{servers[0].address}, {servers[1].address}]"
     cfg = config(work, "ranks_pool", servers[0], reward, 3, EXTRA)
-    edit(cfg, [("lr: 1.0e-3", "lr: 2.0e-4"),
-               ("rollout:\n", f"rollout:\n  addresses: {addresses}\n")])
-    procs, logs = start_ranks(args, work, "ranks_pool", cfg)
-    codes = [wait_exit(p, log)[0] for p, log in zip(procs, logs)]
-    check(codes == [0, 0], f"2 ranks sharing two rollout servers train (exits {codes})" +
-          ("" if codes == [0, 0] else open(logs[0]).read()[-2000:]))
+    edit(cfg, [("lr: 1.0e-3", "lr: 2.0e-4")])
+    build_dir = os.path.dirname(os.path.dirname(os.path.abspath(args.learner)))
+    log = os.path.join(work, "ranks_pool.log")
+    proc = subprocess.Popen(
+        ["bash", os.path.join(args.source_dir, "deploy", "launch_ranks.sh"), "--nproc=2",
+         f"--config={cfg}", f"--build_dir={build_dir}", f"--reward_address={reward.address}",
+         f"--rollout_addresses={servers[0].address},{servers[1].address}",
+         f"--log_dir={work}/ranks_pool_servers", "--", "--port=0", "--metrics_port=0"],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        env=dict(os.environ, MASTER_PORT=str(free_port())))
+    code, out = wait_exit(proc, log)
+    check(code == 0, f"launch_ranks.sh --rollout_addresses: 2 ranks sharing two rollout "
+          f"servers train (exit {code})" + ("" if code == 0 else out[-2000:]))
     pool_dir = os.path.join(work, "runs", "pool")
-    if codes != [0, 0] or not os.path.isdir(pool_dir):
+    if code != 0 or not os.path.isdir(pool_dir):
         return
     run_dir = os.path.join(work, "runs", "ranks_pool")
     got, alone = lines(run_dir), lines(pool_dir)
@@ -399,8 +407,8 @@ def ranks_sharing_servers(args, work, servers, reward):
     check(versions[0] == versions[1] == got[-1]["adapter_version"],
           f"rank 0 published every version to both servers: {versions} vs "
           f"{got[-1]['adapter_version']}")
-    check("rank 1 of 2 joined" in open(logs[0]).read() + open(logs[1]).read(),
-          "the two ranks joined")
+    check("rank 1 of 2 joined" in out and "rollout servers " + servers[0].address in out,
+          "the two ranks joined, on the shared servers")
 
     # A server restarted mid-run (it has no adapter, and refuses): the ranks agree, rank 0
     # loads the adapter again into both, and every rank repeats its requests.
