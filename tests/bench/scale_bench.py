@@ -6,7 +6,9 @@
   (B) Mode B: one learner with 1 rollout server vs 2 (rollout.addresses), synchronous,
       same steps; prints the ratio. Then, with the 2 servers and old log-probs recomputed,
       synchronous against rollout.max_staleness 1 (the next step generated during the
-      update); prints the ratio and how long each step waited for its rollouts.
+      update); prints the ratio and how long each step waited for its rollouts. Then the
+      same with 1 server and the learner on one thread each (OMP_NUM_THREADS=1), so that
+      generation and update do not compete for this machine's cores.
   (C) The all-reduce of a LoRA adapter's gradients at Qwen2.5-1.5B's shapes, rank 64 and
       rank 256, between 2 ranks (Gloo on loopback): microrl's Communicator
       (allreduce_bench) against PyTorch's own torch.distributed.all_reduce from Python on
@@ -150,12 +152,12 @@ def mode_b(args, work):
             ports.append(ready["grpc_port"])
         learner = os.path.join(bin_dir, "learner", "learner")
 
-        def train(name, lines, extra=""):
+        def train(name, lines, extra="", env=None):
             config = run_config(work, demo, name, args.steps, lines, extra)
             proc = subprocess.run(
                 [learner, "--port=0", "--metrics_port=0", f"--config={config}",
                  f"--set=reward.address=127.0.0.1:{reward_port}"],
-                capture_output=True, text=True)
+                capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 sys.exit(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
             return step_figures(work, name)
@@ -172,17 +174,40 @@ def mode_b(args, work):
         print(f"(B) speed-up of 2 servers over 1: {results[1][0] / results[2][0]:.2f}x "
               f"(all on this machine's {os.cpu_count()} cores)")
         recompute = "grpo:\n  old_logprobs: recompute\n"
-        sync = train("sync", both, recompute)
-        stale = train("stale1", both + "  max_staleness: 1\n", recompute)
-        for name, figures in (("synchronous", sync), ("staleness 1", stale)):
-            wait = statistics.median(m.get("rollout_wait_seconds",
-                                           m["time/generate"] + m["time/score"])
-                                     for m in run_lines(work, "sync" if name ==
-                                                        "synchronous" else "stale1"))
-            print(f"(B) 2 servers, old log-probs recomputed, {name}: {figures[0]:.3f} s/step, "
-                  f"{figures[1]:.0f} generated tokens/s, {wait:.3f} s/step waiting for "
-                  f"rollouts (medians of steps 2..{args.steps})", flush=True)
-        print(f"(B) speed-up of staleness 1 over synchronous: {sync[0] / stale[0]:.2f}x")
+
+        def sync_against_stale(label, lines, suffix, env=None):
+            sync = train("sync" + suffix, lines, recompute, env)
+            stale = train("stale1" + suffix, lines + "  max_staleness: 1\n", recompute, env)
+            for name, run, figures in (("synchronous", "sync", sync),
+                                       ("staleness 1", "stale1", stale)):
+                wait = statistics.median(m.get("rollout_wait_seconds",
+                                               m["time/generate"] + m["time/score"])
+                                         for m in run_lines(work, run + suffix))
+                print(f"(B) {label}, {name}: {figures[0]:.3f} s/step, {figures[1]:.0f} "
+                      f"generated tokens/s, {wait:.3f} s/step waiting for rollouts (medians "
+                      f"of steps 2..{args.steps})", flush=True)
+            print(f"(B) {label}: speed-up of staleness 1 over synchronous: "
+                  f"{sync[0] / stale[0]:.2f}x", flush=True)
+
+        sync_against_stale("2 servers, old log-probs recomputed", both, "")
+        # One core for the rollout server and one for the learner (OMP_NUM_THREADS=1),
+        # as generation and training on devices of their own would be.
+        one_thread = dict(os.environ, OMP_NUM_THREADS="1")
+        saved = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"
+        try:
+            proc, ready = start(os.path.join(bin_dir, "rollout_server", "rollout_server"),
+                                work, "b_rollout_one_thread",
+                                [f"--model={demo}/model", "--max_model_len=256"])
+        finally:
+            if saved is None:
+                del os.environ["OMP_NUM_THREADS"]
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved
+        procs.append(proc)
+        sync_against_stale("1 server and the learner on one thread each",
+                           f"  address: 127.0.0.1:{ready['grpc_port']}\n", "_one_thread",
+                           one_thread)
     finally:
         for proc in procs:
             proc.terminate()
