@@ -471,7 +471,13 @@ absl::Status Trainer::Run() {
   for (;;) {
     // Every rank's start, stop and failure are agreed on before each step.
     if (comm_ != nullptr) status = track(AgreeOn(status));
-    if (!status.ok() || stop_ || state_.step >= config_.max_steps) break;
+    // Data parallel, only the agreement decides (a stop that arrives after it
+    // is agreed on at the next one): a rank that left alone would meet its
+    // peers' next collective with another.
+    if (!status.ok() || (comm_ == nullptr && stop_) ||
+        state_.step >= config_.max_steps) {
+      break;
+    }
     if (state_.elapsed_seconds >= budget) {
       MRL_LOG(INFO) << "time budget of " << config_.time_budget_hours
                     << " h reached";
