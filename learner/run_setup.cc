@@ -281,6 +281,9 @@ absl::StatusOr<PeerClients> ConnectPeers(const TrainConfig& config) {
       return absl::UnavailableError(
           absl::StrCat("rollout.addresses: ", resolved.status().message()));
     }
+    // In one order whatever order the DNS answers in (data-parallel ranks
+    // resolve the name each on its own and must agree on the list).
+    std::sort(resolved->begin(), resolved->end());
     MRL_LOG(INFO) << entry << " resolves to " << absl::StrJoin(*resolved, ", ");
     peers.rollout_addresses.insert(peers.rollout_addresses.end(),
                                    resolved->begin(), resolved->end());

@@ -460,7 +460,11 @@ absl::Status Trainer::Run() {
     }
   }
   if (status.ok() || shares_servers()) status = Publish(status);
-  if (status.ok() && pipelined()) RestartPipeline();
+  if (status.ok() && pipelined()) {
+    // The pipeline's requests do not wait for a server found asleep.
+    status = EnsureAwake();
+    if (status.ok()) RestartPipeline();
+  }
   const double budget = config_.time_budget_hours * 3600;
   // A data-parallel rank's error between agreements leaves the others
   // elsewhere: it must not join another collective (it exits, which they see).

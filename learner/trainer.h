@@ -138,7 +138,8 @@ class Trainer {
   int64_t LagStep(int64_t step) const;
   // Queues the generation of every step whose adapter is published.
   void FillPipeline();
-  // Waits for the queued generations and forgets them.
+  // Waits for the generation under way (the queued ones do not start) and
+  // forgets them all.
   void DrainPipeline();
   // Starts over from the current step and adapter (run start, or rollout
   // servers that lost the versions): the sampler back to the state's position.
@@ -234,6 +235,7 @@ class Trainer {
   int64_t pipeline_start_ = 0;
   int64_t next_prefetch_ = 1;
   std::deque<Prefetch> prefetched_;
+  std::atomic<bool> draining_{false};  // queued generations do not start
   std::unique_ptr<ThreadPool> prefetcher_;
 };
 

@@ -31,13 +31,15 @@ absl::StatusOr<std::vector<PromptIds>> Trainer::PreparePrompts(
 absl::StatusOr<Trainer::Rollouts> Trainer::Generate(
     const std::vector<const Problem*>& problems, int64_t first_prompt_index) {
   const absl::Time start = absl::Now();
-  if (absl::Status s = EnsureAwake(); !s.ok()) return s;
+  // Ranks sharing servers agree on every outcome below, this one included.
+  const absl::Status awake = EnsureAwake();
   Rollouts rollouts;
   rollouts.problems = problems;
   GenerateParams params =
       StepGenerateParams(config_, state_.step + 1, first_prompt_index);
   absl::StatusOr<std::vector<PromptIds>> prompts =
-      PreparePrompts(problems, rollouts);
+      awake.ok() ? PreparePrompts(problems, rollouts)
+                 : absl::StatusOr<std::vector<PromptIds>>(awake);
   absl::StatusOr<std::vector<CompletionGroup>> groups;
   // A rollout server restarted since the last publish serves an older adapter
   // (or none) and refuses the request; one that another learner (or a
@@ -200,27 +202,35 @@ void Trainer::FillPipeline() {
     item.done = done->get_future();
     // This rank's share of the step's problems (all, alone).
     const Share share = MyShare(static_cast<int64_t>(item.problems.size()));
-    prefetcher_->Post(
-        [this, done, rollouts = item.rollouts,
-         problems =
-             std::vector<const Problem*>(item.problems.begin() + share.begin,
-                                         item.problems.begin() + share.end),
-         first = share.begin, step = item.step, pinned = item.version] {
-          absl::Status status;
-          try {
-            absl::StatusOr<Rollouts> generated =
-                GenerateWith(problems, first, step, pinned);
-            status = generated.status();
-            if (status.ok()) {
-              *rollouts = *std::move(generated);
-              status = Score(*rollouts);
-            }
-          } catch (const std::exception& e) {
-            status = absl::InternalError(absl::StrCat(
-                "generating step ", step, "'s rollouts failed: ", e.what()));
-          }
-          done->set_value(status);
-        });
+    prefetcher_->Post([this, done, rollouts = item.rollouts,
+                       problems = std::vector<const Problem*>(
+                           item.problems.begin() + share.begin,
+                           item.problems.begin() + share.end),
+                       first = share.begin, step = item.step,
+                       pinned = item.version] {
+      // A pipeline being drained starts no more generations.
+      if (draining_) {
+        done->set_value(absl::CancelledError("the rollout pipeline stopped"));
+        return;
+      }
+      absl::Status status;
+      try {
+        absl::StatusOr<Rollouts> generated =
+            GenerateWith(problems, first, step, pinned);
+        status = generated.status();
+        if (status.ok()) {
+          *rollouts = *std::move(generated);
+          status = Score(*rollouts);
+        }
+      } catch (const std::exception& e) {
+        status = absl::InternalError(absl::StrCat(
+            "generating step ", step, "'s rollouts failed: ", e.what()));
+      } catch (...) {
+        status = absl::InternalError(
+            absl::StrCat("generating step ", step, "'s rollouts failed"));
+      }
+      done->set_value(status);
+    });
     prefetched_.push_back(std::move(item));
     ++next_prefetch_;
   }
@@ -230,8 +240,11 @@ void Trainer::FillPipeline() {
 }
 
 void Trainer::DrainPipeline() {
+  // The generation under way finishes; the queued ones do not start.
+  draining_ = true;
   for (Prefetch& item : prefetched_) item.done.wait();
   prefetched_.clear();
+  draining_ = false;
 }
 
 void Trainer::RestartPipeline() {

@@ -411,6 +411,8 @@ void Engine::Compact() {
       if (sequence->prompt_slot == from) sequence->prompt_slot = to;
     }
   });
+  // An adapter no longer resident goes with its last sequence.
+  if (running_.empty()) running_adapter_.reset();
 }
 
 std::optional<model::SharedPrompts> Engine::SharedPromptView(
@@ -450,6 +452,7 @@ void Engine::DropCancelled() {
 void Engine::FailAll(const absl::Status& status) {
   for (auto& sequence : running_) FailRequest(*sequence->request, status);
   running_.clear();
+  running_adapter_.reset();
   prompt_slots_.Clear();
   for (auto& request : waiting_) FailRequest(*request, status);
   waiting_.clear();
