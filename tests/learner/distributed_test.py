@@ -17,15 +17,16 @@ Checked:
     samples and adapter (within 1e-6), every group counted; one server restarted mid-run
     refuses, the ranks agree, rank 0 publishes again and the run goes on; SIGTERM to
     rank 1 stops both cleanly with the last step saved;
-  - bounded staleness (rollout.max_staleness: 1, two rollout servers): with a checkpoint
-    every step (every step's lag is then 0) the run is bit-identical to the synchronous
-    path; with a checkpoint every 3 steps, each step's rollouts come from the adapter its
+  - bounded staleness (rollout.max_staleness: 1): with a checkpoint every step (every
+    step's lag is then 0) the run is bit-identical to the synchronous path; with two
+    servers and a checkpoint every 3 steps, each step's rollouts come from the adapter its
     lag names (staleness [0, 1, 1, 0, 1, 1], never above 1), TIS weights are logged, both
-    servers hold the two newest versions resident (GetInfo), and (without TIS, whose
-    weights read timing-dependent low-order bits of the rollout's log-probs) a run stopped
-    at its step-3 checkpoint and resumed ends with the uninterrupted run's adapter, bit
-    for bit; 2 ranks sharing the servers with staleness 1 train what one learner does
-    over 3 steps (the same samples and lags, the adapter within 1e-6);
+    servers hold the two newest versions resident (GetInfo); (without TIS, whose weights
+    read low-order bits of the rollout's log-probs) a run stopped at its step-3
+    checkpoint and resumed ends with the uninterrupted run's adapter, bit for bit; 2 ranks
+    with staleness 1 train what one learner does over 3 steps (the same samples and lags,
+    the adapter within 1e-6). The bit-for-bit comparisons use one rollout server, whose
+    batches do not depend on timing;
   - torchrun --max-restarts=1: a rank SIGKILLed mid-run is restarted with the others,
     the job resumes from its checkpoint and logs every step exactly once;
   - a rendezvous nobody hosts fails with a message naming its address.
@@ -445,17 +446,25 @@ def ranks_sharing_servers(args, work, servers, reward):
     check(codes == [0, 0] and steps == list(range(1, len(steps) + 1)) and
           len(steps) < 200 and saved and saved[-1] == len(steps),
           f"SIGTERM to rank 1 stops both cleanly (exits {codes}, steps 1..{len(steps)}, "
-          f"checkpoints {saved})" + ("" if codes == [0, 0] else open(logs[0]).read()[-1500:]))
+          f"checkpoints {saved})" + ("" if codes == [0, 0] else "".join(
+              f"\n--- rank {r}:\n" + "\n".join(
+                  line for line in open(logs[r]).read().splitlines()
+                  if not line.startswith(" "))[-2500:] for r in (0, 1))))
 
 
 def bounded_staleness(args, work, servers, reward):
-    """rollout.max_staleness: 1 against two rollout servers."""
+    """rollout.max_staleness: 1. The runs compared bit for bit use one rollout server
+    (one request per step: its batches are the same in every run; groups spread over two
+    servers arrive in an order that timing decides, and another batch composition can
+    change low-order bits of the logits and, rarely, a sampled token); the run checked
+    for its lags, versions and resident adapters uses two."""
     addresses = f"[{servers[0].address}, {servers[1].address}]"
 
-    def staleness_config(name, steps, grpo=""):
+    def staleness_config(name, steps, grpo="", pool=False):
         cfg = config(work, name, servers[0], reward, steps, EXTRA)
         edit(cfg, [("lr: 1.0e-3", "lr: 2.0e-4"),
-                   ("rollout:\n", f"rollout:\n  addresses: {addresses}\n"),
+                   ("rollout:\n", f"rollout:\n  addresses: {addresses}\n" if pool else
+                    "rollout:\n"),
                    ("grpo:\n", "grpo:\n  old_logprobs: recompute\n" + grpo)])
         return cfg
 
@@ -483,7 +492,7 @@ def bounded_staleness(args, work, servers, reward):
         check(diff == 0, f"and ends with its adapter bit for bit (max abs diff {diff:.2e})")
 
     # Staleness 1 with a checkpoint every 3 steps.
-    stale = staleness_config("stale", 6)
+    stale = staleness_config("stale", 6, pool=True)
     edit(stale, [("checkpoint_every: 2", "checkpoint_every: 3"),
                  ("rollout:\n", "rollout:\n  max_staleness: 1\n")])
     if not train("stale", stale):
@@ -547,10 +556,10 @@ def bounded_staleness(args, work, servers, reward):
             diff = max_difference(adapter(whole_dir), adapter(resumed_dir))
             check(diff == 0, f"and ends with its adapter bit for bit (max abs diff {diff:.2e})")
 
-    # 2 data-parallel ranks sharing the two servers, staleness 1: the one learner's first 3
-    # steps (lags 0, 1, 1). Not further: the ranks sum gradients in another order, so
-    # their adapter differs in the last bits, and a few steps on that is enough for a
-    # sampled token to flip.
+    # 2 data-parallel ranks, each with its own server (Mode A), staleness 1: the one
+    # learner's first 3 steps (lags 0, 1, 1). Not further: the ranks sum gradients in
+    # another order, so their adapter differs in the last bits, and a few steps on that is
+    # enough for a sampled token to flip.
     ranks_cfg = exact_config("stale_ranks", 3)
     procs, logs = start_ranks(args, work, "stale_ranks", ranks_cfg)
     codes = [wait_exit(p, log)[0] for p, log in zip(procs, logs)]
