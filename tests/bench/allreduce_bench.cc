@@ -5,9 +5,9 @@
 // on CUDA is the NCCL smoke test). Rank 0 prints one JSON line: seconds per
 // all-reduce (median of --iters), bytes, bus bandwidth.
 //
-//   torchrun --nproc_per_node=2 --no-python build/tests/bench/allreduce_bench \
+//   torchrun --nproc_per_node=2 --no-python build/tests/bench/allreduce_bench
 //     --rank=64 [--layers=28 --hidden=1536 --intermediate=8960 --kv_dim=256]
-//     [--device=cuda]
+//     [--device=cuda]   (one command line)
 #include <ATen/ATen.h>
 
 #include <algorithm>
