@@ -29,10 +29,64 @@ import yaml
 SRC = "/opt/microrl/src"
 
 
+def labels_of(component):
+    return {"app.kubernetes.io/name": "microrl", "app.kubernetes.io/component": component}
+
+
+def resources_of(cpu, memory, gpus):
+    resources = {"requests": {"cpu": str(cpu), "memory": memory}, "limits": {"memory": memory}}
+    if gpus > 0:
+        resources["limits"]["nvidia.com/gpu"] = gpus
+        resources["requests"]["nvidia.com/gpu"] = gpus
+    return resources
+
+
+def headless_service(name, labels, ports, publish_not_ready=False):
+    """A Service without a cluster IP: a DNS name per pod, and the name's A records."""
+    spec = {"clusterIP": "None"}
+    if publish_not_ready:
+        spec["publishNotReadyAddresses"] = True
+    spec["selector"] = labels
+    spec["ports"] = [{"name": port_name, "port": port, "targetPort": port}
+                     for port_name, port in ports]
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "labels": labels}, "spec": spec}
+
+
+def stateful_set(name, labels, replicas, metrics_port, pod_spec):
+    """`replicas` pods of `pod_spec`, started at once, governed by the Service `name`,
+    their /metrics on `metrics_port` announced to Prometheus."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "serviceName": name,
+            "replicas": replicas,
+            # Every pod at once: the ranks wait for each other at the rendezvous.
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"prometheus.io/scrape": "true",
+                                    "prometheus.io/port": str(metrics_port)},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def models_volume(args):
+    return {"name": "models", "persistentVolumeClaim": {"claimName": args.model_claim,
+                                                         "readOnly": True}}
+
+
 def render(args):
     """The manifests as a list of dicts."""
     name = args.name
-    labels = {"app.kubernetes.io/name": "microrl", "app.kubernetes.io/component": name}
+    labels = labels_of(name)
     gpus = args.gpus_per_node
     rollout_name = f"{name}-rollout"
     shared = args.rollout_replicas > 0
@@ -45,83 +99,46 @@ def render(args):
         *([f"--rollout_addresses=dns:{rollout_name}:50051"] if shared else []),
         "--", "--host=0.0.0.0", "--insecure_allow_remote",
     ]
-    resources = {"requests": {"cpu": str(args.cpu), "memory": args.memory},
-                 "limits": {"memory": args.memory}}
-    if gpus > 0:
-        resources["limits"]["nvidia.com/gpu"] = gpus
-        resources["requests"]["nvidia.com/gpu"] = gpus
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "clusterIP": "None",  # headless: <pod>.<service> names for the rendezvous
-            "publishNotReadyAddresses": True,
-            "selector": labels,
-            "ports": [{"name": "rendezvous", "port": 29500, "targetPort": 29500},
-                      {"name": "metrics", "port": 9403, "targetPort": 9403}],
-        },
+    # headless: <pod>.<service> names for the rendezvous
+    service = headless_service(name, labels, [("rendezvous", 29500), ("metrics", 9403)],
+                               publish_not_ready=True)
+    pod = {
+        # SIGTERM makes every rank stop after its step and rank 0 save it.
+        "terminationGracePeriodSeconds": args.grace_seconds,
+        "containers": [{
+            "name": "ranks",
+            "image": args.image,
+            "command": ["bash", "-c", " ".join(launch)],
+            "env": [
+                # The pod's ordinal is its node rank.
+                {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
+                    "fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {
+                    "fieldPath": "metadata.name"}}},
+                {"name": "MASTER_PORT", "value": "29500"},
+            ],
+            "ports": [{"name": "rendezvous", "containerPort": 29500},
+                      {"name": "metrics", "containerPort": 9403}],
+            "resources": resources_of(args.cpu, args.memory, gpus),
+            "workingDir": "/runs",
+            "volumeMounts": [
+                {"name": "models", "mountPath": "/models", "readOnly": True},
+                {"name": "runs", "mountPath": "/runs"},
+                # NCCL and the CUDA IPC hand-off want more than 64 MiB.
+                {"name": "shm", "mountPath": "/dev/shm"},
+            ],
+        }],
+        "volumes": [
+            models_volume(args),
+            {"name": "runs", "persistentVolumeClaim": {"claimName": args.runs_claim}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": args.shm}},
+        ],
     }
-    statefulset = {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "serviceName": name,
-            "replicas": args.nodes,
-            # Every pod at once: the ranks wait for each other at the rendezvous.
-            "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {"prometheus.io/scrape": "true",
-                                    "prometheus.io/port": "9403"},
-                },
-                "spec": {
-                    # SIGTERM makes every rank stop after its step and rank 0 save it.
-                    "terminationGracePeriodSeconds": args.grace_seconds,
-                    "containers": [{
-                        "name": "ranks",
-                        "image": args.image,
-                        "command": ["bash", "-c", " ".join(launch)],
-                        "env": [
-                            # The pod's ordinal is its node rank.
-                            {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
-                                "fieldPath":
-                                    "metadata.labels['apps.kubernetes.io/pod-index']"}}},
-                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {
-                                "fieldPath": "metadata.name"}}},
-                            {"name": "MASTER_PORT", "value": "29500"},
-                        ],
-                        "ports": [{"name": "rendezvous", "containerPort": 29500},
-                                  {"name": "metrics", "containerPort": 9403}],
-                        "resources": resources,
-                        "workingDir": "/runs",
-                        "volumeMounts": [
-                            {"name": "models", "mountPath": "/models", "readOnly": True},
-                            {"name": "runs", "mountPath": "/runs"},
-                            # NCCL and the CUDA IPC hand-off want more than 64 MiB.
-                            {"name": "shm", "mountPath": "/dev/shm"},
-                        ],
-                    }],
-                    "volumes": [
-                        {"name": "models", "persistentVolumeClaim": {
-                            "claimName": args.model_claim, "readOnly": True}},
-                        {"name": "runs", "persistentVolumeClaim": {
-                            "claimName": args.runs_claim}},
-                        {"name": "shm", "emptyDir": {"medium": "Memory",
-                                                     "sizeLimit": args.shm}},
-                    ],
-                },
-            },
-        },
-    }
+    statefulset = stateful_set(name, labels, args.nodes, 9403, pod)
     if not shared:
         return [service, statefulset]
     # The ranks start once every rollout server is ready (the headless Service lists
     # ready pods only), so that the name resolves to all of them.
-    pod = statefulset["spec"]["template"]["spec"]
     pod["initContainers"] = [{
         "name": "wait-for-rollout-servers",
         "image": args.image,
@@ -134,68 +151,31 @@ def render(args):
 
 def rollout_servers(args, name):
     """A headless Service and a StatefulSet of --rollout_replicas rollout servers."""
-    labels = {"app.kubernetes.io/name": "microrl", "app.kubernetes.io/component": name}
+    labels = labels_of(name)
     gpus = args.rollout_gpus
-    resources = {"requests": {"cpu": str(args.rollout_cpu), "memory": args.rollout_memory},
-                 "limits": {"memory": args.rollout_memory}}
-    if gpus > 0:
-        resources["limits"]["nvidia.com/gpu"] = gpus
-        resources["requests"]["nvidia.com/gpu"] = gpus
     server = [f"{SRC}/build/rollout_server/rollout_server", "--host=0.0.0.0",
               "--insecure_allow_remote", "--port=50051", "--metrics_port=9401",
               f"--model=/models/{args.model_subpath}",
               f"--device={'cuda' if gpus > 0 else 'cpu'}", *args.rollout_flag]
     health = [f"{SRC}/build/tools/microrl/microrl", "status", "--rollout=127.0.0.1:50051"]
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "clusterIP": "None",  # one A record per ready server
-            "selector": labels,
-            "ports": [{"name": "grpc", "port": 50051, "targetPort": 50051},
-                      {"name": "metrics", "port": 9401, "targetPort": 9401}],
-        },
+    # One A record per ready server.
+    service = headless_service(name, labels, [("grpc", 50051), ("metrics", 9401)])
+    pod = {
+        "terminationGracePeriodSeconds": 30,
+        "containers": [{
+            "name": "rollout-server",
+            "image": args.image,
+            "command": server,
+            "ports": [{"name": "grpc", "containerPort": 50051},
+                      {"name": "metrics", "containerPort": 9401}],
+            "readinessProbe": {"exec": {"command": health},
+                               "periodSeconds": 5, "failureThreshold": 3},
+            "resources": resources_of(args.rollout_cpu, args.rollout_memory, gpus),
+            "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+        }],
+        "volumes": [models_volume(args)],
     }
-    statefulset = {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "serviceName": name,
-            "replicas": args.rollout_replicas,
-            "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {"prometheus.io/scrape": "true",
-                                    "prometheus.io/port": "9401"},
-                },
-                "spec": {
-                    "terminationGracePeriodSeconds": 30,
-                    "containers": [{
-                        "name": "rollout-server",
-                        "image": args.image,
-                        "command": server,
-                        "ports": [{"name": "grpc", "containerPort": 50051},
-                                  {"name": "metrics", "containerPort": 9401}],
-                        "readinessProbe": {"exec": {"command": health},
-                                           "periodSeconds": 5, "failureThreshold": 3},
-                        "resources": resources,
-                        "volumeMounts": [
-                            {"name": "models", "mountPath": "/models", "readOnly": True},
-                        ],
-                    }],
-                    "volumes": [
-                        {"name": "models", "persistentVolumeClaim": {
-                            "claimName": args.model_claim, "readOnly": True}},
-                    ],
-                },
-            },
-        },
-    }
-    return [service, statefulset]
+    return [service, stateful_set(name, labels, args.rollout_replicas, 9401, pod)]
 
 
 def parser():

@@ -32,6 +32,19 @@ def render(source_dir, *args):
     return list(yaml.safe_load_all(out))
 
 
+def validate(label, docs):
+    """Every manifest against the schemas of every targeted Kubernetes version."""
+    for version in VERSIONS:
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+                ok, why = True, ""
+            except kubernetes_validate.ValidationError as e:
+                ok, why = False, str(e)[:300]
+            check(ok, f"{label}: {doc['metadata']['name']} ({doc['kind']}) is valid for "
+                  f"Kubernetes {version} {why}")
+
+
 def launch_flags(source_dir):
     """The options launch_ranks.sh accepts (its case patterns)."""
     text = open(os.path.join(source_dir, "deploy", "launch_ranks.sh")).read()
@@ -51,14 +64,7 @@ def main():
         docs = render(args.source_dir, *common, *extra)
         kinds = [d["kind"] for d in docs]
         check(kinds == ["Service", "StatefulSet"], f"{label}: a Service and a StatefulSet: {kinds}")
-        for version in VERSIONS:
-            for doc in docs:
-                try:
-                    kubernetes_validate.validate(doc, version, strict=True)
-                    ok, why = True, ""
-                except kubernetes_validate.ValidationError as e:
-                    ok, why = False, str(e)[:300]
-                check(ok, f"{label}: the {doc['kind']} is valid for Kubernetes {version} {why}")
+        validate(label, docs)
         service, sts = docs
         spec = sts["spec"]
         pod = spec["template"]["spec"]
@@ -103,15 +109,7 @@ def main():
     kinds = [d["kind"] for d in docs]
     check(kinds == ["Service", "StatefulSet", "Service", "StatefulSet"],
           f"shared servers: the ranks' and the servers' Service and StatefulSet: {kinds}")
-    for version in VERSIONS:
-        for doc in docs:
-            try:
-                kubernetes_validate.validate(doc, version, strict=True)
-                ok, why = True, ""
-            except kubernetes_validate.ValidationError as e:
-                ok, why = False, str(e)[:300]
-            check(ok, f"shared servers: {doc['metadata']['name']} ({doc['kind']}) is valid "
-                  f"for Kubernetes {version} {why}")
+    validate("shared servers", docs)
     _, ranks, service, servers = docs
     name = servers["metadata"]["name"]
     pod = servers["spec"]["template"]

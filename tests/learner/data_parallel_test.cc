@@ -3,47 +3,24 @@
 // worst generation outcome, sums, and digests compared with rank 0's.
 #include "learner/data_parallel.h"
 
-#include <functional>
-#include <thread>
 #include <vector>
 
 #include "common/base/sha256.h"
 #include "common/distributed/communicator.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/support/subprocess.h"
+#include "tests/support/ranks.h"
 
 namespace microrl::learner {
 namespace {
 
 using ::testing::HasSubstr;
 
-// Runs fn(communicator, rank) on `world` ranks at once.
-void RunRanks(int world,
-              const std::function<void(distributed::Communicator&, int)>& fn) {
-  const int port = testing::PickFreePort();
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      distributed::LaunchEnv launch;
-      launch.rank = launch.local_rank = r;
-      launch.world_size = launch.local_world_size = world;
-      launch.master_addr = "127.0.0.1";
-      launch.master_port = port;
-      distributed::CommunicatorOptions options;
-      options.timeout = absl::Seconds(60);
-      absl::StatusOr<std::unique_ptr<distributed::Communicator>> comm =
-          distributed::Communicator::Create(launch, options);
-      ASSERT_TRUE(comm.ok()) << comm.status();
-      fn(**comm, r);
-    });
-  }
-  for (std::thread& t : threads) t.join();
-}
+using ::microrl::testing::RunRanks;
 
 TEST(DataParallelTest, ShareVersionGivesEveryRankRank0sVersionOrTheFailure) {
   std::vector<absl::StatusOr<uint64_t>> got(3, absl::UnknownError(""));
-  RunRanks(3, [&](distributed::Communicator& comm, int rank) {
+  RunRanks(3, [&](int rank, distributed::Communicator& comm) {
     // Only rank 0's version counts (the others know an older one).
     got[rank] = ShareVersion(comm, rank == 0 ? 7 : 3, absl::OkStatus());
   });
@@ -51,7 +28,7 @@ TEST(DataParallelTest, ShareVersionGivesEveryRankRank0sVersionOrTheFailure) {
     ASSERT_TRUE(v.ok()) << v.status();
     EXPECT_EQ(*v, 7u);
   }
-  RunRanks(3, [&](distributed::Communicator& comm, int rank) {
+  RunRanks(3, [&](int rank, distributed::Communicator& comm) {
     got[rank] = ShareVersion(
         comm, 8,
         rank == 2 ? absl::UnavailableError("no server") : absl::OkStatus());
@@ -67,7 +44,7 @@ TEST(DataParallelTest, AgreeOnGenerateIsTheWorstOutcome) {
   auto outcome = [](std::vector<absl::Status> local) {
     std::vector<GenerateOutcome> got(local.size());
     RunRanks(static_cast<int>(local.size()),
-             [&](distributed::Communicator& comm, int rank) {
+             [&](int rank, distributed::Communicator& comm) {
                absl::StatusOr<GenerateOutcome> o =
                    AgreeOnGenerate(comm, local[rank]);
                ASSERT_TRUE(o.ok()) << o.status();
@@ -90,7 +67,7 @@ TEST(DataParallelTest, AgreeOnGenerateIsTheWorstOutcome) {
 
 TEST(DataParallelTest, SumOverRanksAddsElementWise) {
   std::vector<std::vector<int64_t>> values = {{1, 0, 5}, {2, 4, 0}, {0, 1, 1}};
-  RunRanks(3, [&](distributed::Communicator& comm, int rank) {
+  RunRanks(3, [&](int rank, distributed::Communicator& comm) {
     ASSERT_TRUE(SumOverRanks(comm, values[rank]).ok());
   });
   for (const auto& v : values) EXPECT_EQ(v, (std::vector<int64_t>{3, 5, 6}));
@@ -98,11 +75,11 @@ TEST(DataParallelTest, SumOverRanksAddsElementWise) {
 
 TEST(DataParallelTest, SameOnEveryRankNamesWhatDiffers) {
   std::vector<absl::Status> got(3);
-  RunRanks(3, [&](distributed::Communicator& comm, int rank) {
+  RunRanks(3, [&](int rank, distributed::Communicator& comm) {
     got[rank] = SameOnEveryRank(comm, Sha256Hex("a,b"), "addresses");
   });
   for (const auto& s : got) EXPECT_TRUE(s.ok()) << s;
-  RunRanks(3, [&](distributed::Communicator& comm, int rank) {
+  RunRanks(3, [&](int rank, distributed::Communicator& comm) {
     got[rank] = SameOnEveryRank(comm, Sha256Hex(rank == 1 ? "b,a" : "a,b"),
                                 "addresses");
   });

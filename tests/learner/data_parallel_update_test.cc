@@ -4,12 +4,10 @@
 #include <ATen/ATen.h>
 #include <torch/types.h>
 
-#include <thread>
-
 #include "common/distributed/communicator.h"
 #include "gtest/gtest.h"
 #include "learner/policy_update.h"
-#include "tests/support/subprocess.h"
+#include "tests/support/ranks.h"
 #include "tests/support/tiny_model.h"
 
 namespace microrl::learner {
@@ -94,40 +92,25 @@ std::vector<Result> Ranks(const model::Decoder& decoder,
                           LossAggregation aggregation,
                           const std::vector<int64_t>& bounds) {
   const int world = static_cast<int>(bounds.size()) - 1;
-  const int port = testing::PickFreePort();
   std::vector<Result> results(world);
   // Made here, one after another: RandomAdapter seeds the global generator.
   std::vector<std::unique_ptr<model::LoraAdapter>> adapters;
   for (int r = 0; r < world; ++r)
     adapters.push_back(RandomAdapter(decoder.config()));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      distributed::LaunchEnv launch;
-      launch.rank = launch.local_rank = r;
-      launch.world_size = launch.local_world_size = world;
-      launch.master_addr = "127.0.0.1";
-      launch.master_port = port;
-      distributed::CommunicatorOptions options;
-      options.timeout = absl::Seconds(60);
-      absl::StatusOr<std::unique_ptr<distributed::Communicator>> comm =
-          distributed::Communicator::Create(launch, options);
-      ASSERT_TRUE(comm.ok()) << comm.status();
-      model::LoraAdapter* adapter = adapters[r].get();
-      AdamW optimizer(adapter->Parameters(), Linear());
-      PolicyUpdater updater(decoder, *adapter, optimizer, Options(aggregation));
-      const std::vector<Sample> all = Samples();
-      const std::vector<Sample> share(all.begin() + bounds[r],
-                                      all.begin() + bounds[r + 1]);
-      DataParallel dp{comm->get(), static_cast<int64_t>(all.size()), bounds[r]};
-      int64_t step = 0;
-      absl::StatusOr<UpdateStats> stats = updater.Update(share, step, {}, &dp);
-      ASSERT_TRUE(stats.ok()) << stats.status();
-      EXPECT_EQ(step, 3);
-      results[r] = Copy(*adapter, *stats);
-    });
-  }
-  for (std::thread& t : threads) t.join();
+  testing::RunRanks(world, [&](int r, distributed::Communicator& comm) {
+    model::LoraAdapter* adapter = adapters[r].get();
+    AdamW optimizer(adapter->Parameters(), Linear());
+    PolicyUpdater updater(decoder, *adapter, optimizer, Options(aggregation));
+    const std::vector<Sample> all = Samples();
+    const std::vector<Sample> share(all.begin() + bounds[r],
+                                    all.begin() + bounds[r + 1]);
+    DataParallel dp{&comm, static_cast<int64_t>(all.size()), bounds[r]};
+    int64_t step = 0;
+    absl::StatusOr<UpdateStats> stats = updater.Update(share, step, {}, &dp);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(step, 3);
+    results[r] = Copy(*adapter, *stats);
+  });
   return results;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/ranks.h"
 #include "tests/support/subprocess.h"
 
 namespace microrl::distributed {
@@ -16,36 +17,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-LaunchEnv Rank(int rank, int world, int port) {
-  LaunchEnv launch;
-  launch.rank = rank;
-  launch.local_rank = rank;
-  launch.world_size = world;
-  launch.local_world_size = world;
-  launch.master_addr = "127.0.0.1";
-  launch.master_port = port;
-  launch.launcher = "test";
-  return launch;
-}
-
-// Runs `body(rank, communicator)` on `world` threads, each a rank of one
-// Gloo job on loopback.
-void RunRanks(int world, const std::function<void(int, Communicator&)>& body,
-              CommunicatorOptions options = {}) {
-  options.timeout = absl::Seconds(30);
-  const int port = testing::PickFreePort();
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      absl::StatusOr<std::unique_ptr<Communicator>> c =
-          Communicator::Create(Rank(r, world, port), options);
-      ASSERT_TRUE(c.ok()) << c.status();
-      EXPECT_STREQ((*c)->backend(), "gloo");
-      body(r, **c);
-    });
-  }
-  for (std::thread& t : threads) t.join();
-}
+using ::microrl::testing::LoopbackRank;
+using ::microrl::testing::RunRanks;
 
 TEST(CommunicatorTest, OneRankNeedsNoPeers) {
   absl::StatusOr<std::unique_ptr<Communicator>> c =
@@ -101,8 +74,8 @@ TEST(CommunicatorTest, MissingPeerTimesOutWithClearError) {
   CommunicatorOptions options;
   options.timeout = absl::Seconds(2);
   const absl::Time start = absl::Now();
-  absl::StatusOr<std::unique_ptr<Communicator>> c =
-      Communicator::Create(Rank(0, 2, testing::PickFreePort()), options);
+  absl::StatusOr<std::unique_ptr<Communicator>> c = Communicator::Create(
+      LoopbackRank(0, 2, testing::PickFreePort()), options);
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(c.status().message(), HasSubstr("rendezvous at 127.0.0.1:"));
@@ -114,16 +87,16 @@ TEST(CommunicatorTest, NoStoreToReach) {
   // Rank 1 of 2 with nobody listening at the master's port.
   CommunicatorOptions options;
   options.timeout = absl::Seconds(2);
-  absl::StatusOr<std::unique_ptr<Communicator>> c =
-      Communicator::Create(Rank(1, 2, testing::PickFreePort()), options);
+  absl::StatusOr<std::unique_ptr<Communicator>> c = Communicator::Create(
+      LoopbackRank(1, 2, testing::PickFreePort()), options);
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(c.status().message(), HasSubstr("rendezvous at 127.0.0.1:"));
 }
 
 TEST(CommunicatorTest, BadLaunchIsRefused) {
-  EXPECT_EQ(Communicator::Create(Rank(2, 2, 1), {}).status().code(),
+  EXPECT_EQ(Communicator::Create(LoopbackRank(2, 2, 1), {}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  LaunchEnv no_master = Rank(0, 2, 0);
+  LaunchEnv no_master = LoopbackRank(0, 2, 0);
   no_master.master_addr.clear();
   EXPECT_THAT(Communicator::Create(no_master, {}).status().message(),
               HasSubstr("MASTER_ADDR"));
