@@ -49,7 +49,8 @@ std::pair<at::Tensor, at::Tensor> Decoder::Rotary(
 at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
                               const at::Tensor& cos, const at::Tensor& sin,
                               const LoraAdapter* adapter,
-                              const CacheView* cache) const {
+                              const CacheView* cache,
+                              const PackedLayout* packed) const {
   const LayerWeights& w = layers_[layer];
   const int64_t batch = x.size(0);
   const int64_t steps = x.size(1);
@@ -83,7 +84,9 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
     cache->cache->keys(layer).index_put_(where, k);
     cache->cache->values(layer).index_put_(where, v);
   }
-  if (cache == nullptr || !cache->mask.defined()) {
+  if (packed != nullptr) {
+    attended = PackedAttention(q, k, v, *packed).transpose(1, 2);
+  } else if (cache == nullptr || !cache->mask.defined()) {
     // Causal over the new tokens alone (training, scoring, a fresh prompt):
     // SDPA's flash kernels, which take grouped KV heads as they are.
     attended = at::scaled_dot_product_attention(
@@ -127,12 +130,12 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
 
 at::Tensor Decoder::Layer(int64_t layer, const at::Tensor& hidden,
                           const at::Tensor& cos, const at::Tensor& sin,
-                          const LoraAdapter* adapter,
-                          const CacheView* cache) const {
+                          const LoraAdapter* adapter, const CacheView* cache,
+                          const PackedLayout* packed) const {
   const LayerWeights& w = layers_[layer];
   const at::Tensor attended =
       Attention(layer, RmsNorm(hidden, w.input_norm, config_.rms_norm_eps), cos,
-                sin, adapter, cache);
+                sin, adapter, cache, packed);
   const at::Tensor h = hidden + attended;
   const at::Tensor x = RmsNorm(h, w.post_norm, config_.rms_norm_eps);
   const std::vector<at::Tensor> gate_up =
@@ -146,8 +149,9 @@ at::Tensor Decoder::Layer(int64_t layer, const at::Tensor& hidden,
 
 at::Tensor Decoder::LayerForward(int64_t layer, const at::Tensor& hidden,
                                  const at::Tensor& cos, const at::Tensor& sin,
-                                 const LoraAdapter* adapter) const {
-  return Layer(layer, hidden, cos, sin, adapter, nullptr);
+                                 const LoraAdapter* adapter,
+                                 const PackedLayout* packed) const {
+  return Layer(layer, hidden, cos, sin, adapter, nullptr, packed);
 }
 
 absl::Status Decoder::CheckIds(const at::Tensor& ids, const char* caller,
@@ -177,6 +181,31 @@ absl::StatusOr<at::Tensor> Decoder::Forward(const at::Tensor& ids,
       }
     }
     return RmsNorm(hidden, final_norm_, config_.rms_norm_eps);
+  });
+}
+
+absl::StatusOr<at::Tensor> Decoder::ForwardPacked(const at::Tensor& ids,
+                                                  const PackedLayout& layout,
+                                                  const RunOptions& run) const {
+  if (ids.dim() != 1 || ids.scalar_type() != at::kLong ||
+      ids.size(0) != layout.tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ForwardPacked: ids must be a [", layout.tokens,
+                     "] int64 tensor, as the layout says"));
+  }
+  return Guarded("ForwardPacked", [&]() -> absl::StatusOr<at::Tensor> {
+    const auto [cos, sin] = Rotary(layout.positions);
+    at::Tensor hidden =
+        at::embedding(embed_, ids.to(options_.device)).unsqueeze(0);
+    for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+      if (run.gradient_checkpointing && at::GradMode::is_enabled()) {
+        hidden = CheckpointedLayer(*this, layer, hidden, cos, sin, run.adapter,
+                                   &layout);
+      } else {
+        hidden = Layer(layer, hidden, cos, sin, run.adapter, nullptr, &layout);
+      }
+    }
+    return RmsNorm(hidden, final_norm_, config_.rms_norm_eps)[0];
   });
 }
 

@@ -14,6 +14,7 @@
 #include "common/model/config.h"
 #include "common/model/kv_cache.h"
 #include "common/model/lora.h"
+#include "common/model/packing.h"
 
 namespace microrl::testing {
 class DecoderTestPeer;
@@ -66,6 +67,13 @@ class Decoder {
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& ids,
                                      const RunOptions& run) const;
 
+  // The same for a packed row (packing.h): ids [N] int64 laid out as `layout`
+  // says. Returns the final hidden states [N, hidden]; no compute goes to
+  // padding outside attention.
+  absl::StatusOr<at::Tensor> ForwardPacked(const at::Tensor& ids,
+                                           const PackedLayout& layout,
+                                           const RunOptions& run) const;
+
   // Generation, as the rollout server runs it: PrefillAt, then DecodeOnDevice
   // per token.
   //
@@ -109,10 +117,12 @@ class Decoder {
   const at::Tensor& lm_head() const { return lm_head_; }
 
   // One decoder layer (used by gradient checkpointing to recompute it):
-  // hidden [B, T, H] at positions with rotary tables cos/sin [B, T, head_dim].
+  // hidden [B, T, H] at positions with rotary tables cos/sin [B, T, head_dim];
+  // with `packed`, B = 1 and attention follows the layout.
   at::Tensor LayerForward(int64_t layer, const at::Tensor& hidden,
                           const at::Tensor& cos, const at::Tensor& sin,
-                          const LoraAdapter* adapter) const;
+                          const LoraAdapter* adapter,
+                          const PackedLayout* packed = nullptr) const;
 
  private:
   friend class testing::DecoderTestPeer;  // tests' reference cached forward
@@ -156,8 +166,8 @@ class Decoder {
   std::pair<at::Tensor, at::Tensor> Rotary(const at::Tensor& positions) const;
   at::Tensor Attention(int64_t layer, const at::Tensor& x,
                        const at::Tensor& cos, const at::Tensor& sin,
-                       const LoraAdapter* adapter,
-                       const CacheView* cache) const;
+                       const LoraAdapter* adapter, const CacheView* cache,
+                       const PackedLayout* packed = nullptr) const;
   // The layers over ids already on the device, with the KV cache of `view`,
   // at RoPE positions rotary_positions: the final hidden states.
   at::Tensor RunCached(const at::Tensor& ids,
@@ -165,7 +175,8 @@ class Decoder {
                        const CacheView& view, const RunOptions& run) const;
   at::Tensor Layer(int64_t layer, const at::Tensor& hidden,
                    const at::Tensor& cos, const at::Tensor& sin,
-                   const LoraAdapter* adapter, const CacheView* cache) const;
+                   const LoraAdapter* adapter, const CacheView* cache,
+                   const PackedLayout* packed = nullptr) const;
 
   ModelConfig config_;
   DecoderOptions options_;

@@ -21,8 +21,17 @@ struct CheckpointedLayerFunction
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden,
                             at::TensorList lora, int64_t layer, int64_t decoder,
                             int64_t adapter, const at::Tensor& cos,
-                            const at::Tensor& sin) {
+                            const at::Tensor& sin, int64_t packed) {
     ctx->save_for_backward({hidden, cos, sin});
+    const auto* layout = reinterpret_cast<const PackedLayout*>(packed);
+    ctx->saved_data["packed"] = layout != nullptr;
+    if (layout != nullptr) {
+      ctx->saved_data["positions"] = layout->positions;
+      ctx->saved_data["query_index"] = layout->query_index;
+      ctx->saved_data["key_index"] = layout->key_index;
+      ctx->saved_data["allowed"] = layout->allowed;
+      ctx->saved_data["output_index"] = layout->output_index;
+    }
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["decoder"] = decoder;
     ctx->saved_data["adapter"] = adapter;
@@ -31,7 +40,8 @@ struct CheckpointedLayerFunction
       ctx->saved_data["lora" + std::to_string(i)] = lora[i];
     }
     return reinterpret_cast<const Decoder*>(decoder)->LayerForward(
-        layer, hidden, cos, sin, reinterpret_cast<const LoraAdapter*>(adapter));
+        layer, hidden, cos, sin, reinterpret_cast<const LoraAdapter*>(adapter),
+        layout);
   }
 
   static variable_list backward(AutogradContext* ctx,
@@ -48,11 +58,21 @@ struct CheckpointedLayerFunction
     for (int64_t i = 0; i < num_lora; ++i) {
       inputs.push_back(ctx->saved_data["lora" + std::to_string(i)].toTensor());
     }
+    PackedLayout layout;
+    const bool packed = ctx->saved_data["packed"].toBool();
+    if (packed) {
+      layout.positions = ctx->saved_data["positions"].toTensor();
+      layout.query_index = ctx->saved_data["query_index"].toTensor();
+      layout.key_index = ctx->saved_data["key_index"].toTensor();
+      layout.allowed = ctx->saved_data["allowed"].toTensor();
+      layout.output_index = ctx->saved_data["output_index"].toTensor();
+      layout.tokens = layout.output_index.size(0);
+    }
     at::Tensor output;
     {
       at::AutoGradMode enable(true);
-      output =
-          decoder->LayerForward(layer, hidden, saved[1], saved[2], adapter);
+      output = decoder->LayerForward(layer, hidden, saved[1], saved[2], adapter,
+                                     packed ? &layout : nullptr);
     }
     variable_list grads =
         torch::autograd::grad({output}, inputs, {grad_outputs[0]},
@@ -60,8 +80,8 @@ struct CheckpointedLayerFunction
                               /*create_graph=*/false,
                               /*allow_unused=*/true);
     // One gradient per forward argument: hidden, each LoRA tensor, then none
-    // for layer, decoder, adapter, cos and sin.
-    for (int i = 0; i < 5; ++i) grads.emplace_back();
+    // for layer, decoder, adapter, cos, sin and packed.
+    for (int i = 0; i < 6; ++i) grads.emplace_back();
     return grads;
   }
 };
@@ -70,8 +90,8 @@ struct CheckpointedLayerFunction
 
 at::Tensor CheckpointedLayer(const Decoder& decoder, int64_t layer,
                              const at::Tensor& hidden, const at::Tensor& cos,
-                             const at::Tensor& sin,
-                             const LoraAdapter* adapter) {
+                             const at::Tensor& sin, const LoraAdapter* adapter,
+                             const PackedLayout* packed) {
   std::vector<at::Tensor> lora;
   if (adapter != nullptr) {
     for (int m = 0; m < kNumLoraModules; ++m) {
@@ -84,7 +104,8 @@ at::Tensor CheckpointedLayer(const Decoder& decoder, int64_t layer,
   }
   return CheckpointedLayerFunction::apply(
       hidden, at::TensorList(lora), layer, reinterpret_cast<int64_t>(&decoder),
-      reinterpret_cast<int64_t>(adapter), cos, sin);
+      reinterpret_cast<int64_t>(adapter), cos, sin,
+      reinterpret_cast<int64_t>(packed));
 }
 
 }  // namespace microrl::model
