@@ -134,6 +134,8 @@ std::vector<Field> Fields(TrainConfig& c) {
                {"grpo.old_logprobs",
                 ChoiceOf(&c.old_logprobs, kOldLogprobsNames)},
                {"grpo.micro_batch_tokens", &c.micro_batch_tokens},
+               {"grpo.packing", &c.packing},
+               {"grpo.share_prompts", &c.share_prompts},
                {"grpo.tis_cap", &c.tis_cap},
                {"grpo.is_mask", ChoiceOf(&c.is_mask, kIsMaskNames)},
                {"grpo.is_mask_low", &c.is_mask_low},

@@ -163,7 +163,10 @@ struct TrainConfig {
   int64_t mini_batches = 1;  // optimizer steps per epoch over the rollout batch
   int64_t epochs = 1;        // passes over the rollout batch
   OldLogprobs old_logprobs = OldLogprobs::kRollout;  // rollout or recompute
-  int64_t micro_batch_tokens = 8192;  // padded tokens per forward/backward
+  // Tokens per forward/backward (packed, or padded with packing off).
+  int64_t micro_batch_tokens = 8192;
+  bool packing = true;        // micro-batches as packed rows (policy_update.h)
+  bool share_prompts = true;  // a packed micro-batch runs each prompt once
   // Off-policy correction of the policy loss (grpo.h, OffPolicyOptions):
   // truncated importance sampling with this cap (0: off; -1, the default: 2
   // with rollout.max_staleness > 0, else off), and masking of tokens or

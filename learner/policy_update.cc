@@ -5,9 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/distributed/communicator.h"
+#include "common/model/packing.h"
 #include "common/model/tensor_io.h"
 #include "common/model/token_stats.h"
 
@@ -25,26 +29,12 @@ at::Tensor PadRows(const std::vector<const std::vector<float>*>& rows,
   return out;
 }
 
-// Consecutive runs of samples whose padded size (count x longest) stays
-// within `budget` tokens (a single longer sample runs alone).
-std::vector<std::pair<size_t, size_t>> MicroBatches(
-    const std::vector<Sample>& samples, size_t begin, size_t end,
-    int64_t budget) {
-  std::vector<std::pair<size_t, size_t>> out;
-  size_t start = begin;
-  int64_t longest = 0;
-  for (size_t i = begin; i < end; ++i) {
-    const int64_t length = static_cast<int64_t>(samples[i].prompt.size() +
-                                                samples[i].completion.size());
-    const int64_t count = static_cast<int64_t>(i - start + 1);
-    if (i > start && count * std::max(longest, length) > budget) {
-      out.emplace_back(start, i);
-      start = i;
-      longest = 0;
-    }
-    longest = std::max(longest, length);
-  }
-  if (start < end) out.emplace_back(start, end);
+// The samples of `which`, in that order.
+std::vector<const Sample*> Pointers(const std::vector<Sample>& samples,
+                                    const std::vector<size_t>& which) {
+  std::vector<const Sample*> out;
+  out.reserve(which.size());
+  for (size_t i : which) out.push_back(&samples[i]);
   return out;
 }
 
@@ -58,59 +48,200 @@ PolicyUpdater::PolicyUpdater(const model::Decoder& decoder,
       optimizer_(optimizer),
       options_(options) {}
 
-absl::StatusOr<PolicyUpdater::TokenTensors> PolicyUpdater::Score(
-    absl::Span<const Sample> samples, const model::LoraAdapter* adapter,
-    bool with_grad) const {
+std::vector<std::vector<size_t>> PolicyUpdater::MicroBatches(
+    const std::vector<Sample>& samples, size_t begin, size_t end) const {
+  const int64_t budget = options_.micro_batch_tokens;
+  std::vector<std::vector<size_t>> out;
+  if (!options_.packing) {
+    // Consecutive runs whose padded size (count x longest) stays within the
+    // budget (a single longer sample runs alone).
+    int64_t longest = 0;
+    for (size_t i = begin; i < end; ++i) {
+      const int64_t length = static_cast<int64_t>(samples[i].prompt.size() +
+                                                  samples[i].completion.size());
+      const int64_t count =
+          static_cast<int64_t>(out.empty() ? 0 : out.back().size()) + 1;
+      if (out.empty() || count * std::max(longest, length) > budget) {
+        out.emplace_back();
+        longest = 0;
+      }
+      out.back().push_back(i);
+      longest = std::max(longest, length);
+    }
+    return out;
+  }
+  // Packed: samples by prompt (in order of first appearance), longest
+  // completion first within each, filling each micro-batch up to the budget
+  // of packed tokens (a shared prompt counts once per micro-batch; a sample's
+  // last token is not run, it predicts nothing).
+  std::map<std::vector<int32_t>, size_t> group_of;
+  std::vector<std::vector<size_t>> groups;
+  for (size_t i = begin; i < end; ++i) {
+    const auto [it, added] =
+        group_of.try_emplace(samples[i].prompt, groups.size());
+    if (added) groups.emplace_back();
+    groups[it->second].push_back(i);
+  }
+  int64_t used = 0;
+  std::set<size_t> prompts_in;  // groups whose prompt the micro-batch holds
+  for (size_t g = 0; g < groups.size(); ++g) {
+    std::vector<size_t>& group = groups[g];
+    std::stable_sort(group.begin(), group.end(), [&](size_t a, size_t b) {
+      return samples[a].completion.size() > samples[b].completion.size();
+    });
+    for (size_t i : group) {
+      const int64_t prompt = static_cast<int64_t>(samples[i].prompt.size());
+      const int64_t own =
+          static_cast<int64_t>(samples[i].completion.size()) - 1;
+      auto cost = [&] {
+        return own +
+               (!options_.share_prompts || !prompts_in.count(g) ? prompt : 0);
+      };
+      if (out.empty() || used + cost() > budget) {
+        out.emplace_back();
+        used = 0;
+        prompts_in.clear();
+      }
+      used += cost();
+      prompts_in.insert(g);
+      out.back().push_back(i);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<PolicyUpdater::Prediction> PolicyUpdater::ForwardPadded(
+    const std::vector<const Sample*>& samples,
+    const model::RunOptions& run) const {
   const int64_t batch = static_cast<int64_t>(samples.size());
   int64_t longest = 0;
-  int64_t width = 0;
-  std::vector<int64_t>
-      flat_rows;  // b * L + position predicting each completion token
-  std::vector<int64_t> targets;
-  std::vector<int64_t> row_b;
-  std::vector<int64_t> row_t;
-  for (const Sample& s : samples) {
-    longest = std::max<int64_t>(longest, s.prompt.size() + s.completion.size());
-    width = std::max<int64_t>(width, s.completion.size());
+  for (const Sample* s : samples) {
+    longest =
+        std::max<int64_t>(longest, s->prompt.size() + s->completion.size());
   }
+  Prediction out;
   std::vector<int64_t> ids(batch * longest, 0);
   for (int64_t b = 0; b < batch; ++b) {
-    const Sample& s = samples[b];
-    if (s.prompt.empty() || s.completion.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("sample ", b, " has an empty prompt or completion"));
-    }
+    const Sample& s = *samples[b];
     std::copy(s.prompt.begin(), s.prompt.end(), ids.begin() + b * longest);
     std::copy(s.completion.begin(), s.completion.end(),
               ids.begin() + b * longest + s.prompt.size());
     const int64_t p = static_cast<int64_t>(s.prompt.size());
     for (int64_t t = 0; t < static_cast<int64_t>(s.completion.size()); ++t) {
-      flat_rows.push_back(b * longest + p - 1 + t);
-      targets.push_back(s.completion[t]);
-      row_b.push_back(b);
-      row_t.push_back(t);
+      out.rows.push_back(b * longest + p - 1 + t);
+      out.targets.push_back(s.completion[t]);
+      out.row_b.push_back(b);
+      out.row_t.push_back(t);
     }
+  }
+  absl::StatusOr<at::Tensor> hidden = decoder_.Forward(
+      model::HostToDevice(ids, at::kLong, decoder_.options().device)
+          .view({batch, longest}),
+      run);
+  if (!hidden.ok()) return hidden.status();
+  out.hidden = hidden->reshape({batch * longest, -1});
+  return out;
+}
+
+absl::StatusOr<PolicyUpdater::Prediction> PolicyUpdater::ForwardPacked(
+    const std::vector<const Sample*>& samples,
+    const model::RunOptions& run) const {
+  // One row: each sample's tokens but its last (which predicts nothing), or,
+  // sharing prompts, each distinct prompt once and then each sample's
+  // completion but its last token, reading its prompt as a prefix.
+  Prediction out;
+  std::vector<int64_t> ids;
+  std::vector<model::PackedSegment> segments;
+  std::map<std::vector<int32_t>, int64_t> prompt_begin;
+  auto append = [&](auto first, auto last) {
+    const int64_t begin = static_cast<int64_t>(ids.size());
+    ids.insert(ids.end(), first, last);
+    return begin;
+  };
+  for (int64_t b = 0; b < static_cast<int64_t>(samples.size()); ++b) {
+    const Sample& s = *samples[b];
+    const int64_t p = static_cast<int64_t>(s.prompt.size());
+    const int64_t length = static_cast<int64_t>(s.completion.size());
+    int64_t first_row;  // the row predicting completion[0]
+    int64_t own_begin;  // the row of completion[0] (if it runs)
+    if (options_.share_prompts) {
+      auto [it, added] = prompt_begin.try_emplace(s.prompt, 0);
+      if (added) {
+        it->second = append(s.prompt.begin(), s.prompt.end());
+        segments.push_back({it->second, p, 0, 0});
+      }
+      first_row = it->second + p - 1;
+      own_begin = append(s.completion.begin(), s.completion.end() - 1);
+      if (length > 1)
+        segments.push_back({own_begin, length - 1, it->second, p});
+    } else {
+      const int64_t begin = append(s.prompt.begin(), s.prompt.end());
+      append(s.completion.begin(), s.completion.end() - 1);
+      segments.push_back({begin, p + length - 1, 0, 0});
+      first_row = begin + p - 1;
+      own_begin = begin + p;
+    }
+    for (int64_t t = 0; t < length; ++t) {
+      out.rows.push_back(t == 0 ? first_row : own_begin + t - 1);
+      out.targets.push_back(s.completion[t]);
+      out.row_b.push_back(b);
+      out.row_t.push_back(t);
+    }
+  }
+  const at::Device device = decoder_.options().device;
+  absl::StatusOr<model::PackedLayout> layout = model::MakePackedLayout(
+      segments, static_cast<int64_t>(ids.size()), device);
+  if (!layout.ok()) return layout.status();
+  absl::StatusOr<at::Tensor> hidden = decoder_.ForwardPacked(
+      model::HostToDevice(ids, at::kLong, device), *layout, run);
+  if (!hidden.ok()) return hidden.status();
+  out.hidden = *std::move(hidden);
+  return out;
+}
+
+absl::StatusOr<PolicyUpdater::TokenTensors> PolicyUpdater::Score(
+    absl::Span<const Sample> samples, const model::LoraAdapter* adapter,
+    bool with_grad) const {
+  std::vector<const Sample*> pointers;
+  for (const Sample& s : samples) pointers.push_back(&s);
+  return ScoreSamples(pointers, adapter, with_grad);
+}
+
+absl::StatusOr<PolicyUpdater::TokenTensors> PolicyUpdater::ScoreSamples(
+    const std::vector<const Sample*>& samples,
+    const model::LoraAdapter* adapter, bool with_grad) const {
+  const int64_t batch = static_cast<int64_t>(samples.size());
+  int64_t width = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    if (samples[b]->prompt.empty() || samples[b]->completion.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sample ", b, " has an empty prompt or completion"));
+    }
+    width = std::max<int64_t>(width, samples[b]->completion.size());
   }
   const at::Device device = decoder_.options().device;
   at::AutoGradMode grad_mode(with_grad);
   model::RunOptions run;
   run.adapter = adapter;
   run.gradient_checkpointing = with_grad && options_.gradient_checkpointing;
-  absl::StatusOr<at::Tensor> hidden = decoder_.Forward(
-      model::HostToDevice(ids, at::kLong, device).view({batch, longest}), run);
-  if (!hidden.ok()) return hidden.status();
-  const at::Tensor rows =
-      hidden->reshape({batch * longest, -1})
-          .index_select(0, model::HostToDevice(flat_rows, at::kLong, device));
+  absl::StatusOr<Prediction> predicted = options_.packing
+                                             ? ForwardPacked(samples, run)
+                                             : ForwardPadded(samples, run);
+  if (!predicted.ok()) return predicted.status();
+  const at::Tensor rows = predicted->hidden.index_select(
+      0, model::HostToDevice(predicted->rows, at::kLong, device));
   absl::StatusOr<model::TokenStats> stats = model::ComputeTokenStats(
-      rows, decoder_.lm_head(), model::HostToDevice(targets, at::kLong, device),
+      rows, decoder_.lm_head(),
+      model::HostToDevice(predicted->targets, at::kLong, device),
       options_.temperature,
       model::ChunkRowsForBudget(decoder_.config().vocab_size));
   if (!stats.ok()) return stats.status();
   const auto float_options =
       at::TensorOptions().dtype(at::kFloat).device(device);
-  const at::Tensor b_index = model::HostToDevice(row_b, at::kLong, device);
-  const at::Tensor t_index = model::HostToDevice(row_t, at::kLong, device);
+  const at::Tensor b_index =
+      model::HostToDevice(predicted->row_b, at::kLong, device);
+  const at::Tensor t_index =
+      model::HostToDevice(predicted->row_t, at::kLong, device);
   TokenTensors out;
   out.logprobs = at::zeros({batch, width}, float_options)
                      .index_put({b_index, t_index}, stats->logprobs);
@@ -162,12 +293,11 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
   for (int64_t i = 0; i < n; ++i) old_logprobs[i] = samples[i].rollout_logprobs;
   double mismatch_sum = 0;
   double mismatch_tokens = 0;
-  auto add_mismatch = [&](const TokenTensors& scored, size_t begin) {
+  auto add_mismatch = [&](const TokenTensors& scored,
+                          const std::vector<size_t>& which) {
     const at::Tensor rollout = [&] {
       std::vector<const std::vector<float>*> rows;
-      for (int64_t b = 0; b < scored.logprobs.size(0); ++b) {
-        rows.push_back(&samples[begin + b].rollout_logprobs);
-      }
+      for (size_t i : which) rows.push_back(&samples[i].rollout_logprobs);
       return PadRows(rows, scored.logprobs.size(1)).to(device);
     }();
     const at::Tensor diff =
@@ -178,18 +308,18 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         std::max(stats.logprob_mismatch_max, diff.max().item<double>());
   };
   if (options_.recompute_old_logprobs) {
-    for (const auto& [begin, end] :
-         MicroBatches(samples, 0, n, options_.micro_batch_tokens)) {
+    for (const std::vector<size_t>& which : MicroBatches(samples, 0, n)) {
       if (stop_now()) return stopped;
       absl::StatusOr<TokenTensors> scored =
-          Score(absl::MakeConstSpan(samples).subspan(begin, end - begin),
-                &adapter_, /*with_grad=*/false);
+          ScoreSamples(Pointers(samples, which), &adapter_,
+                       /*with_grad=*/false);
       if (!scored.ok()) return scored.status();
-      add_mismatch(*scored, begin);
+      add_mismatch(*scored, which);
       const at::Tensor host = scored->logprobs.cpu();
-      for (size_t b = begin; b < end; ++b) {
-        const float* row = host[b - begin].data_ptr<float>();
-        old_logprobs[b].assign(row, row + samples[b].completion.size());
+      for (size_t b = 0; b < which.size(); ++b) {
+        const float* row = host[b].data_ptr<float>();
+        old_logprobs[which[b]].assign(
+            row, row + samples[which[b]].completion.size());
       }
     }
   }
@@ -222,20 +352,19 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
       }
       optimizer_.ZeroGrad();
       at::Tensor sums;  // [12] doubles on the device, see below
-      for (const auto& [mb_begin, mb_end] :
-           MicroBatches(samples, begin, end, options_.micro_batch_tokens)) {
+      for (const std::vector<size_t>& which :
+           MicroBatches(samples, begin, end)) {
         if (stop_now()) return stopped;
-        const absl::Span<const Sample> part =
-            absl::MakeConstSpan(samples).subspan(mb_begin, mb_end - mb_begin);
+        const std::vector<const Sample*> part = Pointers(samples, which);
         absl::StatusOr<TokenTensors> scored =
-            Score(part, &adapter_, /*with_grad=*/true);
+            ScoreSamples(part, &adapter_, /*with_grad=*/true);
         if (!scored.ok()) return scored.status();
         if (epoch == 0 && !options_.recompute_old_logprobs && m == 0) {
-          add_mismatch(*scored, mb_begin);  // before any step: still on-policy
+          add_mismatch(*scored, which);  // before any step: still on-policy
         }
         std::vector<const std::vector<float>*> old_rows;
         std::vector<float> advantages;
-        for (size_t i = mb_begin; i < mb_end; ++i) {
+        for (size_t i : which) {
           old_rows.push_back(&old_logprobs[i]);
           advantages.push_back(samples[i].advantage);
         }
@@ -244,8 +373,9 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         OffPolicyWeights correction;
         if (options_.off_policy.active()) {
           std::vector<const std::vector<float>*> rollout_rows;
-          for (size_t i = mb_begin; i < mb_end; ++i)
+          for (size_t i : which) {
             rollout_rows.push_back(&samples[i].rollout_logprobs);
+          }
           correction = OffPolicyCorrection(
               old, PadRows(rollout_rows, scored->logprobs.size(1)).to(device),
               scored->mask, options_.off_policy);
@@ -253,7 +383,7 @@ absl::StatusOr<UpdateStats> PolicyUpdater::Update(
         at::Tensor reference;
         if (options_.loss.kl_coef != 0) {
           absl::StatusOr<TokenTensors> ref =
-              Score(part, nullptr, /*with_grad=*/false);
+              ScoreSamples(part, nullptr, /*with_grad=*/false);
           if (!ref.ok()) return ref.status();
           reference = ref->logprobs;
         }

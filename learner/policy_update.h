@@ -36,8 +36,19 @@ struct UpdateOptions {
   // Old log-probs: recomputed with the adapter before the first step (true), or
   // the rollout's (false).
   bool recompute_old_logprobs = false;
-  int64_t micro_batch_tokens = 8192;  // padded tokens per forward/backward
-  double temperature = 1.0;           // log-probs of logits / temperature
+  // Tokens per forward/backward: the packed row's (prompts shared), or, with
+  // packing off, the padded batch's (count x longest).
+  int64_t micro_batch_tokens = 8192;
+  // Micro-batches as packed rows (common/model/packing.h): the samples end to
+  // end, filled up to micro_batch_tokens from length-sorted samples, with no
+  // compute on padding in the linear layers. Off: padded [B, T] batches of
+  // consecutive samples.
+  bool packing = true;
+  // With packing: the samples of a micro-batch with the same prompt read one
+  // copy of it, run once with gradient (its activations get the gradients of
+  // all of them). The result equals the unshared computation.
+  bool share_prompts = true;
+  double temperature = 1.0;  // log-probs of logits / temperature
   bool gradient_checkpointing = true;
   double horizon = 1;  // seq-mean-token-sum-norm's constant
   double max_grad_norm = 1.0;
@@ -125,7 +136,29 @@ class PolicyUpdater {
                                      const model::LoraAdapter* adapter,
                                      bool with_grad) const;
 
+  // The micro-batches (indices into `samples`) of samples [begin, end), as
+  // Update runs them.
+  std::vector<std::vector<size_t>> MicroBatches(
+      const std::vector<Sample>& samples, size_t begin, size_t end) const;
+
  private:
+  absl::StatusOr<TokenTensors> ScoreSamples(
+      const std::vector<const Sample*>& samples,
+      const model::LoraAdapter* adapter, bool with_grad) const;
+  // Hidden states predicting each completion token: the rows of a padded
+  // [B, T] batch or of a packed row, as `rows` indexes a flat [rows, hidden]
+  // view of the forward's output.
+  struct Prediction {
+    at::Tensor hidden;  // the forward's output, [M, hidden]
+    std::vector<int64_t> rows, targets, row_b, row_t;
+  };
+  absl::StatusOr<Prediction> ForwardPadded(
+      const std::vector<const Sample*>& samples,
+      const model::RunOptions& run) const;
+  absl::StatusOr<Prediction> ForwardPacked(
+      const std::vector<const Sample*>& samples,
+      const model::RunOptions& run) const;
+
   const model::Decoder& decoder_;
   model::LoraAdapter& adapter_;
   AdamW& optimizer_;

@@ -173,6 +173,8 @@ absl::StatusOr<UpdateOptions> UpdateOptionsFrom(const TrainConfig& config) {
   update.recompute_old_logprobs =
       config.old_logprobs == OldLogprobs::kRecompute;
   update.micro_batch_tokens = config.micro_batch_tokens;
+  update.packing = config.packing;
+  update.share_prompts = config.share_prompts;
   update.temperature = config.temperature;
   update.gradient_checkpointing = config.gradient_checkpointing;
   update.horizon = config.loss_horizon > 0
