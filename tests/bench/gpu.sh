@@ -9,8 +9,12 @@
 #      default until this measures them), how far their first completions agree, and
 #      microrl's log-probs against transformers scoring the same tokens
 #   b. training: tokens/s of one GRPO update, same shape, LoRA rank 256 (fp32 master
-#      weights, bf16 compute), 16 sequences of 512 + 1024 tokens, against transformers +
-#      PEFT on the same GPU and batch (train_bench.py)
+#      weights, bf16 compute), a GRPO-shaped batch (8 MATH prompts x 8 completions, lengths
+#      log-normal up to a 1024-token cap), against transformers + PEFT padding it as TRL's
+#      GRPOTrainer does, on the same GPU and batch (train_bench.py); microrl packed with
+#      shared prompts (the default), packed without sharing, and padded
+#   i. (not in the default lists) training as b on the old batch of 16 equal-length
+#      sequences of 512 + 1024 tokens
 #   c. adapter publish latency, rank 256 (564 MiB in bf16), over gRPC, against PEFT's file
 #      hand-off (publish_bench.py); then the CUDA IPC import's check of a real handle whose
 #      size or offset claims 4 GiB past its allocation (refused, the server unharmed)
@@ -30,8 +34,8 @@
 #                 (builds; copies the programs, the libraries a GPU machine lacks and a Qwen
 #                 tokenizer into .gpu_carry/, kept out of git)
 #   on the GPU:   bash tests/bench/gpu.sh [SECTION...]     (device tool: carry [".gpu_carry"])
-#                 SECTION: env a b c d e f g (default: env a c g, whose limits add up to
-#                 510 s, inside one 600 s device call; then `b d e`, 400 s, in a second
+#                 SECTION: env a b c d e f g i (default: env a c g, whose limits add up to
+#                 510 s, inside one 600 s device call; then `b d e`, 450 s, in a second
 #                 call if the session's device time allows). Each section has its own time
 #                 limit and a failing one does not stop the others. The log goes to
 #                 $OUT/gpu.log when $OUT is set.
@@ -48,6 +52,8 @@ if [ "${1:-}" = "--prepare" ]; then
   mkdir -p "$CARRY/tokenizer"
   cp "$REPO/../shared/tokenizers/qwen3/tokenizer.json" \
      "$REPO/../shared/tokenizers/qwen3/tokenizer_config.json" "$CARRY/tokenizer/"
+  mkdir -p "$CARRY/data"
+  cp "$REPO/../shared/data/math_train.jsonl" "$CARRY/data/"
   du -sh "$CARRY"
   exit 0
 fi
@@ -99,8 +105,14 @@ section() {  # section NAME LIMIT_S COMMAND...: runs and logs one section
           --variants default,decode_steps_per_sync=1,cuda_graphs,share_prompt_kv \
           --bench_bin "$CARRY/rollout_bench" ;;
       b)
-        section training 100 python3 "$B/train_bench.py" --shape qwen2.5-1.5b --device cuda \
-          --rank 256 --batch 16 --prompt 512 --completion 1024 --micro_batch_tokens 8192 \
+        section training 150 python3 "$B/train_bench.py" --shape qwen2.5-1.5b --device cuda \
+          --rank 256 --prompts 8 --group 8 --cap 1024 --micro_batch_tokens 8192 --breakdown \
+          --data "$CARRY/data/math_train.jsonl" --tokenizer "$CARRY/tokenizer" \
+          --iters 2 --model_dir "$MODEL" --bench_bin "$CARRY/train_bench" ;;
+      i)
+        section training_equal 100 python3 "$B/train_bench.py" --equal_length \
+          --shape qwen2.5-1.5b --device cuda --rank 256 --batch 16 --prompt 512 \
+          --completion 1024 --micro_batch_tokens 8192 \
           --iters 2 --model_dir "$MODEL" --bench_bin "$CARRY/train_bench" ;;
       c)
         section publish 90 python3 "$B/publish_bench.py" --shape qwen2.5-1.5b --device cuda \

@@ -1,9 +1,14 @@
 // Training throughput of the learner's GRPO update (driven by train_bench.py,
 // which runs transformers + PEFT on the same model and batch).
 //
-//   train_bench --model=DIR --device=cpu|cuda --rank=256 --batch=16
-//               --prompt=512 --completion=1024 --micro_batch_tokens=8192
-//               --iters=2
+//   train_bench --model=DIR --device=cpu|cuda --rank=256
+//               --samples=FILE [--packing] [--share_prompts]
+//               --micro_batch_tokens=8192 --iters=2
+//   train_bench ... --batch=16 --prompt=512 --completion=1024  (equal lengths)
+//
+// --samples names a JSON file {"samples": [{"prompt": [ids], "completion":
+// [ids], "advantage": a}, ...]}: a GRPO-shaped batch (train_bench.py draws
+// one). Without it, --batch random sequences of equal length.
 //
 // A random-weight model in DIR, a LoRA adapter of --rank on all seven linear
 // layers of every decoder layer (float32 master weights and AdamW state; the
@@ -15,10 +20,13 @@
 // JSON line.
 #include <ATen/ATen.h>
 
+#include <fstream>
 #include <iostream>
+#include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/base/file.h"
 #include "common/device/device.h"
@@ -38,6 +46,10 @@ ABSL_FLAG(int64_t, micro_batch_tokens, 8192,
           "Padded tokens per forward/backward.");
 ABSL_FLAG(int, iters, 2, "Timed updates (after one warm-up).");
 ABSL_FLAG(bool, gradient_checkpointing, true, "Recompute layers in backward.");
+ABSL_FLAG(std::string, samples, "",
+          "JSON file of the batch's samples (prompt, completion, advantage).");
+ABSL_FLAG(bool, packing, true, "Packed micro-batches (UpdateOptions).");
+ABSL_FLAG(bool, share_prompts, true, "Shared prompts (UpdateOptions).");
 ABSL_FLAG(
     std::string, ids, "",
     "JSON file: the --batch sequences of --prompt + --completion token ids "
@@ -51,6 +63,46 @@ using microrl::model::LoraModule;
 int Fail(const absl::Status& status) {
   std::cerr << status << "\n";
   return 1;
+}
+
+// The process's resident-set peak (VmHWM), and its reset (Linux).
+int64_t PeakResidentBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+void ResetPeakResident() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+// The samples of a --samples file.
+absl::StatusOr<std::vector<Sample>> ReadSamples(const std::string& path) {
+  absl::StatusOr<std::string> text = microrl::ReadFileToString(path);
+  if (!text.ok()) return text.status();
+  const nlohmann::json json =
+      nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object() || !json.contains("samples") ||
+      !json["samples"].is_array()) {
+    return absl::InvalidArgumentError(
+        path +
+        ": want {\"samples\": [{\"prompt\", \"completion\", "
+        "\"advantage\"}, ...]}");
+  }
+  std::vector<Sample> out;
+  try {
+    for (const nlohmann::json& s : json["samples"]) {
+      Sample sample;
+      sample.prompt = s.at("prompt").get<std::vector<int32_t>>();
+      sample.completion = s.at("completion").get<std::vector<int32_t>>();
+      sample.advantage = s.at("advantage").get<float>();
+      sample.rollout_logprobs.assign(sample.completion.size(), -12.0f);
+      out.push_back(std::move(sample));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
+  }
+  return out;
 }
 
 int Run() {
@@ -79,6 +131,8 @@ int Run() {
   update.micro_batch_tokens = absl::GetFlag(FLAGS_micro_batch_tokens);
   update.gradient_checkpointing = absl::GetFlag(FLAGS_gradient_checkpointing);
   update.schedule.lr = 1e-6;
+  update.packing = absl::GetFlag(FLAGS_packing);
+  update.share_prompts = absl::GetFlag(FLAGS_share_prompts);
   microrl::learner::PolicyUpdater updater(**decoder, **adapter, optimizer,
                                           update);
 
@@ -88,7 +142,13 @@ int Run() {
   const int prompt = absl::GetFlag(FLAGS_prompt);
   const int completion = absl::GetFlag(FLAGS_completion);
   const int64_t vocab = (*decoder)->config().vocab_size;
-  std::vector<Sample> samples(batch);
+  std::vector<Sample> samples(absl::GetFlag(FLAGS_samples).empty() ? batch : 0);
+  if (!absl::GetFlag(FLAGS_samples).empty()) {
+    absl::StatusOr<std::vector<Sample>> read =
+        ReadSamples(absl::GetFlag(FLAGS_samples));
+    if (!read.ok()) return Fail(read.status());
+    samples = *std::move(read);
+  }
   nlohmann::json given;  // --ids: the sequences (the Python driver's)
   if (!absl::GetFlag(FLAGS_ids).empty()) {
     absl::StatusOr<std::string> text =
@@ -100,7 +160,9 @@ int Run() {
           "--ids: want a JSON list of --batch lists of token ids"));
     }
   }
-  for (int i = 0; i < batch; ++i) {
+  for (int i = 0; i < static_cast<int>(samples.size()) &&
+                  absl::GetFlag(FLAGS_samples).empty();
+       ++i) {
     at::Tensor ids =
         at::randint(vocab, {prompt + completion}, at::kInt).contiguous();
     if (!given.is_null()) {
@@ -123,9 +185,11 @@ int Run() {
   double first_entropy = 0;  // of the warm-up: the adapter is still a no-op
   int64_t step = 0;
   const int iters = absl::GetFlag(FLAGS_iters);
+  int64_t peak_resident = 0;
   for (int i = -1; i < iters; ++i) {
     microrl::device::Synchronize(*device);
     microrl::device::ResetPeakMemory(*device);
+    ResetPeakResident();
     const absl::Time start = absl::Now();
     absl::StatusOr<microrl::learner::UpdateStats> result =
         updater.Update(samples, step);
@@ -133,11 +197,15 @@ int Run() {
     microrl::device::Synchronize(*device);
     if (i >= 0) seconds.push_back(absl::ToDoubleSeconds(absl::Now() - start));
     if (i < 0) first_entropy = result->entropy;
+    if (i >= 0) peak_resident = std::max(peak_resident, PeakResidentBytes());
     stats = *result;
   }
   std::sort(seconds.begin(), seconds.end());
   const double median = seconds[seconds.size() / 2];
-  const int64_t tokens = int64_t{batch} * (prompt + completion);
+  int64_t tokens = 0;  // every sample's prompt and completion, no padding
+  for (const Sample& s : samples) {
+    tokens += static_cast<int64_t>(s.prompt.size() + s.completion.size());
+  }
   const microrl::device::MemoryInfo memory =
       microrl::device::QueryMemory(*device);
   const nlohmann::json out = {
@@ -147,6 +215,7 @@ int Run() {
       {"seconds", median},
       {"tokens_per_second", static_cast<double>(tokens) / median},
       {"peak_allocated_bytes", memory.peak_allocated_bytes},
+      {"peak_resident_bytes", peak_resident},
       {"entropy", first_entropy},
       {"grad_norm", stats.grad_norm},
   };
