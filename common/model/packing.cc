@@ -58,8 +58,10 @@ absl::StatusOr<PackedLayout> MakePackedLayout(
   }
   const int64_t count = static_cast<int64_t>(segments.size());
   std::vector<int64_t> positions(tokens);
-  std::vector<int64_t> query_index(count * query_length, tokens);
-  std::vector<int64_t> key_index(count * key_length, tokens);
+  // Padding reads token 0: a padding query's output is dropped and a padding
+  // key is masked out, so neither contributes to any value or gradient.
+  std::vector<int64_t> query_index(count * query_length, 0);
+  std::vector<int64_t> key_index(count * key_length, 0);
   std::vector<int64_t> output_index(tokens);
   std::vector<int64_t> lengths(count);
   std::vector<int64_t> prefixes(count);
@@ -107,19 +109,12 @@ at::Tensor PackedAttention(const at::Tensor& q, const at::Tensor& k,
   const int64_t segments = layout.allowed.size(0);
   const int64_t query_length = layout.allowed.size(2);
   const int64_t key_length = layout.allowed.size(3);
-  // [N + 1, ...]: the row and a zero row that padding reads.
-  auto with_zero_row = [](const at::Tensor& x) {
-    const at::Tensor row = x[0];
-    return at::cat(
-        {row, at::zeros({1, row.size(1), row.size(2)}, row.options())});
-  };
   const at::Tensor queries =
-      with_zero_row(q)
-          .index_select(0, layout.query_index)
+      q[0].index_select(0, layout.query_index)
           .view({segments, query_length, heads, head_dim})
           .transpose(1, 2);
   auto gather_keys = [&](const at::Tensor& x) {
-    return with_zero_row(x)
+    return x[0]
         .index_select(0, layout.key_index)
         .view({segments, key_length, kv_heads, head_dim})
         .transpose(1, 2);

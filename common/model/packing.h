@@ -30,12 +30,12 @@ struct PackedSegment {
 
 // The index tensors a packed forward uses (on the decoder's device). Attention
 // runs on the segments as a padded batch: queries [S, Lq], keys [S, Lk]
-// gathered from the row (index `tokens` is a zero row, for padding).
+// gathered from the row (padding reads token 0, masked out or dropped).
 struct PackedLayout {
   int64_t tokens = 0;      // N: the row's length
   at::Tensor positions;    // [1, N] int64 RoPE positions
-  at::Tensor query_index;  // [S * Lq] int64 in [0, N]
-  at::Tensor key_index;    // [S * Lk] int64 in [0, N]
+  at::Tensor query_index;  // [S * Lq] int64 in [0, N)
+  at::Tensor key_index;    // [S * Lk] int64 in [0, N)
   at::Tensor allowed;  // [S, 1, Lq, Lk] bool: true where a query reads a key
   at::Tensor output_index;  // [N] int64: each token's place in [S * Lq]
 };
