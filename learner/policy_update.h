@@ -40,9 +40,9 @@ struct UpdateOptions {
   // packing off, the padded batch's (count x longest).
   int64_t micro_batch_tokens = 8192;
   // Micro-batches as packed rows (common/model/packing.h): the samples end to
-  // end, filled up to micro_batch_tokens from length-sorted samples, with no
-  // compute on padding in the linear layers. Off: padded [B, T] batches of
-  // consecutive samples.
+  // end, taken by prompt (in order of first appearance) and longest first
+  // within each, filled up to micro_batch_tokens, with no compute on padding
+  // in the linear layers. Off: padded [B, T] batches of consecutive samples.
   bool packing = true;
   // With packing: the samples of a micro-batch with the same prompt read one
   // copy of it, run once with gradient (its activations get the gradients of
@@ -103,8 +103,9 @@ struct UpdateStats {
 // Applies GRPO updates to the LoRA adapter's weights (only those: the base
 // weights are frozen plain tensors) from a batch of samples: for each epoch,
 // the batch is cut into mini_batches, each one optimizer step; each mini-batch
-// is run in micro-batches of at most micro_batch_tokens padded tokens with
-// gradient accumulation, its loss normalized over the whole mini-batch.
+// is run in micro-batches of at most micro_batch_tokens tokens (packed, or
+// padded with packing off) with gradient accumulation, its loss normalized
+// over the whole mini-batch.
 class PolicyUpdater {
  public:
   PolicyUpdater(const model::Decoder& decoder, model::LoraAdapter& adapter,
