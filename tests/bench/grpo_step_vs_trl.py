@@ -45,14 +45,9 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 SHARED = os.path.abspath(os.path.join(REPO, "..", "shared"))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "support"))
+sys.path.insert(0, os.path.join(REPO, "deploy", "demo"))
+from make_demo import CHAT_TEMPLATE, SPECIAL  # noqa: E402  (the demo's ChatML and specials)
 from service_process import generate_stubs, make_demo, start, stop  # noqa: E402
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 CONFIGS = {
     "a": dict(prompts=16, group=8, cap=48, rank=64, alpha=64, lr=2e-4, temperature=1.0,

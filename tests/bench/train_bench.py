@@ -54,7 +54,9 @@ from bench_models import make_or_load, model_parser  # noqa: E402
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def peft_update(model, args, batch_ids, advantages, old_logprobs):
+def peft_training(model, args):
+    """The PEFT side's model, trainable LoRA weights (float32) and AdamW: rank --rank,
+    alpha 128, all seven linear layers, gradient checkpointing."""
     from peft import LoraConfig, get_peft_model
     model.config.use_cache = False
     peft_model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=128,
@@ -64,7 +66,11 @@ def peft_update(model, args, batch_ids, advantages, old_logprobs):
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     assert all(p.dtype == torch.float32 for p in params), "PEFT kept LoRA weights in float32"
-    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    return peft_model, params, torch.optim.AdamW(params, lr=1e-6)
+
+
+def peft_update(model, args, batch_ids, advantages, old_logprobs):
+    peft_model, params, optimizer = peft_training(model, args)
     seq = args.prompt + args.completion
     per_micro = max(1, args.micro_batch_tokens // seq)
     total_tokens = args.batch * args.completion
@@ -154,16 +160,9 @@ def grpo_batch(args, vocab_size):
 
 def peft_grpo_update(model, args, samples):
     """TRL GRPOTrainer's update of `samples` with transformers + PEFT: seconds per update
-    (median), sequences per micro-batch, mean token entropy of the first update."""
-    from peft import LoraConfig, get_peft_model
-    model.config.use_cache = False
-    peft_model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=128,
-                                                  target_modules=TARGETS, lora_dropout=0.0))
-    peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_model.enable_input_require_grads()
-    peft_model.train()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    (median), sequences per micro-batch, mean token entropy of the first update, peak
+    memory."""
+    peft_model, params, optimizer = peft_training(model, args)
     longest_prompt = max(len(s["prompt"]) for s in samples)
     per_micro = max(1, args.micro_batch_tokens // (longest_prompt + args.cap))
     total_tokens = sum(len(s["completion"]) for s in samples)
