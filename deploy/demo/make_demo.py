@@ -31,6 +31,19 @@ CHAT_TEMPLATE = (
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
+def train_tokenizer(corpus, vocab_size):
+    """A byte-level BPE tokenizer (`tokenizers`) with SPECIAL, trained on `corpus`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tokenizer.train_from_iterator(corpus, trainer)
+    return tokenizer
+
+
 def worked(a, b):
     """The column-by-column worked solution of a + b."""
     steps = []
@@ -84,16 +97,9 @@ def main():
             f.write(json.dumps(r) + "\n")
 
     # A byte-level BPE tokenizer trained on the task's text (prompts and solutions).
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
     corpus = ["<|im_start|>user\n" + f"{a}+{b}=?" + "<|im_end|>\n<|im_start|>assistant\n" +
               worked(a, b) for a, b in rest]
-    tokenizer.train_from_iterator(corpus, trainer)
+    tokenizer = train_tokenizer(corpus, 320)
     model_dir = os.path.join(args.out, "model")
     os.makedirs(model_dir, exist_ok=True)
     tokenizer.save(os.path.join(model_dir, "tokenizer.json"))

@@ -7,7 +7,7 @@ median seconds per step, per generation (with scoring) and per update of both si
         [--source_dir .] [--work DIR] [--sft_steps 300]
 
 Configurations:
-  (a) the CPU demo's: its 0.85M-parameter model and adapter-addition task, 16 prompts x 8,
+  (a) the CPU demo's: its tiny model (0.45M parameters) and addition task, 16 prompts x 8,
       48-token cap, LoRA rank 64, temperature 1, top-p 0.9, lr 2e-4, clip 0.2/0.28, both
       sides starting from one warm-up adapter (`learner sft`, --sft_steps steps, made once
       per work directory) so that completions end as the demo's do.
@@ -46,7 +46,7 @@ SHARED = os.path.abspath(os.path.join(REPO, "..", "shared"))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "support"))
 sys.path.insert(0, os.path.join(REPO, "deploy", "demo"))
-from make_demo import CHAT_TEMPLATE, SPECIAL  # noqa: E402  (the demo's ChatML and specials)
+from make_demo import CHAT_TEMPLATE, train_tokenizer  # noqa: E402  (the demo's ChatML and BPE)
 from service_process import generate_stubs, make_demo, start, stop  # noqa: E402
 
 CONFIGS = {
@@ -81,7 +81,6 @@ def ensure_trl():
 
 def math_model(work):
     """(b)'s model directory: qwen2-100m's shape with a 32k BPE trained on MATH problems."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from bench_models import make_or_load
     model_dir = os.path.join(work, "math_model")
     if os.path.exists(os.path.join(model_dir, "tokenizer_config.json")):
@@ -91,13 +90,7 @@ def math_model(work):
                  load=False)
     with open(os.path.join(SHARED, "data", "math_train.jsonl")) as f:
         corpus = [json.loads(line)["problem"] for line in f if line.strip()]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=32000, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tokenizer.train_from_iterator(corpus, trainer)
+    tokenizer = train_tokenizer(corpus, 32000)
     tokenizer.save(os.path.join(model_dir, "tokenizer.json"))
     with open(os.path.join(model_dir, "config.json")) as f:
         config = json.load(f)
