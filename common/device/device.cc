@@ -70,8 +70,20 @@ absl::StatusOr<Device> ResolveDevice(absl::string_view spec) {
 MemoryInfo QueryMemory(const Device& device) {
   MemoryInfo info;
   if (!device.cuda) return info;
+  const auto index = static_cast<c10::DeviceIndex>(device.index);
   try {
-    const auto index = static_cast<c10::DeviceIndex>(device.index);
+    // The driver's figures, readable before anything is allocated.
+    const auto [free_bytes, total_bytes] =
+        at::accelerator::getMemoryInfo(index);
+    info.free_bytes = free_bytes;
+    info.total_bytes = total_bytes;
+  } catch (const std::exception&) {
+    // A device that cannot report reads as zeros; callers treat zeros as
+    // unknown.
+  }
+  try {
+    // The caching allocator's figures. It is set up on the first allocation
+    // and throws before it: nothing is allocated then, and zeros are right.
     const auto stats = at::accelerator::getDeviceStats(index);
     constexpr auto kAggregate =
         static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
@@ -83,10 +95,6 @@ MemoryInfo QueryMemory(const Device& device) {
         static_cast<uint64_t>(stats.allocated_bytes[kAggregate].peak);
     info.peak_reserved_bytes =
         static_cast<uint64_t>(stats.reserved_bytes[kAggregate].peak);
-    const auto [free_bytes, total_bytes] =
-        at::accelerator::getMemoryInfo(index);
-    info.free_bytes = free_bytes;
-    info.total_bytes = total_bytes;
     const double fraction =
         c10::cuda::CUDACachingAllocator::getMemoryFraction(index);
     if (fraction > 0 && fraction < 1) {
@@ -96,8 +104,6 @@ MemoryInfo QueryMemory(const Device& device) {
                          at::cuda::getDeviceProperties(index)->totalGlobalMem));
     }
   } catch (const std::exception&) {
-    // A device that cannot report reads as zeros; callers treat zeros as
-    // unknown.
   }
   return info;
 }
