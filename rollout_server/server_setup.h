@@ -29,7 +29,7 @@ struct ServerModelOptions {
   int max_group_size = 1024;
   int64_t prefill_tokens = 8192;
   int64_t decode_steps_per_sync = 0;  // 0: 8 on CUDA, 1 on the CPU
-  bool cuda_graphs = false;
+  bool cuda_graphs = true;            // CUDA only; ignored on the CPU
   int64_t decode_key_bucket = 0;
   bool share_prompt_kv = false;
   int64_t max_queued_requests = 256;
