@@ -5,8 +5,9 @@
 #   a. decode: tokens/s of 64 sequences (8 prompts x G=8), 512-token prompts, 1024 new
 #      tokens, Qwen2.5-1.5B's shape in bf16, against transformers `generate` on the same GPU
 #      and against the memory-bandwidth roofline (rollout_bench.py): the default (decode
-#      windows of 8 steps), single steps, --cuda_graphs and --share_prompt_kv (both off by
-#      default until this measures them), how far their first completions agree, and
+#      windows of 8 steps, eager: the bench's flags are off unless named), single steps,
+#      --cuda_graphs (on by default in rollout_server since the H200 run) and
+#      --share_prompt_kv (off), how far their first completions agree, and
 #      microrl's log-probs against transformers scoring the same tokens
 #   b. training: tokens/s of one GRPO update, same shape, LoRA rank 256 (fp32 master
 #      weights, bf16 compute), a GRPO-shaped batch (8 MATH prompts x 8 completions, lengths
@@ -19,8 +20,8 @@
 #      hand-off (publish_bench.py); then the CUDA IPC import's check of a real handle whose
 #      size or offset claims 4 GiB past its allocation (refused, the server unharmed)
 #   d. one full GRPO step of the paper's configuration (configs/paper/
-#      qwen2.5-1.5b-instruct-r256.yaml, 3584-token responses) with the three services under
-#      a 48 GiB total cap: time per phase and peak memory per process (grpo_step.py)
+#      qwen2.5-1.5b-instruct-r256.yaml, 3584-token responses, eager decode) with the three
+#      services under a 48 GiB total cap: time per phase and peak memory per process (grpo_step.py)
 #   e. three short GRPO steps with the rollout server on --cuda_graphs: graphs captured,
 #      then kept across the adapter swaps of a run (a crash or failed step shows here)
 #   g. NCCL at world size 1 (issue 19): the learner's Communicator on the GPU (its
@@ -122,7 +123,7 @@ section() {  # section NAME LIMIT_S COMMAND...: runs and logs one section
         section grpo_step 200 python3 "$B/grpo_step.py" --device cuda --shape qwen2.5-1.5b \
           --budget_gib 48 --rollout_gib 12 --learner_gib 36 --steps 1 \
           --max_response_tokens 3584 --model_dir "$MODEL" --tokenizer_dir "$CARRY/tokenizer" \
-          --bin_dir "$CARRY" --out "$WORK/grpo_step" ;;
+          --bin_dir "$CARRY" --out "$WORK/grpo_step" --rollout_flags=--nocuda_graphs ;;
       e)
         section graphs_under_swaps 100 python3 "$B/grpo_step.py" --device cuda \
           --shape qwen2.5-1.5b --budget_gib 48 --rollout_gib 12 --learner_gib 36 --steps 3 \
