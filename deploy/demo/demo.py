@@ -206,7 +206,7 @@ def main():
     for path in binaries.values():
         if not os.access(path, os.X_OK):
             raise DemoError(f"{path} is missing: build first (bash deploy/setup.sh)")
-    sft_steps = args.sft_steps or (1000 if args.quick else 1500)
+    sft_steps = args.sft_steps or (650 if args.quick else 800)
     grpo_steps = args.grpo_steps or (40 if args.quick else 150)
     eval_problems = min(args.eval_problems, 100) if args.quick else args.eval_problems
     eval_every = max(grpo_steps // 3, 1)
