@@ -330,6 +330,16 @@ void Engine::Accept(std::shared_ptr<Request> request) {
 }
 
 void Engine::Append(Sequence& sequence, int32_t token, float logprob) {
+  AppendToken(sequence, token, logprob);
+  // A finished sequence has reported in Finish (its completion may be gone).
+  const Request& request = *sequence.request;
+  if (!sequence.finished && request.spec.on_progress && !request.finished) {
+    request.spec.on_progress(sequence.prompt, sequence.sample, *sequence.out,
+                             false);
+  }
+}
+
+void Engine::AppendToken(Sequence& sequence, int32_t token, float logprob) {
   Completion& out = *sequence.out;
   const Request& request = *sequence.request;
   out.token_ids.push_back(token);
@@ -374,6 +384,9 @@ void Engine::Finish(Sequence& sequence, FinishReason reason,
   metrics_.Finished(NameOf(reason, kFinishReasonNames, "unknown"));
   Request& request = *sequence.request;
   if (request.finished) return;
+  if (request.spec.on_progress) {
+    request.spec.on_progress(sequence.prompt, sequence.sample, out, true);
+  }
   if (--request.unfinished == 0) {
     request.finished = true;
     const absl::Time now = absl::Now();

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,6 +26,17 @@ struct SamplingConfig {
   uint32_t first_prompt_index = 0;
 };
 
+enum class FinishReason { kStop, kLength, kAbort };
+
+struct Completion {
+  std::vector<int32_t> token_ids;
+  std::string text;
+  std::vector<float> logprobs;
+  FinishReason finish_reason = FinishReason::kLength;
+  uint64_t adapter_version = 0;
+  std::string stop_reason;
+};
+
 struct GenerationRequest {
   std::vector<std::vector<int32_t>> prompts;  // token ids
   int group_size = 1;
@@ -35,21 +47,18 @@ struct GenerationRequest {
   // Generate with exactly this resident adapter version (FailedPrecondition
   // if it is not resident). 0: the newest loaded when the request starts.
   uint64_t adapter_version = 0;
+  // Called on the engine thread each time a completion gains a token, with the
+  // prompt's index, the completion's index in its group and the completion so
+  // far (its text is final up to where a stop string could still begin;
+  // finished is set once, with the finished completion). For streaming: it
+  // must be quick and must not call the engine.
+  std::function<void(int prompt, int index, const Completion& completion,
+                     bool finished)>
+      on_progress;
   // Set by the caller to abandon the request; its sequences are freed at the
   // next step.
   std::shared_ptr<std::atomic<bool>> cancelled =
       std::make_shared<std::atomic<bool>>(false);
-};
-
-enum class FinishReason { kStop, kLength, kAbort };
-
-struct Completion {
-  std::vector<int32_t> token_ids;
-  std::string text;
-  std::vector<float> logprobs;
-  FinishReason finish_reason = FinishReason::kLength;
-  uint64_t adapter_version = 0;
-  std::string stop_reason;
 };
 
 struct GenerationResult {

@@ -513,6 +513,32 @@ TEST(EngineTest, StopTokensEosAndLengths) {
   EXPECT_EQ(capped->groups[1][0].token_ids.size(), 12u);
 }
 
+TEST(EngineTest, ProgressReportsEveryTokenThenEachFinishOnce) {
+  TestEngine t = MakeEngine(/*slots=*/8);
+  ASSERT_NE(t.engine, nullptr);
+  GenerationRequest request = Request({Prompts()[0], Prompts()[1]}, 2, 1.0, 9);
+  // Reported on the engine thread, before the result is delivered.
+  std::vector<std::vector<int32_t>> seen(4);
+  std::vector<int> finishes(4, 0);
+  request.on_progress = [&](int prompt, int index, const Completion& c,
+                            bool finished) {
+    const int i = prompt * 2 + index;
+    EXPECT_EQ(finishes[i], 0) << "a report after the finish";
+    EXPECT_EQ(c.token_ids.size(), seen[i].size() + 1)
+        << "one report per token, the finish with the last one";
+    seen[i] = c.token_ids;
+    if (finished) ++finishes[i];
+  };
+  absl::StatusOr<GenerationResult> result = Generate(*t.engine, request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (int p = 0; p < 2; ++p) {
+    for (int g = 0; g < 2; ++g) {
+      EXPECT_EQ(finishes[p * 2 + g], 1);
+      EXPECT_EQ(seen[p * 2 + g], result->groups[p][g].token_ids);
+    }
+  }
+}
+
 TEST(EngineTest, AGroupLargerThanTheKvBudgetIsQueuedInParts) {
   TestEngine t = MakeEngine(/*slots=*/2);
   ASSERT_NE(t.engine, nullptr);
