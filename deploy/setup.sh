@@ -51,6 +51,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgtest-dev libgmock-dev
   libcivetweb-dev civetweb nlohmann-json3-dev libpcre2-dev libutf8proc-dev libyaml-cpp-dev
+  libcpp-httplib-dev
   libcurl4-openssl-dev libssl-dev openssl zlib1g-dev libgmp-dev
   python3 python3-venv python3-dev
   prometheus docker-compose clang libclang-rt-14-dev

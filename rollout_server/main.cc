@@ -1,5 +1,6 @@
 // rollout_server: samples groups of completions from the base model plus the
 // current LoRA adapter, on one GPU (or the CPU), over gRPC.
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,7 @@
 #include "common/device/device.h"
 #include "common/rpc/server_flags.h"
 #include "common/rpc/server_main.h"
+#include "rollout_server/openai_server.h"
 #include "rollout_server/rollout_service.h"
 #include "rollout_server/server_setup.h"
 
@@ -80,6 +82,15 @@ ABSL_FLAG(bool, cuda_ipc, true,
           "and GPU (the learner's default when both share a GPU): the "
           "weights are copied device to device, no bytes over the socket.");
 
+ABSL_FLAG(int, openai_port, 0,
+          "Port of the OpenAI-compatible HTTP endpoint (/v1/models, "
+          "/v1/completions, /v1/chat/completions) on --host, with the same "
+          "TLS and token rules as gRPC; 0: off. Needs --model. "
+          "docs/serving.md.");
+ABSL_FLAG(std::string, served_model_name, "",
+          "The base model's name on the OpenAI endpoint (adapters are "
+          "<name>@v<version>); empty: the --model directory's name.");
+
 int main(int argc, char** argv) {
   constexpr char kComponent[] = "rollout_server";
   microrl::BlockTerminationSignals();
@@ -134,11 +145,45 @@ int main(int argc, char** argv) {
       return microrl::rpc::UsageError(kComponent, started.status());
     engine = *std::move(started);
   }
+  std::unique_ptr<microrl::rollout::OpenAiServer> openai;
+  if (const int port = absl::GetFlag(FLAGS_openai_port); port != 0) {
+    if (port < 0 || port > 65535) {
+      return microrl::rpc::UsageError(
+          kComponent,
+          absl::InvalidArgumentError("--openai_port must be in [0, 65535]"));
+    }
+    microrl::rollout::OpenAiServerOptions options;
+    options.host = server.host;
+    options.port = port;
+    options.security = server.security;
+    options.model_dir = absl::GetFlag(FLAGS_model);
+    options.model_name = absl::GetFlag(FLAGS_served_model_name);
+    if (options.model_name.empty()) {
+      options.model_name = std::filesystem::path(options.model_dir)
+                               .lexically_normal()
+                               .filename();
+      if (options.model_name.empty()) {
+        options.model_name = std::filesystem::path(options.model_dir)
+                                 .lexically_normal()
+                                 .parent_path()
+                                 .filename();
+      }
+    }
+    absl::StatusOr<std::unique_ptr<microrl::rollout::OpenAiServer>> started =
+        microrl::rollout::OpenAiServer::Start(options, engine);
+    if (!started.ok()) {
+      return microrl::rpc::UsageError(kComponent, started.status());
+    }
+    openai = *std::move(started);
+  }
   microrl::rpc::ProcessIdentity identity(kComponent);
   microrl::rollout::RolloutService service(
       {*device, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_adapter_dir),
        absl::GetFlag(FLAGS_cuda_ipc)},
       engine, identity);
-  microrl::ExitWithoutStaticDestructors(microrl::rpc::RunServer(
-      server, {{&service, "microrl.v1.Rollout"}}, registry, identity));
+  microrl::ExitWithoutStaticDestructors(
+      microrl::rpc::RunServer(server, {{&service, "microrl.v1.Rollout"}},
+                              registry, identity, [&openai] {
+                                if (openai != nullptr) openai->Stop();
+                              }));
 }
