@@ -11,7 +11,7 @@
 
 namespace microrl::learner {
 
-absl::Status RunBenchmarks(const BenchmarkOptions& o, RolloutClient& rollout,
+absl::Status RunBenchmarks(const BenchmarkOptions& o, CompletionSource& rollout,
                            const RewardClient& reward,
                            const std::atomic<bool>* stop) {
   if (o.datasets.empty())

@@ -45,7 +45,8 @@ struct BenchmarkOptions {
 // given) makes it return CANCELLED between datasets once set. Used by
 // `learner eval` and by a training run's final evaluation.
 absl::Status RunBenchmarks(const BenchmarkOptions& options,
-                           RolloutClient& rollout, const RewardClient& reward,
+                           CompletionSource& rollout,
+                           const RewardClient& reward,
                            const std::atomic<bool>* stop = nullptr);
 
 }  // namespace microrl::learner

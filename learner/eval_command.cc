@@ -15,6 +15,23 @@ absl::Status RunEvalCommand(const EvalCommandOptions& o) {
     return absl::InvalidArgumentError("--datasets: name at least one");
   if (benchmarks.samples < 1)
     return absl::InvalidArgumentError("--samples: must be >= 1");
+  if (!o.openai.base_url.empty()) {
+    if (!o.adapter_dir.empty()) {
+      return absl::InvalidArgumentError(
+          "--adapter cannot be loaded over --openai_base_url: serve it there "
+          "(e.g. rollout_server --adapter) and name it with --openai_model");
+    }
+    absl::StatusOr<std::unique_ptr<OpenAiClient>> client =
+        OpenAiClient::Create(o.openai);
+    if (!client.ok()) return client.status();
+    absl::StatusOr<std::unique_ptr<RewardClient>> reward = RewardClient::Create(
+        o.reward_address, absl::Minutes(5), {}, o.reward_security);
+    if (!reward.ok()) return reward.status();
+    std::cout << "evaluating " << (*client)->model() << " at "
+              << o.openai.base_url << "\n";
+    benchmarks.model_label = (*client)->model();
+    return RunBenchmarks(benchmarks, **client, **reward);
+  }
   RolloutClientOptions options;
   options.security = o.rollout_security;
   absl::StatusOr<std::unique_ptr<RolloutClient>> rollout =

@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "common/rpc/security.h"
 #include "learner/benchmarks.h"
+#include "learner/openai_client.h"
 
 namespace microrl::learner {
 
@@ -17,9 +18,13 @@ struct EvalCommandOptions {
   std::string reward_address;
   rpc::ClientSecurity rollout_security;
   rpc::ClientSecurity reward_security;
+  // Evaluate an OpenAI-compatible server instead of the rollout server (when
+  // openai.base_url is set; adapter_dir is then refused).
+  OpenAiClientOptions openai;
 };
 
-// `learner eval`: connects to a running rollout server and reward service,
+// `learner eval`: connects to a running rollout server (or, with
+// openai.base_url, any OpenAI-compatible server) and reward service,
 // wakes the rollout server if a colocated run left it asleep, loads
 // `adapter_dir` (if given) as a new version, and runs the benchmarks
 // (RunBenchmarks) on it.

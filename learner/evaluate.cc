@@ -19,7 +19,7 @@ double PassAtK(int64_t n, int64_t c, int64_t k) {
 absl::StatusOr<EvalResult> Evaluate(const std::string& dataset,
                                     const std::vector<Problem>& problems,
                                     const PromptBuilder& prompts,
-                                    RolloutClient& rollout,
+                                    CompletionSource& rollout,
                                     const RewardClient& reward,
                                     const EvalOptions& options) {
   EvalResult result;
@@ -68,9 +68,8 @@ absl::StatusOr<EvalResult> Evaluate(const std::string& dataset,
         length_sum += completion.completion_tokens;
         double nll = 0;
         for (float logprob : completion.logprobs) nll -= logprob;
-        entropy_sum += !completion.logprobs.empty()
-                           ? nll / completion.logprobs.size()
-                           : 0;
+        entropy_sum +=
+            !completion.logprobs.empty() ? nll / completion.logprobs.size() : 0;
         result.adapter_version =
             std::max(result.adapter_version, completion.adapter_version);
       }

@@ -53,7 +53,7 @@ double PassAtK(int64_t n, int64_t c, int64_t k);
 absl::StatusOr<EvalResult> Evaluate(const std::string& dataset,
                                     const std::vector<Problem>& problems,
                                     const PromptBuilder& prompts,
-                                    RolloutClient& rollout,
+                                    CompletionSource& rollout,
                                     const RewardClient& reward,
                                     const EvalOptions& options);
 

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+
 // What the learner asks a rollout server for and gets back, as plain structs
 // (the wire types stay inside RolloutClient).
 namespace microrl::learner {
@@ -49,6 +51,16 @@ struct Completion {
 struct CompletionGroup {
   std::vector<int32_t> prompt_token_ids;
   std::vector<Completion> completions;
+};
+
+// Where completions come from: a rollout server over gRPC (RolloutClient) or
+// any OpenAI-compatible server (OpenAiClient).
+class CompletionSource {
+ public:
+  virtual ~CompletionSource() = default;
+  // One group of completions per prompt, in the prompts' order.
+  virtual absl::StatusOr<std::vector<CompletionGroup>> Generate(
+      const std::vector<PromptIds>& prompts, const GenerateParams& params) = 0;
 };
 
 }  // namespace microrl::learner

@@ -5,14 +5,17 @@
 //   [--resume] learner                      (no run: serves GetInfo, state
 //   IDLE) learner eval --model=DIR [--adapter=PEFT_DIR] --datasets=aime24,amc23
 //   ...
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/base/file.h"
 #include "common/base/flag_usage.h"
 #include "common/base/logging.h"
 #include "common/base/net.h"
@@ -66,6 +69,22 @@ ABSL_FLAG(double, top_p, 0.95, "eval: nucleus sampling.");
 ABSL_FLAG(int64_t, max_tokens, 3584, "eval: completion tokens.");
 ABSL_FLAG(std::string, ks, "1,8,16", "eval: the k of pass@k, comma-separated.");
 ABSL_FLAG(std::string, out, "", "eval: directory for eval.json and eval.md.");
+ABSL_FLAG(std::string, openai_base_url, "",
+          "eval: evaluate this OpenAI-compatible server instead of the "
+          "rollout server (e.g. http://127.0.0.1:8000/v1: a microrl "
+          "rollout_server's --openai_port, or vLLM); prompts go as token ids "
+          "of --model's tokenizer.");
+ABSL_FLAG(std::string, openai_model, "",
+          "eval: the model to evaluate at --openai_base_url (empty: the first "
+          "its /v1/models lists).");
+ABSL_FLAG(std::string, openai_base_model, "",
+          "eval: with --compare_base, the base model's name at "
+          "--openai_base_url.");
+ABSL_FLAG(std::string, openai_api_key_file, "",
+          "eval: file holding the API key for --openai_base_url (unset: "
+          "$OPENAI_API_KEY, if set).");
+ABSL_FLAG(std::string, openai_ca, "",
+          "eval: PEM CA for an https --openai_base_url (unset: the system's).");
 
 namespace {
 
@@ -122,6 +141,23 @@ int Eval(const char* component) {
   }
   o.rollout_address = absl::GetFlag(FLAGS_rollout_address);
   o.reward_address = absl::GetFlag(FLAGS_reward_address);
+  o.openai.base_url = absl::GetFlag(FLAGS_openai_base_url);
+  o.openai.model = absl::GetFlag(FLAGS_openai_model);
+  o.openai.base_model = absl::GetFlag(FLAGS_openai_base_model);
+  o.openai.tls_ca_file = absl::GetFlag(FLAGS_openai_ca);
+  if (const std::string file = absl::GetFlag(FLAGS_openai_api_key_file);
+      !file.empty()) {
+    absl::StatusOr<std::string> key = microrl::ReadFileToString(file);
+    if (!key.ok()) {
+      return microrl::rpc::UsageError(
+          component, absl::InvalidArgumentError(absl::StrCat(
+                         "--openai_api_key_file: ", key.status().message())));
+    }
+    o.openai.api_key = std::string(absl::StripAsciiWhitespace(*key));
+  } else if (const char* env = std::getenv("OPENAI_API_KEY");
+             env != nullptr && *env != '\0') {
+    o.openai.api_key = env;
+  }
   b.out_dir = absl::GetFlag(FLAGS_out);
   // The deployment's token and CA (MICRORL_AUTH_TOKEN, MICRORL_TLS_CA), unless
   // a --config names its own.

@@ -30,14 +30,15 @@ struct RolloutClientOptions {
 // retried like one that is down. Thread-safe; Cancel() (for a learner that is
 // stopping) aborts every call in flight and every wait between retries at
 // once, with CANCELLED, and refuses later calls but WakeOnce.
-class RolloutClient {
+class RolloutClient : public CompletionSource {
  public:
   static absl::StatusOr<std::unique_ptr<RolloutClient>> Create(
       const std::string& address, const RolloutClientOptions& options);
 
   // One group of completions per prompt, in the prompts' order.
   absl::StatusOr<std::vector<CompletionGroup>> Generate(
-      const std::vector<PromptIds>& prompts, const GenerateParams& params);
+      const std::vector<PromptIds>& prompts,
+      const GenerateParams& params) override;
   // Streams a PEFT adapter (adapter_config.json text and
   // adapter_model.safetensors bytes) in 4 MiB chunks, hashed as they go and
   // followed by their SHA-256, as `version`; the server keeps the newest
