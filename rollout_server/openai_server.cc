@@ -337,6 +337,43 @@ struct OpenAiServer::Impl {
       if (ids.empty()) return BadField("prompt", "a prompt has no tokens");
     }
 
+    // Fields this server does not implement are refused when they would
+    // change the answer, rather than silently ignored.
+    for (const char* key :
+         {"presence_penalty", "frequency_penalty", "repetition_penalty"}) {
+      if (body.contains(key) && !body[key].is_null() &&
+          !(body[key].is_number() &&
+            body[key].get<double>() ==
+                (absl::string_view(key) == "repetition_penalty" ? 1.0 : 0.0))) {
+        return BadField(key, absl::StrCat("'", key, "' is not supported"));
+      }
+    }
+    for (const char* key : {"logit_bias", "tools", "functions", "suffix"}) {
+      if (body.contains(key) && !body[key].is_null() &&
+          !(body[key].is_object() && body[key].empty()) &&
+          !(body[key].is_array() && body[key].empty())) {
+        return BadField(key, absl::StrCat("'", key, "' is not supported"));
+      }
+    }
+    if (body.contains("echo") && body["echo"].is_boolean() &&
+        body["echo"].get<bool>()) {
+      return BadField("echo", "'echo' is not supported");
+    }
+    if (body.contains("best_of") && !body["best_of"].is_null()) {
+      const int64_t n = body.contains("n") && body["n"].is_number_integer()
+                            ? body["n"].get<int64_t>()
+                            : 1;
+      if (!body["best_of"].is_number_integer() ||
+          body["best_of"].get<int64_t>() != n) {
+        return BadField("best_of", "'best_of' other than n is not supported");
+      }
+    }
+    if (body.contains("response_format") &&
+        body["response_format"].is_object() &&
+        body["response_format"].value("type", "text") != "text") {
+      return BadField("response_format",
+                      "only the 'text' response format is supported");
+    }
     SamplingConfig& s = p->request.sampling;
     s.temperature = 1.0;
     if (auto e = ReadNumber(body, "temperature", 0, 2, &s.temperature))

@@ -289,7 +289,11 @@ def main():
                             {"model": "demo", "prompt": "1", "stream_options": {
                                 "include_usage": "yes"}},
                             {"model": "demo", "prompt": "1", "logprobs": 3},
-                            {"model": "demo", "prompt": "1", "top_p": 0}):
+                            {"model": "demo", "prompt": "1", "top_p": 0},
+                            {"model": "demo", "prompt": "1", "presence_penalty": 0.5},
+                            {"model": "demo", "prompt": "1", "logit_bias": {"5": 10}},
+                            {"model": "demo", "prompt": "1", "echo": True},
+                            {"model": "demo", "prompt": "1", "best_of": 3}):
                 status, body = raw_post(base_url, "/completions", hostile)
                 check(status == 400 and body["error"]["type"] == "invalid_request_error",
                       f"{json.dumps(hostile)}: {status} {body['error']['message']!r}")
