@@ -7,6 +7,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -23,6 +24,8 @@ namespace microrl::rollout {
 namespace {
 
 using nlohmann::json;
+
+constexpr int kMaxJsonDepth = 64;
 
 // An error as OpenAI's API answers it, with its HTTP status.
 struct ApiError {
@@ -130,7 +133,9 @@ struct Parsed {
 // The sampled tokens' log-probs [from, to) of `c` in OpenAI's chat or
 // completions shape (no top alternatives).
 json Logprobs(const tokenizer::Tokenizer* tok, const Completion& c, bool chat,
-              size_t from, size_t to) {
+              size_t from, size_t to, size_t text_offset = 0) {
+  // -inf (a token outside top-k/top-p at temperature 0) as vLLM writes it.
+  auto value = [&](size_t i) { return std::max(c.logprobs[i], -9999.0f); };
   auto token_text = [&](int32_t id) {
     return tok != nullptr ? tok->Decode({id}) : absl::StrCat(id);
   };
@@ -142,28 +147,30 @@ json Logprobs(const tokenizer::Tokenizer* tok, const Completion& c, bool chat,
     json content = json::array();
     for (size_t i = from; i < to; ++i) {
       content.push_back({{"token", token_text(c.token_ids[i])},
-                         {"logprob", c.logprobs[i]},
+                         {"logprob", value(i)},
                          {"bytes", token_bytes(c.token_ids[i])},
                          {"top_logprobs", json::array()}});
     }
     return json{{"content", content}};
   }
-  json tokens = json::array(), values = json::array();
+  json tokens = json::array(), values = json::array(), offsets = json::array();
   for (size_t i = from; i < to; ++i) {
-    tokens.push_back(token_text(c.token_ids[i]));
-    values.push_back(c.logprobs[i]);
+    const std::string text = token_text(c.token_ids[i]);
+    offsets.push_back(text_offset);
+    text_offset += text.size();
+    tokens.push_back(text);
+    values.push_back(value(i));
   }
   return json{{"tokens", tokens},
               {"token_logprobs", values},
               {"top_logprobs", nullptr},
-              {"text_offset", json::array()}};
+              {"text_offset", offsets}};
 }
 
 json Usage(const Parsed& p, const GenerationResult& result) {
   int64_t prompt_tokens = 0, completion_tokens = 0;
   for (size_t i = 0; i < p.prompts.size(); ++i) {
-    prompt_tokens +=
-        static_cast<int64_t>(p.prompts[i].size()) * p.request.group_size;
+    prompt_tokens += static_cast<int64_t>(p.prompts[i].size());
   }
   for (const auto& group : result.groups)
     for (const auto& c : group)
@@ -182,6 +189,29 @@ struct OpenAiServer::Impl {
   std::unique_ptr<httplib::Server> server;
   std::thread thread;
   std::atomic<uint64_t> next_id{1};
+  std::atomic<bool> listen_returned{false};
+
+  // The cancel flags of the requests being answered, so that Stop() ends
+  // their generations instead of waiting for them.
+  std::mutex in_flight_mu;
+  std::set<std::shared_ptr<std::atomic<bool>>> in_flight;
+  struct InFlight {
+    InFlight(Impl* impl, std::shared_ptr<std::atomic<bool>> flag)
+        : impl(impl), flag(std::move(flag)) {
+      std::lock_guard<std::mutex> lock(impl->in_flight_mu);
+      impl->in_flight.insert(this->flag);
+    }
+    ~InFlight() {
+      std::lock_guard<std::mutex> lock(impl->in_flight_mu);
+      impl->in_flight.erase(flag);
+    }
+    Impl* impl;
+    std::shared_ptr<std::atomic<bool>> flag;
+  };
+  void CancelAll() {
+    std::lock_guard<std::mutex> lock(in_flight_mu);
+    for (const auto& flag : in_flight) flag->store(true);
+  }
 
   bool Authorized(const httplib::Request& req) const {
     if (options.security.token.empty()) return true;
@@ -274,8 +304,9 @@ struct OpenAiServer::Impl {
         if (!m["content"].is_array()) continue;
         std::string text;
         for (const auto& part : m["content"]) {
-          if (!part.is_object() || part.value("type", "") != "text" ||
-              !part.contains("text") || !part["text"].is_string()) {
+          if (!part.is_object() || !part.contains("type") ||
+              part["type"] != "text" || !part.contains("text") ||
+              !part["text"].is_string()) {
             return BadField("messages",
                             "only text content parts ({\"type\": \"text\", "
                             "\"text\": ...}) are supported");
@@ -351,6 +382,7 @@ struct OpenAiServer::Impl {
     for (const char* key : {"logit_bias", "tools", "functions", "suffix"}) {
       if (body.contains(key) && !body[key].is_null() &&
           !(body[key].is_object() && body[key].empty()) &&
+          !(body[key].is_string() && body[key].get<std::string>().empty()) &&
           !(body[key].is_array() && body[key].empty())) {
         return BadField(key, absl::StrCat("'", key, "' is not supported"));
       }
@@ -370,7 +402,8 @@ struct OpenAiServer::Impl {
     }
     if (body.contains("response_format") &&
         body["response_format"].is_object() &&
-        body["response_format"].value("type", "text") != "text") {
+        body["response_format"].contains("type") &&
+        body["response_format"]["type"] != "text") {
       return BadField("response_format",
                       "only the 'text' response format is supported");
     }
@@ -383,7 +416,8 @@ struct OpenAiServer::Impl {
     if (auto e = ReadInteger(body, "top_k", -1, 1 << 20, &s.top_k)) return e;
     if (s.top_k < 0) s.top_k = 0;        // -1: no limit, as vLLM
     int64_t max_tokens = chat ? 0 : 16;  // OpenAI's completions default: 16
-    const char* max_key = chat && body.contains("max_completion_tokens")
+    const char* max_key = chat && body.contains("max_completion_tokens") &&
+                                  !body["max_completion_tokens"].is_null()
                               ? "max_completion_tokens"
                               : "max_tokens";
     if (auto e = ReadInteger(body, max_key, 1, int64_t{1} << 30, &max_tokens))
@@ -498,7 +532,19 @@ struct OpenAiServer::Impl {
                    {401, "a valid 'Authorization: Bearer <token>' is needed",
                     "authentication_error", "", "invalid_api_key"});
     }
-    json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    // Nesting is bounded: rendering a chat template walks values recursively.
+    bool too_deep = false;
+    json body = json::parse(
+        req.body,
+        [&too_deep](int depth, json::parse_event_t, json&) {
+          if (depth > kMaxJsonDepth) too_deep = true;
+          return !too_deep;
+        },
+        /*allow_exceptions=*/false);
+    if (too_deep) {
+      return Reply(res, BadField("", absl::StrCat("the body nests deeper than ",
+                                                  kMaxJsonDepth, " levels")));
+    }
     if (body.is_discarded()) {
       return Reply(res, BadField("", "the body is not valid JSON"));
     }
@@ -511,12 +557,14 @@ struct OpenAiServer::Impl {
       std::promise<absl::StatusOr<GenerationResult>> promise;
       std::future<absl::StatusOr<GenerationResult>> future =
           promise.get_future();
+      InFlight in_flight(this, parsed->request.cancelled);
       engine->Submit(parsed->request,
                      [&promise](absl::StatusOr<GenerationResult> r) {
                        promise.set_value(std::move(r));
                      });
       absl::StatusOr<GenerationResult> result = future.get();
       if (!result.ok()) return Reply(res, FromStatus(result.status()));
+      res.status = 200;
       res.set_content(Whole(*parsed, *result, id, created).dump(),
                       "application/json");
       return;
@@ -531,8 +579,42 @@ struct OpenAiServer::Impl {
     std::condition_variable cv;
     std::deque<std::string> events;
     bool done = false;
+    absl::Status refused;  // an immediate refusal by Submit
     std::vector<size_t> sent_text, sent_tokens;
   };
+
+  // One on_progress report of a stream: the completion's new text (up to where
+  // a stop string could still begin) as a chunk; the rest with the finish.
+  template <typename Chunk>
+  static void Report(const tokenizer::Tokenizer* tok, StreamState& state,
+                     const Parsed& p, const Chunk& chunk, int group,
+                     size_t holdback, int prompt, int sample,
+                     const Completion& c, bool finished) {
+    const size_t index = static_cast<size_t>(prompt) * group + sample;
+    std::lock_guard<std::mutex> lock(state.mu);
+    size_t& sent = state.sent_text[index];
+    size_t& sent_tok = state.sent_tokens[index];
+    size_t upto = c.text.size();
+    if (!finished) upto = upto > holdback ? upto - holdback : 0;
+    // Never cut a UTF-8 character: back off continuation bytes.
+    while (!finished && upto > sent && upto < c.text.size() &&
+           (static_cast<unsigned char>(c.text[upto]) & 0xC0) == 0x80) {
+      --upto;
+    }
+    const size_t tokens = c.token_ids.size();
+    if (upto <= sent && !finished) return;
+    const std::string piece =
+        upto > sent ? c.text.substr(sent, upto - sent) : "";
+    json lp = p.logprobs ? Logprobs(tok, c, p.chat, sent_tok, tokens, sent)
+                         : json(nullptr);
+    sent = std::max(sent, upto);
+    sent_tok = tokens;
+    json finish = finished ? json(FinishName(c.finish_reason)) : json(nullptr);
+    state.events.push_back(
+        "data: " + chunk(static_cast<int>(index), piece, lp, finish).dump() +
+        "\n\n");
+    state.cv.notify_all();
+  }
 
   void Stream(std::shared_ptr<Parsed> p, const std::string& id, int64_t created,
               httplib::Response& res) {
@@ -577,42 +659,38 @@ struct OpenAiServer::Impl {
     }
     GenerationRequest request = p->request;
     const size_t holdback = p->longest_stop > 0 ? p->longest_stop - 1 : 0;
-    const std::shared_ptr<Engine> engine_ref = engine;  // may outlive this
-    request.on_progress = [engine_ref, state, p, chunk, group, holdback](
+    // The engine owns the tokenizer and outlives its requests.
+    const tokenizer::Tokenizer* tok = engine->tokenizer();
+    request.on_progress = [tok, state, p, chunk, group, holdback](
                               int prompt, int sample, const Completion& c,
-                              bool finished) {
-      const size_t index = static_cast<size_t>(prompt) * group + sample;
-      std::lock_guard<std::mutex> lock(state->mu);
-      size_t& sent = state->sent_text[index];
-      size_t& sent_tok = state->sent_tokens[index];
-      size_t upto = c.text.size();
-      if (!finished) upto = upto > holdback ? upto - holdback : 0;
-      // Never cut a UTF-8 character: back off continuation bytes.
-      while (!finished && upto > sent && upto < c.text.size() &&
-             (static_cast<unsigned char>(c.text[upto]) & 0xC0) == 0x80) {
-        --upto;
+                              bool finished) noexcept {
+      // Nothing may escape into the engine's decode step (it would fail every
+      // running request): a report that cannot be made ends this stream.
+      try {
+        Report(tok, *state, *p, chunk, group, holdback, prompt, sample, c,
+               finished);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(state->mu);
+        p->request.cancelled->store(true);
+        state->events.push_back(
+            "data: " +
+            ErrorBody({500, e.what(), "server_error", "", ""}).dump() + "\n\n");
+        state->cv.notify_all();
       }
-      const size_t tokens = c.token_ids.size();
-      if (upto <= sent && !finished) return;
-      const std::string piece =
-          upto > sent ? c.text.substr(sent, upto - sent) : "";
-      json lp = p->logprobs ? Logprobs(engine_ref->tokenizer(), c, p->chat,
-                                       sent_tok, tokens)
-                            : json(nullptr);
-      sent = std::max(sent, upto);
-      sent_tok = tokens;
-      json finish =
-          finished ? json(FinishName(c.finish_reason)) : json(nullptr);
-      state->events.push_back(
-          "data: " + chunk(static_cast<int>(index), piece, lp, finish).dump() +
-          "\n\n");
-      state->cv.notify_all();
     };
+    // An immediate refusal (queue full, stopping) runs `done` on this thread:
+    // it gets its HTTP status instead of a stream.
+    const std::thread::id caller = std::this_thread::get_id();
     auto usage_p = p;
     engine->Submit(
-        std::move(request), [state, usage_p, id, created,
-                             object](absl::StatusOr<GenerationResult> result) {
+        std::move(request), [state, usage_p, id, created, object,
+                             caller](absl::StatusOr<GenerationResult> result) {
           std::lock_guard<std::mutex> lock(state->mu);
+          if (!result.ok() && std::this_thread::get_id() == caller) {
+            state->refused = result.status();
+            state->done = true;
+            return;
+          }
           if (!result.ok()) {
             state->events.push_back(
                 "data: " + ErrorBody(FromStatus(result.status())).dump() +
@@ -630,6 +708,12 @@ struct OpenAiServer::Impl {
           state->done = true;
           state->cv.notify_all();
         });
+    {
+      std::lock_guard<std::mutex> lock(state->mu);
+      if (!state->refused.ok()) return Reply(res, FromStatus(state->refused));
+    }
+    auto in_flight = std::make_shared<InFlight>(this, cancelled);
+    res.status = 200;
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
@@ -654,7 +738,7 @@ struct OpenAiServer::Impl {
           }
           return true;
         },
-        [cancelled, state](bool success) {
+        [cancelled, state, in_flight](bool success) {
           // The client went away before the end: free its sequences.
           if (!success) cancelled->store(true);
           std::lock_guard<std::mutex> lock(state->mu);
@@ -765,7 +849,15 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(
   }
   std::unique_ptr<OpenAiServer> result(new OpenAiServer());
   result->port_ = port;
-  impl->thread = std::thread([raw] { raw->server->listen_after_bind(); });
+  impl->thread = std::thread([raw] {
+    raw->server->listen_after_bind();
+    raw->listen_returned = true;
+  });
+  // stop() is a no-op until the server runs: wait for it, so that a Stop()
+  // right after Start() cannot hang.
+  while (!raw->server->is_running() && !raw->listen_returned) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   result->impl_ = std::move(impl);
   MRL_LOG(INFO) << "OpenAI-compatible endpoint on http"
                 << (sec.tls_cert_file.empty() ? "" : "s") << "://"
@@ -775,6 +867,7 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(
 
 void OpenAiServer::Stop() {
   if (impl_ == nullptr || impl_->server == nullptr) return;
+  impl_->CancelAll();  // running generations end at their next step
   impl_->server->stop();
   if (impl_->thread.joinable()) impl_->thread.join();
 }

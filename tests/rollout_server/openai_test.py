@@ -156,6 +156,9 @@ def main():
                                              max_tokens=6, n=3, temperature=1.0, seed=5)
             check([c.index for c in many.choices] == list(range(6)),
                   "2 prompts x n=3 give 6 choices, in order")
+            check(many.usage.prompt_tokens ==
+                  len(prompt_ids) + len(tokenizer.encode("7+8=?").ids),
+                  f"usage counts each prompt once ({many.usage.prompt_tokens} tokens)")
             # The engine seeds prompt p with seed + p: request 2's first prompt is seed 5's
             # second one, so compare against a gRPC request of prompt 2 alone with
             # first_prompt_index 1.
@@ -293,7 +296,9 @@ def main():
                             {"model": "demo", "prompt": "1", "presence_penalty": 0.5},
                             {"model": "demo", "prompt": "1", "logit_bias": {"5": 10}},
                             {"model": "demo", "prompt": "1", "echo": True},
-                            {"model": "demo", "prompt": "1", "best_of": 3}):
+                            {"model": "demo", "prompt": "1", "best_of": 3},
+                            {"model": "demo", "prompt": "1", "response_format": {
+                                "type": None}}):
                 status, body = raw_post(base_url, "/completions", hostile)
                 check(status == 400 and body["error"]["type"] == "invalid_request_error",
                       f"{json.dumps(hostile)}: {status} {body['error']['message']!r}")
@@ -307,6 +312,16 @@ def main():
                       "messages": [{"role": "user", "content": "12+34=?"}]})[1]
                   ["choices"][0]["message"]["content"],
                   "content as text parts reads as their joined text")
+            deep = ('{"model": "demo", "messages": [{"role": "user", "content": "1", "x": '
+                    + "[" * 200000 + "]" * 200000 + "}]}")
+            status, body = raw_post(base_url, "/chat/completions", None, data=deep.encode())
+            check(status == 400 and "nests deeper" in body["error"]["message"],
+                  f"a body nested 200,000 deep: {status} {body['error']['message']!r}")
+            status, body = raw_post(base_url, "/chat/completions", {
+                "model": "demo", "messages": [{"role": "user",
+                                               "content": [{"type": 1, "text": "x"}]}]})
+            check(status == 400 and body["error"]["param"] == "messages",
+                  f"a content part of type 1: {status}")
             status, body = raw_post(base_url, "/nothing", {"model": "demo"})
             check(status == 404 and "error" in body, f"an unknown path: {status}")
 
