@@ -75,8 +75,8 @@ ABSL_FLAG(std::string, openai_base_url, "",
           "rollout_server's --openai_port, or vLLM); prompts go as token ids "
           "of --model's tokenizer.");
 ABSL_FLAG(std::string, openai_model, "",
-          "eval: the model to evaluate at --openai_base_url (empty: the first "
-          "its /v1/models lists).");
+          "eval: the model to evaluate at --openai_base_url (empty: the last "
+          "its /v1/models lists; on a microrl server, the newest adapter).");
 ABSL_FLAG(std::string, openai_base_model, "",
           "eval: with --compare_base, the base model's name at "
           "--openai_base_url.");

@@ -1,5 +1,6 @@
 #include "learner/openai_client.h"
 
+#include <csignal>
 #include <thread>
 #include <utility>
 
@@ -43,25 +44,51 @@ OpenAiClient::~OpenAiClient() = default;
 
 absl::StatusOr<std::unique_ptr<OpenAiClient>> OpenAiClient::Create(
     const OpenAiClientOptions& options) {
-  // scheme://host[:port][/prefix]
+  // scheme://host[:port][/prefix], checked here: httplib would take a
+  // malformed one as a host name, and throws on a port past int.
   const std::string& url = options.base_url;
-  const size_t scheme_end = url.find("://");
-  if (scheme_end == std::string::npos || !(absl::StartsWith(url, "http://") ||
-                                           absl::StartsWith(url, "https://"))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--openai_base_url: '", url,
-        "' is not an http:// or https:// URL (e.g. http://127.0.0.1:8000/v1)"));
+  auto refuse = [&url](const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--openai_base_url: '", url, "' ", why,
+                     " (e.g. http://127.0.0.1:8000/v1)"));
+  };
+  std::string scheme;
+  if (absl::StartsWith(url, "http://")) {
+    scheme = "http";
+  } else if (absl::StartsWith(url, "https://")) {
+    scheme = "https";
+  } else {
+    return refuse("is not an http:// or https:// URL");
   }
-  const size_t path_start = url.find('/', scheme_end + 3);
-  const std::string origin =
-      path_start == std::string::npos ? url : url.substr(0, path_start);
+  const size_t authority_start = scheme.size() + 3;
+  const size_t path_start = url.find('/', authority_start);
+  const std::string authority =
+      url.substr(authority_start, path_start == std::string::npos
+                                      ? std::string::npos
+                                      : path_start - authority_start);
   std::string prefix =
       path_start == std::string::npos ? "" : url.substr(path_start);
-  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
-  if (origin.size() <= scheme_end + 3) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--openai_base_url: '", url, "' names no host"));
+  if (prefix.find_first_of("?#") != std::string::npos) {
+    return refuse("has a query or fragment");
   }
+  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+  if (authority.empty() || authority.find('@') != std::string::npos) {
+    return refuse("names no host (or has user information)");
+  }
+  std::string host = authority;
+  int port = scheme == "https" ? 443 : 80;
+  const size_t colon = authority.rfind(':');
+  if (colon != std::string::npos && authority.back() != ']') {
+    host = authority.substr(0, colon);
+    if (!absl::SimpleAtoi(authority.substr(colon + 1), &port) || port < 1 ||
+        port > 65535) {
+      return refuse("has a bad port");
+    }
+  }
+  if (host.empty()) return refuse("names no host");
+  const std::string origin = absl::StrCat(scheme, "://", host, ":", port);
+  // A server that drops the connection must not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
   std::unique_ptr<OpenAiClient> client(new OpenAiClient(options));
   client->path_prefix_ = prefix;
   client->http_ = std::make_unique<httplib::Client>(origin);
@@ -85,13 +112,19 @@ absl::StatusOr<std::unique_ptr<OpenAiClient>> OpenAiClient::Create(
     if (!body.ok()) return body.status();
     const json models = json::parse(*body, nullptr, false);
     if (models.is_discarded() || !models.contains("data") ||
-        !models["data"].is_array() || models["data"].empty() ||
-        !models["data"][0].contains("id") ||
-        !models["data"][0]["id"].is_string()) {
+        !models["data"].is_array() || models["data"].empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           url, "/models lists no model; name one with --openai_model"));
     }
-    client->options_.model = models["data"][0]["id"].get<std::string>();
+    // The last listed: on a microrl server, the newest adapter version.
+    const json& last = models["data"].back();
+    if (!last.is_object() || !last.contains("id") || !last["id"].is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(url,
+                       "/models lists a model without an id; name one with "
+                       "--openai_model"));
+    }
+    client->options_.model = last["id"].get<std::string>();
   }
   return client;
 }
@@ -105,6 +138,11 @@ absl::StatusOr<std::string> OpenAiClient::Call(const std::string& method,
         method == "GET" ? http_->Get(full.c_str())
                         : http_->Post(full.c_str(), body, "application/json");
     if (!result) {
+      // A refused or dropped connection is tried three times, 2 s apart.
+      if (attempt < 3) {
+        std::this_thread::sleep_for(std::chrono::seconds(2));
+        continue;
+      }
       return absl::UnavailableError(
           absl::StrCat(method, " ", options_.base_url, path, ": ",
                        httplib::to_string(result.error())));
@@ -216,11 +254,13 @@ absl::StatusOr<std::vector<CompletionGroup>> OpenAiClient::Generate(
     if (choice.contains("logprobs") && choice["logprobs"].is_object() &&
         choice["logprobs"].contains("token_logprobs") &&
         choice["logprobs"]["token_logprobs"].is_array()) {
+      // A null log-prob (a server that has none for a token) still counts
+      // the token; the entropy figure is the mean over the known ones.
       for (const json& lp : choice["logprobs"]["token_logprobs"]) {
+        ++c.completion_tokens;
         if (lp.is_number()) c.logprobs.push_back(lp.get<float>());
       }
     }
-    c.completion_tokens = static_cast<int64_t>(c.logprobs.size());
   }
   return groups;
 }

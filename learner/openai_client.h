@@ -22,14 +22,15 @@ struct OpenAiClientOptions {
   std::string base_url;
   std::string api_key;  // sent as "Authorization: Bearer <key>" when set
   std::string tls_ca_file;
-  // The model the completions come from; empty: the first /v1/models lists.
+  // The model the completions come from; empty: the last /v1/models lists
+  // (on a microrl server, the newest adapter version).
   std::string model;
   // The model Generate uses when asked for the base model (disable_adapter,
   // e.g. learner eval --compare_base); empty: such requests are refused.
   std::string base_model;
   absl::Duration timeout = absl::Hours(1);  // per HTTP request
   // 429 and 503 answers are retried this many times, waiting Retry-After
-  // (default 5 s) in between.
+  // (default 5 s) in between; failed connections three times, 2 s apart.
   int retries = 12;
 };
 

@@ -131,6 +131,14 @@ def main():
                        os.path.join(work, "e3"))
             check(proc.returncode == 1 and str(dead) in proc.stdout,
                   f"nothing listening: {proc.stdout.strip()[-300:]}")
+            proc = run([f"--openai_base_url={base_url}", "--problems=2", "--ks=1",
+                        "--samples=1", "--nocompare_base"], os.path.join(work, "d"))
+            check(proc.returncode == 0 and f"evaluating demo@v3 at {base_url}" in proc.stdout,
+                  "without --openai_model: the last model listed (the newest adapter)")
+            proc = run(["--openai_base_url=http://127.0.0.1:99999999999/v1"],
+                       os.path.join(work, "e5"))
+            check(proc.returncode == 1 and "bad port" in proc.stdout,
+                  f"a port past 65535: {proc.stdout.strip()[-300:]}")
             proc = run([f"--openai_base_url={base_url}", f"--adapter={adapter}"],
                        os.path.join(work, "e4"))
             check(proc.returncode == 1 and "--adapter" in proc.stdout,
