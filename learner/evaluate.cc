@@ -112,6 +112,9 @@ nlohmann::ordered_json EvalResultToJson(const EvalResult& r) {
   json["mean_reward"] = r.mean_reward;
   json["mean_length"] = r.mean_length;
   json["mean_entropy"] = r.mean_entropy;
+  // Correct completions per problem (of `samples`): pass@k's standard error
+  // and any other estimate can be computed from them.
+  json["correct"] = r.correct;
   return json;
 }
 

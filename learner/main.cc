@@ -4,8 +4,13 @@
 //   learner --config=run.yaml [--set="optim.lr=1e-6;rollout.group_size=8"]
 //   [--resume] learner                      (no run: serves GetInfo, state
 //   IDLE) learner eval --model=DIR [--adapter=PEFT_DIR] --datasets=aime24,amc23
+//   learner report RUN_OR_STUDY_DIR [--out=DIR]
 //   ...
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -215,7 +220,8 @@ int main(int argc, char** argv) {
   microrl::SetLogComponent(kComponent);
   microrl::SetUpFlagUsage(
       "Trains LoRA adapters with GRPO against a rollout server and a reward "
-      "service (learner --config=run.yaml), or evaluates them (learner eval).");
+      "service (learner --config=run.yaml), or evaluates them (learner eval); "
+      "learner report DIR draws a run's or a study's figures and tables.");
   microrl::rpc::SetServerFlagDefaults(50053, 9403);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() >= 2 && std::string(positional[1]) == "sft") {
@@ -233,6 +239,27 @@ int main(int argc, char** argv) {
       return 1;
     }
     return 0;
+  }
+  if (positional.size() >= 2 && std::string(positional[1]) == "report") {
+    if (positional.size() != 3) {
+      return microrl::rpc::UsageError(
+          kComponent, absl::InvalidArgumentError(
+                          "usage: learner report RUN_OR_STUDY_DIR [--out=DIR]"));
+    }
+    // The figures are drawn by matplotlib: the report is a Python program in
+    // the venv this build uses.
+    std::vector<std::string> args = {MICRORL_REPORT_PYTHON, MICRORL_REPORT_SCRIPT,
+                                     positional[2]};
+    if (!absl::GetFlag(FLAGS_out).empty()) {
+      args.push_back("--out=" + absl::GetFlag(FLAGS_out));
+    }
+    std::vector<char*> exec_args;
+    for (std::string& a : args) exec_args.push_back(a.data());
+    exec_args.push_back(nullptr);
+    execv(exec_args[0], exec_args.data());
+    std::cerr << kComponent << " report: cannot run " << MICRORL_REPORT_PYTHON
+              << ": " << std::strerror(errno) << "\n";
+    return 1;
   }
   if (positional.size() >= 2 && std::string(positional[1]) == "eval") {
     if (positional.size() > 2) {
