@@ -419,6 +419,12 @@ def main():
     print(f"Adapter (PEFT format): {adapter}")
     print(f"Metrics: {out}/runs/grpo/metrics.jsonl; summary: {out}/summary.json; "
           f"wall time {summary['wall_seconds']:.0f} s")
+    # The figures and tables of the run (learner report), as the last word.
+    report = subprocess.run([binaries["learner"], "report", os.path.join(out, "runs", "grpo")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if report.returncode != 0:
+        raise DemoError(f"learner report failed: {report.stdout[-2000:]}")
+    print(f"Report: {os.path.join(out, 'runs', 'grpo', 'report', 'index.html')}")
     if summary.get("dashboard_checked") is False:
         raise DemoError("dashboards/microrl.json has queries without data (above)")
 

@@ -68,6 +68,11 @@ def check_run(name, proc, out):
           os.path.isfile(os.path.join(adapter, "adapter_model.safetensors")),
           f"{name}: the adapter is saved in PEFT's format at {adapter}")
     check(adapter in proc.stdout, f"{name}: prints where the adapter was saved")
+    report = os.path.join(out, "runs", "grpo", "report", "index.html")
+    check(f"Report: {report}" in proc.stdout and os.path.isfile(report) and
+          os.path.isfile(os.path.join(out, "runs", "grpo", "report", "figures",
+                                      "reward.png")),
+          f"{name}: ends with its report, at {report}")
     with open(os.path.join(out, "runs", "grpo", "metrics.jsonl")) as f:
         steps = [json.loads(line) for line in f if '"reward_mean"' in line]
     check(len(steps) == summary["grpo_steps"],
