@@ -329,8 +329,9 @@ void Engine::Accept(std::shared_ptr<Request> request) {
   waiting_.push_back(std::move(request));
 }
 
-void Engine::Append(Sequence& sequence, int32_t token, float logprob) {
-  AppendToken(sequence, token, logprob);
+void Engine::Append(Sequence& sequence, int32_t token, float logprob,
+                    const TopLogprobs& top) {
+  AppendToken(sequence, token, logprob, top);
   // A finished sequence has reported in Finish (its completion may be gone).
   const Request& request = *sequence.request;
   if (!sequence.finished && request.spec.on_progress && !request.finished) {
@@ -339,11 +340,21 @@ void Engine::Append(Sequence& sequence, int32_t token, float logprob) {
   }
 }
 
-void Engine::AppendToken(Sequence& sequence, int32_t token, float logprob) {
+void Engine::AppendToken(Sequence& sequence, int32_t token, float logprob,
+                         const TopLogprobs& top) {
   Completion& out = *sequence.out;
   const Request& request = *sequence.request;
   out.token_ids.push_back(token);
   out.logprobs.push_back(logprob);
+  if (const int want = request.spec.sampling.top_logprobs; want > 0) {
+    std::vector<std::pair<int32_t, float>>& alternatives =
+        out.top_logprobs.emplace_back();
+    const int64_t k = std::min<int64_t>(want, top.k);
+    for (int64_t j = 0; j < k; ++j) {
+      alternatives.emplace_back(static_cast<int32_t>(top.ids[j]),
+                                static_cast<float>(top.values[j]));
+    }
+  }
   sequence.last_token = token;
   if (request.stop.IsStopToken(token)) {
     Finish(sequence, FinishReason::kStop,

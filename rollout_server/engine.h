@@ -202,10 +202,19 @@ class Engine {
                                         int64_t ahead) const;
   void CountGenerated(int64_t tokens);
   // Appends a sampled token, finishing the sequence if it stops there.
+  // The top log-probs read back with a sampled token: k ids and k values
+  // (as doubles, most likely first), or none.
+  struct TopLogprobs {
+    const double* ids = nullptr;
+    const double* values = nullptr;
+    int64_t k = 0;
+  };
   // Appends a sampled token (AppendToken: stop checks, text) and reports it
   // to the request's on_progress.
-  void Append(Sequence& sequence, int32_t token, float logprob);
-  void AppendToken(Sequence& sequence, int32_t token, float logprob);
+  void Append(Sequence& sequence, int32_t token, float logprob,
+              const TopLogprobs& top);
+  void AppendToken(Sequence& sequence, int32_t token, float logprob,
+                   const TopLogprobs& top);
   void Finish(Sequence& sequence, FinishReason reason, std::string stop_reason);
   void FailRequest(Request& request, const absl::Status& status);
   // Removes finished sequences (and those of finished requests) from running_,

@@ -225,6 +225,8 @@ void Engine::DecodeStep() {
   absl::Status status;
   std::vector<at::Tensor> tokens;
   std::vector<at::Tensor> logprobs;
+  std::vector<at::Tensor> top_ids;  // with top log-probs asked for
+  std::vector<at::Tensor> top_values;
   try {
     at::Tensor input = model::HostToDevice(ids, at::kLong, device).view({n, 1});
     at::Tensor positions = model::HostToDevice(starts, at::kLong, device);
@@ -250,6 +252,10 @@ void Engine::DecodeStep() {
                                           SamplingRows(0, n, step));
       tokens.push_back(sampled.tokens);
       logprobs.push_back(sampled.logprobs);
+      if (sampled.top_ids.defined()) {
+        top_ids.push_back(sampled.top_ids);
+        top_values.push_back(sampled.top_logprobs);
+      }
       input = sampled.tokens.view({n, 1});
       positions = positions + 1;
     }
@@ -259,19 +265,32 @@ void Engine::DecodeStep() {
       cache_->set_length(i, starts[i] + static_cast<int64_t>(tokens.size()));
     }
     if (status.ok()) {
-      // The one device-to-host copy of the window: [2, steps, n].
-      const at::Tensor host = at::stack({at::stack(tokens).to(at::kDouble),
-                                         at::stack(logprobs).to(at::kDouble)})
-                                  .cpu();
-      const double* values = host.data_ptr<double>();
+      // The one device-to-host copy of the window: tokens [steps, n], their
+      // log-probs [steps, n], and any top log-probs [steps, n, k] (ids, then
+      // values).
       const int64_t steps = static_cast<int64_t>(tokens.size());
+      const int64_t k = top_ids.empty() ? 0 : top_ids[0].size(1);
+      std::vector<at::Tensor> parts = {
+          at::stack(tokens).to(at::kDouble).flatten(),
+          at::stack(logprobs).to(at::kDouble).flatten()};
+      if (k > 0) {
+        parts.push_back(at::stack(top_ids).to(at::kDouble).flatten());
+        parts.push_back(at::stack(top_values).to(at::kDouble).flatten());
+      }
+      const at::Tensor host = at::cat(parts).cpu();
+      const double* values = host.data_ptr<double>();
+      const double* ids_at = values + 2 * steps * n;
+      const double* values_at = ids_at + steps * n * k;
       int64_t appended = 0;
       for (int64_t step = 0; step < steps; ++step) {
         for (int64_t i = 0; i < n; ++i) {
           Sequence& sequence = *running_[i];
           if (sequence.finished || sequence.request->finished) continue;
-          Append(sequence, static_cast<int32_t>(values[step * n + i]),
-                 static_cast<float>(values[(steps + step) * n + i]));
+          const int64_t row = step * n + i;
+          Append(sequence, static_cast<int32_t>(values[row]),
+                 static_cast<float>(values[(steps + step) * n + i]),
+                 {k > 0 ? ids_at + row * k : nullptr,
+                  k > 0 ? values_at + row * k : nullptr, k});
           ++appended;
         }
       }
@@ -300,6 +319,7 @@ std::vector<RowSampling> Engine::SamplingRows(size_t first, int64_t n,
     rows[i].top_p = s.top_p;
     rows[i].top_k = s.top_k;
     rows[i].seed = sequence.seed;
+    rows[i].top_logprobs = s.top_logprobs;
     rows[i].position =
         static_cast<int64_t>(sequence.out->token_ids.size()) + ahead;
   }
@@ -314,16 +334,24 @@ void Engine::CountGenerated(int64_t tokens) {
 void Engine::SampleAndAppend(const at::Tensor& logits, size_t first) {
   const int64_t n = logits.size(0);
   const SampleResult sampled = Sample(logits, SamplingRows(first, n, 0));
-  // The one device-to-host copy of the step: tokens and log-probs together.
-  const at::Tensor host = at::stack({sampled.tokens.to(at::kDouble),
-                                     sampled.logprobs.to(at::kDouble)})
-                              .cpu();
+  // The one device-to-host copy of the step: tokens, log-probs and any top
+  // log-probs together.
+  const int64_t k = sampled.top_ids.defined() ? sampled.top_ids.size(1) : 0;
+  std::vector<at::Tensor> parts = {sampled.tokens.to(at::kDouble),
+                                   sampled.logprobs.to(at::kDouble)};
+  if (k > 0) {
+    parts.push_back(sampled.top_ids.to(at::kDouble).flatten());
+    parts.push_back(sampled.top_logprobs.to(at::kDouble).flatten());
+  }
+  const at::Tensor host = at::cat(parts).cpu();
   const double* values = host.data_ptr<double>();
   for (int64_t i = 0; i < n; ++i) {
     Sequence& sequence = *running_[first + i];
     if (sequence.finished) continue;
     Append(sequence, static_cast<int32_t>(values[i]),
-           static_cast<float>(values[n + i]));
+           static_cast<float>(values[n + i]),
+           {k > 0 ? values + 2 * n + i * k : nullptr,
+            k > 0 ? values + 2 * n + n * k + i * k : nullptr, k});
   }
   CountGenerated(n);
 }

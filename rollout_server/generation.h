@@ -7,11 +7,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 // What the engine is asked for and what it answers (the gRPC service converts
 // its messages to and from these).
 namespace microrl::rollout {
+
+inline constexpr int kMaxTopLogprobs = 20;
 
 struct SamplingConfig {
   double temperature = 1.0;  // 0: greedy
@@ -22,6 +25,9 @@ struct SamplingConfig {
   std::vector<std::string> stop_strings;
   bool ignore_eos = false;
   std::optional<uint64_t> seed;
+  // Also report, for each sampled token, the top this-many tokens of the
+  // distribution its log-prob comes from (0 to kMaxTopLogprobs).
+  int top_logprobs = 0;
   // Seeds follow first_prompt_index + the prompt's index in the request.
   uint32_t first_prompt_index = 0;
 };
@@ -32,6 +38,9 @@ struct Completion {
   std::vector<int32_t> token_ids;
   std::string text;
   std::vector<float> logprobs;
+  // With SamplingConfig::top_logprobs k: per token, the k most likely tokens
+  // and their log-probs, most likely first.
+  std::vector<std::vector<std::pair<int32_t, float>>> top_logprobs;
   FinishReason finish_reason = FinishReason::kLength;
   uint64_t adapter_version = 0;
   std::string stop_reason;

@@ -40,6 +40,11 @@ absl::Status ValidateRequest(const GenerationRequest& request,
         absl::StrCat("temperature must be finite and >= 0 (0 is greedy), not ",
                      s.temperature));
   }
+  if (s.top_logprobs < 0 || s.top_logprobs > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_logprobs must be in [0, ", kMaxTopLogprobs, "], not ",
+                     s.top_logprobs));
+  }
   if (!(s.top_p > 0 && s.top_p <= 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_p must be in (0, 1], not ", s.top_p));

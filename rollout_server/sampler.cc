@@ -91,7 +91,9 @@ SampleResult Sample(const at::Tensor& logits,
   std::vector<uint64_t> seeds(n);
   std::vector<int64_t> positions(n);
   bool all_greedy = true;
+  int top = 0;
   for (int64_t i = 0; i < n; ++i) {
+    top = std::max(top, rows[i].top_logprobs);
     // Below kGreedyTemperature, 1 / T overflows float logits: greedy.
     greedy[i] = rows[i].temperature < kGreedyTemperature;
     all_greedy = all_greedy && greedy[i];
@@ -128,7 +130,14 @@ SampleResult Sample(const at::Tensor& logits,
         model::HostToDevice(greedy, at::kByte, device).to(at::kBool);
     tokens = at::where(is_greedy, tokens, sampled);
   }
-  return {tokens, log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)};
+  SampleResult result{tokens,
+                      log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)};
+  if (top > 0) {
+    auto [values, ids] = log_probs.topk(std::min<int64_t>(top, vocab), 1);
+    result.top_ids = ids;
+    result.top_logprobs = values;
+  }
+  return result;
 }
 
 }  // namespace microrl::rollout

@@ -19,12 +19,18 @@ struct RowSampling {
   int64_t top_k = 0;         // <= 0: off
   uint64_t seed = 0;         // the sequence's seed
   int64_t position = 0;  // index of the token being sampled in the completion
+  int top_logprobs = 0;  // alternatives to report (SampleResult::top_*)
 };
 
 struct SampleResult {
   at::Tensor tokens;    // [N] int64
   at::Tensor logprobs;  // [N] float32: log_softmax(logits / T)[token] (T = 1
                         // when greedy)
+  // When a row asks for top log-probs: [N, K] (K the most any row asks for)
+  // token ids (int64) and log-probs (float32) of the same distribution, most
+  // likely first; undefined otherwise.
+  at::Tensor top_ids;
+  at::Tensor top_logprobs;
 };
 
 // Samples one token per row of `logits` [N, V] (any float dtype, any device),

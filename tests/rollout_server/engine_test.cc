@@ -513,6 +513,67 @@ TEST(EngineTest, StopTokensEosAndLengths) {
   EXPECT_EQ(capped->groups[1][0].token_ids.size(), 12u);
 }
 
+// log_softmax(logits / T) of every completion position (T = 1 when greedy),
+// from one forward pass over prompt + completion: [completion, vocab].
+at::Tensor FullLogprobs(const model::Decoder& decoder,
+                        const std::vector<int32_t>& prompt,
+                        const std::vector<int32_t>& completion,
+                        double temperature) {
+  c10::InferenceMode inference;
+  std::vector<int64_t> ids(prompt.begin(), prompt.end());
+  ids.insert(ids.end(), completion.begin(), completion.end());
+  absl::StatusOr<at::Tensor> hidden =
+      decoder.Forward(at::tensor(ids, at::kLong).unsqueeze(0), {});
+  EXPECT_TRUE(hidden.ok()) << hidden.status();
+  const at::Tensor rows =
+      (*hidden)[0].narrow(0, static_cast<int64_t>(prompt.size()) - 1,
+                          static_cast<int64_t>(completion.size()));
+  return at::log_softmax(decoder.Logits(rows).to(at::kFloat) /
+                             (temperature > 0 ? temperature : 1.0),
+                         1);
+}
+
+TEST(EngineTest, TopLogprobsAreTheMostLikelyTokensOfTheScoringPath) {
+  for (const int64_t window : {1, 4}) {
+    TestEngine t = MakeEngine(/*slots=*/8, 64, {}, window);
+    ASSERT_NE(t.engine, nullptr);
+    for (const double temperature : {0.0, 1.0}) {
+      GenerationRequest request =
+          Request({Prompts()[0], Prompts()[1]}, 2, temperature, 7);
+      request.sampling.top_logprobs = 4;
+      absl::StatusOr<GenerationResult> result = Generate(*t.engine, request);
+      ASSERT_TRUE(result.ok()) << result.status();
+      for (int p = 0; p < 2; ++p) {
+        for (const Completion& c : result->groups[p]) {
+          ASSERT_EQ(c.top_logprobs.size(), c.token_ids.size());
+          const at::Tensor full =
+              FullLogprobs(*t.decoder, Prompts()[p], c.token_ids, temperature);
+          const auto [values, ids] = full.topk(4, 1);
+          for (size_t i = 0; i < c.token_ids.size(); ++i) {
+            ASSERT_EQ(c.top_logprobs[i].size(), 4u);
+            for (int j = 0; j < 4; ++j) {
+              EXPECT_EQ(c.top_logprobs[i][j].first, ids[i][j].item<int64_t>())
+                  << "window " << window << " T " << temperature << " token "
+                  << i << " rank " << j;
+              EXPECT_NEAR(c.top_logprobs[i][j].second,
+                          values[i][j].item<float>(), 1e-4);
+            }
+            if (temperature == 0) {
+              EXPECT_EQ(c.top_logprobs[i][0].first, c.token_ids[i]);
+              EXPECT_EQ(c.top_logprobs[i][0].second, c.logprobs[i]);
+            }
+          }
+        }
+      }
+    }
+    // Not asked for: none.
+    absl::StatusOr<GenerationResult> plain =
+        Generate(*t.engine, Request({Prompts()[0]}, 1, 1.0, 5));
+    ASSERT_TRUE(plain.ok());
+    EXPECT_TRUE(plain->groups[0][0].top_logprobs.empty());
+  }
+}
+
 TEST(EngineTest, ProgressReportsEveryTokenThenEachFinishOnce) {
   TestEngine t = MakeEngine(/*slots=*/8);
   ASSERT_NE(t.engine, nullptr);

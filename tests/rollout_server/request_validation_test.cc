@@ -87,6 +87,11 @@ TEST(ValidateRequestTest, Sampling) {
   r = Good();
   r.sampling.max_tokens = -1;
   EXPECT_THAT(Error(r), HasSubstr("max_tokens must be >= 0"));
+  r = Good();
+  r.sampling.top_logprobs = kMaxTopLogprobs + 1;
+  EXPECT_THAT(Error(r), HasSubstr("top_logprobs must be in [0, 20]"));
+  r.sampling.top_logprobs = -1;
+  EXPECT_THAT(Error(r), HasSubstr("top_logprobs"));
 }
 
 TEST(ValidateRequestTest, StopConditions) {
