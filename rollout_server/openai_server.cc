@@ -126,6 +126,7 @@ struct Parsed {
   GenerationRequest request;
   bool stream = false;
   bool logprobs = false;
+  int top_logprobs = 0;
   bool echo_usage_in_stream = false;
   size_t longest_stop = 0;
 };
@@ -146,24 +147,45 @@ json Logprobs(const tokenizer::Tokenizer* tok, const Completion& c, bool chat,
   if (chat) {
     json content = json::array();
     for (size_t i = from; i < to; ++i) {
+      json alternatives = json::array();
+      if (i < c.top_logprobs.size()) {
+        for (const auto& [id, logprob] : c.top_logprobs[i]) {
+          alternatives.push_back({{"token", token_text(id)},
+                                  {"logprob", std::max(logprob, -9999.0f)},
+                                  {"bytes", token_bytes(id)}});
+        }
+      }
       content.push_back({{"token", token_text(c.token_ids[i])},
                          {"logprob", value(i)},
                          {"bytes", token_bytes(c.token_ids[i])},
-                         {"top_logprobs", json::array()}});
+                         {"top_logprobs", alternatives}});
     }
     return json{{"content", content}};
   }
   json tokens = json::array(), values = json::array(), offsets = json::array();
+  json tops = c.top_logprobs.empty() ? json(nullptr) : json::array();
   for (size_t i = from; i < to; ++i) {
     const std::string text = token_text(c.token_ids[i]);
     offsets.push_back(text_offset);
     text_offset += text.size();
     tokens.push_back(text);
     values.push_back(value(i));
+    if (i < c.top_logprobs.size()) {
+      // {token text: log-prob}, as OpenAI's completions write it (tokens
+      // whose texts coincide keep the likelier one's).
+      json alternatives = json::object();
+      for (const auto& [id, logprob] : c.top_logprobs[i]) {
+        const std::string t = token_text(id);
+        if (!alternatives.contains(t)) {
+          alternatives[t] = std::max(logprob, -9999.0f);
+        }
+      }
+      tops.push_back(alternatives);
+    }
   }
   return json{{"tokens", tokens},
               {"token_logprobs", values},
-              {"top_logprobs", nullptr},
+              {"top_logprobs", tops},
               {"text_offset", offsets}};
 }
 
@@ -463,31 +485,27 @@ struct OpenAiServer::Impl {
       }
       p->echo_usage_in_stream = o.value("include_usage", false);
     }
-    // Log-probs of the sampled tokens; top alternatives are not computed.
+    // Log-probs of the sampled tokens, and of the most likely alternatives at
+    // each position: chat's top_logprobs (0-20, with logprobs: true), or
+    // completions' logprobs (0-5).
+    int64_t top = 0;
     if (chat) {
       if (body.contains("logprobs") && !body["logprobs"].is_null()) {
         if (!body["logprobs"].is_boolean())
           return BadField("logprobs", "'logprobs' must be a boolean");
         p->logprobs = body["logprobs"].get<bool>();
       }
-      int64_t top = 0;
-      if (auto e = ReadInteger(body, "top_logprobs", 0, 20, &top)) return e;
-      if (top > 0) {
-        return BadField("top_logprobs",
-                        "top_logprobs above 0 is not supported: this server "
-                        "returns the sampled tokens' log-probs only");
+      if (auto e = ReadInteger(body, "top_logprobs", 0, kMaxTopLogprobs, &top))
+        return e;
+      if (top > 0 && !p->logprobs) {
+        return BadField("top_logprobs", "top_logprobs needs 'logprobs': true");
       }
     } else if (body.contains("logprobs") && !body["logprobs"].is_null()) {
-      int64_t top = 0;
       if (auto e = ReadInteger(body, "logprobs", 0, 5, &top)) return e;
-      if (top > 0) {
-        return BadField("logprobs",
-                        "logprobs above 0 is not supported: this server "
-                        "returns the sampled tokens' log-probs only (logprobs: "
-                        "0)");
-      }
       p->logprobs = true;
     }
+    p->top_logprobs = static_cast<int>(top);
+    s.top_logprobs = static_cast<int>(top);
     p->request.prompts = p->prompts;
     if (absl::Status valid = engine->Validate(p->request); !valid.ok()) {
       ApiError e = FromStatus(valid);

@@ -188,6 +188,39 @@ def main():
             check(chat.usage.prompt_tokens == len(prompt_ids), "chat usage counts the "
                   f"templated prompt ({chat.usage.prompt_tokens} tokens)")
 
+            # Top log-probs against transformers + PEFT scoring the same tokens.
+            from peft import PeftModel
+            oracle = PeftModel.from_pretrained(
+                AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                os.path.join(adapters, "v3")).eval()
+            tops = client.chat.completions.create(
+                model="demo@v3", messages=messages, max_tokens=12, temperature=0,
+                logprobs=True, top_logprobs=5)
+            ids = list(grpc_generate(prompt_ids, 3, 12).completions[0].token_ids)
+            with torch.no_grad():
+                logits = oracle(input_ids=torch.tensor([prompt_ids + ids])).logits[0]
+            reference = torch.log_softmax(logits[len(prompt_ids) - 1:-1].float(), -1)
+            worst = 0.0
+            content = tops.choices[0].logprobs.content
+            check(len(content) == len(ids) and all(len(t.top_logprobs) == 5 for t in content),
+                  "chat top_logprobs: 5 alternatives per token")
+            for i, token in enumerate(content):
+                want = reference[i].topk(5).values.tolist()
+                got = [alt.logprob for alt in token.top_logprobs]
+                worst = max([worst] + [abs(a - b) for a, b in zip(got, want)])
+                check(got == sorted(got, reverse=True) and
+                      token.top_logprobs[0].logprob == token.logprob,
+                      f"token {i}: alternatives most likely first, the greedy token first")
+            check(worst < 1e-4, f"the top-5 log-probs equal transformers + PEFT's "
+                  f"(max |diff| {worst:.1e})")
+            legacy = client.completions.create(model="demo@v3", prompt=prompt, max_tokens=12,
+                                               temperature=0, logprobs=3)
+            check(all(len(d) <= 3 and max(d.values()) == lp for d, lp in zip(
+                legacy.choices[0].logprobs.top_logprobs,
+                legacy.choices[0].logprobs.token_logprobs)),
+                  "completions' logprobs=3: a dict of up to 3 alternatives per token, the "
+                  "greedy token's the likeliest")
+
             # Streaming.
             pieces, finish, usage = [], None, None
             for event in client.chat.completions.create(
@@ -291,7 +324,7 @@ def main():
                             {"model": "demo", "prompt": "1", "stop": [1]},
                             {"model": "demo", "prompt": "1", "stream_options": {
                                 "include_usage": "yes"}},
-                            {"model": "demo", "prompt": "1", "logprobs": 3},
+                            {"model": "demo", "prompt": "1", "logprobs": 6},
                             {"model": "demo", "prompt": "1", "top_p": 0},
                             {"model": "demo", "prompt": "1", "presence_penalty": 0.5},
                             {"model": "demo", "prompt": "1", "logit_bias": {"5": 10}},
