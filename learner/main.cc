@@ -243,13 +243,22 @@ int main(int argc, char** argv) {
   if (positional.size() >= 2 && std::string(positional[1]) == "report") {
     if (positional.size() != 3) {
       return microrl::rpc::UsageError(
-          kComponent, absl::InvalidArgumentError(
-                          "usage: learner report RUN_OR_STUDY_DIR [--out=DIR]"));
+          kComponent,
+          absl::InvalidArgumentError(
+              "usage: learner report RUN_OR_STUDY_DIR [--out=DIR]"));
     }
     // The figures are drawn by matplotlib: the report is a Python program in
     // the venv this build uses.
-    std::vector<std::string> args = {MICRORL_REPORT_PYTHON, MICRORL_REPORT_SCRIPT,
-                                     positional[2]};
+    if (std::string(MICRORL_REPORT_PYTHON).empty()) {
+      std::cerr << kComponent
+                << " report: this build has no Python venv (MICRORL_PYTHON); "
+                   "run python3 "
+                << MICRORL_REPORT_SCRIPT
+                << " DIR with matplotlib and pyyaml installed\n";
+      return 1;
+    }
+    std::vector<std::string> args = {MICRORL_REPORT_PYTHON,
+                                     MICRORL_REPORT_SCRIPT, positional[2]};
     if (!absl::GetFlag(FLAGS_out).empty()) {
       args.push_back("--out=" + absl::GetFlag(FLAGS_out));
     }

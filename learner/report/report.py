@@ -22,9 +22,11 @@ Table 1: pass@k per dataset from eval.json, the base model (with --compare_base)
 baseline and the adapter as final, with the standard error of the mean over problems of
 the unbiased per-problem estimate. Table 2: the relative change of mean token entropy
 from the mean of the first --window steps to the mean of the last --window steps (default:
-a tenth of the steps, at least 1), as the paper defines it. The paper's published values
-(paper_tables.json) are printed beside the user's where model and rank match, labelled as
-the paper's.
+a tenth of the steps, at least 1; the paper does not state its windows). The paper's
+published values (paper_tables.json) are printed beside the user's, labelled as the
+paper's: Table 2's where model and rank match, Table 1's (its best rank) where the model
+matches. `learner report DIR [--out=DIR]` runs this; --window and --smooth are options of
+this script (python3 learner/report/report.py DIR --window N).
 """
 import argparse
 import base64
@@ -89,9 +91,16 @@ def describe(run_dir, root):
     path = os.path.join(run_dir, "config.yaml")
     if os.path.exists(path):
         with open(path) as f:
-            config = yaml.safe_load(f) or {}
-    model = str((config.get("model") or {}).get("path") or "model").rstrip("/")
-    rank = (config.get("lora") or {}).get("rank")
+            try:
+                config = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                print(f"learner report: {path}: {e}; model and rank unknown",
+                      file=sys.stderr)
+    config = config if isinstance(config, dict) else {}
+    model_section = config.get("model") if isinstance(config.get("model"), dict) else {}
+    lora = config.get("lora") if isinstance(config.get("lora"), dict) else {}
+    model = str(model_section.get("path") or "model").rstrip("/")
+    rank = lora.get("rank")
     name = os.path.relpath(run_dir, root) if run_dir != root else os.path.basename(
         os.path.abspath(run_dir))
     return {"dir": run_dir, "name": name, "model": os.path.basename(model) or model,
@@ -117,7 +126,7 @@ def relative_entropy_change(entropies, window):
     w = min(window, len(values))
     first = sum(values[:w]) / w
     last = sum(values[-w:]) / w
-    return first, last, (100.0 * (last - first) / first if first else float("nan"))
+    return first, last, (100.0 * (last - first) / first if first else None)
 
 
 def pass_at_k(n, c, k):
@@ -141,9 +150,19 @@ def pass_at_k_with_se(row, k):
     return mean, math.sqrt(var / len(estimates))
 
 
+# The paper's models under the names a model directory or Hub id has (lower case):
+# exact names, so that a base model never takes its instruct sibling's values.
+PAPER_MODELS = {
+    "deepscaler-1.5b-preview": "deepscaler1.5b", "deepscaler-1.5b": "deepscaler1.5b",
+    "qwen2.5-1.5b-instruct": "qwen2.51.5b", "qwen2.5-instruct-1.5b": "qwen2.51.5b",
+    "llama-3.2-1b-instruct": "llama3.21b",
+    "qwen2.5-math-1.5b": "qwen2.5math1.5b",
+    "qwen3-0.6b": "qwen30.6b",
+}
+
+
 def paper_key(model):
-    return re.sub(r"[^a-z0-9.]", "", model.lower().replace("instruct", "").replace(
-        "preview", ""))
+    return PAPER_MODELS.get(model.lower().split("/")[-1])
 
 
 def main():
@@ -226,8 +245,14 @@ def main():
         if not os.path.exists(path):
             continue
         with open(path) as f:
-            rows = json.load(f)
-        for row in rows:
+            try:
+                rows = json.load(f)
+            except json.JSONDecodeError as e:
+                print(f"learner report: {path}: {e}; skipped", file=sys.stderr)
+                continue
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, dict):
+                continue
             entry = {"run": run["name"], "model": run["model"], "rank": run["rank"],
                      "dataset": row.get("dataset"),
                      "config": "baseline" if row.get("model") == "base" else "final",
@@ -242,18 +267,19 @@ def main():
             table1.append(entry)
     table2 = []
     for run in runs:
-        entropies = [row.get("entropy") for row in run["train"]]
-        window = args.window or max(1, len(run["train"]) // 10)
+        entropies = [row["entropy"] for row in run["train"]
+                     if isinstance(row.get("entropy"), (int, float))]
+        window = args.window or max(1, len(entropies) // 10)
         change = relative_entropy_change(entropies, window)
         if change is None:
             continue
-        ref = paper["table2"].get(paper_key(run["model"]), {}).get(str(run["rank"]))
+        ref = paper["table2"].get(paper_key(run["model"]) or "", {}).get(str(run["rank"]))
         table2.append({"run": run["name"], "model": run["model"], "rank": run["rank"],
-                       "steps": len(run["train"]), "window": window,
+                       "steps": len(entropies), "window": window,
                        "first": change[0], "last": change[1], "change_percent": change[2],
                        "paper_change_percent": ref})
     with open(os.path.join(out, "tables.json"), "w") as f:
-        json.dump({"table1": table1, "table2": table2}, f, indent=1)
+        json.dump({"table1": table1, "table2": table2}, f, indent=1, allow_nan=False)
 
     md = [f"# microrl report: {root}", "",
           f"{len(runs)} run(s): " + ", ".join(f"{r['name']} ({r['model']}, "
@@ -270,25 +296,32 @@ def main():
                 f"@{k} {100 * v['value']:.1f}" + (f" ± {100 * v['se']:.1f}"
                                                   if v["se"] is not None else "")
                 for k, v in sorted(e["pass"].items(), key=lambda kv: int(kv[0])))
-            ref = paper["table1"].get(paper_key(e["model"]), {}).get(
+            ref = paper["table1"].get(paper_key(e["model"]) or "", {}).get(
                 e["config"], {}).get(str(e["dataset"]).lower())
-            ref_text = (" ".join(f"@{k} {v}" for k, v in ref.items()) + " (paper)"
-                        if ref else "")
+            # The paper's final row is its best rank and checkpoint, whatever this
+            # row's rank.
+            ref_text = (" ".join(f"@{k} {v}" for k, v in ref.items()) +
+                        " (paper, best rank)" if ref else "")
             md.append(f"| {e['run']} | {e['model']} | {e['rank']} | {e['dataset']} | "
                       f"{e['config']} | {e['samples']} | {cells} | {ref_text} |")
     else:
         md.append("No eval/eval.json in these runs yet.")
-    md += ["", "## Table 2: relative change of mean token entropy", "",
-           "(mean of the last window − mean of the first window) / first, over training "
-           "steps; the window is stated per run.", "",
+    md += ["", "## Table 2: relative change of mean token entropy during training", "",
+           "(mean of the last window − mean of the first window) / first, over the "
+           "training steps' mean token entropy. The paper does not state its windows; "
+           "these (a tenth of the steps, or --window) are this report's choice, stated "
+           "per run. (`learner eval --compare_base` prints another measure: the eval "
+           "sets' entropy of the adapter against the base model.)", "",
            "| run | model | rank | steps | window | first | last | change | paper's |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in table2:
         ref = (f"{e['paper_change_percent']:+.1f}% (paper)"
                if e["paper_change_percent"] is not None else "")
+        change = (f"{e['change_percent']:+.1f}%" if e["change_percent"] is not None
+                  else "n/a (first window's entropy is 0)")
         md.append(f"| {e['run']} | {e['model']} | {e['rank']} | {e['steps']} | "
                   f"{e['window']} | {e['first']:.4f} | {e['last']:.4f} | "
-                  f"{e['change_percent']:+.1f}% | {ref} |")
+                  f"{change} | {ref} |")
     md += ["", "## Figures", ""]
     for stem, title in figure_files:
         md.append(f"![{title}](figures/{stem}.png)")

@@ -90,6 +90,8 @@ def main():
         for rank, seed in ((8, 1), (64, 2)):
             runs[rank] = write_run(os.path.join(study, "runs", f"qwen-r{rank}"),
                                    "Qwen2.5-1.5B-Instruct", rank, 40, seed)
+        base_rows, _ = write_run(os.path.join(study, "runs", "base-r8"), "Qwen2.5-1.5B", 8,
+                                 40, 3)
         proc = subprocess.run([args.learner, "report", study], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=300)
         check(proc.returncode == 0, f"learner report exits 0: {proc.stdout[-800:]}")
@@ -109,13 +111,17 @@ def main():
             with open(png[:-4] + ".json") as f:
                 data = json.load(f)
             lines = [line for panel in data["panels"] for line in panel["lines"]]
-            check(len(lines) >= 2 and {line["rank"] for line in lines} == {8, 64},
-                  f"figure {stem}: a line per rank ({len(lines)} lines)")
+            check(len(lines) >= 3 and {line["run"] for line in lines} ==
+                  {"runs/qwen-r8", "runs/qwen-r64", "runs/base-r8"},
+                  f"figure {stem}: a line per run ({len(lines)} lines)")
+            panels = {panel["model"] for panel in data["panels"]}
+            check(panels == {"Qwen2.5-1.5B", "Qwen2.5-1.5B-Instruct"},
+                  f"figure {stem}: a panel per model {sorted(panels)}")
             for line in lines:
-                rows = runs[line["rank"]][0]
+                rows = (base_rows if line["run"] == "runs/base-r8"
+                        else runs[line["rank"]][0])
                 if stem == "validation":
-                    with open(os.path.join(study, "runs", f"qwen-r{line['rank']}",
-                                           "metrics.jsonl")) as f:
+                    with open(os.path.join(study, line["run"], "metrics.jsonl")) as f:
                         vals = [json.loads(x) for x in f.read().splitlines()[:-1]]
                     want = [(v["step"], v["val_pass@1"]) for v in vals
                             if v.get("eval") == "validation"]
@@ -137,7 +143,7 @@ def main():
 
         with open(os.path.join(out, "tables.json")) as f:
             tables = json.load(f)
-        t1 = tables["table1"]
+        t1 = [e for e in tables["table1"] if e["model"] != "Qwen2.5-1.5B"]
         check(len(t1) == 8, f"Table 1 has a row per run, dataset and config ({len(t1)})")
         for entry in t1:
             evals = runs[entry["rank"]][1]
@@ -151,7 +157,12 @@ def main():
                 check(v["value"] == row[f"pass@{k}"] and abs(v["se"] - se) < 1e-12,
                       f"Table 1 r{entry['rank']} {entry['dataset']} {entry['config']} "
                       f"pass@{k} {100 * v['value']:.1f} ± {100 * v['se']:.1f}")
-        for entry in tables["table2"]:
+        check(len(tables["table2"]) == 3, f"Table 2 has a row per run "
+              f"({len(tables['table2'])})")
+        base = [e for e in tables["table2"] if e["model"] == "Qwen2.5-1.5B"]
+        check(len(base) == 1 and base[0]["paper_change_percent"] is None,
+              "the base Qwen2.5-1.5B gets none of the paper's (instruct) values")
+        for entry in (e for e in tables["table2"] if e["model"] != "Qwen2.5-1.5B"):
             rows = runs[entry["rank"]][0]
             window = len(rows) // 10
             first = sum(r["entropy"] for r in rows[:window]) / window
@@ -164,8 +175,11 @@ def main():
             check(entry["paper_change_percent"] == paper,
                   f"Table 2 r{entry['rank']}: the paper's {paper:+.1f}% beside it")
         md = open(os.path.join(out, "report.md")).read()
-        check("-62.1% (paper)" in md and "(paper)" in md.split("## Table 2")[0],
+        check("-62.1% (paper)" in md and "(paper, best rank)" in md.split("## Table 2")[0],
               "report.md labels the paper's values as the paper's")
+        check(not any("(paper" in line for line in md.splitlines()
+                      if "| runs/base-r8 |" in line),
+              "no paper value beside the base model's rows")
         page = open(os.path.join(out, "index.html")).read()
         check("data:image/png;base64," in page and "http://" not in page and
               "https://" not in page and page.count("<img") == len(stems),
