@@ -201,7 +201,6 @@ class Engine {
   std::vector<RowSampling> SamplingRows(size_t first, int64_t n,
                                         int64_t ahead) const;
   void CountGenerated(int64_t tokens);
-  // Appends a sampled token, finishing the sequence if it stops there.
   // The top log-probs read back with a sampled token: k ids and k values
   // (as doubles, most likely first), or none.
   struct TopLogprobs {
@@ -209,8 +208,8 @@ class Engine {
     const double* values = nullptr;
     int64_t k = 0;
   };
-  // Appends a sampled token (AppendToken: stop checks, text) and reports it
-  // to the request's on_progress.
+  // Appends a sampled token (AppendToken: stop checks and text, finishing the
+  // sequence if it stops there) and reports it to the request's on_progress.
   void Append(Sequence& sequence, int32_t token, float logprob,
               const TopLogprobs& top);
   void AppendToken(Sequence& sequence, int32_t token, float logprob,

@@ -132,7 +132,7 @@ struct Parsed {
 };
 
 // The sampled tokens' log-probs [from, to) of `c` in OpenAI's chat or
-// completions shape (no top alternatives).
+// completions shape, with the top alternatives when asked for.
 json Logprobs(const tokenizer::Tokenizer* tok, const Completion& c, bool chat,
               size_t from, size_t to, size_t text_offset = 0) {
   // -inf (a token outside top-k/top-p at temperature 0) as vLLM writes it.
@@ -173,7 +173,8 @@ json Logprobs(const tokenizer::Tokenizer* tok, const Completion& c, bool chat,
     if (i < c.top_logprobs.size()) {
       // {token text: log-prob}, as OpenAI's completions write it (tokens
       // whose texts coincide keep the likelier one's).
-      json alternatives = json::object();
+      // The sampled token is always there (OpenAI's up to logprobs + 1).
+      json alternatives = json::object({{text, value(i)}});
       for (const auto& [id, logprob] : c.top_logprobs[i]) {
         const std::string t = token_text(id);
         if (!alternatives.contains(t)) {

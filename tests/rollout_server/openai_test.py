@@ -215,11 +215,11 @@ def main():
                   f"(max |diff| {worst:.1e})")
             legacy = client.completions.create(model="demo@v3", prompt=prompt, max_tokens=12,
                                                temperature=0, logprobs=3)
-            check(all(len(d) <= 3 and max(d.values()) == lp for d, lp in zip(
+            check(all(len(d) <= 4 and max(d.values()) == lp for d, lp in zip(
                 legacy.choices[0].logprobs.top_logprobs,
                 legacy.choices[0].logprobs.token_logprobs)),
-                  "completions' logprobs=3: a dict of up to 3 alternatives per token, the "
-                  "greedy token's the likeliest")
+                  "completions' logprobs=3: a dict of the sampled token and up to 3 "
+                  "alternatives per token, the greedy token's the likeliest")
 
             # Streaming.
             pieces, finish, usage = [], None, None
