@@ -122,11 +122,9 @@ std::optional<ApiError> ReadInteger(const json& body, const char* key,
 struct Parsed {
   bool chat = false;
   std::string model;
-  std::vector<std::vector<int32_t>> prompts;
   GenerationRequest request;
   bool stream = false;
   bool logprobs = false;
-  int top_logprobs = 0;
   bool echo_usage_in_stream = false;
   size_t longest_stop = 0;
 };
@@ -192,8 +190,8 @@ json Logprobs(const tokenizer::Tokenizer* tok, const Completion& c, bool chat,
 
 json Usage(const Parsed& p, const GenerationResult& result) {
   int64_t prompt_tokens = 0, completion_tokens = 0;
-  for (size_t i = 0; i < p.prompts.size(); ++i) {
-    prompt_tokens += static_cast<int64_t>(p.prompts[i].size());
+  for (size_t i = 0; i < p.request.prompts.size(); ++i) {
+    prompt_tokens += static_cast<int64_t>(p.request.prompts[i].size());
   }
   for (const auto& group : result.groups)
     for (const auto& c : group)
@@ -344,7 +342,7 @@ struct OpenAiServer::Impl {
         return BadField("messages", std::string(text.status().message()));
       std::vector<int32_t> ids;
       if (auto e = Tokenize(*text, &ids)) return e;
-      p->prompts.push_back(std::move(ids));
+      p->request.prompts.push_back(std::move(ids));
     } else {
       if (!body.contains("prompt"))
         return BadField("prompt", "'prompt' is required");
@@ -352,7 +350,7 @@ struct OpenAiServer::Impl {
       auto add_text = [&](const json& t) -> std::optional<ApiError> {
         std::vector<int32_t> ids;
         if (auto e = Tokenize(t.get<std::string>(), &ids)) return e;
-        p->prompts.push_back(std::move(ids));
+        p->request.prompts.push_back(std::move(ids));
         return std::nullopt;
       };
       auto is_ids = [](const json& v) {
@@ -368,13 +366,13 @@ struct OpenAiServer::Impl {
       if (prompt.is_string()) {
         if (auto e = add_text(prompt)) return e;
       } else if (is_ids(prompt)) {
-        p->prompts.push_back(prompt.get<std::vector<int32_t>>());
+        p->request.prompts.push_back(prompt.get<std::vector<int32_t>>());
       } else if (prompt.is_array() && !prompt.empty()) {
         for (const json& item : prompt) {
           if (item.is_string()) {
             if (auto e = add_text(item)) return e;
           } else if (is_ids(item)) {
-            p->prompts.push_back(item.get<std::vector<int32_t>>());
+            p->request.prompts.push_back(item.get<std::vector<int32_t>>());
           } else {
             return BadField("prompt",
                             "'prompt' must be a string, a list of strings, "
@@ -387,7 +385,7 @@ struct OpenAiServer::Impl {
                         "ids or lists of token ids");
       }
     }
-    for (const auto& ids : p->prompts) {
+    for (const auto& ids : p->request.prompts) {
       if (ids.empty()) return BadField("prompt", "a prompt has no tokens");
     }
 
@@ -505,9 +503,7 @@ struct OpenAiServer::Impl {
       if (auto e = ReadInteger(body, "logprobs", 0, 5, &top)) return e;
       p->logprobs = true;
     }
-    p->top_logprobs = static_cast<int>(top);
     s.top_logprobs = static_cast<int>(top);
-    p->request.prompts = p->prompts;
     if (absl::Status valid = engine->Validate(p->request); !valid.ok()) {
       ApiError e = FromStatus(valid);
       if (e.http_status == 429) e.http_status = 400;  // can never fit
@@ -646,7 +642,7 @@ struct OpenAiServer::Impl {
     }
     auto state = std::make_shared<StreamState>();
     const int group = p->request.group_size;
-    const size_t choices = p->prompts.size() * group;
+    const size_t choices = p->request.prompts.size() * group;
     state->sent_text.assign(choices, 0);
     state->sent_tokens.assign(choices, 0);
     const bool chat = p->chat;
