@@ -22,11 +22,8 @@ import subprocess
 import sys
 import tempfile
 
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        sys.exit(1)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from checks import require  # noqa: E402
 
 
 def run_lines(argv, lines):
@@ -62,11 +59,11 @@ def main():
                                f"--set=run.max_steps={args.sft_steps};run.seed=0"],
                               cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=900)
-        check(proc.returncode == 0, f"learner sft wrote an adapter (exit {proc.returncode})"
+        require(proc.returncode == 0, f"learner sft wrote an adapter (exit {proc.returncode})"
               + ("" if proc.returncode == 0 else ": " + proc.stdout[-2000:]))
         model_dir = os.path.join(out, "model")
         adapter_dir = os.path.join(out, "runs", "sft", "adapter")
-        check(os.path.isfile(os.path.join(adapter_dir, "adapter_config.json")),
+        require(os.path.isfile(os.path.join(adapter_dir, "adapter_config.json")),
               f"the adapter is at {adapter_dir}")
 
         import torch
@@ -89,10 +86,10 @@ def main():
         for text, mine in zip(texts, ours):
             want = raw.encode(text, add_special_tokens=False).ids
             got = auto(text, add_special_tokens=False)["input_ids"]
-            check(got == want == mine["ids"],
+            require(got == want == mine["ids"],
                   f"ids of {text!r}: AutoTokenizer {got}, tokenizer.json {want}, "
                   f"microrl {mine['ids']}")
-            check(auto.decode(got) == text, f"AutoTokenizer decodes {text!r} back")
+            require(auto.decode(got) == text, f"AutoTokenizer decodes {text!r} back")
 
         # Prompts through the chat template, as the learner and a transformers user make them.
         conversations = [[{"role": "user", "content": p["problem"]}] for p in problems]
@@ -105,7 +102,7 @@ def main():
             got = auto.apply_chat_template(messages, add_generation_prompt=True,
                                            tokenize=True, return_dict=False)
             want = raw.encode(mine["text"], add_special_tokens=False).ids
-            check(list(got) == want,
+            require(list(got) == want,
                   f"chat-templated ids of {messages[0]['content']!r} agree "
                   f"({len(want)} tokens)")
             sequences.append({"prompt": len(want),
@@ -137,19 +134,19 @@ def main():
             return max(abs(x - y) for u, v in zip(a, b) for x, y in zip(u, v))
 
         base_ref, base_ours = reference(model), microrl_logprobs("")
-        check(all(len(u) == len(v) for u, v in zip(base_ref, base_ours)),
+        require(all(len(u) == len(v) for u, v in zip(base_ref, base_ours)),
               "microrl scores the same completion tokens")
         diff = max_diff(base_ref, base_ours)
-        check(diff <= 2e-5, f"base model: log-probs of {sum(map(len, base_ref))} completion "
+        require(diff <= 2e-5, f"base model: log-probs of {sum(map(len, base_ref))} completion "
               f"tokens, AutoModelForCausalLM vs microrl, max |diff| {diff:.2e}")
 
         peft_model = PeftModel.from_pretrained(model, adapter_dir)
         peft_model.eval()
         tuned_ref, tuned_ours = reference(peft_model), microrl_logprobs(adapter_dir)
         diff = max_diff(tuned_ref, tuned_ours)
-        check(diff <= 2e-5, f"with the adapter: PeftModel vs microrl, max |diff| {diff:.2e}")
+        require(diff <= 2e-5, f"with the adapter: PeftModel vs microrl, max |diff| {diff:.2e}")
         moved = max_diff(tuned_ref, base_ref)
-        check(moved > 1e-2, f"the adapter changes the log-probs (max {moved:.3f})")
+        require(moved > 1e-2, f"the adapter changes the log-probs (max {moved:.3f})")
     print("interop: all checks passed")
 
 

@@ -22,14 +22,9 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
 import service_process  # noqa: E402
+from checks import require  # noqa: E402
 
 TOKEN = "eval-openai-test-token-0123"
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        sys.exit(1)
 
 
 def main():
@@ -58,7 +53,7 @@ def main():
                                "--set=run.max_steps=650;run.seed=0"], cwd=work,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               timeout=900)
-        check(proc.returncode == 0, f"learner sft made an adapter: {proc.stdout[-1000:]}")
+        require(proc.returncode == 0, f"learner sft made an adapter: {proc.stdout[-1000:]}")
         adapter = os.path.join(work, "runs", "sft", "adapter")
         token_file = os.path.join(work, "token")
         with open(token_file, "w") as f:
@@ -91,12 +86,12 @@ def main():
             grpc_out, http_out = os.path.join(work, "grpc"), os.path.join(work, "http")
             proc = run([f"--rollout_address=127.0.0.1:{rollout_ready['grpc_port']}"],
                        grpc_out)
-            check(proc.returncode == 0, f"learner eval over gRPC exits 0: {proc.stdout[-1500:]}")
+            require(proc.returncode == 0, f"learner eval over gRPC exits 0: {proc.stdout[-1500:]}")
             proc = run([f"--openai_base_url={base_url}", "--openai_model=demo@v3",
                         "--openai_base_model=demo"], http_out)
-            check(proc.returncode == 0,
+            require(proc.returncode == 0,
                   f"learner eval over the OpenAI endpoint exits 0: {proc.stdout[-1500:]}")
-            check("evaluating demo@v3 at " + base_url in proc.stdout,
+            require("evaluating demo@v3 at " + base_url in proc.stdout,
                   "it says what it evaluates")
             grpc_json = json.load(open(os.path.join(grpc_out, "eval.json")))
             http_json = json.load(open(os.path.join(http_out, "eval.json")))
@@ -109,46 +104,46 @@ def main():
                          if k in keep or k.startswith("pass@")} for row in rows]
             g = figures(grpc_json["results"] if "results" in grpc_json else grpc_json)
             h = figures(http_json["results"] if "results" in http_json else http_json)
-            check(len(g) == 2 and g == h,
+            require(len(g) == 2 and g == h,
                   f"every figure of eval.json agrees (adapter and base): {g} vs {h}")
-            check(all(row["mean_length"] > 0 for row in h),
+            require(all(row["mean_length"] > 0 for row in h),
                   "the completions have lengths (from the returned log-probs)")
-            check(h[0]["pass@1"] > 0 and h[0]["pass@4"] > h[0]["pass@1"],
+            require(h[0]["pass@1"] > 0 and h[0]["pass@4"] > h[0]["pass@1"],
                   f"pass@k is not trivial: pass@1 {h[0]['pass@1']:.3f}, "
                   f"pass@4 {h[0]['pass@4']:.3f}")
 
             # Errors name the problem.
             proc = run([f"--openai_base_url={base_url}", "--openai_model=nope"],
                        os.path.join(work, "e1"))
-            check(proc.returncode == 1 and "nope" in proc.stdout and "404" in proc.stdout,
+            require(proc.returncode == 1 and "nope" in proc.stdout and "404" in proc.stdout,
                   f"an unknown model: {proc.stdout.strip()[-300:]}")
             proc = run([f"--openai_base_url={base_url}"], os.path.join(work, "e2"),
                        key="wrong-key-wrong-key-0")
-            check(proc.returncode == 1 and "401" in proc.stdout,
+            require(proc.returncode == 1 and "401" in proc.stdout,
                   f"a wrong key: {proc.stdout.strip()[-300:]}")
             dead = service_process.free_port()
             proc = run([f"--openai_base_url=http://127.0.0.1:{dead}/v1"],
                        os.path.join(work, "e3"))
-            check(proc.returncode == 1 and str(dead) in proc.stdout,
+            require(proc.returncode == 1 and str(dead) in proc.stdout,
                   f"nothing listening: {proc.stdout.strip()[-300:]}")
             proc = run([f"--openai_base_url={base_url}", "--problems=2", "--ks=1",
                         "--samples=1", "--nocompare_base"], os.path.join(work, "d"))
-            check(proc.returncode == 0 and f"evaluating demo@v3 at {base_url}" in proc.stdout,
+            require(proc.returncode == 0 and f"evaluating demo@v3 at {base_url}" in proc.stdout,
                   "without --openai_model: the last model listed (the newest adapter)")
             proc = run(["--openai_base_url=http://127.0.0.1:99999999999/v1"],
                        os.path.join(work, "e5"))
-            check(proc.returncode == 1 and "bad port" in proc.stdout,
+            require(proc.returncode == 1 and "bad port" in proc.stdout,
                   f"a port past 65535: {proc.stdout.strip()[-300:]}")
             proc = run([f"--openai_base_url={base_url}", f"--adapter={adapter}"],
                        os.path.join(work, "e4"))
-            check(proc.returncode == 1 and "--adapter" in proc.stdout,
+            require(proc.returncode == 1 and "--adapter" in proc.stdout,
                   f"--adapter with --openai_base_url: {proc.stdout.strip()[-300:]}")
         finally:
             for proc, name in ((rollout, "rollout_server"), (reward, "reward_service")):
                 failure = service_process.stop(proc, name)
                 if failure:
                     failures.append(failure)
-        check(not failures, f"the services stop cleanly {failures}")
+        require(not failures, f"the services stop cleanly {failures}")
     print("learner eval over an OpenAI endpoint: all checks passed")
 
 

@@ -24,11 +24,8 @@ import subprocess
 import sys
 import tempfile
 
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        sys.exit(1)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from checks import require  # noqa: E402
 
 
 def write_run(run_dir, model, rank, steps, seed):
@@ -94,28 +91,28 @@ def main():
                                  40, 3)
         proc = subprocess.run([args.learner, "report", study], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=300)
-        check(proc.returncode == 0, f"learner report exits 0: {proc.stdout[-800:]}")
+        require(proc.returncode == 0, f"learner report exits 0: {proc.stdout[-800:]}")
         out = os.path.join(study, "report")
-        check("report/index.html" in proc.stdout, "it prints where the report is")
+        require("report/index.html" in proc.stdout, "it prints where the report is")
 
         from PIL import Image
         stems = ["reward", "accuracy", "validation", "entropy", "length", "clipped", "kl",
                  "clip_fractions", "grad_norm", "time"]
         for stem in stems:
             png = os.path.join(out, "figures", stem + ".png")
-            check(os.path.exists(png) and os.path.exists(png[:-4] + ".json"),
+            require(os.path.exists(png) and os.path.exists(png[:-4] + ".json"),
                   f"figure {stem}: PNG and JSON")
             with Image.open(png) as image:
-                check(image.size[0] >= 500 and image.size[1] >= 300,
+                require(image.size[0] >= 500 and image.size[1] >= 300,
                       f"figure {stem} is an image of {image.size}")
             with open(png[:-4] + ".json") as f:
                 data = json.load(f)
             lines = [line for panel in data["panels"] for line in panel["lines"]]
-            check(len(lines) >= 3 and {line["run"] for line in lines} ==
+            require(len(lines) >= 3 and {line["run"] for line in lines} ==
                   {"runs/qwen-r8", "runs/qwen-r64", "runs/base-r8"},
                   f"figure {stem}: a line per run ({len(lines)} lines)")
             panels = {panel["model"] for panel in data["panels"]}
-            check(panels == {"Qwen2.5-1.5B", "Qwen2.5-1.5B-Instruct"},
+            require(panels == {"Qwen2.5-1.5B", "Qwen2.5-1.5B-Instruct"},
                   f"figure {stem}: a panel per model {sorted(panels)}")
             for line in lines:
                 rows = (base_rows if line["run"] == "runs/base-r8"
@@ -136,15 +133,15 @@ def main():
                 ok = ok and all(abs(a - b) < 1e-12 for a, b in zip(line["smoothed"],
                                                                    smoothed))
                 if not ok:
-                    check(False, f"figure {stem}, {line['label']}: plotted data equals "
+                    require(False, f"figure {stem}, {line['label']}: plotted data equals "
                           "the metrics")
-        check(True, "every plotted line equals its metrics (the resumed step's last line, "
+        require(True, "every plotted line equals its metrics (the resumed step's last line, "
               "the torn line skipped) and their moving average")
 
         with open(os.path.join(out, "tables.json")) as f:
             tables = json.load(f)
         t1 = [e for e in tables["table1"] if e["model"] != "Qwen2.5-1.5B"]
-        check(len(t1) == 8, f"Table 1 has a row per run, dataset and config ({len(t1)})")
+        require(len(t1) == 8, f"Table 1 has a row per run, dataset and config ({len(t1)})")
         for entry in t1:
             evals = runs[entry["rank"]][1]
             row = next(r for r in evals if r["dataset"] == entry["dataset"] and
@@ -154,13 +151,13 @@ def main():
                 mean = sum(estimates) / len(estimates)
                 se = math.sqrt(sum((e - mean) ** 2 for e in estimates) /
                                (len(estimates) - 1) / len(estimates))
-                check(v["value"] == row[f"pass@{k}"] and abs(v["se"] - se) < 1e-12,
+                require(v["value"] == row[f"pass@{k}"] and abs(v["se"] - se) < 1e-12,
                       f"Table 1 r{entry['rank']} {entry['dataset']} {entry['config']} "
                       f"pass@{k} {100 * v['value']:.1f} ± {100 * v['se']:.1f}")
-        check(len(tables["table2"]) == 3, f"Table 2 has a row per run "
+        require(len(tables["table2"]) == 3, f"Table 2 has a row per run "
               f"({len(tables['table2'])})")
         base = [e for e in tables["table2"] if e["model"] == "Qwen2.5-1.5B"]
-        check(len(base) == 1 and base[0]["paper_change_percent"] is None,
+        require(len(base) == 1 and base[0]["paper_change_percent"] is None,
               "the base Qwen2.5-1.5B gets none of the paper's (instruct) values")
         for entry in (e for e in tables["table2"] if e["model"] != "Qwen2.5-1.5B"):
             rows = runs[entry["rank"]][0]
@@ -168,20 +165,20 @@ def main():
             first = sum(r["entropy"] for r in rows[:window]) / window
             last = sum(r["entropy"] for r in rows[-window:]) / window
             want = 100 * (last - first) / first
-            check(entry["window"] == window and abs(entry["change_percent"] - want) < 1e-9,
+            require(entry["window"] == window and abs(entry["change_percent"] - want) < 1e-9,
                   f"Table 2 r{entry['rank']}: {entry['change_percent']:+.2f}% over "
                   f"windows of {window} (recomputed {want:+.2f}%)")
             paper = {8: -5.5, 64: -62.1}[entry["rank"]]
-            check(entry["paper_change_percent"] == paper,
+            require(entry["paper_change_percent"] == paper,
                   f"Table 2 r{entry['rank']}: the paper's {paper:+.1f}% beside it")
         md = open(os.path.join(out, "report.md")).read()
-        check("-62.1% (paper)" in md and "(paper, best rank)" in md.split("## Table 2")[0],
+        require("-62.1% (paper)" in md and "(paper, best rank)" in md.split("## Table 2")[0],
               "report.md labels the paper's values as the paper's")
-        check(not any("(paper" in line for line in md.splitlines()
+        require(not any("(paper" in line for line in md.splitlines()
                       if "| runs/base-r8 |" in line),
               "no paper value beside the base model's rows")
         page = open(os.path.join(out, "index.html")).read()
-        check("data:image/png;base64," in page and "http://" not in page and
+        require("data:image/png;base64," in page and "http://" not in page and
               "https://" not in page and page.count("<img") == len(stems),
               "index.html inlines every figure and references nothing outside")
 
@@ -189,7 +186,7 @@ def main():
         os.makedirs(empty)
         proc = subprocess.run([args.learner, "report", empty], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=60)
-        check(proc.returncode != 0 and "no run here" in proc.stdout,
+        require(proc.returncode != 0 and "no run here" in proc.stdout,
               f"a directory without runs: {proc.stdout.strip()}")
     print("learner report: all checks passed")
 

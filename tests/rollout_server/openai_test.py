@@ -31,14 +31,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
 import service_process  # noqa: E402
+from checks import require  # noqa: E402
 
 TOKEN = "openai-test-token-0123456789"
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        sys.exit(1)
 
 
 def raw_post(base, path, body, token=TOKEN, data=None):
@@ -124,7 +119,7 @@ def main():
 
             # Models.
             names = sorted(m.id for m in client.models.list().data)
-            check(names == ["demo", "demo@v3"], f"/v1/models lists {names}")
+            require(names == ["demo", "demo@v3"], f"/v1/models lists {names}")
 
             from tokenizers import Tokenizer
             tokenizer = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
@@ -137,11 +132,11 @@ def main():
                                                 temperature=0, logprobs=0)
                 want = grpc_generate(prompt_ids, version, 12, disable_adapter=disable)
                 choice = got.choices[0]
-                check(choice.text == want.completions[0].text,
+                require(choice.text == want.completions[0].text,
                       f"{model}: completion text equals gRPC's ({choice.text!r})")
-                check(choice.logprobs.token_logprobs == list(want.completions[0].logprobs),
+                require(choice.logprobs.token_logprobs == list(want.completions[0].logprobs),
                       f"{model}: the token log-probs equal gRPC's exactly")
-                check(got.usage.prompt_tokens == len(prompt_ids) and
+                require(got.usage.prompt_tokens == len(prompt_ids) and
                       got.usage.completion_tokens == len(want.completions[0].token_ids),
                       f"{model}: usage {got.usage.prompt_tokens} + "
                       f"{got.usage.completion_tokens} tokens")
@@ -149,14 +144,14 @@ def main():
                                               temperature=0)
             adapted = client.completions.create(model="demo@v3", prompt=prompt,
                                                 max_tokens=12, temperature=0, logprobs=0)
-            check(plain.choices[0].logprobs is None, "no log-probs unless asked")
+            require(plain.choices[0].logprobs is None, "no log-probs unless asked")
 
             # Several prompts with n > 1: choices in prompt-major order.
             many = client.completions.create(model="demo@v3", prompt=[prompt, "7+8=?"],
                                              max_tokens=6, n=3, temperature=1.0, seed=5)
-            check([c.index for c in many.choices] == list(range(6)),
+            require([c.index for c in many.choices] == list(range(6)),
                   "2 prompts x n=3 give 6 choices, in order")
-            check(many.usage.prompt_tokens ==
+            require(many.usage.prompt_tokens ==
                   len(prompt_ids) + len(tokenizer.encode("7+8=?").ids),
                   f"usage counts each prompt once ({many.usage.prompt_tokens} tokens)")
             # The engine seeds prompt p with seed + p: request 2's first prompt is seed 5's
@@ -169,7 +164,7 @@ def main():
                 sampling=rollout_pb2.SamplingParams(temperature=1.0, max_tokens=6, seed=5,
                                                     first_prompt_index=1))
             second = stub.Generate(request, metadata=metadata, timeout=60).groups[0]
-            check([c.text for c in many.choices[3:]] ==
+            require([c.text for c in many.choices[3:]] ==
                   [c.text for c in second.completions],
                   "the second prompt's samples equal gRPC's for the same seed")
 
@@ -178,14 +173,14 @@ def main():
             chat = client.chat.completions.create(model="demo@v3", messages=messages,
                                                   max_tokens=12, temperature=0,
                                                   logprobs=True)
-            check(chat.choices[0].message.role == "assistant" and
+            require(chat.choices[0].message.role == "assistant" and
                   chat.choices[0].message.content == adapted.choices[0].text,
                   "chat renders the model's chat template (same text as the completion "
                   "of the rendered prompt)")
-            check([t.logprob for t in chat.choices[0].logprobs.content] ==
+            require([t.logprob for t in chat.choices[0].logprobs.content] ==
                   adapted.choices[0].logprobs.token_logprobs,
                   "chat log-probs equal the completion's")
-            check(chat.usage.prompt_tokens == len(prompt_ids), "chat usage counts the "
+            require(chat.usage.prompt_tokens == len(prompt_ids), "chat usage counts the "
                   f"templated prompt ({chat.usage.prompt_tokens} tokens)")
 
             # Top log-probs against transformers + PEFT scoring the same tokens.
@@ -202,20 +197,20 @@ def main():
             reference = torch.log_softmax(logits[len(prompt_ids) - 1:-1].float(), -1)
             worst = 0.0
             content = tops.choices[0].logprobs.content
-            check(len(content) == len(ids) and all(len(t.top_logprobs) == 5 for t in content),
+            require(len(content) == len(ids) and all(len(t.top_logprobs) == 5 for t in content),
                   "chat top_logprobs: 5 alternatives per token")
             for i, token in enumerate(content):
                 want = reference[i].topk(5).values.tolist()
                 got = [alt.logprob for alt in token.top_logprobs]
                 worst = max([worst] + [abs(a - b) for a, b in zip(got, want)])
-                check(got == sorted(got, reverse=True) and
+                require(got == sorted(got, reverse=True) and
                       token.top_logprobs[0].logprob == token.logprob,
                       f"token {i}: alternatives most likely first, the greedy token first")
-            check(worst < 1e-4, f"the top-5 log-probs equal transformers + PEFT's "
+            require(worst < 1e-4, f"the top-5 log-probs equal transformers + PEFT's "
                   f"(max |diff| {worst:.1e})")
             legacy = client.completions.create(model="demo@v3", prompt=prompt, max_tokens=12,
                                                temperature=0, logprobs=3)
-            check(all(len(d) <= 4 and max(d.values()) == lp for d, lp in zip(
+            require(all(len(d) <= 4 and max(d.values()) == lp for d, lp in zip(
                 legacy.choices[0].logprobs.top_logprobs,
                 legacy.choices[0].logprobs.token_logprobs)),
                   "completions' logprobs=3: a dict of the sampled token and up to 3 "
@@ -233,15 +228,15 @@ def main():
                         pieces.append(c.delta.content)
                     if c.finish_reason:
                         finish = c.finish_reason
-            check("".join(pieces) == chat.choices[0].message.content and
+            require("".join(pieces) == chat.choices[0].message.content and
                   finish == chat.choices[0].finish_reason,
                   f"the chat stream joins to the whole answer in {len(pieces)} pieces, "
                   f"finish {finish!r}")
-            check(usage is not None and usage.completion_tokens == chat.usage.completion_tokens,
+            require(usage is not None and usage.completion_tokens == chat.usage.completion_tokens,
                   "the stream's last event reports usage")
             streamed = "".join(c.choices[0].text for c in client.completions.create(
                 model="demo", prompt=prompt, max_tokens=12, temperature=0, stream=True))
-            check(streamed == plain.choices[0].text, "a completion stream joins to the "
+            require(streamed == plain.choices[0].text, "a completion stream joins to the "
                   "whole completion")
 
             # n > 1, seeds, stop.
@@ -252,22 +247,22 @@ def main():
             c = client.chat.completions.create(model="demo@v3", messages=messages,
                                                max_tokens=10, n=4, seed=12)
             texts = lambda r: [x.message.content for x in r.choices]  # noqa: E731
-            check(len(a.choices) == 4, "n=4 gives 4 choices")
-            check(texts(a) == texts(b), "the same seed gives the same 4 samples")
-            check(texts(a) != texts(c), "another seed gives other samples")
+            require(len(a.choices) == 4, "n=4 gives 4 choices")
+            require(texts(a) == texts(b), "the same seed gives the same 4 samples")
+            require(texts(a) != texts(c), "another seed gives other samples")
             full = adapted.choices[0].text
             if len(full) >= 3:
                 stop = full[1:3]
                 stopped = client.completions.create(model="demo@v3", prompt=prompt,
                                                     max_tokens=12, temperature=0, stop=[stop])
-                check(stopped.choices[0].text == full[:full.index(stop)] and
+                require(stopped.choices[0].text == full[:full.index(stop)] and
                       stopped.choices[0].finish_reason == "stop",
                       f"stop {stop!r} ends the text before it "
                       f"({stopped.choices[0].text!r})")
                 streamed = "".join(e.choices[0].text for e in client.completions.create(
                     model="demo@v3", prompt=prompt, max_tokens=12, temperature=0,
                     stop=[stop], stream=True))
-                check(streamed == stopped.choices[0].text,
+                require(streamed == stopped.choices[0].text,
                       "streamed with the stop string: nothing after it was sent")
 
             # A pushed adapter becomes a model.
@@ -275,12 +270,12 @@ def main():
             stub.LoadAdapter(iter([rollout_pb2.LoadAdapterRequest(header=header)]),
                              metadata=metadata, timeout=60)
             names = sorted(m.id for m in client.models.list().data)
-            check(names == ["demo", "demo@v3", "demo@v4"],
+            require(names == ["demo", "demo@v3", "demo@v4"],
                   f"after LoadAdapter of version 4: {names}")
             v4 = client.completions.create(model="demo@v4", prompt=prompt, max_tokens=12,
                                            temperature=0)
             want = grpc_generate(prompt_ids, 4, 12)
-            check(v4.choices[0].text == want.completions[0].text,
+            require(v4.choices[0].text == want.completions[0].text,
                   "demo@v4 generates with version 4")
 
             # Errors.
@@ -292,28 +287,28 @@ def main():
                 return None, None
             status, _ = error_of(lambda: OpenAI(base_url=base_url, api_key="wrong-token",
                                                 max_retries=0).models.list())
-            check(status == 401, f"a wrong token: {status}")
+            require(status == 401, f"a wrong token: {status}")
             status, body = raw_post(base_url, "/completions", {"model": "demo",
                                                                "prompt": "1"}, token=None)
-            check(status == 401 and body["error"]["type"] == "authentication_error",
+            require(status == 401 and body["error"]["type"] == "authentication_error",
                   f"no token: {status} {body}")
             status, body = raw_post(base_url, "/completions", None, data=b"{not json")
-            check(status == 400 and "JSON" in body["error"]["message"],
+            require(status == 400 and "JSON" in body["error"]["message"],
                   f"bad JSON: {status} {body}")
             status, body = error_of(lambda: client.completions.create(
                 model="nope", prompt=prompt, max_tokens=2))
-            check(status == 404 and body["code"] == "model_not_found",
+            require(status == 404 and body["code"] == "model_not_found",
                   f"an unknown model: {status} {body}")
             status, body = error_of(lambda: client.completions.create(
                 model="demo", prompt=prompt, max_tokens=5000))
-            check(status == 400, f"too many tokens: {status} {body}")
+            require(status == 400, f"too many tokens: {status} {body}")
             status, body = error_of(lambda: client.completions.create(
                 model="demo", prompt=prompt, max_tokens=2, temperature=-1))
-            check(status == 400 and body["param"] == "temperature",
+            require(status == 400 and body["param"] == "temperature",
                   f"a bad temperature: {status} {body}")
             status, body = raw_post(base_url, "/chat/completions",
                                     {"model": "demo", "messages": "hi"})
-            check(status == 400 and body["error"]["param"] == "messages",
+            require(status == 400 and body["error"]["param"] == "messages",
                   f"bad messages: {status} {body}")
             for hostile in ({"model": "demo", "prompt": [-1]},
                             {"model": "demo", "prompt": [99999999999]},
@@ -333,13 +328,13 @@ def main():
                             {"model": "demo", "prompt": "1", "response_format": {
                                 "type": None}}):
                 status, body = raw_post(base_url, "/completions", hostile)
-                check(status == 400 and body["error"]["type"] == "invalid_request_error",
+                require(status == 400 and body["error"]["type"] == "invalid_request_error",
                       f"{json.dumps(hostile)}: {status} {body['error']['message']!r}")
             status, body = raw_post(base_url, "/chat/completions", {
                 "model": "demo", "max_tokens": 2, "temperature": 0,
                 "messages": [{"role": "user", "content": [{"type": "text", "text": "12+"},
                                                           {"type": "text", "text": "34=?"}]}]})
-            check(status == 200 and body["choices"][0]["message"]["content"] ==
+            require(status == 200 and body["choices"][0]["message"]["content"] ==
                   raw_post(base_url, "/chat/completions", {
                       "model": "demo", "max_tokens": 2, "temperature": 0,
                       "messages": [{"role": "user", "content": "12+34=?"}]})[1]
@@ -348,15 +343,15 @@ def main():
             deep = ('{"model": "demo", "messages": [{"role": "user", "content": "1", "x": '
                     + "[" * 200000 + "]" * 200000 + "}]}")
             status, body = raw_post(base_url, "/chat/completions", None, data=deep.encode())
-            check(status == 400 and "nests deeper" in body["error"]["message"],
+            require(status == 400 and "nests deeper" in body["error"]["message"],
                   f"a body nested 200,000 deep: {status} {body['error']['message']!r}")
             status, body = raw_post(base_url, "/chat/completions", {
                 "model": "demo", "messages": [{"role": "user",
                                                "content": [{"type": 1, "text": "x"}]}]})
-            check(status == 400 and body["error"]["param"] == "messages",
+            require(status == 400 and body["error"]["param"] == "messages",
                   f"a content part of type 1: {status}")
             status, body = raw_post(base_url, "/nothing", {"model": "demo"})
-            check(status == 404 and "error" in body, f"an unknown path: {status}")
+            require(status == 404 and "error" in body, f"an unknown path: {status}")
 
             # Sleeping: 503 with Retry-After, then served again after Wake.
             stub.Sleep(rollout_pb2.SleepRequest(), metadata=metadata, timeout=60)
@@ -371,14 +366,14 @@ def main():
                 status, retry_after = 200, None
             except urllib.error.HTTPError as e:
                 status, retry_after = e.code, e.headers.get("Retry-After")
-            check(status == 503 and retry_after is not None,
+            require(status == 503 and retry_after is not None,
                   f"while sleeping: {status}, Retry-After {retry_after}")
             status, body = raw_post(base_url, "/completions", {
                 "model": "demo", "prompt": "1+1=?", "max_tokens": 2, "stream": True})
-            check(status == 503 and body["error"]["code"] == "unavailable",
+            require(status == 503 and body["error"]["code"] == "unavailable",
                   f"a stream while sleeping: {status}")
             stub.Wake(rollout_pb2.WakeRequest(), metadata=metadata, timeout=60)
-            check(client.completions.create(model="demo", prompt="1+1=?", max_tokens=2)
+            require(client.completions.create(model="demo", prompt="1+1=?", max_tokens=2)
                   .choices[0].finish_reason in ("stop", "length"), "served again after Wake")
 
             # HTTP and gRPC at once.
@@ -397,12 +392,12 @@ def main():
                 grpc_calls = [pool.submit(via_grpc, i) for i in range(16)]
                 got_http = [f.result() for f in http]
                 got_grpc = [f.result() for f in grpc_calls]
-            check(got_http == expected_http and got_grpc == expected_grpc
+            require(got_http == expected_http and got_grpc == expected_grpc
                   and expected_http == expected_grpc,
                   "16 HTTP and 16 gRPC requests at once: every answer as when run alone")
         finally:
             failure = service_process.stop(proc, "rollout_server")
-        check(failure is None, f"rollout_server stops cleanly on SIGTERM ({failure})")
+        require(failure is None, f"rollout_server stops cleanly on SIGTERM ({failure})")
 
         # TLS: the endpoint takes the gRPC server's certificate and token.
         sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
@@ -423,20 +418,20 @@ def main():
                             max_retries=0, timeout=60,
                             http_client=httpx.Client(verify=certs["ca.pem"]))
             names = [m.id for m in secure.models.list().data]
-            check(names == ["model"], f"over TLS, /v1/models lists {names} (the directory's "
+            require(names == ["model"], f"over TLS, /v1/models lists {names} (the directory's "
                   "name)")
             text = secure.completions.create(model="model", prompt="1+2=?", max_tokens=3,
                                              temperature=0).choices[0].text
-            check(isinstance(text, str), "a completion over TLS")
+            require(isinstance(text, str), "a completion over TLS")
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10)
                 plain_refused = False
             except Exception:  # noqa: BLE001 - any failure is the refusal
                 plain_refused = True
-            check(plain_refused, "plain HTTP to the TLS endpoint gets no answer")
+            require(plain_refused, "plain HTTP to the TLS endpoint gets no answer")
         finally:
             failure = service_process.stop(proc, "rollout_server_tls")
-        check(failure is None, f"the TLS server stops cleanly ({failure})")
+        require(failure is None, f"the TLS server stops cleanly ({failure})")
     print("openai endpoint: all checks passed")
 
 

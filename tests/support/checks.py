@@ -18,3 +18,9 @@ def finish():
         print(f"{len(FAILURES)} check(s) failed")
         sys.exit(1)
     print("all checks passed")
+
+
+def require(condition, message):
+    """As check, for tests whose later steps need this one: a failure exits 1 at once."""
+    if not check(condition, message):
+        sys.exit(1)
