@@ -12,6 +12,9 @@
 #                       oracles; shared by every checkout on the machine (default /opt/microrl/venv)
 #   MICRORL_BUILD_DIR   build directory (default <repo>/build)
 #   MICRORL_BUILD_TYPE  CMake build type (default Release)
+#   MICRORL_PY_PACKAGES  install only these packages of the lock, with their dependencies
+#                       at the lock's versions (default: the whole lock); deploy/Dockerfile
+#                       installs what the programs and the demo need, no test oracles
 #
 # Needs root for apt (uses sudo when not root). Reaches only Debian's archive and PyPI.
 set -euo pipefail
@@ -26,7 +29,7 @@ for arg in "$@"; do
   case "$arg" in
     --deps-only) DEPS_ONLY=1 ;;
     --relock) RELOCK=1 ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -137,10 +140,16 @@ if [ "$RELOCK" = 1 ] || [ ! -f "$LOCK" ]; then
   done_step
 else
   want=$(sha256sum "$LOCK" | cut -d' ' -f1)
+  [ -n "${MICRORL_PY_PACKAGES:-}" ] && want="$want $MICRORL_PY_PACKAGES"
   if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     step "installing Python packages into $VENV (deploy/requirements.lock)"
     [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$LOCK"
+    if [ -n "${MICRORL_PY_PACKAGES:-}" ]; then
+      # shellcheck disable=SC2086
+      "$VENV/bin/pip" install -q --disable-pip-version-check -c "$LOCK" $MICRORL_PY_PACKAGES
+    else
+      "$VENV/bin/pip" install -q --disable-pip-version-check -r "$LOCK"
+    fi
     echo "$want" > "$STAMP"
     done_step
   fi
@@ -162,7 +171,9 @@ if [ "$(cat "$VENV/gloo/SOURCE" 2>/dev/null)" != "$GLOO_DEB" ]; then
   G=$(mktemp -d /tmp/forky-apt.XXXXXX)
   mkdir -p "$G/debs"
   apt_suite forky "$G"
-  O=("${APT_SUITE[@]}" -o Dir::Cache="$G")
+  # forky's Release file is valid for a week only; a mirror or proxy serving an older copy
+  # would refuse it. Its date is not checked here because the .deb's SHA-256 is, below.
+  O=("${APT_SUITE[@]}" -o Dir::Cache="$G" -o Acquire::Check-Valid-Until=false)
   apt-get "${O[@]}" update -qq
   version=${GLOO_DEB#libgloo-dev_}; version=${version%_amd64.deb}
   (cd "$G/debs" && apt-get "${O[@]}" download -qq "libgloo-dev=$version") || {
