@@ -75,6 +75,8 @@ std::vector<Field> Fields(TrainConfig& c) {
                {"run.checkpoint_every", &c.checkpoint_every},
                {"run.keep_checkpoints", &c.keep_checkpoints},
                {"model.path", &c.model_path},
+               {"model.hub_id", &c.model_hub_id},
+               {"model.revision", &c.model_revision},
                {"model.device", &c.device},
                {"model.dtype", &c.dtype},
                {"model.gradient_checkpointing", &c.gradient_checkpointing},

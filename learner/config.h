@@ -70,6 +70,11 @@ struct TrainConfig {
 
   // model
   std::string model_path;
+  // Where `learner study` and deploy/fetch_model.sh download model_path from
+  // when it is missing (a Hugging Face Hub id and a commit); training never
+  // reads them.
+  std::string model_hub_id;
+  std::string model_revision;
   std::string device = "cpu";
   std::string dtype = "auto";  // base weights: auto, float32, bfloat16, float16
   bool gradient_checkpointing = true;
