@@ -4,8 +4,9 @@
 
 A run is a directory holding metrics.jsonl (what the learner writes per step) and
 config.yaml; eval/eval.json (the final `learner eval` or eval.final_datasets) is used when
-there. DIR may be a run or any directory above runs (a study). What is there is read, so
-a live run can be reported; a torn last line is skipped.
+there. DIR may be a run, a study of `learner study` (the runs its study.json lists) or any
+directory above runs. What is there is read, so a live run can be reported; a torn last
+line is skipped.
 
 Writes into --out (default DIR/report):
   index.html   self-contained (figures inlined as PNG data), no network at view time
@@ -78,6 +79,14 @@ def read_metrics(path):
 
 
 def find_runs(root):
+    """The runs under root; for a study (root/study.json, learner study), its runs in the
+    study's order, not the helper runs its prepare steps made."""
+    study = os.path.join(root, "study.json")
+    if os.path.isfile(study):
+        with open(study) as f:
+            entries = json.load(f).get("runs", {}).values()
+        return [e["run_dir"] for e in entries
+                if os.path.isfile(os.path.join(e.get("run_dir", ""), "metrics.jsonl"))]
     runs = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in ("report", "checkpoints"))
@@ -203,9 +212,14 @@ def main():
         any_line = False
         for ax, model in zip(axes[0], models):
             panel = {"model": model, "lines": []}
-            for run in (r for r in runs if r["model"] == model):
+            # One colour per run (rank), one line style per metric of the figure.
+            colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+            styles = ["-", "--", ":", "-.", (0, (1, 1)), (0, (5, 1, 1, 1, 1, 1))]
+            for index, run in enumerate(r for r in runs if r["model"] == model):
+                colour = colours[index % len(colours)]
                 rows = run["validation"] if stem == "validation" else run["train"]
-                for key, what in series:
+                for which, (key, what) in enumerate(series):
+                    style = styles[which % len(styles)]
                     points = [(row["step"], row[key]) for row in rows
                               if isinstance(row.get(key), (int, float))]
                     if not points:
@@ -214,8 +228,18 @@ def main():
                     ys = [float(p[1]) for p in points]
                     sm = smooth(ys, args.smooth)
                     label = run["label"] if len(series) == 1 else f"{run['label']} {what}"
-                    line = ax.plot(xs, ys, linewidth=0.8, alpha=0.35)[0]
-                    ax.plot(xs, sm, linewidth=2.0, color=line.get_color(), label=label)
+                    if stem == "validation":
+                        # Few, sparse points: the measured values are the line (with
+                        # markers); their moving average is drawn thin.
+                        ax.plot(xs, ys, linewidth=2.0, marker="o", markersize=4,
+                                color=colour, linestyle=style, label=label)
+                        ax.plot(xs, sm, linewidth=0.8, alpha=0.4, color=colour,
+                                linestyle=style)
+                    else:
+                        ax.plot(xs, ys, linewidth=0.8, alpha=0.3, color=colour,
+                                linestyle=style)
+                        ax.plot(xs, sm, linewidth=2.0, color=colour, linestyle=style,
+                                label=label)
                     panel["lines"].append({"run": run["name"], "rank": run["rank"],
                                            "metric": key, "label": label, "x": xs,
                                            "y": ys, "smoothed": sm})
@@ -224,13 +248,15 @@ def main():
             ax.set_xlabel("GRPO step")
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
-            if panel["lines"]:
+            if len(panel["lines"]) > 6:  # many lines: the legend beside the panel
+                ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            elif panel["lines"]:
                 ax.legend(fontsize=8, loc="best")
             data["panels"].append(panel)
         if any_line:
             fig.tight_layout()
             png = os.path.join(figures_dir, stem + ".png")
-            fig.savefig(png, dpi=110)
+            fig.savefig(png, dpi=110, bbox_inches="tight")
             with open(os.path.join(figures_dir, stem + ".json"), "w") as f:
                 json.dump(data, f)
             figure_files.append((stem, title))
