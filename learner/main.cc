@@ -5,6 +5,7 @@
 //   [--resume] learner                      (no run: serves GetInfo, state
 //   IDLE) learner eval --model=DIR [--adapter=PEFT_DIR] --datasets=aime24,amc23
 //   learner report RUN_OR_STUDY_DIR [--out=DIR]
+//   learner study STUDY.yaml [--dry_run] [--no_retry_failed] [--no_report]
 //   ...
 #include <unistd.h>
 
@@ -212,16 +213,53 @@ int Eval(const char* component) {
   return 0;
 }
 
+// `learner study`: a grid of runs, each an ordinary learner run started by
+// learner/study/study.py (a process supervisor: services per run, resume,
+// state, progress); its flags are the script's, so they are passed on unparsed.
+int Study(const char* component, int argc, char** argv) {
+  if (std::string(MICRORL_REPORT_PYTHON).empty()) {
+    std::cerr << component
+              << " study: this build has no Python venv (MICRORL_PYTHON)\n";
+    return 1;
+  }
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) {
+    std::cerr << component
+              << " study: cannot find this program: " << std::strerror(errno)
+              << "\n";
+    return 1;
+  }
+  self[n] = '\0';
+  std::vector<std::string> args = {MICRORL_REPORT_PYTHON, MICRORL_STUDY_SCRIPT,
+                                   std::string("--learner=") + self};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  std::vector<char*> exec_args;
+  for (std::string& a : args) exec_args.push_back(a.data());
+  exec_args.push_back(nullptr);
+  execv(exec_args[0], exec_args.data());
+  std::cerr << component << " study: cannot run " << MICRORL_REPORT_PYTHON
+            << ": " << std::strerror(errno) << "\n";
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   constexpr char kComponent[] = "learner";
+  // Before the termination signals are blocked: the mask would pass through
+  // exec.
+  if (argc >= 2 && std::string(argv[1]) == "study") {
+    return Study(kComponent, argc, argv);
+  }
   microrl::BlockTerminationSignals();
   microrl::SetLogComponent(kComponent);
   microrl::SetUpFlagUsage(
       "Trains LoRA adapters with GRPO against a rollout server and a reward "
       "service (learner --config=run.yaml), or evaluates them (learner eval); "
-      "learner report DIR draws a run's or a study's figures and tables.");
+      "learner report DIR draws a run's or a study's figures and tables; "
+      "learner "
+      "study STUDY.yaml runs a grid of presets (learner study --help).");
   microrl::rpc::SetServerFlagDefaults(50053, 9403);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() >= 2 && std::string(positional[1]) == "sft") {
