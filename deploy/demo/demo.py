@@ -117,12 +117,13 @@ def tail(path, lines=15):
         return ""
 
 
-def run_learner(argv, cwd, log_path, echo, marks=None):
+def run_learner(argv, cwd, log_path, echo, marks=None, append=False):
     """Runs a learner command to the end; echoes the lines `echo` selects and, into
-    `marks["last_step"]`, notes when the last GRPO step line was printed."""
+    `marks["last_step"]`, notes when the last GRPO step line was printed. `append`
+    keeps what the log holds (a resumed run)."""
     if _stopping:
         raise DemoStopped()
-    with open(log_path, "w") as log:
+    with open(log_path, "a" if append else "w") as log:
         proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         _learners.append(proc)
@@ -179,6 +180,10 @@ def main():
     parser.add_argument("--stage", choices=["all", "assets", "train"], default="all",
                         help="assets: only make the model and data; train: use the "
                              "assets already in --out (docker compose splits the demo so)")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --stage train: keep what an earlier, stopped run "
+                        "finished (warm-up, evaluations) and resume GRPO from its last "
+                        "checkpoint (docker compose stop, then up)")
     parser.add_argument("--rollout_address", default="",
                         help="use this rollout server (serving <out>/model) instead of "
                              "starting one; dns:name:port for every server a name has")
@@ -225,7 +230,10 @@ def main():
     if args.stage == "train":
         if not os.path.isfile(os.path.join(out, "model", "config.json")):
             raise DemoError(f"{out}/model: no model (run --stage assets first)")
+        kept = ("runs", "evals") if args.resume else ()
         for name in ("runs", "evals", "prometheus", "summary.json"):
+            if name in kept:
+                continue
             path = os.path.join(out, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
@@ -315,9 +323,15 @@ def main():
         say(f"    reward service {reward_address}, rollout server {rollout_address}; "
             f"logs in {logs}")
 
+        done_sft = os.path.join(out, "runs", "sft", "adapter")
         if sft_adapter:
             say(f"3/6 warm-up skipped: starting from {sft_adapter}")
+        elif args.resume and os.path.isfile(os.path.join(done_sft, "adapter_config.json")):
+            say(f"3/6 warm-up: done by an earlier start ({done_sft})")
+            sft_adapter = done_sft
         else:
+            # A warm-up cut short starts over (it takes a minute).
+            shutil.rmtree(os.path.join(out, "runs", "sft"), ignore_errors=True)
             say(f"3/6 warm-up: learner sft, {sft_steps} steps on worked examples")
             t = time.time()
             run_learner([binaries["learner"], "sft", "--config=sft.yaml",
@@ -329,6 +343,10 @@ def main():
         services.check_alive()
 
         def evaluate(adapter, name, samples, temperature):
+            table = os.path.join(out, "evals", name, "eval.json")
+            if args.resume and name.startswith("before") and os.path.isfile(table):
+                return read_jsonl_array(table)[0]  # an earlier start's, same adapter
+            shutil.rmtree(os.path.join(out, "evals", name), ignore_errors=True)
             run_learner([binaries["learner"], "eval", "--config=grpo.yaml",
                          f"--adapter={adapter}", "--datasets=test=data/test.jsonl",
                          f"--problems={eval_problems}", f"--samples={samples}",
@@ -345,7 +363,15 @@ def main():
         say(f"    sampled pass@1 {100 * before['pass@1']:.1f}%, greedy "
             f"{100 * before_greedy['pass@1']:.1f}%")
 
-        say(f"5/6 GRPO: {grpo_steps} steps of 16 problems x 8 samples")
+        grpo_dir = os.path.join(out, "runs", "grpo")
+        resume_grpo = args.resume and os.path.isdir(os.path.join(grpo_dir, "checkpoints")) \
+            and any(name.startswith("step_") and not name.endswith(".tmp")
+                    for name in os.listdir(os.path.join(grpo_dir, "checkpoints")))
+        if resume_grpo:
+            say(f"5/6 GRPO: resuming {grpo_dir} from its last checkpoint ({grpo_steps} steps)")
+        else:
+            shutil.rmtree(grpo_dir, ignore_errors=True)
+            say(f"5/6 GRPO: {grpo_steps} steps of 16 problems x 8 samples")
         t = time.time()
         marks = {}
         run_learner([binaries["learner"], "--config=grpo.yaml",
@@ -354,13 +380,14 @@ def main():
                      *args.learner_arg,
                      f"--metrics_port={learner_metrics}",
                      f"--ready_file={logs}/learner.ready",
+                     *(["--resume"] if resume_grpo else []),
                      f"--set=run.seed={args.seed};run.max_steps={grpo_steps};"
                      f"lora.init={sft_adapter};eval.every={eval_every};"
                      f"eval.problems={eval_problems};"
                      f"{grpo_rollout};reward.address={reward_address}"],
                     out, os.path.join(logs, "grpo.log"),
                     lambda line: "validation" in line or re.match(r"step (1|\d*[05])/", line),
-                    marks)
+                    marks, append=resume_grpo)
         summary["grpo_seconds"] = round(time.time() - t, 1)
         services.check_alive()
 
