@@ -63,7 +63,13 @@ case "$role" in
   prepare)
     make_tls
     if [ -z "${MICRORL_MODEL:-}" ]; then
-      "$PY" "$SRC/deploy/demo/demo.py" --out "$DEMO" --seed "${MICRORL_SEED:-0}" --stage assets
+      # Made once: a restart (docker-compose stop, then up) resumes on the same files;
+      # `docker-compose down -v` removes them.
+      if [ -f "$DEMO/model/config.json" ] && [ -f "$DEMO/grpo.yaml" ]; then
+        echo "prepare: the demo's model and data are in $DEMO already"
+      else
+        "$PY" "$SRC/deploy/demo/demo.py" --out "$DEMO" --seed "${MICRORL_SEED:-0}" --stage assets
+      fi
     else
       model_dir >/dev/null
     fi ;;
@@ -76,8 +82,11 @@ case "$role" in
       --model="$(model_dir)" --device="$DEVICE" ${MICRORL_ROLLOUT_FLAGS:-} ;;
   learner)
     if [ -z "${MICRORL_MODEL:-}" ]; then
+      # --resume: after a stop, the finished stages are kept and GRPO resumes from its
+      # last checkpoint. MICRORL_DEMO_ARGS: extra demo flags (docker-compose.yml).
+      # shellcheck disable=SC2086
       exec "$PY" "$SRC/deploy/demo/demo.py" --out "$DEMO" --seed "${MICRORL_SEED:-0}" \
-        --stage train --rollout_address=dns:rollout_server:50051 \
+        --stage train --resume ${MICRORL_DEMO_ARGS:-} --rollout_address=dns:rollout_server:50051 \
         --reward_address=reward_service:50052 \
         --learner_host=0.0.0.0 --insecure_allow_remote --learner_port=50053 \
         --learner_metrics_port=9403 --prometheus= "${SERVER_TLS[@]/#/--learner_arg=}"
