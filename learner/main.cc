@@ -303,6 +303,7 @@ int main(int argc, char** argv) {
     std::vector<char*> exec_args;
     for (std::string& a : args) exec_args.push_back(a.data());
     exec_args.push_back(nullptr);
+    microrl::UnblockTerminationSignals();  // or the report could not be stopped
     execv(exec_args[0], exec_args.data());
     std::cerr << kComponent << " report: cannot run " << MICRORL_REPORT_PYTHON
               << ": " << std::strerror(errno) << "\n";

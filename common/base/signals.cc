@@ -26,6 +26,11 @@ void BlockTerminationSignals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+void UnblockTerminationSignals() {
+  const sigset_t set = TerminationSet();
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
 int WaitForTerminationSignal() {
   const sigset_t set = TerminationSet();
   int sig = 0;

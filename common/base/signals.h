@@ -13,6 +13,10 @@ namespace microrl {
 // the calling thread and in threads it creates afterwards.
 void BlockTerminationSignals();
 
+// Undoes BlockTerminationSignals in the calling thread: before exec'ing another
+// program, which would inherit the blocked mask and never see SIGTERM.
+void UnblockTerminationSignals();
+
 // Blocks the caller until SIGINT, SIGTERM or RequestTermination()'s signal
 // arrives; returns the signal number.
 int WaitForTerminationSignal();

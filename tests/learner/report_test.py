@@ -20,9 +20,11 @@ import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from checks import require  # noqa: E402
@@ -188,6 +190,28 @@ def main():
                               stderr=subprocess.STDOUT, text=True, timeout=60)
         require(proc.returncode != 0 and "no run here" in proc.stdout,
               f"a directory without runs: {proc.stdout.strip()}")
+
+        # The report program the learner execs can be stopped: SIGTERM is not left
+        # blocked by the learner's signal handling (the kernel's SigBlk mask of the
+        # exec'd process).
+        proc = subprocess.Popen([args.learner, "report", study], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        mask = None
+        deadline = time.time() + 30
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if "python" in os.readlink(f"/proc/{proc.pid}/exe"):
+                    with open(f"/proc/{proc.pid}/status") as f:
+                        mask = int([l for l in f if l.startswith("SigBlk:")][0].split()[1], 16)
+                    break
+            except (OSError, IndexError):
+                pass
+            time.sleep(0.005)
+        proc.terminate()
+        code = proc.wait(timeout=30)
+        require(mask is not None and not mask & (1 << (signal.SIGTERM - 1)),
+                f"learner report's program does not block SIGTERM (SigBlk {mask}); "
+                f"SIGTERM ends it (exit {code})")
     print("learner report: all checks passed")
 
 
