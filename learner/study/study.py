@@ -40,8 +40,9 @@ model.revision) is downloaded by deploy/fetch_model.sh before the first run star
 offline, the study stops at once saying where to put the directory. Nothing is downloaded
 while a run trains.
 
-SIGTERM/SIGINT: every learner in flight saves its last completed step and exits, the
-services stop, study.json records those runs as interrupted, and the study exits 143.
+SIGTERM/SIGINT (Ctrl-C): every learner in flight saves its last completed step and exits,
+the services stop, study.json records those runs as interrupted, and the study exits 143;
+a second signal stops the learners at once, unsaved (their newest checkpoint remains).
 Children die with the study (PR_SET_PDEATHSIG) if it is killed outright; the next start
 resumes from the newest verified checkpoint. Exit status: 0 when every run finished,
 1 when one failed (the others still ran), 2 for a bad study file or missing model.
@@ -243,7 +244,7 @@ class Study:
         self.out = os.path.abspath(self.spec["output_dir"])
         self.logs = os.path.join(self.out, "logs")
         self.runs_dir = os.path.join(self.out, "runs")
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # the signal handler may take it in the main thread
         self.procs = {}  # run name -> learner Popen
         self.services = []
         self.spec["_overrides"] = [(k, self.placeholders(v))
@@ -337,7 +338,7 @@ class Study:
         log = open(os.path.join(self.logs, name + ".log"), "a")
         proc = subprocess.Popen(argv + ["--port=0", "--metrics_port=0", f"--ready_file={ready}"],
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_set_pdeathsig)
+                                preexec_fn=_set_pdeathsig, start_new_session=True)
         deadline = time.time() + 600
         while not os.path.exists(ready):
             if proc.poll() is not None or time.time() > deadline or _stopping.is_set():
@@ -389,7 +390,8 @@ class Study:
             log.write(f"=== {now()} attempt {entry['attempts']}: {' '.join(argv)}\n")
             log.flush()
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, env=env, preexec_fn=_set_pdeathsig)
+                                    text=True, env=env, preexec_fn=_set_pdeathsig,
+                                    start_new_session=True)
             with self.lock:
                 self.procs[name] = proc
             if _stopping.is_set():
@@ -473,8 +475,15 @@ class Study:
                   flush=True)
             log_path = os.path.join(self.logs, f"prepare-{i}.log")
             with open(log_path, "a") as log:
-                proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                      preexec_fn=_set_pdeathsig)
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                        preexec_fn=_set_pdeathsig, start_new_session=True)
+                with self.lock:
+                    self.procs[f"prepare-{i}"] = proc
+                if _stopping.is_set():
+                    proc.send_signal(signal.SIGTERM)
+                proc.wait()
+                with self.lock:
+                    self.procs.pop(f"prepare-{i}", None)
             if _stopping.is_set():
                 return False
             if proc.returncode != 0:
@@ -592,6 +601,12 @@ class Study:
         return 1 if failed else 0
 
     def on_signal(self, signum, frame):
+        # The children run in sessions of their own, so a terminal's Ctrl-C reaches only
+        # the study, which passes one SIGTERM on: the learners save their last completed
+        # step. A second signal is passed on too, and stops them at once (unsaved).
+        if not _stopping.is_set():
+            print("[study] stopping: each learner saves its last completed step "
+                  "(a second signal stops them at once)", flush=True)
         _stopping.set()
         with self.lock:
             procs = list(self.procs.values())

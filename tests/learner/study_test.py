@@ -3,7 +3,8 @@ shortened (fewer steps), run as a user would, with real servers and learner runs
 
 1. Interruptions: the study is stopped with SIGTERM in the middle of its second run
    (exit 143, that run recorded as interrupted, the first as finished), started again and
-   killed outright (SIGKILL: its children die with it), then started again to the end.
+   stopped as Ctrl-C does (SIGINT to its process group), started again and killed
+   outright (SIGKILL: its children die with it), then started again to the end.
    Every run finishes exactly once (the first is not run again), and each run's
    metrics.jsonl has every step exactly once.
 2. The report the study wrote: every figure (PNG and its JSON), each figure's plotted
@@ -33,7 +34,7 @@ import yaml
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from checks import check, finish, require  # noqa: E402
 
-STEPS = 12
+STEPS = 16
 RUNS = ["demo-r4", "demo-r16", "demo-r64"]
 FIGURES = ["reward", "accuracy", "validation", "entropy", "length", "clipped", "kl",
            "clip_fractions", "grad_norm", "time"]
@@ -233,7 +234,23 @@ def run(repo, learner, tmp):
     check(cut in checkpoints,
           f"the interrupted run saved its last completed step ({cut}; {checkpoints})")
 
-    # 1b. Started again, then killed outright while the second run resumes.
+    # 1b. Started again and stopped as a terminal's Ctrl-C does (SIGINT to the study's
+    # process group): the learners run in sessions of their own, so only the study gets it
+    # and passes one SIGTERM on; the run saves its last step.
+    proc = start(learner, path, log, repo)
+    wait_for(lambda: len(read_steps(second)) >= cut + 2, proc, 900,
+             "the resumed second run logs 2 more steps")
+    os.killpg(proc.pid, signal.SIGINT)
+    code = proc.wait(timeout=300)
+    cut = len(read_steps(second))
+    checkpoints = sorted(int(n[len("step_"):]) for n in
+                         os.listdir(os.path.join(out, "runs", RUNS[1], "checkpoints"))
+                         if n.startswith("step_") and n[len("step_"):].isdigit())
+    check(code == 143 and cut in checkpoints,
+          f"Ctrl-C: the study exits 143 and the run saved its last completed step "
+          f"(exit {code}; step {cut}; checkpoints {checkpoints})")
+
+    # 1c. Started again, then killed outright while the second run resumes.
     proc = start(learner, path, log, repo)
     wait_for(lambda: len(read_steps(second)) >= cut + 2, proc, 900,
              "the resumed second run logs 2 more steps")
@@ -244,7 +261,7 @@ def run(repo, learner, tmp):
         time.sleep(0.2)
     check(not learners_alive(out), "SIGKILL: the study's children died with it")
 
-    # 1c. To the end.
+    # 1d. To the end.
     proc = start(learner, path, log, repo)
     code = proc.wait(timeout=1800)
     log.flush()
@@ -256,8 +273,8 @@ def run(repo, learner, tmp):
           f"study.json: every run finished ({[state[n]['status'] for n in RUNS]})")
     check(state[RUNS[0]]["attempts"] == 1, f"the first run ran once "
           f"({state[RUNS[0]]['attempts']} attempts)")
-    check(text.count(f"{RUNS[0]}: finished earlier: skipped") == 2,
-          "both restarts skipped the finished first run")
+    check(text.count(f"{RUNS[0]}: finished earlier: skipped") == 3,
+          "every restart skipped the finished first run")
     check("resuming from its last checkpoint" in text, "the interrupted run resumed")
     for name in RUNS:
         steps = [r["step"] for r in read_steps(os.path.join(out, "runs", name, "metrics.jsonl"))]
