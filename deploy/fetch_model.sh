@@ -9,9 +9,10 @@
 # `learner study` calls this for every missing model before its first run starts.
 # Gated models (Llama) need a token with access: HF_TOKEN, or `hf auth login`. HF_ENDPOINT
 # picks a mirror. Offline, it fails at once and says where to put the directory instead.
-# The download goes to DIR.partial and is renamed to DIR only once every check passed.
+# The download goes to DIR.partial (resumed by the next try if the network cuts it) and is
+# renamed to DIR only once every check passed; a download that fails them is removed.
 set -euo pipefail
-[ $# -eq 3 ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -eq 3 ] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 HUB_ID=$1 REVISION=$2 DIR=${3%/}
 VENV=${MICRORL_VENV:-/opt/microrl/venv}
 ENDPOINT=${HF_ENDPOINT:-https://huggingface.co}
@@ -50,8 +51,9 @@ echo "fetch_model: downloading $HUB_ID@$REVISION into $DIR"
   --include '*.model' --exclude 'original/*'
 
 # The checks: config.json parses, a tokenizer is there, every weight file the index names
-# exists, and every safetensors header parses with sizes that match the file.
-"$VENV/bin/python" - "$PARTIAL" <<'PY'
+# exists, and every safetensors header parses with sizes that match the file. Files that
+# fail are not kept (a download cut by the network is resumed; a wrong one is not).
+"$VENV/bin/python" - "$PARTIAL" <<'PY' || { rm -rf "$PARTIAL"; exit 1; }
 import json, os, struct, sys
 d = sys.argv[1]
 def fail(msg):
