@@ -45,7 +45,8 @@ the services stop, study.json records those runs as interrupted, and the study e
 a second signal stops the learners at once, unsaved (their newest checkpoint remains).
 Children die with the study (PR_SET_PDEATHSIG) if it is killed outright; the next start
 resumes from the newest verified checkpoint. Exit status: 0 when every run finished,
-1 when one failed (the others still ran), 2 for a bad study file or missing model.
+1 when one failed (the others still ran) or did not run, 2 for a bad study file or a
+missing model.
 """
 import argparse
 import collections
@@ -228,12 +229,20 @@ def fmt_seconds(s):
 _stopping = threading.Event()
 
 
+try:
+    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded once, not in a forked child
+except OSError:
+    _LIBC = None
+_STUDY_PID = os.getpid()
+
+
 def _set_pdeathsig():
-    """The child is killed when the study dies, even by SIGKILL."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    """The child is killed when the study dies, even by SIGKILL (PR_SET_PDEATHSIG); a study
+    that died before this ran leaves the child no parent to wait for, so it exits."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)
+    if os.getppid() != _STUDY_PID:
+        os._exit(1)
 
 
 class Study:
@@ -268,6 +277,7 @@ class Study:
                 entry["revision"] = lookup(config, "model.revision", ov)
                 entry["device"] = str(lookup(config, "model.device", ov, "cpu"))
                 entry["rank"] = lookup(config, "lora.rank", ov)
+                entry["final_eval"] = bool(lookup(config, "eval.final_datasets", ov))
             except (OSError, yaml.YAMLError, StudyError) as e:
                 entry["error"] = f"{preset}: {e}"
             runs.append(entry)
@@ -300,7 +310,9 @@ class Study:
     def save(self):
         with self.lock:
             self.state["updated"] = now()
-            write_json_atomic(os.path.join(self.out, "study.json"), self.state)
+            # A copy made by json's C encoder, which no other thread's update interleaves.
+            snapshot = json.loads(json.dumps(self.state))
+            write_json_atomic(os.path.join(self.out, "study.json"), snapshot)
 
     def eta(self):
         """Seconds left over the unfinished runs, from the measured step times."""
@@ -354,9 +366,9 @@ class Study:
         env = dict(os.environ)
         if unit is not None:
             env["CUDA_VISIBLE_DEVICES"] = unit
-        entry.update({"status": "running", "attempts": entry.get("attempts", 0) + 1,
-                      "started": now(), "reason": None,
-                      "unit": unit})
+        with self.lock:
+            entry.update({"status": "running", "attempts": entry.get("attempts", 0) + 1,
+                          "started": now(), "reason": None, "unit": unit})
         self.save()
         if run["error"]:
             return self.fail(name, run["error"])
@@ -382,10 +394,42 @@ class Study:
                 "--port=0", "--metrics_port=0"] + (["--resume"] if resume else [])
         log_path = os.path.join(self.logs, f"{name}.log")
         started = time.time()
-        first_step, steps_this_attempt, last_print = None, 0, 0
         every = max((run["max_steps"] or 20) // 10, 1)
         self.progress(name, ("resuming from its last checkpoint" if resume else "starting") +
                       f" ({run['preset']}, unit {unit or 'default'})")
+        proc = None
+        try:
+            last_lines = self.follow(name, run, entry, argv, env, log_path, every)
+            proc = self.procs.get(name)
+        finally:
+            # Whatever happened, no learner or server of this run outlives it.
+            with self.lock:
+                proc = self.procs.pop(name, proc)
+            if proc is not None and proc.poll() is None:
+                stop_procs([proc], timeout=300)
+            stop_procs([rollout])
+        with self.lock:
+            entry["seconds"] = round(entry.get("seconds", 0) + time.time() - started, 1)
+        done = (entry.get("steps_done") or 0) >= (entry.get("max_steps") or 0) and (
+            not run.get("final_eval") or
+            os.path.isfile(os.path.join(run_dir, "eval", "eval.json")))
+        if _stopping.is_set() and not (proc.returncode == 0 and done):
+            return self.interrupted(name)
+        if proc.returncode != 0:
+            said = list(last_lines) or ["(no output)"]
+            return self.fail(name, "\n".join(
+                [f"learner exited with {proc.returncode}: {said[-1]}", *said[:-1],
+                 f"(whole output: {log_path})"]))
+        with self.lock:
+            entry.update({"status": "finished", "finished": now(), "reason": None})
+        self.save()
+        self.progress(name, f"finished ({entry['steps_done']} steps, "
+                      f"{fmt_seconds(entry['seconds'])} over {entry['attempts']} attempt(s))")
+
+    def follow(self, name, run, entry, argv, env, log_path, every):
+        """Runs the learner, logging its output and following its steps; returns its last
+        lines of output."""
+        first_step, steps_this_attempt, last_print = None, 0, 0
         with open(log_path, "a") as log:
             log.write(f"=== {now()} attempt {entry['attempts']}: {' '.join(argv)}\n")
             log.flush()
@@ -408,10 +452,11 @@ class Study:
                     steps_this_attempt += 1
                     if first_step is None:
                         first_step = time.time()  # the first step's time includes start-up
-                    elif steps_this_attempt > 1:
-                        entry["step_seconds"] = round((time.time() - first_step) /
-                                                      (steps_this_attempt - 1), 4)
-                    entry["steps_done"], entry["max_steps"] = step, total
+                    with self.lock:
+                        if steps_this_attempt > 1:
+                            entry["step_seconds"] = round((time.time() - first_step) /
+                                                          (steps_this_attempt - 1), 4)
+                        entry["steps_done"], entry["max_steps"] = step, total
                     self.save()
                     if step == 1 or step - last_print >= every or step == total:
                         last_print = step
@@ -420,32 +465,20 @@ class Study:
                                       f"{entry['step_seconds'] or 0:.2f} s/step, "
                                       f"run ETA {fmt_seconds(left)}")
             proc.wait()
-        with self.lock:
-            self.procs.pop(name, None)
-        stop_procs([rollout])
-        entry["seconds"] = round(entry.get("seconds", 0) + time.time() - started, 1)
-        if _stopping.is_set():
-            return self.interrupted(name)
-        if proc.returncode != 0:
-            said = list(last_lines) or ["(no output)"]
-            return self.fail(name, "\n".join(
-                [f"learner exited with {proc.returncode}: {said[-1]}", *said[:-1],
-                 f"(whole output: {log_path})"]))
-        entry.update({"status": "finished", "finished": now(), "reason": None})
-        self.save()
-        self.progress(name, f"finished ({entry['steps_done']} steps, "
-                      f"{fmt_seconds(entry['seconds'])} over {entry['attempts']} attempt(s))")
+        return last_lines
 
     def fail(self, name, reason):
-        entry = self.state["runs"][name]
-        entry.update({"status": "failed", "reason": reason, "finished": now()})
+        with self.lock:
+            self.state["runs"][name].update({"status": "failed", "reason": reason,
+                                             "finished": now()})
         self.save()
         self.progress(name, "FAILED: " + reason.splitlines()[0])
         for line in reason.splitlines()[1:]:
             print(f"[study]   {line}", flush=True)
 
     def interrupted(self, name):
-        self.state["runs"][name].update({"status": "interrupted"})
+        with self.lock:
+            self.state["runs"][name].update({"status": "interrupted"})
         self.save()
         self.progress(name, "interrupted (resumes when the study runs again)")
 
@@ -512,9 +545,16 @@ class Study:
                     f"{model}: missing; download it with: bash {REPO}/deploy/fetch_model.sh "
                     f"{r['hub_id']} {r['revision'] or 'main'} {model}")
             print(f"[study] fetching {r['hub_id']}@{r['revision']} into {model}", flush=True)
-            proc = subprocess.run(["bash", os.path.join(REPO, "deploy", "fetch_model.sh"),
-                                   r["hub_id"], r["revision"] or "main", model],
-                                  preexec_fn=_set_pdeathsig)
+            proc = subprocess.Popen(["bash", os.path.join(REPO, "deploy", "fetch_model.sh"),
+                                     r["hub_id"], r["revision"] or "main", model],
+                                    preexec_fn=_set_pdeathsig, start_new_session=True)
+            with self.lock:
+                self.procs["fetch"] = proc
+            proc.wait()
+            with self.lock:
+                self.procs.pop("fetch", None)
+            if _stopping.is_set():
+                return False
             if proc.returncode != 0:
                 raise StudyError(f"{model}: could not download {r['hub_id']} (above); "
                                  f"put the model directory at {os.path.abspath(model)} "
@@ -539,7 +579,8 @@ class Study:
         self.load_state(runs)
         if not self.prepare():
             return 143
-        self.check_models(runs)
+        if self.check_models(runs) is False:
+            return 143
 
         todo = []
         for r in runs:
@@ -595,10 +636,13 @@ class Study:
             else:
                 print("[study] the report failed (above)", flush=True)
         failed = [n for n, e in self.state["runs"].items() if e["status"] == "failed"]
-        print(f"[study] {len(statuses) - len(failed)}/{len(statuses)} runs finished" +
+        unfinished = [n for n, e in self.state["runs"].items()
+                      if e["status"] not in ("finished", "failed")]
+        print(f"[study] {statuses.count('finished')}/{len(statuses)} runs finished" +
               (f"; failed: {', '.join(failed)} (reasons in {self.out}/study.json)"
-               if failed else ""), flush=True)
-        return 1 if failed else 0
+               if failed else "") +
+              (f"; not run: {', '.join(unfinished)}" if unfinished else ""), flush=True)
+        return 1 if failed or unfinished else 0
 
     def on_signal(self, signum, frame):
         # The children run in sessions of their own, so a terminal's Ctrl-C reaches only
@@ -615,13 +659,13 @@ class Study:
                 proc.send_signal(signal.SIGTERM)
 
 
-def stop_procs(procs):
+def stop_procs(procs, timeout=30):
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     for proc in procs:
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -97,6 +97,25 @@ def learners_alive(out):
     return alive
 
 
+def learner_sessions(out):
+    """The session ids of the study's learners running now (/proc/PID/stat)."""
+    sids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            if out not in cmd or "--config=" not in cmd:
+                continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            sids.append(int(fields[3]))  # after state, ppid, pgrp: session
+        except (OSError, IndexError, ValueError):
+            continue
+    return sids
+
+
 def check_report(out):
     report = os.path.join(out, "report")
     check(os.path.isfile(os.path.join(report, "index.html")), "report/index.html is written")
@@ -240,6 +259,10 @@ def run(repo, learner, tmp):
     proc = start(learner, path, log, repo)
     wait_for(lambda: len(read_steps(second)) >= cut + 2, proc, 900,
              "the resumed second run logs 2 more steps")
+    sessions = learner_sessions(out)
+    check(sessions and all(sid != proc.pid for sid in sessions),
+          f"the learners run in sessions of their own, not the study's ({sessions} vs "
+          f"{proc.pid}), so a terminal's Ctrl-C reaches only the study")
     os.killpg(proc.pid, signal.SIGINT)
     code = proc.wait(timeout=300)
     cut = len(read_steps(second))
@@ -280,8 +303,10 @@ def run(repo, learner, tmp):
         steps = [r["step"] for r in read_steps(os.path.join(out, "runs", name, "metrics.jsonl"))]
         check(steps == list(range(1, STEPS + 1)),
               f"{name}: metrics.jsonl has steps 1..{STEPS} each exactly once ({steps})")
-    check(all(f"{n}: step" in text and "ETA" in text for n in RUNS),
-          "a progress line with the study's ETA for every run")
+    check(all(any(line.startswith(f"[study] {n}: step") and "run ETA" in line and
+                  "study: " in line and "runs done, ETA" in line
+                  for line in text.splitlines()) for n in RUNS),
+          "progress lines for every run, with its ETA and the study's")
 
     # 2. The report.
     check_report(out)
@@ -337,6 +362,7 @@ def run(repo, learner, tmp):
     check(proc.returncode == 2 and seconds < 60,
           f"offline, a missing model stops the study at once (exit {proc.returncode}, "
           f"{seconds:.1f} s)")
+    check("cannot reach" in proc.stderr, "the Hub was found unreachable (not a missing CLI)")
     check(f"{tmp}/models/Nowhere-0.5B" in proc.stderr and "put the" in proc.stderr,
           "the message says where to put the model directory")
     check(not os.path.exists(os.path.join(study3["output_dir"], "runs", "missing")),
