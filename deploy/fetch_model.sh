@@ -26,10 +26,14 @@ fi
 [ -x "$HF" ] || { echo "fetch_model: $HF is missing (bash deploy/setup.sh --deps-only)" >&2; exit 1; }
 
 # Reachable at all? One short request, so that offline fails now, not after a timeout per file.
-auth=()
-[ -n "${HF_TOKEN:-}" ] && auth=(-H "Authorization: Bearer $HF_TOKEN")
-code=$(curl -sS --connect-timeout 10 --max-time 30 -o /dev/null -w '%{http_code}' \
-  "${auth[@]}" "$ENDPOINT/api/models/$HUB_ID/revision/$REVISION" 2>/tmp/fetch_model.$$ || true)
+# The token (HF_TOKEN, or the one `hf auth login` saved) goes in a header read from stdin,
+# not on curl's command line where ps would show it.
+token=${HF_TOKEN:-}
+token_file=${HF_TOKEN_PATH:-${HF_HOME:-$HOME/.cache/huggingface}/token}
+[ -z "$token" ] && [ -r "$token_file" ] && token=$(cat "$token_file")
+code=$(printf '%s\n' "${token:+Authorization: Bearer $token}" | \
+  curl -sS --connect-timeout 10 --max-time 30 -o /dev/null -w '%{http_code}' -H @- \
+  "$ENDPOINT/api/models/$HUB_ID/revision/$REVISION" 2>/tmp/fetch_model.$$ || true)
 reason=$(cat /tmp/fetch_model.$$ 2>/dev/null); rm -f /tmp/fetch_model.$$
 case "$code" in
   200) ;;
@@ -48,7 +52,9 @@ echo "fetch_model: downloading $HUB_ID@$REVISION into $DIR"
 # Only what the project reads: no original/ checkpoints, no other weight formats.
 "$HF" download "$HUB_ID" --revision "$REVISION" --local-dir "$PARTIAL" \
   --include '*.json' --include '*.safetensors' --include '*.txt' --include '*.jinja' \
-  --include '*.model' --exclude 'original/*'
+  --include '*.model' --exclude 'original/*' || {
+  echo "fetch_model: the download of $HUB_ID failed (above; gated models need a token with access: HF_TOKEN or hf auth login); run again to resume it, or $put_it_there" >&2
+  exit 1; }
 
 # The checks: config.json parses, a tokenizer is there, every weight file the index names
 # exists, and every safetensors header parses with sizes that match the file. Files that
@@ -85,5 +91,8 @@ print(f"fetch_model: checked config.json, the tokenizer and {len(files)} weight 
 PY
 printf '{"hub_id": "%s", "revision": "%s"}\n' "$HUB_ID" "$REVISION" > "$PARTIAL/.microrl-source.json"
 rm -rf "$PARTIAL/.cache"
-mv "$PARTIAL" "$DIR"
+# DIR may exist empty (docker creates a missing bind-mount source): replace it, never nest.
+[ -d "$DIR" ] && { rmdir "$DIR" 2>/dev/null || {
+  echo "fetch_model: $DIR exists and is not empty; the download is in $PARTIAL" >&2; exit 1; }; }
+mv -T "$PARTIAL" "$DIR"
 echo "fetch_model: $DIR is ready"

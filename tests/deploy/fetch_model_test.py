@@ -11,7 +11,7 @@ itself is the venv's real `hf` CLI.
   bad download is not kept;
 - an unknown revision, a gated repository (401) and an unreachable endpoint fail at
   once with the reason and, but for the unknown revision, where to put the directory;
-- a DIR that already holds a model is left alone.
+- a DIR that already holds a model is left alone; an empty one is filled.
 
   fetch_model_test.py --source_dir REPO
 """
@@ -155,6 +155,12 @@ def main():
         check(os.path.isfile(source) and json.load(open(source)) ==
               {"hub_id": REPO_ID, "revision": SHA}, "the source is recorded beside the model")
         check(not os.path.exists(target + ".partial"), "no .partial directory is left")
+
+        empty = os.path.join(tmp, "models", "empty")  # as docker makes a missing mount
+        os.makedirs(empty)
+        proc, _ = fetch(repo, endpoint, SHA, empty, home)
+        check(proc.returncode == 0 and os.path.isfile(os.path.join(empty, "config.json")),
+              f"an empty DIR is filled, not nested into ({proc.returncode})")
 
         again, _ = fetch(repo, endpoint, SHA, target, home)
         check(again.returncode == 0 and "nothing to do" in again.stdout,
