@@ -77,9 +77,10 @@ case "$role" in
     exec "$BIN/reward_service/reward_service" --host=0.0.0.0 "$REMOTE" --port=50052 \
       --metrics_port=9402 "${SERVER_TLS[@]}" ;;
   rollout_server)
+    model=$(model_dir) || exit 2
     exec "$BIN/rollout_server/rollout_server" --host=0.0.0.0 "$REMOTE" --port=50051 \
       --metrics_port=9401 "${SERVER_TLS[@]}" \
-      --model="$(model_dir)" --device="$DEVICE" ${MICRORL_ROLLOUT_FLAGS:-} ;;
+      --model="$model" --device="$DEVICE" ${MICRORL_ROLLOUT_FLAGS:-} ;;
   learner)
     if [ -z "${MICRORL_MODEL:-}" ]; then
       # --resume: after a stop, the finished stages are kept and GRPO resumes from its
@@ -93,7 +94,8 @@ case "$role" in
     fi
     preset=$SRC/configs/paper/${MICRORL_PRESET:?set MICRORL_PRESET in deploy/.env}.yaml
     [ -f "$preset" ] || { echo "entrypoint: no preset $preset" >&2; exit 2; }
-    overrides="model.path=$(model_dir);model.device=$DEVICE;run.output_dir=/workspace/runs"
+    model=$(model_dir) || exit 2
+    overrides="model.path=$model;model.device=$DEVICE;run.output_dir=/workspace/runs"
     overrides+=";data.train=/workspace/data/${MICRORL_TRAIN:-math_train.jsonl}"
     overrides+=";eval.path=/workspace/data/${MICRORL_EVAL:-math500.jsonl};eval.data_dir=/workspace/data"
     # Every replica of rollout_server (docker-compose up --scale rollout_server=N).

@@ -76,8 +76,12 @@ def base_image():
         require(proc.returncode == 0, "debootstrap makes a Debian 12 root file system" +
                 ("" if proc.returncode == 0 else ": " + proc.stderr[-2000:]))
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        imported = run(["docker", "import", "-", "debian:12"], stdin=tar.stdout)
+        importer = subprocess.Popen(["docker", "import", "-", "debian:12"], stdin=tar.stdout,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        tar.stdout.close()  # tar sees a broken pipe if the import stops early
+        out, err = importer.communicate()
         tar.wait()
+        imported = subprocess.CompletedProcess(importer.args, importer.returncode, out, err)
         require(imported.returncode == 0, "docker import makes debian:12" +
                 ("" if imported.returncode == 0 else ": " + imported.stderr))
         say(f"base image debian:12: made from Debian's archive in {time.time() - t:.0f} s")
