@@ -52,6 +52,7 @@ import argparse
 import collections
 import ctypes
 import datetime
+import fcntl
 import glob
 import json
 import os
@@ -569,7 +570,6 @@ class Study:
             return 0
         os.makedirs(self.logs, exist_ok=True)
         self.study_lock = open(os.path.join(self.out, "study.lock"), "w")
-        import fcntl
         try:
             fcntl.flock(self.study_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -590,8 +590,7 @@ class Study:
             elif entry["status"] == "failed" and self.args.no_retry_failed:
                 self.progress(r["name"], "failed earlier: skipped (--no_retry_failed)")
             else:
-                if entry["status"] != "pending":
-                    entry["status"] = "pending"
+                entry["status"] = "pending"
                 todo.append(r)
         self.save()
         if todo:

@@ -50,61 +50,42 @@ class Hub(http.server.BaseHTTPRequestHandler):
             data = f.read()
         return data[:len(data) // 2] if name in self.truncate else data
 
+    def reply(self, head, status, data=b"", headers=()):
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        if status == 200:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if status == 200 and not head:
+            self.wfile.write(data)
+
     def route(self, head):
+        """The Hub's revision info, file tree and resolve/ URLs of one repository at SHA."""
         if self.gated:
-            self.send_response(401)
-            self.end_headers()
-            return
+            return self.reply(head, 401)
         info = f"/api/models/{REPO_ID}/revision/"
+        tree = f"/api/models/{REPO_ID}/tree/"
         resolve = f"/{REPO_ID}/resolve/"
         path = self.path.split("?")[0]
-        if path.startswith(info):
-            if path[len(info):] != SHA:
-                self.send_response(404)
-                self.end_headers()
-                return
-            data = json.dumps({"id": REPO_ID, "modelId": REPO_ID, "sha": SHA,
-                               "siblings": [{"rfilename": f} for f in self.files()]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(data)
-            return
-        tree = f"/api/models/{REPO_ID}/tree/"
-        if path.startswith(tree):
-            if path[len(tree):].split("/")[0] != SHA:
-                self.send_response(404)
-                self.end_headers()
-                return
-            data = json.dumps([{"type": "file", "path": f, "size": len(self.body(f)),
-                                "oid": hashlib.sha1(self.body(f)).hexdigest()}
-                               for f in self.files()]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(data)
-            return
+        as_json = [("Content-Type", "application/json")]
+        if path.startswith(info) and path[len(info):] == SHA:
+            siblings = [{"rfilename": f} for f in self.files()]
+            return self.reply(head, 200, json.dumps({"id": REPO_ID, "modelId": REPO_ID,
+                                                     "sha": SHA, "siblings": siblings}).encode(),
+                              as_json)
+        if path.startswith(tree) and path[len(tree):].split("/")[0] == SHA:
+            entries = [{"type": "file", "path": f, "size": len(self.body(f)),
+                        "oid": hashlib.sha1(self.body(f)).hexdigest()} for f in self.files()]
+            return self.reply(head, 200, json.dumps(entries).encode(), as_json)
         if path.startswith(resolve):
             revision, _, name = path[len(resolve):].partition("/")
-            if revision != SHA or name not in self.files():
-                self.send_response(404)
-                self.end_headers()
-                return
-            data = self.body(name)
-            self.send_response(200)
-            self.send_header("X-Repo-Commit", SHA)
-            self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(data)
-            return
-        self.send_response(404)
-        self.end_headers()
+            if revision == SHA and name in self.files():
+                data = self.body(name)
+                return self.reply(head, 200, data, [
+                    ("X-Repo-Commit", SHA),
+                    ("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')])
+        return self.reply(head, 404)
 
     def do_GET(self):
         self.route(False)

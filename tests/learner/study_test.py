@@ -80,9 +80,9 @@ def wait_for(predicate, proc, timeout, what):
             f"{'exited ' + str(proc.returncode) if proc.poll() is not None else 'is running'})")
 
 
-def learners_alive(out):
-    """Learner processes still running on this study's runs (none after a kill)."""
-    alive = []
+def study_processes(out):
+    """(pid, command line) of the running processes whose command names the study's
+    directory."""
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -91,29 +91,35 @@ def learners_alive(out):
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if out in cmd and ("learner " in cmd or "rollout_server" in cmd or
-                           "reward_service" in cmd) and "study_test" not in cmd:
-            alive.append(cmd[:120])
-    return alive
+        if out in cmd and "study_test" not in cmd:
+            yield pid, cmd
+
+
+def learners_alive(out):
+    """Learner processes still running on this study's runs (none after a kill)."""
+    return [cmd[:120] for _, cmd in study_processes(out)
+            if "learner " in cmd or "rollout_server" in cmd or "reward_service" in cmd]
 
 
 def learner_sessions(out):
     """The session ids of the study's learners running now (/proc/PID/stat)."""
     sids = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+    for pid, cmd in study_processes(out):
+        if "--config=" not in cmd:
             continue
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            if out not in cmd or "--config=" not in cmd:
-                continue
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             sids.append(int(fields[3]))  # after state, ppid, pgrp: session
         except (OSError, IndexError, ValueError):
             continue
     return sids
+
+
+def checkpoint_steps(run_dir):
+    """The steps of a run's complete checkpoints (checkpoints/step_N)."""
+    return sorted(int(n[len("step_"):]) for n in os.listdir(os.path.join(run_dir, "checkpoints"))
+                  if n.startswith("step_") and n[len("step_"):].isdigit())
 
 
 def check_report(out):
@@ -247,9 +253,7 @@ def run(repo, learner, tmp):
           f"({[state[n]['status'] for n in RUNS]})")
     check(not learners_alive(out), "no learner or server of the study is left running")
     cut = len(read_steps(second))
-    checkpoints = sorted(int(n[len("step_"):]) for n in
-                         os.listdir(os.path.join(out, "runs", RUNS[1], "checkpoints"))
-                         if n.startswith("step_") and n[len("step_"):].isdigit())
+    checkpoints = checkpoint_steps(os.path.join(out, "runs", RUNS[1]))
     check(cut in checkpoints,
           f"the interrupted run saved its last completed step ({cut}; {checkpoints})")
 
@@ -266,9 +270,7 @@ def run(repo, learner, tmp):
     os.killpg(proc.pid, signal.SIGINT)
     code = proc.wait(timeout=300)
     cut = len(read_steps(second))
-    checkpoints = sorted(int(n[len("step_"):]) for n in
-                         os.listdir(os.path.join(out, "runs", RUNS[1], "checkpoints"))
-                         if n.startswith("step_") and n[len("step_"):].isdigit())
+    checkpoints = checkpoint_steps(os.path.join(out, "runs", RUNS[1]))
     check(code == 143 and cut in checkpoints,
           f"Ctrl-C: the study exits 143 and the run saved its last completed step "
           f"(exit {code}; step {cut}; checkpoints {checkpoints})")
