@@ -1,5 +1,8 @@
 #include "rollout_server/server_setup.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <utility>
 
@@ -12,6 +15,21 @@
 #include "common/tokenizer/tokenizer.h"
 
 namespace microrl::rollout {
+
+int64_t MacsPerToken(const model::ModelConfig& config) {
+  const int64_t h = config.hidden_size;
+  const int64_t attention =
+      2 * h * config.num_heads * config.head_dim +    // q, o
+      2 * h * config.num_kv_heads * config.head_dim;  // k, v
+  const int64_t mlp = 3 * h * config.intermediate_size;
+  return config.num_layers * (attention + mlp) + config.vocab_size * h;
+}
+
+int CpuThreadsFor(const model::ModelConfig& config, int requested,
+                  int available) {
+  if (requested > 0) return requested;
+  return MacsPerToken(config) < kSmallModelMacs ? 1 : std::max(available, 1);
+}
 
 absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
     const ServerModelOptions& options, prometheus::Registry& registry) {
@@ -29,6 +47,20 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
   MRL_LOG(INFO) << "loaded " << model::ArchitectureName(config.architecture)
                 << " from " << options.model_dir << " in "
                 << absl::ToDoubleSeconds(absl::Now() - start) << " s";
+
+  if (!decoder_options.device.is_cuda()) {
+    if (options.cpu_threads < 0) {
+      return absl::InvalidArgumentError("--cpu_threads: must be >= 0");
+    }
+    const int threads =
+        CpuThreadsFor(config, options.cpu_threads, at::get_num_threads());
+    at::set_num_threads(threads);
+    MRL_LOG(INFO) << "CPU intra-op threads: " << threads
+                  << (options.cpu_threads > 0
+                          ? " (--cpu_threads)"
+                          : absl::StrCat(" (auto: ", MacsPerToken(config),
+                                         " multiply-adds per token)"));
+  }
 
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
   const std::string tokenizer_path = options.model_dir + "/tokenizer.json";

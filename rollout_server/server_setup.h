@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/device/device.h"
+#include "common/model/config.h"
 #include "prometheus/registry.h"
 #include "rollout_server/engine.h"
 
@@ -32,6 +33,8 @@ struct ServerModelOptions {
   bool cuda_graphs = true;            // CUDA only; ignored on the CPU
   int64_t decode_key_bucket = 0;
   bool share_prompt_kv = false;
+  // Intra-op threads on the CPU (ignored on CUDA); 0: CpuThreadsFor's choice.
+  int cpu_threads = 0;
   int64_t max_queued_requests = 256;
   int64_t max_queued_completions = 65536;
   // A PEFT adapter directory to serve from the start, as version
@@ -39,6 +42,16 @@ struct ServerModelOptions {
   std::string startup_adapter;
   uint64_t adapter_version = 1;
 };
+
+// The CPU's intra-op threads for a model of `config` when `requested` is 0:
+// one when a token's matrix products are under kSmallModelMacs multiply-adds
+// (the demo's 0.45M-parameter model decodes 2x faster on one thread than on
+// two on the 2-core CI machine: each operator's work is too small to pay for
+// the threads' fork and join), else `available` (LibTorch's default).
+inline constexpr int64_t kSmallModelMacs = 4'000'000;
+int64_t MacsPerToken(const model::ModelConfig& config);
+int CpuThreadsFor(const model::ModelConfig& config, int requested,
+                  int available);
 
 // Loads the model (and tokenizer, and start-up adapter) and starts the engine.
 // Errors name the flag or file at fault.

@@ -113,7 +113,8 @@ def main():
             running.append((server, "rollout_a"))
             startup, startup_ready = start(
                 args.rollout_server, work, "rollout_b",
-                common + [f"--adapter={os.path.join(adapters, 'v1')}", "--adapter_version=1"])
+                common + [f"--adapter={os.path.join(adapters, 'v1')}", "--adapter_version=1",
+                          "--cpu_threads=1"])
             running.append((startup, "rollout_b"))
             stub = rollout_pb2_grpc.RolloutStub(
                 grpc.insecure_channel(f"127.0.0.1:{ready['grpc_port']}"))
@@ -146,6 +147,19 @@ def main():
             check(list(i.eos_token_ids) == [EOS], f"eos {list(i.eos_token_ids)}")
             check(i.adapter_version == 0 and i.kv_cache_bytes > 0, f"{i}")
             check(info(startup_stub).adapter_version == 1, "start-up adapter version")
+            # Intra-op threads: as asked, or by the model's size (this one's Qwen vocabulary
+            # makes a token cost more than the 4M multiply-adds under which one is used).
+            c = model.config
+            macs = c.num_hidden_layers * (
+                2 * c.hidden_size * c.num_attention_heads * (c.hidden_size // c.num_attention_heads)
+                + 2 * c.hidden_size * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads)
+                + 3 * c.hidden_size * c.intermediate_size) + c.vocab_size * c.hidden_size
+            logs = {name: open(os.path.join(work, name + ".log")).read()
+                    for name in ("rollout_a", "rollout_b")}
+            check("CPU intra-op threads: 1 (--cpu_threads)" in logs["rollout_b"],
+                  "--cpu_threads=1 not applied")
+            check(f"(auto: {macs} multiply-adds per token)" in logs["rollout_a"]
+                  and macs >= 4_000_000, f"automatic threads for {macs} multiply-adds")
 
             # ---- text prompts and text
             text = "Solve: what is 17 * 23? Think step by step."
