@@ -27,10 +27,13 @@ struct CheckpointedLayerFunction
     ctx->saved_data["packed"] = layout != nullptr;
     if (layout != nullptr) {
       ctx->saved_data["positions"] = layout->positions;
+      ctx->saved_data["output_index"] = layout->output_index;
       ctx->saved_data["query_index"] = layout->query_index;
       ctx->saved_data["key_index"] = layout->key_index;
-      ctx->saved_data["allowed"] = layout->allowed;
-      ctx->saved_data["output_index"] = layout->output_index;
+      ctx->saved_data["buckets"] = static_cast<int64_t>(layout->allowed.size());
+      for (size_t b = 0; b < layout->allowed.size(); ++b) {
+        ctx->saved_data["allowed" + std::to_string(b)] = layout->allowed[b];
+      }
     }
     ctx->saved_data["layer"] = layer;
     ctx->saved_data["decoder"] = decoder;
@@ -64,7 +67,11 @@ struct CheckpointedLayerFunction
       layout.positions = ctx->saved_data["positions"].toTensor();
       layout.query_index = ctx->saved_data["query_index"].toTensor();
       layout.key_index = ctx->saved_data["key_index"].toTensor();
-      layout.allowed = ctx->saved_data["allowed"].toTensor();
+      const int64_t buckets = ctx->saved_data["buckets"].toInt();
+      for (int64_t b = 0; b < buckets; ++b) {
+        layout.allowed.push_back(
+            ctx->saved_data["allowed" + std::to_string(b)].toTensor());
+      }
       layout.output_index = ctx->saved_data["output_index"].toTensor();
       layout.tokens = layout.output_index.size(0);
     }

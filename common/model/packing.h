@@ -32,12 +32,18 @@ struct PackedSegment {
 // runs on the segments as a padded batch: queries [S, Lq], keys [S, Lk]
 // gathered from the row (padding reads token 0, masked out or dropped).
 struct PackedLayout {
-  int64_t tokens = 0;      // N: the row's length
-  at::Tensor positions;    // [1, N] int64 RoPE positions
-  at::Tensor query_index;  // [S * Lq] int64 in [0, N)
-  at::Tensor key_index;    // [S * Lk] int64 in [0, N)
-  at::Tensor allowed;  // [S, 1, Lq, Lk] bool: true where a query reads a key
-  at::Tensor output_index;  // [N] int64: each token's place in [S * Lq]
+  int64_t tokens = 0;    // N: the row's length
+  at::Tensor positions;  // [1, N] int64 RoPE positions
+  // Segments attend in buckets by own length, longest first, a new bucket
+  // where the length is half the bucket's longest or less: padding costs at
+  // most about twice the real attention however lengths spread (one padded
+  // batch would pad every sequence to the longest). Bucket b holds S_b
+  // segments of up to Lq_b queries and Lk_b keys: allowed[b] is
+  // [S_b, 1, Lq_b, Lk_b] bool, true where a query reads a key.
+  std::vector<at::Tensor> allowed;
+  at::Tensor query_index;   // [sum of S_b * Lq_b] int64 in [0, N)
+  at::Tensor key_index;     // [sum of S_b * Lk_b] int64 in [0, N)
+  at::Tensor output_index;  // [N] int64: each token's place in query_index
 };
 
 // Checks that the segments tile [0, tokens) exactly (each token in one

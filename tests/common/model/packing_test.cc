@@ -77,6 +77,11 @@ TEST(PackingTest, PackedRowWithSharedPrefixesEqualsEachSequenceAlone) {
   absl::StatusOr<PackedLayout> layout = MakePackedLayout(
       segments, static_cast<int64_t>(row.size()), at::Device(at::kCPU));
   ASSERT_TRUE(layout.ok()) << layout.status();
+  // Attention buckets by own length: 6, 5, 4 | 3, 2, 2 | 1.
+  ASSERT_EQ(layout->allowed.size(), 3u);
+  EXPECT_EQ(layout->allowed[0].size(0), 3);
+  EXPECT_EQ(layout->allowed[1].size(2), 3);
+  EXPECT_EQ(layout->allowed[2].size(3), 5);  // 1 token after a 4-token prompt
   for (bool checkpointing : {false, true}) {
     SCOPED_TRACE(checkpointing ? "checkpointing" : "plain");
     RunOptions run;
