@@ -19,9 +19,11 @@
 // and entropies in chunks, the clipped GRPO loss, one AdamW step. Prints one
 // JSON line.
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -45,6 +47,9 @@ ABSL_FLAG(int, completion, 1024, "Completion tokens per sequence.");
 ABSL_FLAG(int64_t, micro_batch_tokens, 8192,
           "Padded tokens per forward/backward.");
 ABSL_FLAG(int, iters, 2, "Timed updates (after one warm-up).");
+ABSL_FLAG(std::string, profile, "",
+          "Write LibTorch's operator trace of the timed updates here (Chrome "
+          "trace JSON; slows them).");
 ABSL_FLAG(bool, gradient_checkpointing, true, "Recompute layers in backward.");
 ABSL_FLAG(std::string, samples, "",
           "JSON file of the batch's samples (prompt, completion, advantage).");
@@ -186,7 +191,12 @@ int Run() {
   int64_t step = 0;
   const int iters = absl::GetFlag(FLAGS_iters);
   int64_t peak_resident = 0;
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
   for (int i = -1; i < iters; ++i) {
+    if (i == 0 && !absl::GetFlag(FLAGS_profile).empty()) {
+      profile = std::make_unique<torch::autograd::profiler::RecordProfile>(
+          absl::GetFlag(FLAGS_profile));
+    }
     microrl::device::Synchronize(*device);
     microrl::device::ResetPeakMemory(*device);
     ResetPeakResident();
@@ -200,6 +210,7 @@ int Run() {
     if (i >= 0) peak_resident = std::max(peak_resident, PeakResidentBytes());
     stats = *result;
   }
+  profile.reset();  // writes the trace
   std::sort(seconds.begin(), seconds.end());
   const double median = seconds[seconds.size() / 2];
   int64_t tokens = 0;  // every sample's prompt and completion, no padding
