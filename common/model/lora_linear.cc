@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 namespace microrl::model {
 
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
@@ -52,7 +54,15 @@ std::vector<at::Tensor> FusedLinear(const at::Tensor& x,
   const at::Tensor rows = y.view({-1, y.size(-1)});
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   std::vector<at::Tensor> outputs;
-  if (at::GradMode::is_enabled() && !as.empty()) {
+  // Training, the learner's adapter (its weights require grad), takes this
+  // path with or without autograd on, so that a checkpointed layer's
+  // recomputation, and scores without grad, run the same kernels as the
+  // forward with grad.
+  const bool training =
+      std::any_of(lora.begin(), lora.end(), [](const LoraLinear* linear) {
+        return linear != nullptr && linear->a.requires_grad();
+      });
+  if (training) {
     // Training: the LoRA terms of all parts as one [rows, sum of sizes]
     // tensor added to y out of place, and the parts split from the sum (split's
     // backward is one concatenation). In-place sums into slices of y would

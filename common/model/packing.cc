@@ -16,8 +16,6 @@ absl::StatusOr<PackedLayout> MakePackedLayout(
     return absl::InvalidArgumentError("a packed row needs tokens and segments");
   }
   std::vector<int64_t> owner(tokens, -1);  // segment of each token
-  int64_t query_length = 0;
-  int64_t key_length = 0;
   for (size_t s = 0; s < segments.size(); ++s) {
     const PackedSegment& g = segments[s];
     if (g.length < 1 || g.begin < 0 || g.begin + g.length > tokens) {
@@ -32,8 +30,6 @@ absl::StatusOr<PackedLayout> MakePackedLayout(
       }
       owner[t] = static_cast<int64_t>(s);
     }
-    query_length = std::max(query_length, g.length);
-    key_length = std::max(key_length, g.prefix_length + g.length);
   }
   for (size_t s = 0; s < segments.size(); ++s) {
     const PackedSegment& g = segments[s];

@@ -29,8 +29,9 @@ struct PackedSegment {
 };
 
 // The index tensors a packed forward uses (on the decoder's device). Attention
-// runs on the segments as a padded batch: queries [S, Lq], keys [S, Lk]
-// gathered from the row (padding reads token 0, masked out or dropped).
+// runs on the segments as padded batches (buckets, below): each bucket's
+// queries and keys gathered from the row (padding reads token 0, masked out or
+// dropped).
 struct PackedLayout {
   int64_t tokens = 0;    // N: the row's length
   at::Tensor positions;  // [1, N] int64 RoPE positions
