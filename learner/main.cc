@@ -24,6 +24,7 @@
 #include "common/base/file.h"
 #include "common/base/flag_usage.h"
 #include "common/base/logging.h"
+#include "common/base/memory.h"
 #include "common/base/net.h"
 #include "common/base/signals.h"
 #include "common/device/device.h"
@@ -252,8 +253,12 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "study") {
     return Study(kComponent, argc, argv);
   }
+  const bool keep_freed_memory = microrl::KeepFreedMemory();
   microrl::BlockTerminationSignals();
   microrl::SetLogComponent(kComponent);
+  MRL_LOG(INFO) << "freed memory: "
+                << (keep_freed_memory ? "kept for reuse"
+                                      : "returned to the kernel");
   microrl::SetUpFlagUsage(
       "Trains LoRA adapters with GRPO against a rollout server and a reward "
       "service (learner --config=run.yaml), or evaluates them (learner eval); "

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/flag_usage.h"
 #include "common/base/logging.h"
+#include "common/base/memory.h"
 #include "common/base/signals.h"
 #include "common/device/device.h"
 #include "common/rpc/server_flags.h"
@@ -97,8 +98,12 @@ ABSL_FLAG(std::string, served_model_name, "",
 
 int main(int argc, char** argv) {
   constexpr char kComponent[] = "rollout_server";
+  const bool keep_freed_memory = microrl::KeepFreedMemory();
   microrl::BlockTerminationSignals();
   microrl::SetLogComponent(kComponent);
+  MRL_LOG(INFO) << "freed memory: "
+                << (keep_freed_memory ? "kept for reuse"
+                                      : "returned to the kernel");
   microrl::SetUpFlagUsage(
       "Samples groups of completions from a base model plus LoRA adapter.");
   microrl::rpc::SetServerFlagDefaults(50051, 9401);

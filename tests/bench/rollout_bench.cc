@@ -28,6 +28,7 @@
 #include "absl/flags/parse.h"
 #include "absl/time/clock.h"
 #include "common/base/file.h"
+#include "common/base/memory.h"
 #include "common/device/device.h"
 #include "common/model/loader.h"
 #include "nlohmann/json.hpp"
@@ -132,6 +133,7 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  microrl::KeepFreedMemory();  // as the rollout server
   absl::ParseCommandLine(argc, argv);
   if (absl::GetFlag(FLAGS_threads) > 0)
     at::set_num_threads(absl::GetFlag(FLAGS_threads));

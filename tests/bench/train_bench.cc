@@ -31,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/base/file.h"
+#include "common/base/memory.h"
 #include "common/device/device.h"
 #include "common/model/decoder.h"
 #include "common/model/lora.h"
@@ -237,6 +238,7 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  microrl::KeepFreedMemory();  // as the learner
   absl::ParseCommandLine(argc, argv);
   return Run();
 }
