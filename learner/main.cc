@@ -26,6 +26,7 @@
 #include "common/base/logging.h"
 #include "common/base/memory.h"
 #include "common/base/net.h"
+#include "common/base/passing_thread.h"
 #include "common/base/signals.h"
 #include "common/device/device.h"
 #include "common/distributed/launch.h"
@@ -381,9 +382,14 @@ int main(int argc, char** argv) {
   microrl::learner::TrainingStatus status;
   std::unique_ptr<microrl::learner::Trainer> trainer;
   if (config.has_value()) {
+    // Loads the model off this thread: the update runs on `training` below,
+    // and LibTorch's OpenMP workers left here would slow it
+    // (common/base/passing_thread.h).
     absl::StatusOr<std::unique_ptr<microrl::learner::Trainer>> created =
-        microrl::learner::Trainer::Create(*config, absl::GetFlag(FLAGS_resume),
-                                          *registry, status);
+        microrl::RunOnPassingThread([&] {
+          return microrl::learner::Trainer::Create(
+              *config, absl::GetFlag(FLAGS_resume), *registry, status);
+        });
     if (!created.ok()) {
       std::cerr << kComponent << ": " << created.status().message() << "\n";
       return 1;

@@ -15,6 +15,7 @@
 #include "common/base/failpoint.h"
 #include "common/base/logging.h"
 #include "common/base/net.h"
+#include "common/base/passing_thread.h"
 #include "common/base/sha256.h"
 #include "common/model/cuda_ipc.h"
 #include "common/model/loader.h"
@@ -297,8 +298,11 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
       return absl::InvalidArgumentError(
           "a header with a path must be the only message");
     }
-    adapter = model::LoraAdapter::LoadPeft(
-        options_.adapter_dir + "/" + header.path(), config, device, dtype);
+    // Tensor work off this gRPC thread (passing_thread.h).
+    adapter = RunOnPassingThread([&] {
+      return model::LoraAdapter::LoadPeft(
+          options_.adapter_dir + "/" + header.path(), config, device, dtype);
+    });
     response->set_load_seconds(absl::ToDoubleSeconds(absl::Now() - first));
   } else {
     if (header.adapter_config_json().empty()) {
@@ -366,15 +370,18 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
         safetensors::SafetensorsFile::FromBytes(std::move(bytes),
                                                 "adapter_model.safetensors");
     if (!file.ok()) return absl::InvalidArgumentError(file.status().message());
-    adapter = model::LoraAdapter::FromPeft(
-        header.adapter_config_json(), *std::move(file), config, device, dtype);
+    adapter = RunOnPassingThread([&] {
+      return model::LoraAdapter::FromPeft(header.adapter_config_json(),
+                                          *std::move(file), config, device,
+                                          dtype);
+    });
     response->set_load_seconds(absl::ToDoubleSeconds(absl::Now() - received));
   }
   if (!adapter.ok()) {
     // Whatever is wrong with the adapter, the request carried it.
     return absl::InvalidArgumentError(adapter.status().message());
   }
-  (*adapter)->FuseInputProjections();
+  RunOnPassingThread([&] { (*adapter)->FuseInputProjections(); });
   return std::shared_ptr<const model::LoraAdapter>(*std::move(adapter));
 }
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/base/logging.h"
+#include "common/base/passing_thread.h"
 #include "common/model/decoder.h"
 #include "common/model/loader.h"
 #include "common/model/lora.h"
@@ -31,7 +32,9 @@ int CpuThreadsFor(const model::ModelConfig& config, int requested,
   return MacsPerToken(config) < kSmallModelMacs ? 1 : std::max(available, 1);
 }
 
-absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
+namespace {
+
+absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
     const ServerModelOptions& options, prometheus::Registry& registry) {
   model::ModelLoadOptions load;
   load.model_dir = options.model_dir;
@@ -134,6 +137,16 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
                 << " sequence slots of " << engine_options.max_model_len
                 << " tokens, KV cache " << snapshot.kv_cache_bytes << " bytes";
   return result;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<Engine>> StartEngine(
+    const ServerModelOptions& options, prometheus::Registry& registry) {
+  // Off the caller's thread: loading runs LibTorch's OpenMP operators, and the
+  // team of workers they would leave on the caller (the server's main thread)
+  // slows every operator the engine's thread runs (passing_thread.h).
+  return RunOnPassingThread([&] { return StartEngineHere(options, registry); });
 }
 
 }  // namespace microrl::rollout

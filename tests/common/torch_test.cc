@@ -2,8 +2,14 @@
 // through microrl::torch, compiled with the shared <torch/types.h> precompiled
 // header): tensors and autograd work on the CPU, and the results match
 // hand-derived values.
+#include <ATen/Parallel.h>
 #include <torch/types.h>
 
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "common/base/passing_thread.h"
 #include "gtest/gtest.h"
 
 namespace microrl {
@@ -37,6 +43,43 @@ TEST(TorchTest, AutogradThroughMatmulAndLogSoftmax) {
 TEST(TorchTest, Bfloat16MatmulOnCpu) {
   const torch::Tensor a = torch::ones({4, 4}, torch::kBFloat16);
   EXPECT_EQ(torch::matmul(a, a).sum().item<float>(), 64.0f);
+}
+
+// Threads of this process, as the kernel lists them.
+int64_t ThreadCount() {
+  int64_t n = 0;
+  for ([[maybe_unused]] const auto& entry :
+       std::filesystem::directory_iterator("/proc/self/task")) {
+    ++n;
+  }
+  return n;
+}
+
+// Why the rollout server and the learner load models through
+// RunOnPassingThread: a thread that runs a parallel operator keeps a team of
+// OpenMP workers (GNU OpenMP, which the pinned wheel links) for as long as it
+// lives; a passing thread takes its team with it.
+TEST(TorchTest, PassingThreadTakesItsOpenMpWorkersWithIt) {
+  at::set_num_threads(2);
+  const torch::Tensor big = torch::ones({1 << 22});
+  auto parallel_work = [&] { return (big * 2).sum().item<float>(); };
+  const int64_t before = ThreadCount();
+  EXPECT_EQ(RunOnPassingThread(parallel_work), 2.0f * (1 << 22));
+  EXPECT_EQ(ThreadCount(), before);
+
+  // The same work on a thread that stays: it and a worker of its own.
+  std::promise<void> worked;
+  std::promise<void> leave;
+  std::thread staying([&] {
+    parallel_work();
+    worked.set_value();
+    leave.get_future().wait();
+  });
+  worked.get_future().wait();
+  EXPECT_GE(ThreadCount(), before + 2);
+  leave.set_value();
+  staying.join();
+  EXPECT_EQ(ThreadCount(), before);
 }
 
 }  // namespace
