@@ -5,7 +5,7 @@
 //
 //   rollout_bench --model=DIR --prompts=FILE [--group=8] [--new_tokens=64]
 //                 [--iters=1] [--device=cpu] [--dtype=auto] [--threads=0]
-//                 [--adapter=DIR]
+//                 [--adapter=DIR] [--op_times]
 // FILE holds a JSON list of prompts (lists of token ids). Every completion runs
 // to new_tokens (EOS ignored), sampled at temperature 1. Prints one JSON line:
 // {"tokens", "seconds", "tokens_per_second", "ops_per_decode_step"...}: the
@@ -15,12 +15,15 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <map>
+#include <mutex>
 #include <set>
 #include <string_view>
 
@@ -48,6 +51,9 @@ ABSL_FLAG(int64_t, decode_steps_per_sync, 0,
           "As the rollout server's flag (0: 8 on CUDA, 1 on the CPU).");
 ABSL_FLAG(bool, cuda_graphs, false, "As the rollout server's flag.");
 ABSL_FLAG(bool, share_prompt_kv, false, "As the rollout server's flag.");
+ABSL_FLAG(bool, op_times, false,
+          "Also print the top-level ATen operators' wall time per decode step "
+          "(\"op_ms_per_decode_step\", measured like ops_per_decode_step).");
 ABSL_FLAG(std::string, adapter, "",
           "A PEFT adapter directory every completion runs with (as the rollout "
           "server's --adapter).");
@@ -107,7 +113,13 @@ bool IsView(std::string_view name) {
   return kViews->count(name) > 0;
 }
 
-struct Depth : at::ObserverContext {};
+// Wall time of top-level operators by name while counting (--op_times).
+std::mutex op_times_mutex;
+std::map<std::string, double> op_seconds;
+
+struct Depth : at::ObserverContext {
+  absl::Time start;
+};
 
 std::unique_ptr<at::ObserverContext> OnOpStart(const at::RecordFunction& fn) {
   if (counting.load(std::memory_order_relaxed)) {
@@ -120,10 +132,22 @@ std::unique_ptr<at::ObserverContext> OnOpStart(const at::RecordFunction& fn) {
     }
   }
   ++depth;
-  return std::make_unique<Depth>();  // non-null, so that OnOpEnd runs
+  auto context = std::make_unique<Depth>();  // non-null: OnOpEnd runs
+  if (depth == 1 && counting.load(std::memory_order_relaxed)) {
+    context->start = absl::Now();
+  }
+  return context;
 }
 
-void OnOpEnd(const at::RecordFunction&, at::ObserverContext*) { --depth; }
+void OnOpEnd(const at::RecordFunction& fn, at::ObserverContext* context) {
+  --depth;
+  const absl::Time start = static_cast<Depth*>(context)->start;
+  if (depth == 0 && start != absl::Time()) {
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    std::lock_guard<std::mutex> lock(op_times_mutex);
+    op_seconds[std::string(fn.name())] += seconds;
+  }
+}
 
 int Fail(const std::string& message) {
   std::cerr << "rollout_bench: " << message << "\n";
@@ -230,6 +254,7 @@ int main(int argc, char** argv) {
   at::addGlobalCallback(at::RecordFunctionCallback(&OnOpStart, &OnOpEnd)
                             .scopes({at::RecordScope::FUNCTION}));
   auto count = [&](int max_tokens) -> std::array<int64_t, 3> {
+    op_seconds.clear();
     top_level_ops = 0;
     computing_ops = 0;
     all_ops = 0;
@@ -241,6 +266,7 @@ int main(int argc, char** argv) {
     return {top_level_ops.load(), computing_ops.load(), all_ops.load()};
   };
   const std::array<int64_t, 3> two = count(2);
+  const std::map<std::string, double> two_seconds = op_seconds;
   const std::array<int64_t, 3> ten = count(10);
   const bool counted = two[0] >= 0 && ten[0] >= 0;
   auto per_step = [&](int i) {
@@ -258,6 +284,21 @@ int main(int argc, char** argv) {
       {"all_ops_per_decode_step", per_step(2)},        // nested ones too
       {"reserved_bytes", microrl::device::QueryMemory(*device).reserved_bytes},
       {"sample", sample}};
+  if (absl::GetFlag(FLAGS_op_times)) {
+    // Milliseconds per decode step, largest first.
+    std::vector<std::pair<double, std::string>> times;
+    for (const auto& [name, seconds] : op_seconds) {
+      auto it = two_seconds.find(name);
+      const double before = it == two_seconds.end() ? 0.0 : it->second;
+      times.push_back({(seconds - before) * 1e3 / 8.0, name});
+    }
+    std::sort(times.rbegin(), times.rend());
+    nlohmann::json ms = nlohmann::json::array();
+    for (const auto& [milliseconds, name] : times) {
+      ms.push_back({name, milliseconds});
+    }
+    out["op_ms_per_decode_step"] = ms;
+  }
   std::cout << out.dump() << std::endl;
   std::fflush(stdout);
   // The engine thread is joined by the destructor.
