@@ -26,7 +26,10 @@ microrl's reward_service (format term plus correctness) over gRPC, as the learne
 Not equal (reported with the figures): the problems each side draws (each its own seeded
 shuffle), the sampled completions (two samplers), TRL's advantage epsilon (1e-4 against
 1e-6), and the micro-batching (microrl by token budget, packed; TRL a fixed number of
-sequences per micro-batch, padded).
+sequences per micro-batch, padded). The rollout server's KV cache is sized to hold every
+sequence of a step at once (--kv_cache_mb; its 1 GiB default holds 42 of (b)'s 64
+max_model_len slots, and the step would decode in two waves), as transformers `generate`
+holds all of them.
 
 TRL (tests/bench/requirements-trl.txt) is installed the first time, without dependencies,
 into $MICRORL_VENV-trl (default /opt/microrl/venv-trl), next to the project's venv.
@@ -155,6 +158,17 @@ optim:
 """)
 
 
+def kv_cache_mb(model_dir, c):
+    """MiB of KV cache for all of a step's sequences in max_model_len slots (float32)."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    slot = (2 * config["num_hidden_layers"] * config.get("num_key_value_heads", heads)
+            * head_dim * 4 * c["max_model_len"])
+    return -(-c["prompts"] * c["group"] * slot // (1 << 20))
+
+
 def run_microrl(args, work, key, model_dir, train, adapter):
     c = CONFIGS[key]
     procs = []
@@ -165,7 +179,8 @@ def run_microrl(args, work, key, model_dir, train, adapter):
         reward_port = ready["grpc_port"]
         rollout, ready = start(os.path.join(args.build_dir, "rollout_server", "rollout_server"),
                                work, f"{key}_rollout",
-                               [f"--model={model_dir}", f"--max_model_len={c['max_model_len']}"])
+                               [f"--model={model_dir}", f"--max_model_len={c['max_model_len']}",
+                                f"--kv_cache_mb={max(1024, kv_cache_mb(model_dir, c))}"])
         procs.append(("rollout", rollout))
         config = os.path.join(work, f"{key}_microrl.yaml")
         name = f"{key}_microrl_{int(time.time())}"
