@@ -1,6 +1,7 @@
 #include "rollout_server/sampler.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <limits>
@@ -51,11 +52,87 @@ at::Tensor TopKMask(const at::Tensor& scaled,
       scaled);
 }
 
+namespace {
+
+// The probability of the last token the nucleus keeps: the k-th largest of
+// `probs[0, n)` for the smallest k whose k largest reach `p` in mass. A
+// quickselect weighted by mass, expected O(n); reorders `values`, a copy.
+float NucleusFloor(std::vector<float>& values, double p) {
+  size_t lo = 0;
+  size_t hi = values.size();
+  double above = 0;  // mass of the values known to be larger than [lo, hi)
+  while (lo < hi) {
+    const float pivot = values[lo + (hi - lo) / 2];
+    // Three-way partition: [lo, gt) > pivot, [gt, eq) == pivot, rest <.
+    size_t gt = lo;
+    size_t eq = lo;
+    size_t lt = hi;
+    double mass_gt = 0;
+    double mass_eq = 0;
+    while (eq < lt) {
+      const float v = values[eq];
+      if (v > pivot) {
+        mass_gt += v;
+        std::swap(values[gt++], values[eq++]);
+      } else if (v < pivot) {
+        std::swap(values[eq], values[--lt]);
+      } else {
+        mass_eq += v;
+        ++eq;
+      }
+    }
+    if (gt > lo && above + mass_gt >= p) {
+      hi = gt;  // the floor is among the larger values
+    } else if (above + mass_gt + mass_eq >= p || lt == hi) {
+      return pivot;
+    } else {
+      above += mass_gt + mass_eq;
+      lo = lt;
+    }
+  }
+  // Rounding left the whole row short of p: keep everything.
+  return 0.0f;
+}
+
+// TopPMask on the CPU without a sort: a [64, 32000] sort cost 60 ms of a
+// 160 ms decode step of qwen2-100m on 2 cores; this, one selection per row.
+at::Tensor TopPMaskBySelection(const at::Tensor& scaled,
+                               const std::vector<double>& top_p) {
+  const at::Tensor probs = at::softmax(scaled, 1).contiguous();
+  const int64_t rows = probs.size(0);
+  const int64_t vocab = probs.size(1);
+  at::Tensor floors = at::zeros({rows, 1}, probs.options());
+  const float* data = probs.data_ptr<float>();
+  float* floor = floors.data_ptr<float>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> values;
+    for (int64_t row = begin; row < end; ++row) {
+      if (top_p[row] >= 1.0) continue;  // floor 0: keeps every token
+      values.assign(data + row * vocab, data + (row + 1) * vocab);
+      floor[row] = NucleusFloor(values, top_p[row]);
+    }
+  });
+  return at::where(
+      probs < floors,
+      at::full({}, -std::numeric_limits<float>::infinity(), scaled.options()),
+      scaled);
+}
+
+}  // namespace
+
 at::Tensor TopPMask(const at::Tensor& scaled,
                     const std::vector<double>& top_p) {
   if (std::all_of(top_p.begin(), top_p.end(),
                   [](double p) { return p >= 1.0; }))
     return scaled;
+  if (scaled.device().is_cpu() && scaled.scalar_type() == at::kFloat) {
+    return TopPMaskBySelection(scaled, top_p);
+  }
+  return TopPMaskBySort(scaled, top_p);
+}
+
+at::Tensor TopPMaskBySort(const at::Tensor& scaled,
+                          const std::vector<double>& top_p) {
   const auto [sorted, order] = at::sort(scaled, /*dim=*/1, /*descending=*/true);
   const at::Tensor probs = at::softmax(sorted, 1);
   // Rows without top-p get an infinite threshold, so float rounding of their

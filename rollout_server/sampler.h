@@ -47,7 +47,11 @@ SampleResult Sample(const at::Tensor& logits,
 // -inf.
 at::Tensor TopKMask(const at::Tensor& scaled,
                     const std::vector<int64_t>& top_k);
+// On the CPU TopPMask selects each row's nucleus without sorting; elsewhere
+// (and in TopPMaskBySort, which tests compare it with) it sorts.
 at::Tensor TopPMask(const at::Tensor& scaled, const std::vector<double>& top_p);
+at::Tensor TopPMaskBySort(const at::Tensor& scaled,
+                          const std::vector<double>& top_p);
 // The uniform (0, 1) number that samples token `position` of a sequence with
 // `seed`.
 double RowUniform(uint64_t seed, int64_t position);

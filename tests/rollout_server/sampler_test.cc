@@ -85,6 +85,44 @@ TEST(SamplerTest, TopPKeepsTheSmallestPrefixReachingP) {
   }
 }
 
+// The CPU's selection (TopPMask) keeps exactly the tokens the sort keeps, on
+// rows from flat to peaked, after a top-k mask, and at p from tiny to 1.
+TEST(SamplerTest, TopPSelectionKeepsWhatTheSortKeeps) {
+  at::manual_seed(8);
+  const int64_t rows = 48;
+  const int64_t vocab = 5000;
+  at::Tensor scaled = at::randn({rows, vocab});
+  std::vector<double> ps(rows);
+  const std::vector<double> choices = {1e-6, 0.1, 0.5, 0.9, 0.95, 0.999, 1.0};
+  for (int64_t row = 0; row < rows; ++row) {
+    scaled[row].mul_(0.05 + 0.25 * static_cast<double>(row % 16));
+    ps[row] = choices[row % choices.size()];
+  }
+  std::vector<int64_t> top_k(rows, 0);
+  for (int64_t row = 0; row < rows; row += 5) top_k[row] = 100;
+  scaled = TopKMask(scaled, top_k);
+  const at::Tensor by_selection = TopPMask(scaled, ps);
+  const at::Tensor by_sort = TopPMaskBySort(scaled, ps);
+  EXPECT_TRUE(at::equal(at::isfinite(by_selection), at::isfinite(by_sort)));
+  EXPECT_TRUE(at::equal(at::where(at::isfinite(by_selection), by_selection, 0),
+                        at::where(at::isfinite(by_sort), by_sort, 0)));
+  // Not a vacuous comparison: the rows keep from one token to all of them.
+  const at::Tensor kept = at::isfinite(by_selection).sum(1);
+  EXPECT_EQ(kept.min().item<int64_t>(), 1);
+  EXPECT_EQ(kept.max().item<int64_t>(), vocab);
+}
+
+// Ties at the nucleus's floor are all kept, and the kept mass reaches p.
+TEST(SamplerTest, TopPSelectionKeepsEveryTieAtTheFloor) {
+  // Ten tokens of one logit and ten lower: p = 0.3 needs some of the ten.
+  at::Tensor scaled = at::zeros({1, 20});
+  scaled.narrow(1, 10, 10).fill_(-3.0);
+  const at::Tensor masked = TopPMask(scaled, {0.3});
+  const at::Tensor kept = at::isfinite(masked[0]);
+  EXPECT_TRUE(kept.narrow(0, 0, 10).all().item<bool>());
+  EXPECT_FALSE(kept.narrow(0, 10, 10).any().item<bool>());
+}
+
 TEST(SamplerTest, SampledFrequenciesFollowTheSoftmaxAtTheTemperature) {
   const int64_t n = 40000;
   const at::Tensor logits = at::tensor({0.0f, 1.0f, 2.0f, 3.0f}).repeat({n, 1});
