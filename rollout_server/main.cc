@@ -82,6 +82,11 @@ ABSL_FLAG(int64_t, max_queued_completions, 65536,
 ABSL_FLAG(std::string, adapter_dir, "",
           "Directory that LoadAdapter's paths are relative to (unset: paths "
           "refused).");
+ABSL_FLAG(bool, merge_adapter, true,
+          "On the CPU, add each adapter into a copy of the base model's linear "
+          "weights when it is loaded, so that decoding runs no LoRA terms "
+          "(rank 64 on qwen2-100m: 27 of 127 ms per decode step); costs a copy "
+          "of the linear weights per resident adapter. Ignored on CUDA.");
 ABSL_FLAG(bool, cuda_ipc, true,
           "Accept LoadAdapter by CUDA IPC handle from a process on this host "
           "and GPU (the learner's default when both share a GPU): the "
@@ -141,6 +146,7 @@ int main(int argc, char** argv) {
     model.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
     model.startup_adapter = absl::GetFlag(FLAGS_adapter);
     model.adapter_version = absl::GetFlag(FLAGS_adapter_version);
+    model.merge_adapters = absl::GetFlag(FLAGS_merge_adapter);
     model.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
     model.max_queued_completions = absl::GetFlag(FLAGS_max_queued_completions);
     if (model.max_queued_requests < 1 || model.max_queued_completions < 1) {
@@ -189,7 +195,8 @@ int main(int argc, char** argv) {
   microrl::rpc::ProcessIdentity identity(kComponent);
   microrl::rollout::RolloutService service(
       {*device, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_adapter_dir),
-       absl::GetFlag(FLAGS_cuda_ipc)},
+       absl::GetFlag(FLAGS_cuda_ipc),
+       absl::GetFlag(FLAGS_merge_adapter) && !device->cuda},
       engine, identity);
   microrl::ExitWithoutStaticDestructors(
       microrl::rpc::RunServer(server, {{&service, "microrl.v1.Rollout"}},

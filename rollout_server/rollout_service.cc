@@ -382,6 +382,13 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     return absl::InvalidArgumentError(adapter.status().message());
   }
   RunOnPassingThread([&] { (*adapter)->FuseInputProjections(); });
+  if (options_.merge_adapters) {
+    if (absl::Status merged = RunOnPassingThread(
+            [&] { return engine_->decoder().MergeAdapter(**adapter); });
+        !merged.ok()) {
+      return merged;
+    }
+  }
   return std::shared_ptr<const model::LoraAdapter>(*std::move(adapter));
 }
 

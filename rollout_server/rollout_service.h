@@ -23,6 +23,9 @@ struct RolloutServiceOptions {
   // Whether LoadAdapter accepts adapters by CUDA IPC handle (from loopback
   // peers only).
   bool cuda_ipc = true;
+  // Whether loaded adapters are merged into a copy of the base weights
+  // (Decoder::MergeAdapter; the server sets it on the CPU only).
+  bool merge_adapters = false;
 };
 
 // The microrl.v1.Rollout service over an Engine. Without an engine (no --model)

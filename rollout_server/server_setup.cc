@@ -127,10 +127,20 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
           absl::StrCat("--adapter: ", adapter.status().message()));
     }
     (*adapter)->FuseInputProjections();
+    if (options.merge_adapters && !decoder_options.device.is_cuda()) {
+      if (absl::Status merged = shared_decoder->MergeAdapter(**adapter);
+          !merged.ok()) {
+        return merged;
+      }
+    }
     absl::StatusOr<double> swapped = result->LoadAdapter(
         std::shared_ptr<const model::LoraAdapter>(*std::move(adapter)),
         options.adapter_version);
     if (!swapped.ok()) return swapped.status();
+  }
+  if (options.merge_adapters && !decoder_options.device.is_cuda()) {
+    MRL_LOG(INFO) << "adapters run merged into a copy of the base weights "
+                     "(--merge_adapter)";
   }
   const EngineSnapshot snapshot = result->Snapshot();
   MRL_LOG(INFO) << "engine ready: " << snapshot.num_slots

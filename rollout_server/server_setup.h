@@ -41,6 +41,9 @@ struct ServerModelOptions {
   // adapter_version.
   std::string startup_adapter;
   uint64_t adapter_version = 1;
+  // On the CPU, adapters run merged into a copy of the base weights
+  // (Decoder::MergeAdapter); ignored on CUDA.
+  bool merge_adapters = true;
 };
 
 // The CPU's intra-op threads for a model of `config` when `requested` is 0:

@@ -39,6 +39,14 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight * at::rms_norm(x, {x.size(-1)}, /*weight=*/{}, eps);
 }
 
+// The merged weights of `layer` when `adapter` carries them (then the forward
+// runs them and no LoRA terms), else null.
+const LoraAdapter::MergedLinears* MergedOf(const LoraAdapter* adapter,
+                                           int64_t layer) {
+  if (adapter == nullptr || adapter->merged().empty()) return nullptr;
+  return &adapter->merged()[layer];
+}
+
 }  // namespace
 
 std::pair<at::Tensor, at::Tensor> Decoder::Rotary(
@@ -52,13 +60,15 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
                               const CacheView* cache,
                               const PackedLayout* packed) const {
   const LayerWeights& w = layers_[layer];
+  const LoraAdapter::MergedLinears* merged = MergedOf(adapter, layer);
+  if (merged != nullptr) adapter = nullptr;
   const int64_t batch = x.size(0);
   const int64_t steps = x.size(1);
   const int64_t heads = config_.num_heads;
   const int64_t kv_heads = config_.num_kv_heads;
   const int64_t head_dim = config_.head_dim;
   const std::vector<at::Tensor> qkv =
-      FusedLinear(x, w.qkv, w.qkv_bias,
+      FusedLinear(x, merged != nullptr ? merged->qkv : w.qkv, w.qkv_bias,
                   {heads * head_dim, kv_heads * head_dim, kv_heads * head_dim},
                   GroupLora(adapter, layer, LoraGroup::kQkv),
                   GroupFusedA(adapter, layer, LoraGroup::kQkv));
@@ -122,9 +132,9 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
           CachedAttention(q, all_keys, all_values, cache->mask, score_output_);
     }
   }
-  const at::Tensor merged =
+  const at::Tensor heads_merged =
       attended.transpose(1, 2).reshape({batch, steps, heads * head_dim});
-  return Linear(merged, w.o, w.o_bias,
+  return Linear(heads_merged, merged != nullptr ? merged->o : w.o, w.o_bias,
                 FindLora(adapter, layer, LoraModule::kO));
 }
 
@@ -138,12 +148,15 @@ at::Tensor Decoder::Layer(int64_t layer, const at::Tensor& hidden,
                 sin, adapter, cache, packed);
   const at::Tensor h = hidden + attended;
   const at::Tensor x = RmsNorm(h, w.post_norm, config_.rms_norm_eps);
-  const std::vector<at::Tensor> gate_up =
-      FusedLinear(x, w.gate_up, w.gate_up_bias,
-                  {config_.intermediate_size, config_.intermediate_size},
-                  GroupLora(adapter, layer, LoraGroup::kGateUp),
-                  GroupFusedA(adapter, layer, LoraGroup::kGateUp));
-  return h + Linear(at::silu(gate_up[0]) * gate_up[1], w.down, w.down_bias,
+  const LoraAdapter::MergedLinears* merged = MergedOf(adapter, layer);
+  if (merged != nullptr) adapter = nullptr;
+  const std::vector<at::Tensor> gate_up = FusedLinear(
+      x, merged != nullptr ? merged->gate_up : w.gate_up, w.gate_up_bias,
+      {config_.intermediate_size, config_.intermediate_size},
+      GroupLora(adapter, layer, LoraGroup::kGateUp),
+      GroupFusedA(adapter, layer, LoraGroup::kGateUp));
+  return h + Linear(at::silu(gate_up[0]) * gate_up[1],
+                    merged != nullptr ? merged->down : w.down, w.down_bias,
                     FindLora(adapter, layer, LoraModule::kDown));
 }
 

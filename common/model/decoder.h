@@ -113,6 +113,13 @@ class Decoder {
   // sequences go through ComputeTokenStats, chunked.
   at::Tensor Logits(const at::Tensor& hidden) const;
 
+  // Adds `adapter` into a copy of this model's linear weights
+  // (LoraAdapter::MergedLinears): forward passes with it then run the merged
+  // weights and no LoRA terms. Equal to base + LoRA up to rounding (float32:
+  // within 1e-5 in tests); costs a copy of every linear weight. For serving
+  // only: the merged weights take no gradient.
+  absl::Status MergeAdapter(LoraAdapter& adapter) const;
+
   // The output projection, [vocab, hidden] (the embedding when tied).
   const at::Tensor& lm_head() const { return lm_head_; }
 

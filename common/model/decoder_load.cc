@@ -4,6 +4,9 @@
 #include <ATen/ATen.h>
 
 #include <exception>
+#include <initializer_list>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/logging.h"
@@ -164,6 +167,55 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromTensors(
     return absl::InternalError(absl::StrCat("loading weights: ", e.what()));
   }
   return decoder;
+}
+
+absl::Status Decoder::MergeAdapter(LoraAdapter& adapter) const {
+  if (adapter.num_layers() != config_.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MergeAdapter: the adapter has ", adapter.num_layers(),
+                     " layers; the model has ", config_.num_layers));
+  }
+  try {
+    at::NoGradGuard no_grad;
+    std::vector<LoraAdapter::MergedLinears> merged(layers_.size());
+    for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+      const LayerWeights& w = layers_[layer];
+      // W + scale B A of the modules stacked in `weight` (rows in order),
+      // added in float32 and stored in the weight's dtype.
+      auto merge =
+          [&](const at::Tensor& weight,
+              std::initializer_list<std::pair<LoraModule, int64_t>> modules) {
+            std::vector<at::Tensor> deltas;
+            for (const auto& [module, rows] : modules) {
+              const LoraLinear* lora = adapter.Find(layer, module);
+              deltas.push_back(
+                  lora == nullptr
+                      ? at::zeros({rows, weight.size(1)},
+                                  weight.options().dtype(at::kFloat))
+                      : at::matmul(lora->b.to(weight.device(), at::kFloat),
+                                   lora->a.to(weight.device(), at::kFloat))
+                            .mul_(lora->scale));
+            }
+            return (weight.to(at::kFloat) + at::cat(deltas))
+                .to(weight.scalar_type())
+                .contiguous();
+          };
+      const int64_t q_rows = config_.num_heads * config_.head_dim;
+      const int64_t kv_rows = config_.num_kv_heads * config_.head_dim;
+      merged[layer].qkv = merge(w.qkv, {{LoraModule::kQ, q_rows},
+                                        {LoraModule::kK, kv_rows},
+                                        {LoraModule::kV, kv_rows}});
+      merged[layer].o = merge(w.o, {{LoraModule::kO, w.o.size(0)}});
+      merged[layer].gate_up =
+          merge(w.gate_up, {{LoraModule::kGate, config_.intermediate_size},
+                            {LoraModule::kUp, config_.intermediate_size}});
+      merged[layer].down = merge(w.down, {{LoraModule::kDown, w.down.size(0)}});
+    }
+    adapter.SetMerged(std::move(merged));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("MergeAdapter: ", e.what()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace microrl::model

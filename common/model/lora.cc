@@ -448,6 +448,17 @@ void LoraAdapter::FuseInputProjections() {
   }
 }
 
+int64_t LoraAdapter::MergedBytes() const {
+  int64_t bytes = 0;
+  for (const MergedLinears& layer : merged_) {
+    for (const at::Tensor* t :
+         {&layer.qkv, &layer.o, &layer.gate_up, &layer.down}) {
+      bytes += t->numel() * static_cast<int64_t>(t->element_size());
+    }
+  }
+  return bytes;
+}
+
 const at::Tensor& LoraAdapter::FusedA(int64_t layer, LoraGroup group) const {
   static const at::Tensor* const kNone = new at::Tensor();
   if (layer < 0 || layer >= static_cast<int64_t>(fused_a_.size())) {

@@ -138,12 +138,29 @@ class LoraAdapter {
   // group's order), or an undefined tensor if that group is not fused.
   const at::Tensor& FusedA(int64_t layer, LoraGroup group) const;
 
+  // A layer's linear weights with this adapter added in (W + scale B A, in
+  // the base weights' layout and dtype), made by Decoder::MergeAdapter for
+  // decoding without the LoRA terms. The decoder runs them instead of base +
+  // LoRA whenever they are set. Computed once: writing into A or B afterwards
+  // leaves them stale (only the rollout server on the CPU merges, and it
+  // never writes into a loaded adapter).
+  struct MergedLinears {
+    at::Tensor qkv, o, gate_up, down;
+  };
+  const std::vector<MergedLinears>& merged() const { return merged_; }
+  void SetMerged(std::vector<MergedLinears> merged) {
+    merged_ = std::move(merged);
+  }
+  // Bytes the merged weights hold (0 when not merged).
+  int64_t MergedBytes() const;
+
  private:
   LoraAdapter() = default;
 
   LoraConfig config_;
   std::vector<std::array<at::Tensor, kNumLoraGroups>> fused_a_;
   std::vector<std::array<std::optional<LoraLinear>, kNumLoraModules>> layers_;
+  std::vector<MergedLinears> merged_;
 };
 
 // "base_model.model.model.layers.<layer>.<self_attn|mlp>.<module>.lora_<A|B>.weight"

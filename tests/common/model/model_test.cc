@@ -505,6 +505,51 @@ TEST(LoraTest, FusedInputProjectionsKeepTheOutputs) {
   EXPECT_FALSE(trained->FusedA(0, LoraGroup::kQkv).defined());
 }
 
+// Merged into a copy of the base weights (the rollout server on the CPU), an
+// adapter gives the outputs of base + LoRA, and the base stays as it was.
+TEST(LoraTest, MergedAdapterKeepsTheOutputs) {
+  const ModelConfig config = TinyConfig();
+  std::unique_ptr<Decoder> decoder = TinyDecoder();
+  ASSERT_NE(decoder, nullptr);
+  at::NoGradGuard no_grad;
+  const at::Tensor base = *decoder->Forward(Ids(), {});
+  for (const std::vector<LoraModule>& targets :
+       {std::vector<LoraModule>{LoraModule::kQ, LoraModule::kK, LoraModule::kV,
+                                LoraModule::kO, LoraModule::kGate,
+                                LoraModule::kUp, LoraModule::kDown},
+        std::vector<LoraModule>{LoraModule::kK, LoraModule::kDown}}) {
+    SCOPED_TRACE(targets.size());
+    std::unique_ptr<LoraAdapter> adapter =
+        RandomAdapter(config, {4, 8.0, targets});
+    adapter->SetRequiresGrad(false);
+    adapter->FuseInputProjections();
+    const at::Tensor expected = *decoder->Forward(Ids(), {adapter.get()});
+    ASSERT_FALSE(at::allclose(expected, base, 1e-3, 1e-3));
+    EXPECT_EQ(adapter->MergedBytes(), 0);
+    ASSERT_TRUE(decoder->MergeAdapter(*adapter).ok());
+    ASSERT_EQ(adapter->merged().size(), config.num_layers);
+    // One float32 copy of every linear weight.
+    const int64_t h = config.hidden_size;
+    const int64_t attention = config.num_heads * config.head_dim;
+    const int64_t kv = config.num_kv_heads * config.head_dim;
+    EXPECT_EQ(adapter->MergedBytes(),
+              4 * config.num_layers *
+                  ((attention + 2 * kv) * h + h * attention +
+                   3 * h * config.intermediate_size));
+    const at::Tensor merged = *decoder->Forward(Ids(), {adapter.get()});
+    EXPECT_TRUE(at::allclose(merged, expected, 1e-5, 1e-5))
+        << (merged - expected).abs().max().item<double>();
+    EXPECT_TRUE(at::equal(*decoder->Forward(Ids(), {}), base));
+  }
+  // An adapter of another layer count is refused.
+  ModelConfig shorter = config;
+  shorter.num_layers = config.num_layers - 1;
+  std::unique_ptr<LoraAdapter> other = RandomAdapter(shorter);
+  const absl::Status refused = decoder->MergeAdapter(*other);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("layers"), std::string::npos);
+}
+
 TEST(LoraTest, RefusesBadAdapters) {
   const ModelConfig config = TinyConfig();
   const std::string good_config =
