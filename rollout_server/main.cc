@@ -149,6 +149,11 @@ int main(int argc, char** argv) {
     model.merge_adapters = absl::GetFlag(FLAGS_merge_adapter);
     model.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
     model.max_queued_completions = absl::GetFlag(FLAGS_max_queued_completions);
+    if (model.cpu_threads < 0) {
+      return microrl::rpc::UsageError(
+          kComponent,
+          absl::InvalidArgumentError("--cpu_threads: must be >= 0"));
+    }
     if (model.max_queued_requests < 1 || model.max_queued_completions < 1) {
       return microrl::rpc::UsageError(
           kComponent, absl::InvalidArgumentError(

@@ -36,6 +36,9 @@ namespace {
 
 absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
     const ServerModelOptions& options, prometheus::Registry& registry) {
+  if (options.cpu_threads < 0) {
+    return absl::InvalidArgumentError("--cpu_threads: must be >= 0");
+  }
   model::ModelLoadOptions load;
   load.model_dir = options.model_dir;
   load.device = options.device;
@@ -52,9 +55,6 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
                 << absl::ToDoubleSeconds(absl::Now() - start) << " s";
 
   if (!decoder_options.device.is_cuda()) {
-    if (options.cpu_threads < 0) {
-      return absl::InvalidArgumentError("--cpu_threads: must be >= 0");
-    }
     const int threads =
         CpuThreadsFor(config, options.cpu_threads, at::get_num_threads());
     at::set_num_threads(threads);

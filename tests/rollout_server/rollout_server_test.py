@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -160,6 +161,19 @@ def main():
                   "--cpu_threads=1 not applied")
             check(f"(auto: {macs} multiply-adds per token)" in logs["rollout_a"]
                   and macs >= 4_000_000, f"automatic threads for {macs} multiply-adds")
+            # A negative count is refused with the other flag checks, before any model is
+            # read (this directory does not exist).
+            out = subprocess.run([args.rollout_server, "--port=0", "--metrics_port=0",
+                                  f"--model={os.path.join(work, 'no_such_model')}",
+                                  "--cpu_threads=-1"],
+                                 capture_output=True, text=True, timeout=60)
+            check(out.returncode == 2 and "--cpu_threads" in out.stderr
+                  and "no_such_model" not in out.stderr,
+                  f"--cpu_threads=-1 refused before loading: {out.returncode} {out.stderr[-300:]}")
+            # Adapters on the CPU run merged into a copy of the base weights (the log-probs
+            # above and below are checked against PEFT with them so).
+            check("adapters run merged into a copy of the base weights" in logs["rollout_b"],
+                  "--merge_adapter's default not in effect")
 
             # ---- text prompts and text
             text = "Solve: what is 17 * 23? Think step by step."
