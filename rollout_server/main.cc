@@ -86,7 +86,8 @@ ABSL_FLAG(bool, merge_adapter, true,
           "On the CPU, add each adapter into a copy of the base model's linear "
           "weights when it is loaded, so that decoding runs no LoRA terms "
           "(rank 64 on qwen2-100m: 27 of 127 ms per decode step); costs a copy "
-          "of the linear weights per resident adapter. Ignored on CUDA.");
+          "of the linear weights per resident adapter. float32 models only "
+          "(a bfloat16 sum would drop small updates); ignored on CUDA.");
 ABSL_FLAG(bool, cuda_ipc, true,
           "Accept LoadAdapter by CUDA IPC handle from a process on this host "
           "and GPU (the learner's default when both share a GPU): the "

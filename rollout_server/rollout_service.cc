@@ -382,7 +382,8 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     return absl::InvalidArgumentError(adapter.status().message());
   }
   RunOnPassingThread([&] { (*adapter)->FuseInputProjections(); });
-  if (options_.merge_adapters) {
+  if (options_.merge_adapters &&
+      engine_->decoder().options().dtype == at::kFloat) {
     if (absl::Status merged = RunOnPassingThread(
             [&] { return engine_->decoder().MergeAdapter(**adapter); });
         !merged.ok()) {

@@ -116,6 +116,10 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
   if (!engine.ok()) return engine.status();
   std::shared_ptr<Engine> result = *std::move(engine);
 
+  // float32 only: a bfloat16 sum would drop an update's small parts.
+  const bool merge_adapters = options.merge_adapters &&
+                              !decoder_options.device.is_cuda() &&
+                              decoder_options.dtype == at::kFloat;
   if (!options.startup_adapter.empty()) {
     absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter =
         model::LoraAdapter::LoadPeft(options.startup_adapter, config,
@@ -127,7 +131,7 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
           absl::StrCat("--adapter: ", adapter.status().message()));
     }
     (*adapter)->FuseInputProjections();
-    if (options.merge_adapters && !decoder_options.device.is_cuda()) {
+    if (merge_adapters) {
       if (absl::Status merged = shared_decoder->MergeAdapter(**adapter);
           !merged.ok()) {
         return merged;
@@ -138,7 +142,7 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
         options.adapter_version);
     if (!swapped.ok()) return swapped.status();
   }
-  if (options.merge_adapters && !decoder_options.device.is_cuda()) {
+  if (merge_adapters) {
     MRL_LOG(INFO) << "adapters run merged into a copy of the base weights "
                      "(--merge_adapter)";
   }

@@ -116,8 +116,11 @@ class Decoder {
   // Adds `adapter` into a copy of this model's linear weights
   // (LoraAdapter::MergedLinears): forward passes with it then run the merged
   // weights and no LoRA terms. Equal to base + LoRA up to rounding (float32:
-  // within 1e-5 in tests); costs a copy of every linear weight. For serving
-  // only: the merged weights take no gradient.
+  // within 1e-5 in tests); costs a copy of every linear weight an adapted
+  // module touches (the others are shared). For serving only: refused
+  // (FailedPrecondition) for an adapter whose weights require grad. In
+  // bfloat16 or float16 the sum is rounded to the base's precision, which
+  // drops small updates: the rollout server merges float32 models only.
   absl::Status MergeAdapter(LoraAdapter& adapter) const;
 
   // The output projection, [vocab, hidden] (the embedding when tied).

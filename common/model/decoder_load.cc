@@ -175,6 +175,13 @@ absl::Status Decoder::MergeAdapter(LoraAdapter& adapter) const {
         absl::StrCat("MergeAdapter: the adapter has ", adapter.num_layers(),
                      " layers; the model has ", config_.num_layers));
   }
+  for (const at::Tensor& parameter : adapter.Parameters()) {
+    if (parameter.requires_grad()) {
+      return absl::FailedPreconditionError(
+          "MergeAdapter: the adapter is being trained (its weights require "
+          "grad); merged weights would take no gradient");
+    }
+  }
   try {
     at::NoGradGuard no_grad;
     std::vector<LoraAdapter::MergedLinears> merged(layers_.size());
@@ -185,6 +192,11 @@ absl::Status Decoder::MergeAdapter(LoraAdapter& adapter) const {
       auto merge =
           [&](const at::Tensor& weight,
               std::initializer_list<std::pair<LoraModule, int64_t>> modules) {
+            bool adapted = false;
+            for (const auto& [module, rows] : modules) {
+              adapted = adapted || adapter.Find(layer, module) != nullptr;
+            }
+            if (!adapted) return weight;  // the base's own, not a copy
             std::vector<at::Tensor> deltas;
             for (const auto& [module, rows] : modules) {
               const LoraLinear* lora = adapter.Find(layer, module);

@@ -151,7 +151,8 @@ class LoraAdapter {
   void SetMerged(std::vector<MergedLinears> merged) {
     merged_ = std::move(merged);
   }
-  // Bytes the merged weights hold (0 when not merged).
+  // Bytes of the merged tensors (0 when not merged); a group with no adapted
+  // module holds the base's own tensor, not a copy, and counts too.
   int64_t MergedBytes() const;
 
  private:

@@ -541,6 +541,27 @@ TEST(LoraTest, MergedAdapterKeepsTheOutputs) {
         << (merged - expected).abs().max().item<double>();
     EXPECT_TRUE(at::equal(*decoder->Forward(Ids(), {}), base));
   }
+  // Groups without an adapted module keep the base's tensor, not a copy: two
+  // adapters of k and down share o and gate/up.
+  std::unique_ptr<LoraAdapter> first =
+      RandomAdapter(config, {4, 8.0, {LoraModule::kK, LoraModule::kDown}});
+  std::unique_ptr<LoraAdapter> second =
+      RandomAdapter(config, {4, 8.0, {LoraModule::kK, LoraModule::kDown}});
+  for (LoraAdapter* a : {first.get(), second.get()}) {
+    a->SetRequiresGrad(false);
+    ASSERT_TRUE(decoder->MergeAdapter(*a).ok());
+  }
+  EXPECT_EQ(first->merged()[1].o.data_ptr(), second->merged()[1].o.data_ptr());
+  EXPECT_EQ(first->merged()[1].gate_up.data_ptr(),
+            second->merged()[1].gate_up.data_ptr());
+  EXPECT_NE(first->merged()[1].qkv.data_ptr(),
+            second->merged()[1].qkv.data_ptr());
+  // An adapter being trained is refused: merged weights take no gradient.
+  std::unique_ptr<LoraAdapter> trained = RandomAdapter(config);
+  trained->SetRequiresGrad(true);
+  EXPECT_EQ(decoder->MergeAdapter(*trained).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(trained->merged().empty());
   // An adapter of another layer count is refused.
   ModelConfig shorter = config;
   shorter.num_layers = config.num_layers - 1;
