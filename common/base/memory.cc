@@ -11,7 +11,7 @@ namespace microrl {
 
 bool KeepFreedMemory() {
   const char* setting = std::getenv("MICRORL_KEEP_FREED_MEMORY");
-  if (setting != nullptr && std::strcmp(setting, "0") == 0) return false;
+  if (setting == nullptr || std::strcmp(setting, "1") != 0) return false;
 #if defined(__GLIBC__)
   // One arena: other threads' arenas are 64 MiB heaps, and a larger block
   // there is mapped whatever M_MMAP_MAX says.

@@ -11,9 +11,12 @@ namespace microrl {
 // (b)-shaped update on qwen2-100m spent 107 s of system time in 71 s of wall
 // time (docs/learner.md). After this call all threads allocate from one heap
 // that grows and is reused, never trimmed: the process keeps its peak
-// resident memory. Call it first in main, before any thread starts. Does
-// nothing (and returns false) where the C library is not glibc, or when
-// MICRORL_KEEP_FREED_MEMORY=0.
+// resident memory. Call it first in main, before any thread starts.
+// Opt-in: does nothing (and returns false) unless MICRORL_KEEP_FREED_MEMORY=1,
+// and where the C library is not glibc. Off by default because two such
+// processes computing at once on the same cores slowed each other badly (two
+// concurrent `learner sft` runs: 138 s against 7.5 s, their time spent
+// spinning in libgomp).
 bool KeepFreedMemory();
 
 }  // namespace microrl

@@ -160,7 +160,9 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  microrl::KeepFreedMemory();  // as the rollout server
+  // As the rollout server with MICRORL_KEEP_FREED_MEMORY=1 (unless set).
+  setenv("MICRORL_KEEP_FREED_MEMORY", "1", /*overwrite=*/0);
+  microrl::KeepFreedMemory();
   absl::ParseCommandLine(argc, argv);
   if (absl::GetFlag(FLAGS_threads) > 0)
     at::set_num_threads(absl::GetFlag(FLAGS_threads));

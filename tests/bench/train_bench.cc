@@ -238,7 +238,9 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  microrl::KeepFreedMemory();  // as the learner
+  // As the learner with MICRORL_KEEP_FREED_MEMORY=1 (unless set otherwise).
+  setenv("MICRORL_KEEP_FREED_MEMORY", "1", /*overwrite=*/0);
+  microrl::KeepFreedMemory();
   absl::ParseCommandLine(argc, argv);
   return Run();
 }

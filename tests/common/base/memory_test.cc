@@ -53,6 +53,7 @@ class KeepFreedMemoryTest : public testing::Test {
 TEST_F(KeepFreedMemoryTest, LargeBlocksComeFromOneReusedHeap) {
   EXPECT_EXIT(
       {
+        setenv("MICRORL_KEEP_FREED_MEMORY", "1", 1);
         CHECK_OR_EXIT(KeepFreedMemory(), 2);
         const Usage first = BlockOnAThread();
         // Not mapped on its own (glibc's default for a block this size) but
@@ -72,7 +73,7 @@ TEST_F(KeepFreedMemoryTest, LargeBlocksComeFromOneReusedHeap) {
 TEST_F(KeepFreedMemoryTest, EnvironmentTurnsItOff) {
   EXPECT_EXIT(
       {
-        setenv("MICRORL_KEEP_FREED_MEMORY", "0", 1);
+        unsetenv("MICRORL_KEEP_FREED_MEMORY");  // off unless asked for
         CHECK_OR_EXIT(!KeepFreedMemory(), 2);
         // Untouched: glibc still maps a block this size on its own.
         CHECK_OR_EXIT(BlockOnAThread().mapped >= kBlock, 3);
