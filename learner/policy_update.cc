@@ -234,7 +234,8 @@ absl::StatusOr<PolicyUpdater::TokenTensors> PolicyUpdater::ScoreSamples(
       rows, decoder_.lm_head(),
       model::HostToDevice(predicted->targets, at::kLong, device),
       options_.temperature,
-      model::ChunkRowsForBudget(decoder_.config().vocab_size));
+      model::ChunkRowsForBudget(decoder_.config().vocab_size),
+      /*entropy_grad=*/options_.loss.entropy_coef != 0);
   if (!stats.ok()) return stats.status();
   const auto float_options =
       at::TensorOptions().dtype(at::kFloat).device(device);

@@ -26,11 +26,21 @@ struct ChunkedTokenStats : public torch::autograd::Function<ChunkedTokenStats> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden,
                                const at::Tensor& lm_head,
                                const at::Tensor& targets, double temperature,
-                               int64_t chunk_rows) {
+                               int64_t chunk_rows, bool entropy_grad) {
     const int64_t total = hidden.size(0);
     at::Tensor logprobs =
         at::empty({total}, hidden.options().dtype(at::kFloat));
     at::Tensor entropy = at::empty({total}, hidden.options().dtype(at::kFloat));
+    // Without an entropy gradient, d logp[t] / d hidden = (lm_head[t] - p
+    // lm_head) / T needs only the expected output embedding p lm_head [M, H],
+    // one more product here: backward then neither recomputes the logits nor
+    // passes over them. Float32 only: in half precision that difference of
+    // near-equal rows would lose the gradient.
+    const bool expected_rows = !entropy_grad && hidden.requires_grad() &&
+                               hidden.scalar_type() == at::kFloat &&
+                               lm_head.scalar_type() == at::kFloat;
+    at::Tensor expected;
+    if (expected_rows) expected = at::empty_like(hidden);
     for (int64_t start = 0; start < total; start += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, total - start);
       const at::Tensor log_p = at::log_softmax(
@@ -38,9 +48,16 @@ struct ChunkedTokenStats : public torch::autograd::Function<ChunkedTokenStats> {
       logprobs.narrow(0, start, rows)
           .copy_(log_p.gather(1, targets.narrow(0, start, rows).unsqueeze(1))
                      .squeeze(1));
-      entropy.narrow(0, start, rows).copy_(-(log_p.exp() * log_p).sum(-1));
+      const at::Tensor p = log_p.exp();
+      entropy.narrow(0, start, rows).copy_(-(p * log_p).sum(-1));
+      if (expected_rows) {
+        at::Tensor out = expected.narrow(0, start, rows);
+        at::mm_out(out, p, lm_head);
+      }
     }
-    ctx->save_for_backward({hidden, lm_head, targets});
+    // Undefined, not zero, gradients for outputs the loss does not use.
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({hidden, lm_head, targets, expected});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["chunk_rows"] = chunk_rows;
     return {logprobs, entropy};
@@ -54,15 +71,26 @@ struct ChunkedTokenStats : public torch::autograd::Function<ChunkedTokenStats> {
     const at::Tensor& lm_head = saved[1];
     const at::Tensor& targets = saved[2];
     const double temperature = ctx->saved_data["temperature"].toDouble();
+    const at::Tensor& expected = saved[3];
     const int64_t chunk_rows = ctx->saved_data["chunk_rows"].toInt();
     const int64_t total = hidden.size(0);
+    if (!grads[0].defined() && !grads[1].defined()) {
+      return {at::Tensor(), at::Tensor(), at::Tensor(),
+              at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+    if (expected.defined() && !grads[1].defined()) {
+      // (lm_head[t] - p lm_head) * d loss / d logp[t] / T, row by row.
+      return {(lm_head.index_select(0, targets) - expected) *
+                  (grads[0] / temperature).unsqueeze(1),
+              at::Tensor(),
+              at::Tensor(),
+              at::Tensor(),
+              at::Tensor(),
+              at::Tensor()};
+    }
     const at::Tensor grad_logprobs =
         grads[0].defined()
             ? grads[0]
-            : at::zeros({total}, hidden.options().dtype(at::kFloat));
-    const at::Tensor grad_entropy =
-        grads[1].defined()
-            ? grads[1]
             : at::zeros({total}, hidden.options().dtype(at::kFloat));
     at::Tensor grad_hidden = at::empty_like(hidden);
     for (int64_t start = 0; start < total; start += chunk_rows) {
@@ -72,16 +100,19 @@ struct ChunkedTokenStats : public torch::autograd::Function<ChunkedTokenStats> {
       const at::Tensor p = log_p.exp();
       const at::Tensor g_lp =
           grad_logprobs.narrow(0, start, rows).unsqueeze(1);  // [c, 1]
-      const at::Tensor g_h = grad_entropy.narrow(0, start, rows).unsqueeze(1);
-      const at::Tensor h = -(p * log_p).sum(-1, /*keepdim=*/true);
-      at::Tensor grad_z = -p * g_lp - g_h * p * (log_p + h);
+      at::Tensor grad_z = -p * g_lp;
+      if (grads[1].defined()) {
+        const at::Tensor g_h = grads[1].narrow(0, start, rows).unsqueeze(1);
+        const at::Tensor h = -(p * log_p).sum(-1, /*keepdim=*/true);
+        grad_z -= g_h * p * (log_p + h);
+      }
       grad_z.scatter_add_(1, targets.narrow(0, start, rows).unsqueeze(1), g_lp);
       if (temperature != 1.0) grad_z = grad_z / temperature;
       grad_hidden.narrow(0, start, rows)
           .copy_(at::matmul(grad_z.to(lm_head.scalar_type()), lm_head));
     }
-    return {grad_hidden, at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor()};
+    return {grad_hidden,  at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -96,7 +127,8 @@ absl::StatusOr<TokenStats> ComputeTokenStats(const at::Tensor& hidden,
                                              const at::Tensor& lm_head,
                                              const at::Tensor& targets,
                                              double temperature,
-                                             int64_t chunk_rows) {
+                                             int64_t chunk_rows,
+                                             bool entropy_grad) {
   if (hidden.dim() != 2 || lm_head.dim() != 2 ||
       hidden.size(1) != lm_head.size(1)) {
     return absl::InvalidArgumentError(
@@ -124,7 +156,7 @@ absl::StatusOr<TokenStats> ComputeTokenStats(const at::Tensor& hidden,
       }
     }
     const variable_list out = ChunkedTokenStats::apply(
-        hidden, lm_head, on_device, temperature, chunk_rows);
+        hidden, lm_head, on_device, temperature, chunk_rows, entropy_grad);
     return TokenStats{out[0], out[1]};
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("ComputeTokenStats: ", e.what()));

@@ -20,11 +20,19 @@ struct TokenStats {
 // Works through `chunk_rows` rows at a time, so at most [chunk_rows, V] float32
 // logits exist at once, in forward and in backward (which recomputes them).
 // Differentiable with respect to `hidden` (not lm_head).
+//
+// entropy_grad = false says the entropy is a figure the loss does not use.
+// In float32 the forward then also keeps softmax(logits / T) lm_head ([M, H],
+// one more product per chunk) and backward takes its gradient from that,
+// without recomputing the logits: a third less work on the output layer. A
+// gradient that reaches the entropy anyway is still exact (backward then
+// recomputes).
 absl::StatusOr<TokenStats> ComputeTokenStats(const at::Tensor& hidden,
                                              const at::Tensor& lm_head,
                                              const at::Tensor& targets,
                                              double temperature,
-                                             int64_t chunk_rows);
+                                             int64_t chunk_rows,
+                                             bool entropy_grad = true);
 
 // A chunk size keeping one chunk's float32 logits within `budget_bytes`.
 int64_t ChunkRowsForBudget(int64_t vocab_size,

@@ -289,6 +289,45 @@ TEST(TokenStatsTest, ChunkedEqualsUnchunkedInValuesAndGradients) {
   }
 }
 
+TEST(TokenStatsTest, GradientsWithoutTheEntropysAreExact) {
+  // entropy_grad = false: backward from the forward's expected embeddings,
+  // equal to the reference; a gradient that reaches the entropy anyway still
+  // gets the recomputing path, exact too.
+  at::manual_seed(6);
+  const at::Tensor lm_head = at::randn({50, 16});
+  const at::Tensor targets = at::randint(0, 50, {11}, at::kLong);
+  for (const double temperature : {1.0, 0.6}) {
+    const at::Tensor start = at::randn({11, 16}) * 2;
+    const at::Tensor w1 = at::randn({11});
+    const at::Tensor w2 = at::randn({11});
+    for (const bool with_entropy : {false, true}) {
+      at::Tensor hidden_ref = start.clone().requires_grad_(true);
+      const at::Tensor log_p =
+          at::log_softmax(at::linear(hidden_ref, lm_head) / temperature, -1);
+      at::Tensor loss =
+          (w1 * log_p.gather(1, targets.unsqueeze(1)).squeeze(1)).sum();
+      if (with_entropy)
+        loss = loss + (w2 * -(log_p.exp() * log_p).sum(-1)).sum();
+      loss.backward();
+      for (const int64_t chunk : {1, 4, 64}) {
+        SCOPED_TRACE(::testing::Message()
+                     << "T " << temperature << " entropy " << with_entropy
+                     << " chunk " << chunk);
+        at::Tensor hidden = start.clone().requires_grad_(true);
+        absl::StatusOr<TokenStats> stats =
+            ComputeTokenStats(hidden, lm_head, targets, temperature, chunk,
+                              /*entropy_grad=*/false);
+        ASSERT_TRUE(stats.ok()) << stats.status();
+        at::Tensor mine = (w1 * stats->logprobs).sum();
+        if (with_entropy) mine = mine + (w2 * stats->entropy).sum();
+        mine.backward();
+        EXPECT_TRUE(at::allclose(hidden.grad(), hidden_ref.grad(), 1e-5, 1e-6))
+            << (hidden.grad() - hidden_ref.grad()).abs().max();
+      }
+    }
+  }
+}
+
 TEST(TokenStatsTest, RefusesBadArguments) {
   const at::Tensor hidden = at::randn({2, 4});
   const at::Tensor head = at::randn({10, 4});
