@@ -48,6 +48,18 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
   absl::StatusOr<std::unique_ptr<model::Decoder>> decoder =
       model::LoadModel(load);
   if (!decoder.ok()) return decoder.status();
+  if (options.pack_weights && !(*decoder)->options().device.is_cuda()) {
+    absl::StatusOr<int64_t> packed = (*decoder)->PackWeights();
+    if (!packed.ok()) return packed.status();
+    if ((*decoder)->packs_weights()) {
+      MRL_LOG(INFO)
+          << "decoding through MKL's packed weights (--pack_weights): "
+          << *packed << " bytes";
+    } else {
+      MRL_LOG(INFO) << "--pack_weights: unavailable here (float32 CPU models "
+                       "with LibTorch's MKL only); decoding unpacked";
+    }
+  }
   const model::DecoderOptions decoder_options = (*decoder)->options();
   const model::ModelConfig config = (*decoder)->config();
   MRL_LOG(INFO) << "loaded " << model::ArchitectureName(config.architecture)

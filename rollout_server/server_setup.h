@@ -44,6 +44,9 @@ struct ServerModelOptions {
   // On the CPU, adapters run merged into a copy of the base weights
   // (Decoder::MergeAdapter); ignored on CUDA.
   bool merge_adapters = true;
+  // On the CPU in float32, decode through MKL's packed weights
+  // (Decoder::PackWeights); ignored elsewhere.
+  bool pack_weights = true;
 };
 
 // The CPU's intra-op threads for a model of `config` when `requested` is 0:

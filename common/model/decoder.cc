@@ -71,7 +71,8 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
       FusedLinear(x, merged != nullptr ? merged->qkv : w.qkv, w.qkv_bias,
                   {heads * head_dim, kv_heads * head_dim, kv_heads * head_dim},
                   GroupLora(adapter, layer, LoraGroup::kQkv),
-                  GroupFusedA(adapter, layer, LoraGroup::kQkv));
+                  GroupFusedA(adapter, layer, LoraGroup::kQkv),
+                  merged != nullptr ? merged->qkv_packed : w.qkv_packed);
   // q and k side by side in the projection's output, [B, T, heads + kv_heads,
   // D]: normalized (Qwen3) and rotated together.
   at::Tensor qk = qkv.back()
@@ -135,7 +136,8 @@ at::Tensor Decoder::Attention(int64_t layer, const at::Tensor& x,
   const at::Tensor heads_merged =
       attended.transpose(1, 2).reshape({batch, steps, heads * head_dim});
   return Linear(heads_merged, merged != nullptr ? merged->o : w.o, w.o_bias,
-                FindLora(adapter, layer, LoraModule::kO));
+                FindLora(adapter, layer, LoraModule::kO),
+                merged != nullptr ? merged->o_packed : w.o_packed);
 }
 
 at::Tensor Decoder::Layer(int64_t layer, const at::Tensor& hidden,
@@ -154,10 +156,12 @@ at::Tensor Decoder::Layer(int64_t layer, const at::Tensor& hidden,
       x, merged != nullptr ? merged->gate_up : w.gate_up, w.gate_up_bias,
       {config_.intermediate_size, config_.intermediate_size},
       GroupLora(adapter, layer, LoraGroup::kGateUp),
-      GroupFusedA(adapter, layer, LoraGroup::kGateUp));
+      GroupFusedA(adapter, layer, LoraGroup::kGateUp),
+      merged != nullptr ? merged->gate_up_packed : w.gate_up_packed);
   return h + Linear(at::silu(gate_up[0]) * gate_up[1],
                     merged != nullptr ? merged->down : w.down, w.down_bias,
-                    FindLora(adapter, layer, LoraModule::kDown));
+                    FindLora(adapter, layer, LoraModule::kDown),
+                    merged != nullptr ? merged->down_packed : w.down_packed);
 }
 
 at::Tensor Decoder::LayerForward(int64_t layer, const at::Tensor& hidden,
@@ -333,7 +337,7 @@ absl::StatusOr<at::Tensor> Decoder::PrefillAt(
 }
 
 at::Tensor Decoder::Logits(const at::Tensor& hidden) const {
-  return at::linear(hidden, lm_head_);
+  return BaseLinear(hidden, lm_head_, at::Tensor(), lm_head_packed_);
 }
 
 }  // namespace microrl::model

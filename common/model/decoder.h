@@ -123,6 +123,15 @@ class Decoder {
   // drops small updates: the rollout server merges float32 models only.
   absl::Status MergeAdapter(LoraAdapter& adapter) const;
 
+  // Keeps MKL's packed form (PackWeight) of every linear weight and of the
+  // output projection, which products of few rows without autograd then read:
+  // the CPU decode's linear layers. MergeAdapter packs the merged weights as
+  // well. Returns the bytes the packed copies hold; 0 (and nothing changes)
+  // where PackWeight is unavailable (not float32 on the CPU, no MKL). Call
+  // before sharing the decoder.
+  absl::StatusOr<int64_t> PackWeights();
+  bool packs_weights() const { return packs_weights_; }
+
   // The output projection, [vocab, hidden] (the embedding when tied).
   const at::Tensor& lm_head() const { return lm_head_; }
 
@@ -153,6 +162,8 @@ class Decoder {
     // weights and biases above are views of these).
     at::Tensor qkv, qkv_bias, gate_up, gate_up_bias;
     at::Tensor qk_norm;  // [heads + kv_heads, head_dim]: q_norm, k_norm
+    // PackWeight of qkv, o, gate_up and down (PackWeights; else undefined).
+    at::Tensor qkv_packed, o_packed, gate_up_packed, down_packed;
   };
   // Keys and values a layer's attention reads besides the new tokens' own.
   struct CacheView {
@@ -193,6 +204,8 @@ class Decoder {
   at::Tensor embed_;  // [vocab, hidden]
   at::Tensor final_norm_;
   at::Tensor lm_head_;   // [vocab, hidden]
+  at::Tensor lm_head_packed_;  // PackWeight of lm_head_ (PackWeights)
+  bool packs_weights_ = false;
   at::Tensor inv_freq_;  // [head_dim / 2], float32
   // How attention scores of half-precision activations are written.
   ScoreOutput score_output_ = ScoreOutput::kFloat32;

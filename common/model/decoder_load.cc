@@ -13,6 +13,7 @@
 #include "common/model/attention.h"
 #include "common/model/checkpoint.h"
 #include "common/model/decoder.h"
+#include "common/model/lora_linear.h"
 #include "common/model/rope.h"
 
 namespace microrl::model {
@@ -169,6 +170,27 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromTensors(
   return decoder;
 }
 
+absl::StatusOr<int64_t> Decoder::PackWeights() {
+  if (!PackWeight(lm_head_).defined()) return 0;  // no MKL, not float32 CPU
+  try {
+    at::NoGradGuard no_grad;
+    int64_t bytes = 0;
+    for (LayerWeights& w : layers_) {
+      w.qkv_packed = PackWeight(w.qkv);
+      w.o_packed = PackWeight(w.o);
+      w.gate_up_packed = PackWeight(w.gate_up);
+      w.down_packed = PackWeight(w.down);
+      bytes += PackedBytes(w.qkv_packed) + PackedBytes(w.o_packed) +
+               PackedBytes(w.gate_up_packed) + PackedBytes(w.down_packed);
+    }
+    lm_head_packed_ = PackWeight(lm_head_);
+    packs_weights_ = true;
+    return bytes + PackedBytes(lm_head_packed_);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("PackWeights: ", e.what()));
+  }
+}
+
 absl::Status Decoder::MergeAdapter(LoraAdapter& adapter) const {
   if (adapter.num_layers() != config_.num_layers) {
     return absl::InvalidArgumentError(
@@ -222,6 +244,19 @@ absl::Status Decoder::MergeAdapter(LoraAdapter& adapter) const {
           merge(w.gate_up, {{LoraModule::kGate, config_.intermediate_size},
                             {LoraModule::kUp, config_.intermediate_size}});
       merged[layer].down = merge(w.down, {{LoraModule::kDown, w.down.size(0)}});
+      if (packs_weights_) {
+        // A group the adapter leaves alone reads the base's packed weight.
+        auto pack = [](const at::Tensor& merged_weight, const at::Tensor& base,
+                       const at::Tensor& base_packed) {
+          return merged_weight.is_same(base) ? base_packed
+                                             : PackWeight(merged_weight);
+        };
+        LoraAdapter::MergedLinears& m = merged[layer];
+        m.qkv_packed = pack(m.qkv, w.qkv, w.qkv_packed);
+        m.o_packed = pack(m.o, w.o, w.o_packed);
+        m.gate_up_packed = pack(m.gate_up, w.gate_up, w.gate_up_packed);
+        m.down_packed = pack(m.down, w.down, w.down_packed);
+      }
     }
     adapter.SetMerged(std::move(merged));
   } catch (const std::exception& e) {

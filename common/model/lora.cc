@@ -452,8 +452,11 @@ int64_t LoraAdapter::MergedBytes() const {
   int64_t bytes = 0;
   for (const MergedLinears& layer : merged_) {
     for (const at::Tensor* t :
-         {&layer.qkv, &layer.o, &layer.gate_up, &layer.down}) {
-      bytes += t->numel() * static_cast<int64_t>(t->element_size());
+         {&layer.qkv, &layer.o, &layer.gate_up, &layer.down, &layer.qkv_packed,
+          &layer.o_packed, &layer.gate_up_packed, &layer.down_packed}) {
+      if (t->defined()) {
+        bytes += t->numel() * static_cast<int64_t>(t->element_size());
+      }
     }
   }
   return bytes;

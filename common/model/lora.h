@@ -146,13 +146,16 @@ class LoraAdapter {
   // never writes into a loaded adapter).
   struct MergedLinears {
     at::Tensor qkv, o, gate_up, down;
+    // Their PackWeight when the decoder packs its weights (else undefined).
+    at::Tensor qkv_packed, o_packed, gate_up_packed, down_packed;
   };
   const std::vector<MergedLinears>& merged() const { return merged_; }
   void SetMerged(std::vector<MergedLinears> merged) {
     merged_ = std::move(merged);
   }
-  // Bytes of the merged tensors (0 when not merged); a group with no adapted
-  // module holds the base's own tensor, not a copy, and counts too.
+  // Bytes of the merged tensors and their packed forms (0 when not merged); a
+  // group with no adapted module holds the base's own tensors, not copies, and
+  // counts too.
   int64_t MergedBytes() const;
 
  private:

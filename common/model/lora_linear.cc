@@ -1,16 +1,80 @@
 #include "common/model/lora_linear.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <algorithm>
+#include <optional>
 
 namespace microrl::model {
+namespace {
+
+// LibTorch's MKL operators (registered when it is built with MKL, as the x86
+// PyPI wheels are): the weight's packing, and the product with a packed weight.
+struct MklOps {
+  std::optional<c10::OperatorHandle> pack;
+  std::optional<c10::OperatorHandle> linear;
+};
+
+const MklOps& Mkl() {
+  static const MklOps* const ops = [] {
+    auto* found = new MklOps;
+    c10::Dispatcher& dispatcher = c10::Dispatcher::singleton();
+    found->pack =
+        dispatcher.findSchema({"mkl::_mkl_reorder_linear_weight", ""});
+    found->linear = dispatcher.findSchema({"mkl::_mkl_linear", ""});
+    return found;
+  }();
+  return *ops;
+}
+
+// MKL's packing depends on the product's row count only for its choice of
+// kernels; 64 rows (a decode batch) is the shape it was measured at, and the
+// packed weight gave the same results at 1 to 2048 rows.
+constexpr int64_t kPackRowsHint = 64;
+
+}  // namespace
+
+at::Tensor PackWeight(const at::Tensor& weight) {
+  const MklOps& ops = Mkl();
+  if (!ops.pack.has_value() || !ops.linear.has_value() ||
+      !weight.device().is_cpu() || weight.scalar_type() != at::kFloat ||
+      weight.dim() != 2) {
+    return at::Tensor();
+  }
+  return ops.pack->typed<at::Tensor(const at::Tensor&, int64_t)>().call(
+      weight.contiguous(), kPackRowsHint);
+}
+
+int64_t PackedBytes(const at::Tensor& packed) {
+  return packed.defined() ? packed.numel() * packed.element_size() : 0;
+}
+
+at::Tensor BaseLinear(const at::Tensor& x, const at::Tensor& weight,
+                      const at::Tensor& bias, const at::Tensor& packed) {
+  const std::optional<at::Tensor> b =
+      bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
+  if (packed.defined() && x.dim() >= 1 && x.scalar_type() == at::kFloat &&
+      x.device().is_cpu() && !at::GradMode::is_enabled()) {
+    const int64_t rows = x.size(-1) > 0 ? x.numel() / x.size(-1) : 0;
+    if (rows > 0 && rows <= kPackedMaxRows) {
+      // batch_size = rows: the operator uses the packed weight only when the
+      // two agree (else it falls back to `weight`).
+      return Mkl()
+          .linear
+          ->typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                             const at::Tensor&,
+                             const std::optional<at::Tensor>&, int64_t)>()
+          .call(x, packed, weight, b, rows);
+    }
+  }
+  return at::linear(x, weight, b);
+}
 
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
-                  const at::Tensor& bias, const LoraLinear* lora) {
-  at::Tensor y = at::linear(
-      x, weight,
-      bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+                  const at::Tensor& bias, const LoraLinear* lora,
+                  const at::Tensor& packed) {
+  at::Tensor y = BaseLinear(x, weight, bias, packed);
   if (lora == nullptr) return y;
   const at::ScalarType dtype = x.scalar_type();
   const at::Tensor a =
@@ -31,10 +95,9 @@ std::vector<at::Tensor> FusedLinear(const at::Tensor& x,
                                     const at::Tensor& bias,
                                     const std::vector<int64_t>& sizes,
                                     const std::vector<const LoraLinear*>& lora,
-                                    const at::Tensor& fused_a) {
-  const at::Tensor y = at::linear(
-      x, weight,
-      bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+                                    const at::Tensor& fused_a,
+                                    const at::Tensor& packed) {
+  const at::Tensor y = BaseLinear(x, weight, bias, packed);
   const at::ScalarType dtype = x.scalar_type();
   auto in_dtype = [dtype](const at::Tensor& t) {
     return t.scalar_type() == dtype ? t : t.to(dtype);

@@ -5,7 +5,8 @@
 //
 //   rollout_bench --model=DIR --prompts=FILE [--group=8] [--new_tokens=64]
 //                 [--iters=1] [--device=cpu] [--dtype=auto] [--threads=0]
-//                 [--adapter=DIR] [--merge_adapter] [--top_p=1] [--op_times]
+//                 [--adapter=DIR] [--merge_adapter] [--pack_weights] [--top_p=1]
+//                 [--op_times]
 // FILE holds a JSON list of prompts (lists of token ids). Every completion runs
 // to new_tokens (EOS ignored), sampled at temperature 1 (and --top_p). Prints
 // one JSON line:
@@ -53,6 +54,7 @@ ABSL_FLAG(int64_t, decode_steps_per_sync, 0,
 ABSL_FLAG(bool, cuda_graphs, false, "As the rollout server's flag.");
 ABSL_FLAG(bool, share_prompt_kv, false, "As the rollout server's flag.");
 ABSL_FLAG(bool, merge_adapter, true, "As the rollout server's flag.");
+ABSL_FLAG(bool, pack_weights, true, "As the rollout server's flag.");
 ABSL_FLAG(double, top_p, 1.0, "Nucleus sampling's p (1: off).");
 ABSL_FLAG(bool, op_times, false,
           "Also print the top-level ATen operators' wall time per decode step "
@@ -195,6 +197,7 @@ int main(int argc, char** argv) {
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.startup_adapter = absl::GetFlag(FLAGS_adapter);
   options.merge_adapters = absl::GetFlag(FLAGS_merge_adapter);
+  options.pack_weights = absl::GetFlag(FLAGS_pack_weights);
   options.share_prompt_kv = absl::GetFlag(FLAGS_share_prompt_kv);
   // Room for every sequence at once: prompts x group slots of max_model_len.
   absl::StatusOr<microrl::model::ModelConfig> config =

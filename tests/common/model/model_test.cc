@@ -10,6 +10,7 @@
 #include "common/model/checkpoint.h"
 #include "common/model/decoder.h"
 #include "common/model/lora.h"
+#include "common/model/lora_linear.h"
 #include "common/model/tensor_io.h"
 #include "common/model/token_stats.h"
 #include "gmock/gmock.h"
@@ -542,6 +543,81 @@ TEST(LoraTest, FusedInputProjectionsKeepTheOutputs) {
   trained->SetRequiresGrad(true);
   trained->FuseInputProjections();
   EXPECT_FALSE(trained->FusedA(0, LoraGroup::kQkv).defined());
+}
+
+// MKL's packed weights give LibTorch's products at every row count, with a
+// bias and without, for few rows (packed) and many (LibTorch's own path).
+TEST(PackedWeightTest, ProductsEqualLinear) {
+  at::manual_seed(3);
+  const at::Tensor weight = at::randn({96, 40});
+  const at::Tensor bias = at::randn({96});
+  const at::Tensor packed = PackWeight(weight);
+  if (!packed.defined()) GTEST_SKIP() << "this LibTorch has no MKL";
+  EXPECT_GT(PackedBytes(packed), 0);
+  EXPECT_FALSE(PackWeight(weight.to(at::kDouble)).defined());
+  at::NoGradGuard no_grad;
+  for (const int64_t rows : {int64_t{1}, int64_t{3}, int64_t{64}, int64_t{65},
+                             kPackedMaxRows, int64_t{300}}) {
+    SCOPED_TRACE(rows);
+    const at::Tensor x = at::randn({rows, 1, 40});
+    for (const at::Tensor& b : {at::Tensor(), bias}) {
+      const at::Tensor want = at::linear(
+          x, weight, b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
+      const at::Tensor got = BaseLinear(x, weight, b, packed);
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5))
+          << (got - want).abs().max().item<double>();
+    }
+  }
+}
+
+// A decoder that packs its weights decodes as one that does not: base and a
+// merged adapter (packed too; unadapted groups reuse the base's packed form).
+TEST(PackedWeightTest, PackedDecoderDecodesTheSame) {
+  const ModelConfig config = TinyConfig();
+  std::unique_ptr<Decoder> plain = TinyDecoder();
+  std::unique_ptr<Decoder> packed = TinyDecoder();
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(packed, nullptr);
+  absl::StatusOr<int64_t> bytes = packed->PackWeights();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  if (!packed->packs_weights()) GTEST_SKIP() << "this LibTorch has no MKL";
+  EXPECT_GT(*bytes, 0);
+  at::NoGradGuard no_grad;
+  std::unique_ptr<LoraAdapter> adapter =
+      RandomAdapter(config, {4, 8.0, {LoraModule::kK, LoraModule::kDown}});
+  adapter->SetRequiresGrad(false);
+  ASSERT_TRUE(packed->MergeAdapter(*adapter).ok());
+  std::unique_ptr<LoraAdapter> other =
+      RandomAdapter(config, {4, 8.0, {LoraModule::kK, LoraModule::kDown}});
+  other->SetRequiresGrad(false);
+  ASSERT_TRUE(packed->MergeAdapter(*other).ok());
+  EXPECT_TRUE(adapter->merged()[0].qkv_packed.defined());
+  EXPECT_FALSE(
+      adapter->merged()[0].qkv_packed.is_same(other->merged()[0].qkv_packed));
+  EXPECT_TRUE(
+      adapter->merged()[0].o_packed.is_same(other->merged()[0].o_packed));
+  const at::Tensor next = torch::tensor({{11}, {23}}, torch::kLong);
+  for (const LoraAdapter* run :
+       {static_cast<const LoraAdapter*>(nullptr),
+        static_cast<const LoraAdapter*>(adapter.get())}) {
+    SCOPED_TRACE(run != nullptr);
+    std::vector<at::Tensor> logits;
+    for (const Decoder* decoder : {plain.get(), packed.get()}) {
+      absl::StatusOr<KvCache> cache = CpuCache(*decoder, 2, 16);
+      ASSERT_TRUE(cache.ok());
+      ASSERT_TRUE(decoder
+                      ->PrefillAt(at::cat({Ids(), Ids()}), {0, 1}, {0, 0},
+                                  {7, 5}, *cache, {run})
+                      .ok());
+      const at::Tensor hidden = decoder->DecodeOnDevice(
+          next, torch::tensor({7, 5}, torch::kLong), /*first_slot=*/0,
+          /*key_length=*/8, *cache, {run});
+      logits.push_back(decoder->Logits(hidden.select(1, 0)));
+    }
+    EXPECT_TRUE(at::allclose(logits[0], logits[1], 1e-5, 1e-5))
+        << (logits[0] - logits[1]).abs().max().item<double>();
+  }
 }
 
 // Merged into a copy of the base weights (the rollout server on the CPU), an
