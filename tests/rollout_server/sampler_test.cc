@@ -146,6 +146,54 @@ TEST(SamplerTest, SampledFrequenciesFollowTheSoftmaxAtTheTemperature) {
                            1e-6));
 }
 
+// The CPU's draw (selection and one scan per row) picks the tokens the chain
+// of masks, softmax, cumulative sum and search picks, for the same uniforms:
+// at temperatures, top-k, top-p, both, neither, and greedy rows among them.
+TEST(SamplerTest, CpuDrawPicksWhatTheMaskChainPicks) {
+  at::manual_seed(8);
+  const int64_t n = 600;
+  const int64_t vocab = 300;
+  const at::Tensor logits = at::randn({n, vocab}) * 3;
+  std::vector<RowSampling> rows(n);
+  std::vector<double> uniforms(n);
+  std::vector<int64_t> top_k(n);
+  std::vector<double> top_p(n);
+  std::vector<float> inverse_temperature(n);
+  for (int64_t i = 0; i < n; ++i) {
+    RowSampling& row = rows[i];
+    row.temperature = i % 7 == 6 ? 0.0 : 0.5 + 0.25 * (i % 5);
+    row.top_k = i % 3 == 0 ? 0 : (i % 3 == 1 ? 1 + i % 40 : vocab + 1);
+    row.top_p = i % 4 == 0 ? 1.0 : 0.05 + 0.3 * (i % 4);
+    row.seed = 77 + i;
+    row.position = i % 11;
+    uniforms[i] = RowUniform(row.seed, row.position);
+    top_k[i] = row.top_k;
+    top_p[i] = row.top_p;
+    inverse_temperature[i] =
+        row.temperature == 0.0 ? 1.0f : static_cast<float>(1 / row.temperature);
+  }
+  const at::Tensor scaled =
+      logits * at::tensor(inverse_temperature).unsqueeze(1);
+  const at::Tensor cdf = at::cumsum(
+      at::softmax(TopPMaskBySort(TopKMask(scaled, top_k), top_p), 1), 1);
+  const at::Tensor target = at::tensor(uniforms).to(at::kFloat).unsqueeze(1) *
+                            cdf.narrow(1, vocab - 1, 1);
+  const at::Tensor want =
+      at::searchsorted(cdf, target).squeeze(1).clamp_max(vocab - 1);
+  const at::Tensor argmax = logits.argmax(1);
+  const SampleResult result = Sample(logits, rows);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t expected = rows[i].temperature == 0.0
+                                 ? argmax[i].item<int64_t>()
+                                 : want[i].item<int64_t>();
+    EXPECT_EQ(result.tokens[i].item<int64_t>(), expected) << "row " << i;
+  }
+  EXPECT_TRUE(
+      at::allclose(result.logprobs, at::log_softmax(scaled, 1)
+                                        .gather(1, result.tokens.unsqueeze(1))
+                                        .squeeze(1)));
+}
+
 TEST(SamplerTest,
      LogprobsAreReportedBeforeTruncationAndGreedyRowsTakeTheArgmax) {
   at::manual_seed(5);
