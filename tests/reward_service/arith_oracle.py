@@ -14,10 +14,12 @@ the value as written after 128-bit wrap-around (must be wrong). Values are kept 
 4,000 bits, well inside the reward's exact range. Fails on any wrong verdict.
 """
 import argparse
+import atexit
 import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -114,6 +116,7 @@ def main():
         if w is not None and w != value:
             items.append((text, render(w), False, "128-bit wrap"))
     work = tempfile.mkdtemp(prefix="arith_oracle.")
+    atexit.register(shutil.rmtree, work, True)
     with open(os.path.join(work, "in.jsonl"), "w") as f:
         for i, (text, gold, _, _) in enumerate(items):
             f.write(json.dumps({"id": str(i), "answer": text, "ground_truth": gold}) + "\n")

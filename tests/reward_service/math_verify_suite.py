@@ -15,9 +15,11 @@ microrl agrees on fewer than 98% of the cases, or accepts any pair the suite ass
 not equal (a false accept).
 """
 import argparse
+import atexit
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,7 @@ def main():
         cases = [json.loads(line) for line in f if line.strip()]
 
     work = tempfile.mkdtemp(prefix="math_verify_suite.")
+    atexit.register(shutil.rmtree, work, True)
     with open(os.path.join(work, "in.jsonl"), "w", encoding="utf-8") as f:
         for i, case in enumerate(cases):
             f.write(json.dumps({"id": str(i), "completion": case["pred"],

@@ -20,10 +20,12 @@ either kind falls below 97%, or if microrl is right less often than math-verify 
 either kind.
 """
 import argparse
+import atexit
 import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -196,6 +198,7 @@ def main():
     cases = build_cases(args.shared, args.train, args.seed)
 
     work = tempfile.mkdtemp(prefix="reward_oracle.")
+    atexit.register(shutil.rmtree, work, True)
     with open(os.path.join(work, "in.jsonl"), "w", encoding="utf-8") as f:
         for i, case in enumerate(cases):
             f.write(json.dumps({"id": str(i), "completion": completion(case["form"], case["style"]),

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -13,8 +14,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -116,6 +119,44 @@ absl::StatusOr<RunResult> RunToCompletion(const std::vector<std::string>& argv,
   return RunResult{*exit, (*process)->Output()};
 }
 
+namespace {
+
+// The directories MakeTempDir made in this process, removed when it exits
+// after all its tests passed (kept for a look when one failed).
+struct TempDirs {
+  pid_t owner = getpid();
+  std::vector<std::string> paths;
+};
+
+TempDirs& MadeTempDirs() {
+  static TempDirs* const dirs = [] {
+    auto* made = new TempDirs;
+    std::atexit([] {
+      const TempDirs& all = MadeTempDirs();
+      // Not in a forked child (a death test's), and not after a failure.
+      if (getpid() != all.owner ||
+          ::testing::UnitTest::GetInstance()->Failed()) {
+        return;
+      }
+      // (nftw, not std::filesystem: in these binaries remove_all resolved to
+      // LibTorch's copy and crashed at exit.)
+      for (const std::string& path : all.paths) {
+        nftw(
+            path.c_str(),
+            [](const char* file, const struct stat*, int, struct FTW*) {
+              remove(file);
+              return 0;
+            },
+            16, FTW_DEPTH | FTW_PHYS);
+      }
+    });
+    return made;
+  }();
+  return *dirs;
+}
+
+}  // namespace
+
 std::string MakeTempDir() {
   const char* base = std::getenv("TEST_TMPDIR");
   const ::testing::TestInfo* test =
@@ -130,6 +171,10 @@ std::string MakeTempDir() {
       absl::StrCat(base != nullptr ? base : "/tmp", "/", name, ".XXXXXX");
   if (mkdtemp(templ.data()) == nullptr) {
     ADD_FAILURE() << "mkdtemp " << templ << ": " << strerror(errno);
+  } else {
+    static std::mutex mutex;
+    std::lock_guard<std::mutex> lock(mutex);
+    MadeTempDirs().paths.push_back(templ);
   }
   return templ;
 }

@@ -62,6 +62,7 @@ absl::StatusOr<RunResult> RunToCompletion(const std::vector<std::string>& argv,
                                           absl::Duration timeout);
 
 // A fresh directory under $TEST_TMPDIR or /tmp, named after the running test.
+// Removed with what it holds when the process exits, unless a test failed.
 std::string MakeTempDir();
 
 // Polls `path` until it exists or `timeout` passes.

@@ -16,12 +16,15 @@ transformers' chat-template rendering, against the `microrl` tool.
 Exit status 1 on any difference, with the first few listed.
 """
 import argparse
+import atexit
 import glob
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 
 from tokenizers import Tokenizer
 
@@ -146,8 +149,8 @@ def chat(microrl, shared):
         "meta-llama-Llama-3.2-3B-Instruct": {"bos_token": "<|begin_of_text|>",
                                              "eos_token": "<|eot_id|>"},
     }
-    work = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"chat_oracle_{os.getpid()}")
-    os.makedirs(work, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="chat_oracle.")
+    atexit.register(shutil.rmtree, work, True)
     for path in sorted(glob.glob(os.path.join(shared, "chat_templates", "*.jinja"))):
         name = os.path.basename(path)[:-len(".jinja")]
         with open(path, encoding="utf-8") as f:
