@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
   microrl::rollout::RolloutService service(
       {*device, absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_adapter_dir),
        absl::GetFlag(FLAGS_cuda_ipc),
-       absl::GetFlag(FLAGS_merge_adapter) && !device->cuda},
+       absl::GetFlag(FLAGS_merge_adapter)},
       engine, identity);
   microrl::ExitWithoutStaticDestructors(
       microrl::rpc::RunServer(server, {{&service, "microrl.v1.Rollout"}},

@@ -381,14 +381,16 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     // Whatever is wrong with the adapter, the request carried it.
     return absl::InvalidArgumentError(adapter.status().message());
   }
-  RunOnPassingThread([&] { (*adapter)->FuseInputProjections(); });
+  // A merged adapter runs no LoRA terms, so its A need no fusing.
   if (options_.merge_adapters &&
-      engine_->decoder().options().dtype == at::kFloat) {
+      engine_->decoder().MergesAdaptersForServing()) {
     if (absl::Status merged = RunOnPassingThread(
             [&] { return engine_->decoder().MergeAdapter(**adapter); });
         !merged.ok()) {
       return merged;
     }
+  } else {
+    RunOnPassingThread([&] { (*adapter)->FuseInputProjections(); });
   }
   return std::shared_ptr<const model::LoraAdapter>(*std::move(adapter));
 }

@@ -24,7 +24,8 @@ struct RolloutServiceOptions {
   // peers only).
   bool cuda_ipc = true;
   // Whether loaded adapters are merged into a copy of the base weights
-  // (Decoder::MergeAdapter; the server sets it on the CPU only).
+  // (Decoder::MergeAdapter) where the decoder suits it
+  // (Decoder::MergesAdaptersForServing).
   bool merge_adapters = false;
 };
 

@@ -128,10 +128,8 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
   if (!engine.ok()) return engine.status();
   std::shared_ptr<Engine> result = *std::move(engine);
 
-  // float32 only: a bfloat16 sum would drop an update's small parts.
-  const bool merge_adapters = options.merge_adapters &&
-                              !decoder_options.device.is_cuda() &&
-                              decoder_options.dtype == at::kFloat;
+  const bool merge_adapters =
+      options.merge_adapters && shared_decoder->MergesAdaptersForServing();
   if (!options.startup_adapter.empty()) {
     absl::StatusOr<std::unique_ptr<model::LoraAdapter>> adapter =
         model::LoraAdapter::LoadPeft(options.startup_adapter, config,
@@ -142,12 +140,13 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
           adapter.status().code(),
           absl::StrCat("--adapter: ", adapter.status().message()));
     }
-    (*adapter)->FuseInputProjections();
     if (merge_adapters) {
       if (absl::Status merged = shared_decoder->MergeAdapter(**adapter);
           !merged.ok()) {
         return merged;
       }
+    } else {
+      (*adapter)->FuseInputProjections();
     }
     absl::StatusOr<double> swapped = result->LoadAdapter(
         std::shared_ptr<const model::LoraAdapter>(*std::move(adapter)),

@@ -122,6 +122,12 @@ class Decoder {
   // bfloat16 or float16 the sum is rounded to the base's precision, which
   // drops small updates: the rollout server merges float32 models only.
   absl::Status MergeAdapter(LoraAdapter& adapter) const;
+  // Whether serving merges adapters here: float32 on the CPU. (In half
+  // precision the sum would drop small updates; on CUDA the LoRA terms cost
+  // little.) The rollout server's one rule for --merge_adapter.
+  bool MergesAdaptersForServing() const {
+    return !options_.device.is_cuda() && options_.dtype == at::kFloat;
+  }
 
   // Keeps MKL's packed form (PackWeight) of every linear weight and of the
   // output projection, which products of few rows without autograd then read:
