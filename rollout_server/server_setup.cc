@@ -54,7 +54,8 @@ absl::StatusOr<std::shared_ptr<Engine>> StartEngineHere(
     if ((*decoder)->packs_weights()) {
       MRL_LOG(INFO)
           << "decoding through MKL's packed weights (--pack_weights): "
-          << *packed << " bytes";
+          << *packed << " bytes (weights under " << model::kPackMinElements
+          << " elements stay unpacked)";
     } else {
       MRL_LOG(INFO) << "--pack_weights: unavailable here (float32 CPU models "
                        "with LibTorch's MKL only); decoding unpacked";

@@ -14,6 +14,7 @@
 #include "common/model/config.h"
 #include "common/model/kv_cache.h"
 #include "common/model/lora.h"
+#include "common/model/lora_linear.h"
 #include "common/model/packing.h"
 
 namespace microrl::testing {
@@ -132,10 +133,11 @@ class Decoder {
   // Keeps MKL's packed form (PackWeight) of every linear weight and of the
   // output projection, which products of few rows without autograd then read:
   // the CPU decode's linear layers. MergeAdapter packs the merged weights as
-  // well. Returns the bytes the packed copies hold; 0 (and nothing changes)
-  // where PackWeight is unavailable (not float32 on the CPU, no MKL). Call
-  // before sharing the decoder.
-  absl::StatusOr<int64_t> PackWeights();
+  // well. Weights under `min_elements` stay unpacked (PackWeight). Returns
+  // the bytes the packed copies hold; 0, and nothing changes, where packing is
+  // unavailable (not float32 on the CPU, no MKL: packs_weights() stays
+  // false). Call before sharing the decoder.
+  absl::StatusOr<int64_t> PackWeights(int64_t min_elements = kPackMinElements);
   bool packs_weights() const { return packs_weights_; }
 
   // The output projection, [vocab, hidden] (the embedding when tied).
@@ -212,6 +214,7 @@ class Decoder {
   at::Tensor lm_head_;   // [vocab, hidden]
   at::Tensor lm_head_packed_;  // PackWeight of lm_head_ (PackWeights)
   bool packs_weights_ = false;
+  int64_t pack_min_elements_ = 0;
   at::Tensor inv_freq_;  // [head_dim / 2], float32
   // How attention scores of half-precision activations are written.
   ScoreOutput score_output_ = ScoreOutput::kFloat32;

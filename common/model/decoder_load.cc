@@ -170,20 +170,24 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromTensors(
   return decoder;
 }
 
-absl::StatusOr<int64_t> Decoder::PackWeights() {
-  if (!PackWeight(lm_head_).defined()) return 0;  // no MKL, not float32 CPU
+absl::StatusOr<int64_t> Decoder::PackWeights(int64_t min_elements) {
+  if (!PackedProductsAvailable() || options_.device.is_cuda() ||
+      options_.dtype != at::kFloat) {
+    return 0;
+  }
   try {
     at::NoGradGuard no_grad;
     int64_t bytes = 0;
     for (LayerWeights& w : layers_) {
-      w.qkv_packed = PackWeight(w.qkv);
-      w.o_packed = PackWeight(w.o);
-      w.gate_up_packed = PackWeight(w.gate_up);
-      w.down_packed = PackWeight(w.down);
+      w.qkv_packed = PackWeight(w.qkv, min_elements);
+      w.o_packed = PackWeight(w.o, min_elements);
+      w.gate_up_packed = PackWeight(w.gate_up, min_elements);
+      w.down_packed = PackWeight(w.down, min_elements);
       bytes += PackedBytes(w.qkv_packed) + PackedBytes(w.o_packed) +
                PackedBytes(w.gate_up_packed) + PackedBytes(w.down_packed);
     }
-    lm_head_packed_ = PackWeight(lm_head_);
+    lm_head_packed_ = PackWeight(lm_head_, min_elements);
+    pack_min_elements_ = min_elements;
     packs_weights_ = true;
     return bytes + PackedBytes(lm_head_packed_);
   } catch (const std::exception& e) {
@@ -246,10 +250,12 @@ absl::Status Decoder::MergeAdapter(LoraAdapter& adapter) const {
       merged[layer].down = merge(w.down, {{LoraModule::kDown, w.down.size(0)}});
       if (packs_weights_) {
         // A group the adapter leaves alone reads the base's packed weight.
-        auto pack = [](const at::Tensor& merged_weight, const at::Tensor& base,
-                       const at::Tensor& base_packed) {
-          return merged_weight.is_same(base) ? base_packed
-                                             : PackWeight(merged_weight);
+        auto pack = [this](const at::Tensor& merged_weight,
+                           const at::Tensor& base,
+                           const at::Tensor& base_packed) {
+          return merged_weight.is_same(base)
+                     ? base_packed
+                     : PackWeight(merged_weight, pack_min_elements_);
         };
         LoraAdapter::MergedLinears& m = merged[layer];
         m.qkv_packed = pack(m.qkv, w.qkv, w.qkv_packed);

@@ -35,11 +35,15 @@ constexpr int64_t kPackRowsHint = 64;
 
 }  // namespace
 
-at::Tensor PackWeight(const at::Tensor& weight) {
+bool PackedProductsAvailable() {
+  return Mkl().pack.has_value() && Mkl().linear.has_value();
+}
+
+at::Tensor PackWeight(const at::Tensor& weight, int64_t min_elements) {
   const MklOps& ops = Mkl();
-  if (!ops.pack.has_value() || !ops.linear.has_value() ||
-      !weight.device().is_cpu() || weight.scalar_type() != at::kFloat ||
-      weight.dim() != 2) {
+  if (!PackedProductsAvailable() || !weight.device().is_cpu() ||
+      weight.scalar_type() != at::kFloat || weight.dim() != 2 ||
+      weight.numel() < min_elements) {
     return at::Tensor();
   }
   return ops.pack->typed<at::Tensor(const at::Tensor&, int64_t)>().call(

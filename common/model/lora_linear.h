@@ -43,8 +43,14 @@ std::vector<at::Tensor> FusedLinear(const at::Tensor& x,
 // cblas_sgemm_compute: LibTorch's linear repacks W on every call, which took a
 // fifth of a qwen2-100m decode step on 2 cores (measured with perf). Undefined
 // when `weight` is not a float32 CPU tensor or this LibTorch has no MKL.
-// Costs about 1.6x the weight's bytes plus 9 MB (MKL's format).
-at::Tensor PackWeight(const at::Tensor& weight);
+// Costs about 1.6x the weight's bytes plus 9 MB (MKL's format), so weights of
+// fewer than `min_elements` stay unpacked (undefined) too: the CPU demo's
+// 0.45M-parameter model would have taken 107 MB.
+inline constexpr int64_t kPackMinElements = int64_t{1} << 18;
+at::Tensor PackWeight(const at::Tensor& weight,
+                      int64_t min_elements = kPackMinElements);
+// Whether this LibTorch has MKL's packed products (the x86 PyPI wheels do).
+bool PackedProductsAvailable();
 // Bytes a PackWeight result holds (0 if undefined).
 int64_t PackedBytes(const at::Tensor& packed);
 // Products of at most this many rows use a packed weight; above it LibTorch's

@@ -551,10 +551,14 @@ TEST(PackedWeightTest, ProductsEqualLinear) {
   at::manual_seed(3);
   const at::Tensor weight = at::randn({96, 40});
   const at::Tensor bias = at::randn({96});
-  const at::Tensor packed = PackWeight(weight);
-  if (!packed.defined()) GTEST_SKIP() << "this LibTorch has no MKL";
+  if (!PackedProductsAvailable()) GTEST_SKIP() << "this LibTorch has no MKL";
+  // Small weights stay unpacked unless asked.
+  EXPECT_FALSE(PackWeight(weight).defined());
+  const at::Tensor packed = PackWeight(weight, /*min_elements=*/0);
+  ASSERT_TRUE(packed.defined());
   EXPECT_GT(PackedBytes(packed), 0);
-  EXPECT_FALSE(PackWeight(weight.to(at::kDouble)).defined());
+  EXPECT_TRUE(PackWeight(at::randn({512, 512})).defined());
+  EXPECT_FALSE(PackWeight(weight.to(at::kDouble), 0).defined());
   at::NoGradGuard no_grad;
   for (const int64_t rows : {int64_t{1}, int64_t{3}, int64_t{64}, int64_t{65},
                              kPackedMaxRows, int64_t{300}}) {
@@ -579,7 +583,7 @@ TEST(PackedWeightTest, PackedDecoderDecodesTheSame) {
   std::unique_ptr<Decoder> packed = TinyDecoder();
   ASSERT_NE(plain, nullptr);
   ASSERT_NE(packed, nullptr);
-  absl::StatusOr<int64_t> bytes = packed->PackWeights();
+  absl::StatusOr<int64_t> bytes = packed->PackWeights(/*min_elements=*/0);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   if (!packed->packs_weights()) GTEST_SKIP() << "this LibTorch has no MKL";
   EXPECT_GT(*bytes, 0);
