@@ -157,7 +157,8 @@ at::Tensor Decoder::Layer(int64_t layer, const at::Tensor& hidden,
       {config_.intermediate_size, config_.intermediate_size},
       GroupLora(adapter, layer, LoraGroup::kGateUp),
       GroupFusedA(adapter, layer, LoraGroup::kGateUp),
-      merged != nullptr ? merged->gate_up_packed : w.gate_up_packed);
+      merged != nullptr ? merged->gate_up_packed : w.gate_up_packed,
+      /*whole=*/false);
   return h + Linear(at::silu(gate_up[0]) * gate_up[1],
                     merged != nullptr ? merged->down : w.down, w.down_bias,
                     FindLora(adapter, layer, LoraModule::kDown),

@@ -27,17 +27,17 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
 // Linear layers that read the same x, as one matmul over their concatenated
 // weights [sum of sizes, in] (bias likewise, or undefined): returns each one's
 // output [..., size], with its LoRA (if `lora` has it) added as Linear does,
-// then the whole output [..., sum of sizes] whose slices they are.
+// then, when `whole`, the whole output [..., sum of sizes]: the product whose
+// slices they are, or, in training (an adapter whose weights require grad),
+// where each part is a product of its own, their concatenation.
 // The adapted modules' A go through one matmul as well: the adapter's fused A
 // when it has one and autograd is off (the rollout server), else their
 // concatenation (inside autograd: the learner's gradients reach each A).
-std::vector<at::Tensor> FusedLinear(const at::Tensor& x,
-                                    const at::Tensor& weight,
-                                    const at::Tensor& bias,
-                                    const std::vector<int64_t>& sizes,
-                                    const std::vector<const LoraLinear*>& lora,
-                                    const at::Tensor& fused_a,
-                                    const at::Tensor& packed = at::Tensor());
+std::vector<at::Tensor> FusedLinear(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+    const std::vector<int64_t>& sizes,
+    const std::vector<const LoraLinear*>& lora, const at::Tensor& fused_a,
+    const at::Tensor& packed = at::Tensor(), bool whole = true);
 
 // MKL's packed form of a float32 CPU weight [out, in], for x W^T through
 // cblas_sgemm_compute: LibTorch's linear repacks W on every call, which took a

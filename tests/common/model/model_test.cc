@@ -395,7 +395,8 @@ TEST(LoraTest, FreshAdapterIsANoOpWithKaimingUniformA) {
   EXPECT_EQ((*adapter)->NumParameters(), 2 * per_layer);
   absl::StatusOr<at::Tensor> base = decoder->Forward(Ids(), {});
   absl::StatusOr<at::Tensor> with = decoder->Forward(Ids(), {adapter->get()});
-  EXPECT_TRUE(at::equal(*base, with->detach()));
+  // Up to rounding: training runs each fused part as a product of its own.
+  EXPECT_LT((*base - with->detach()).abs().max().item<double>(), 1e-5);
   // Same seed, same A; rsLoRA scale alpha / sqrt(r).
   absl::StatusOr<std::unique_ptr<LoraAdapter>> again = LoraAdapter::Create(
       decoder->config(), {8, 16.0, {LoraModule::kQ}, true}, at::kCPU, 42);
