@@ -165,8 +165,9 @@ float NucleusFloorByBuckets(const float* p, int64_t vocab, float floor,
 // chain of masks, softmax, cumulative sum and search the other devices run
 // (up to float rounding at a boundary), without a [N, V] mask, sort or
 // cumulative sum: on qwen2-100m's [64, 32000] those were a sixth of a 2-core
-// decode step.
+// decode step. Greedy rows are skipped (their token stays 0).
 std::vector<int64_t> DrawOnCpu(const at::Tensor& probs,
+                               const std::vector<uint8_t>& greedy,
                                const std::vector<int64_t>& top_k,
                                const std::vector<double>& top_p,
                                const std::vector<double>& uniforms) {
@@ -181,6 +182,7 @@ std::vector<int64_t> DrawOnCpu(const at::Tensor& probs,
     std::vector<double> mass;
     std::vector<double> block_mass(blocks);
     for (int64_t row = begin; row < end; ++row) {
+      if (greedy[row]) continue;
       const float* p = data + row * vocab;
       float floor = 0;  // tokens below it are truncated
       if (top_k[row] > 0 && top_k[row] < vocab) {
@@ -301,8 +303,7 @@ SampleResult Sample(const at::Tensor& logits,
   std::vector<uint8_t> greedy(n);
   std::vector<int64_t> top_k(n);
   std::vector<double> top_p(n);
-  std::vector<uint64_t> seeds(n);
-  std::vector<int64_t> positions(n);
+  std::vector<double> uniforms(n);  // one per sampled row
   bool all_greedy = true;
   int top = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -314,8 +315,7 @@ SampleResult Sample(const at::Tensor& logits,
         greedy[i] ? 1.0f : static_cast<float>(1.0 / rows[i].temperature);
     top_k[i] = rows[i].top_k;
     top_p[i] = rows[i].top_p;
-    seeds[i] = rows[i].seed;
-    positions[i] = rows[i].position;
+    if (!greedy[i]) uniforms[i] = RowUniform(rows[i].seed, rows[i].position);
   }
   const at::Device device = logits.device();
   const at::Tensor scaled =
@@ -324,11 +324,8 @@ SampleResult Sample(const at::Tensor& logits,
           .unsqueeze(1);  // [N, V]
   const at::Tensor log_probs = at::log_softmax(scaled, 1);
   if (device.is_cpu() && !all_greedy && top == 0) {
-    std::vector<double> uniforms(n);
-    for (int64_t i = 0; i < n; ++i)
-      uniforms[i] = RowUniform(seeds[i], positions[i]);
     std::vector<int64_t> drawn =
-        DrawOnCpu(log_probs.exp().contiguous(), top_k, top_p, uniforms);
+        DrawOnCpu(log_probs.exp().contiguous(), greedy, top_k, top_p, uniforms);
     if (std::any_of(greedy.begin(), greedy.end(),
                     [](uint8_t g) { return g; })) {
       const at::Tensor argmax = scaled.argmax(1).contiguous();
@@ -346,9 +343,6 @@ SampleResult Sample(const at::Tensor& logits,
     // Inverse-CDF sampling from the truncated distribution with one uniform per
     // row: the first token whose cumulative probability reaches u. Masked
     // tokens have zero width, so they are never chosen.
-    std::vector<double> uniforms(n);
-    for (int64_t i = 0; i < n; ++i)
-      uniforms[i] = RowUniform(seeds[i], positions[i]);
     const at::Tensor cdf =
         at::cumsum(at::softmax(TopPMask(TopKMask(scaled, top_k), top_p), 1), 1);
     const at::Tensor target = model::HostToDevice(uniforms, at::kDouble, device)
