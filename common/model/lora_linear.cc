@@ -153,10 +153,7 @@ std::vector<at::Tensor> FusedLinear(const at::Tensor& x,
       outputs.push_back(part.view(shape));
       offset += sizes[i];
     }
-    if (whole) {
-      shape.back() = offset;
-      outputs.push_back(at::cat(outputs, -1));
-    }
+    if (whole) outputs.push_back(at::cat(outputs, -1));
     return outputs;
   }
   const at::Tensor y = BaseLinear(x, weight, bias, packed);
