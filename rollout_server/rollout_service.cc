@@ -424,6 +424,12 @@ grpc::Status RolloutService::LoadAdapter(
     response->Clear();
     return rpc::ToGrpcStatus(adapter.status());
   }
+  // Fault tests: a publish the server misses (UNAVAILABLE, as from a server
+  // that is down at that moment); it keeps the adapter it had.
+  if (absl::Status s = Failpoint("rollout.load_adapter"); !s.ok()) {
+    response->Clear();
+    return rpc::ToGrpcStatus(s);
+  }
   absl::StatusOr<double> swapped =
       engine_->LoadAdapter(*adapter, version, keep_versions);
   if (!swapped.ok()) return rpc::ToGrpcStatus(swapped.status());

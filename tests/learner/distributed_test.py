@@ -412,7 +412,9 @@ def ranks_sharing_servers(args, work, servers, reward):
           "the two ranks joined, on the shared servers")
 
     # A server restarted mid-run (it has no adapter, and refuses): the ranks agree, rank 0
-    # loads the adapter again into both, and every rank repeats its requests.
+    # loads the adapter again into both, and every rank repeats its requests. The
+    # restarted server misses its first publish (failpoint): left to timing, the first
+    # call it answers can be a publish, which brings it up to date without a refusal.
     cfg = config(work, "ranks_pool_restart", servers[0], reward, 12, EXTRA)
     edit(cfg, [("rollout:\n", f"rollout:\n  addresses: {addresses}\n"
                              "  redispatch_after_s: 5\n")])
@@ -420,7 +422,10 @@ def ranks_sharing_servers(args, work, servers, reward):
     run_dir = os.path.join(work, "runs", "ranks_pool_restart")
     wait_steps(run_dir, 2)
     servers[1].kill()
+    env = servers[1].env
+    servers[1].env = dict(env, MICRORL_FAILPOINTS="rollout.load_adapter=error@1")
     servers[1].start()
+    servers[1].env = env
     codes = [wait_exit(p, log)[0] for p, log in zip(procs, logs)]
     out = open(logs[0]).read()
     check(codes == [0, 0] and steps_logged(run_dir) == list(range(1, 13)),
