@@ -1,6 +1,7 @@
 #include "learner/sft.h"
 
 #include <ATen/ATen.h>
+#include <signal.h>
 
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "common/base/file.h"
 #include "common/base/logging.h"
+#include "common/base/signals.h"
 #include "common/device/device.h"
 #include "common/model/decoder.h"
 #include "common/model/lora.h"
@@ -76,7 +78,11 @@ absl::Status RunSft(const TrainConfig& config) {
   EpochSampler sampler(static_cast<int64_t>(data.size()), config.seed);
   std::ofstream log(run_dir + "/metrics.jsonl");
   const absl::Time start = absl::Now();
-  for (int64_t step = 0; step < config.max_steps; ++step) {
+  // SIGTERM or SIGINT (blocked by main, taken here) stops the warm-up after
+  // the step in flight; the adapter of the steps done is saved as at the end.
+  int stopped_by = 0;
+  int64_t steps_done = 0;
+  for (int64_t step = 0; step < config.max_steps && stopped_by == 0; ++step) {
     std::vector<Sample> batch;
     for (int64_t index : sampler.Next(config.sft_batch_size))
       batch.push_back(data[index]);
@@ -106,7 +112,10 @@ absl::Status RunSft(const TrainConfig& config) {
                                          {"lr", lr},
                                          {"epoch", sampler.epoch()}};
     log << line.dump() << "\n";
-    if ((step + 1) % 10 == 0 || step + 1 == config.max_steps) {
+    steps_done = step + 1;
+    stopped_by = TakePendingTerminationSignal();
+    if ((step + 1) % 10 == 0 || step + 1 == config.max_steps ||
+        stopped_by != 0) {
       log.flush();
       std::cout << absl::StrFormat(
                        "sft step %d/%d | loss %.4f | token acc %.3f | %.1f s",
@@ -115,10 +124,19 @@ absl::Status RunSft(const TrainConfig& config) {
                 << std::endl;
     }
   }
+  if (stopped_by != 0) {
+    std::cout << "sft stopped by "
+              << (stopped_by == SIGINT    ? "SIGINT"
+                  : stopped_by == SIGTERM ? "SIGTERM"
+                                          : "a stop request")
+              << " after step " << steps_done << " of " << config.max_steps
+              << std::endl;
+  }
   const std::string out = run_dir + "/adapter";
   if (absl::Status s = (*adapter)->SavePeft(out, config.model_path); !s.ok())
     return s;
-  std::cout << "sft adapter saved to " << out << std::endl;
+  std::cout << "sft adapter (step " << steps_done << ") saved to " << out
+            << std::endl;
   return absl::OkStatus();
 }
 

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 
@@ -37,6 +38,16 @@ int WaitForTerminationSignal() {
   while (sigwait(&set, &sig) != 0) {
   }
   return sig;
+}
+
+int TakePendingTerminationSignal() {
+  const sigset_t set = TerminationSet();
+  const timespec now = {0, 0};
+  while (true) {
+    const int sig = sigtimedwait(&set, nullptr, &now);
+    if (sig > 0) return sig;
+    if (errno != EINTR) return 0;  // EAGAIN: none pending
+  }
 }
 
 void RequestTermination() { kill(getpid(), SIGUSR1); }

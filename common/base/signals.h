@@ -21,6 +21,13 @@ void UnblockTerminationSignals();
 // arrives; returns the signal number.
 int WaitForTerminationSignal();
 
+// For a loop that stops between units of work (a training step): takes a
+// pending SIGINT, SIGTERM or RequestTermination() signal without waiting and
+// returns its number, or 0 when none is pending. The signals must be blocked
+// (BlockTerminationSignals) in every thread, or the kernel delivers them
+// elsewhere.
+int TakePendingTerminationSignal();
+
 // Signals this process (SIGUSR1) to stop: a thread that has finished the
 // program's work (e.g. a training run) makes the waiting main thread stop
 // cleanly. Unlike a second SIGTERM, a request during a stop is harmless.
