@@ -321,6 +321,11 @@ int main(int argc, char** argv) {
           kComponent,
           absl::InvalidArgumentError("eval takes no further arguments"));
     }
+    // An evaluation saves nothing until it ends (its files are written
+    // atomically): SIGTERM and Ctrl-C end it at once, as their default action;
+    // its calls in flight are cancelled by the servers when the connection
+    // closes.
+    microrl::UnblockTerminationSignals();
     return Eval(kComponent);
   }
 

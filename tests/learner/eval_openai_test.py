@@ -10,15 +10,17 @@ runs `learner eval` twice on the same held-out problems, seed and sampling: once
 once over HTTP through the server's OpenAI endpoint (--openai_model=demo@v3, with
 --compare_base and --openai_base_model=demo). The eval.json of both must agree in every
 figure (pass@k, accuracy, mean reward, length and entropy, for the adapter and the base
-model). Then the errors: an unknown model, a wrong key, an unreachable URL and --adapter
+model). SIGTERM ends an evaluation in the middle at once. Then the errors: an unknown model, a wrong key, an unreachable URL and --adapter
 with --openai_base_url each exit 1 with a message naming the problem.
 """
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
 import service_process  # noqa: E402
@@ -111,6 +113,26 @@ def main():
             require(h[0]["pass@1"] > 0 and h[0]["pass@4"] > h[0]["pass@1"],
                   f"pass@k is not trivial: pass@1 {h[0]['pass@1']:.3f}, "
                   f"pass@4 {h[0]['pass@4']:.3f}")
+
+            # SIGTERM (or Ctrl-C) ends an evaluation in the middle at once; the servers
+            # go on serving (the runs below use them).
+            stopped_out = os.path.join(work, "stopped")
+            proc = subprocess.Popen(
+                common + [f"--rollout_address=127.0.0.1:{rollout_ready['grpc_port']}",
+                          "--samples=1024", f"--out={stopped_out}"],
+                env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(3)
+            if proc.poll() is not None:
+                require(False, "a 1024-sample evaluation is still running after 3 s: " +
+                        proc.communicate()[0][-1500:])
+            sent = time.time()
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+            seconds = time.time() - sent
+            require(proc.returncode == -signal.SIGTERM and seconds < 10 and
+                    not os.path.exists(os.path.join(stopped_out, "eval.json")),
+                    f"SIGTERM ends learner eval (exit {proc.returncode}, {seconds:.1f} s after "
+                    "the signal, no eval.json)")
 
             # Errors name the problem.
             proc = run([f"--openai_base_url={base_url}", "--openai_model=nope"],
