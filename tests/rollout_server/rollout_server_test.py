@@ -271,6 +271,9 @@ def main():
             bad = [
                 ("old version", stream(2, v1_bytes, v1_config), grpc.StatusCode.FAILED_PRECONDITION,
                  "not above the loaded version"),
+                # Refused on its header, before its bytes are read, parsed or merged.
+                ("old version, bad bytes", stream(2, b"not safetensors at all", v1_config),
+                 grpc.StatusCode.FAILED_PRECONDITION, "not above the loaded version"),
                 ("NaN", stream(3, save(nan), v1_config), grpc.StatusCode.INVALID_ARGUMENT,
                  "non-finite"),
                 ("shape", stream(3, save(wrong_shape), v1_config),
