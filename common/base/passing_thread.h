@@ -3,6 +3,7 @@
 
 #include <exception>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -10,7 +11,8 @@
 namespace microrl {
 
 // Runs `work` on a new thread, waits for it, and returns what it returns (or
-// rethrows what it threw).
+// rethrows what it threw). Where no thread can be started, `work` runs on the
+// calling thread.
 //
 // Why: LibTorch's CPU operators run on GNU OpenMP, which gives every thread
 // that starts a parallel region a team of worker threads of its own, kept
@@ -26,28 +28,30 @@ namespace microrl {
 template <typename F>
 std::invoke_result_t<F&> RunOnPassingThread(F&& work) {
   using Result = std::invoke_result_t<F&>;
+  using Slot = std::conditional_t<std::is_void_v<Result>, bool, Result>;
+  std::optional<Slot> result;
   std::exception_ptr error;
-  if constexpr (std::is_void_v<Result>) {
-    std::thread([&] {
-      try {
+  auto run = [&] {
+    try {
+      if constexpr (std::is_void_v<Result>) {
         work();
-      } catch (...) {
-        error = std::current_exception();
-      }
-    }).join();
-    if (error) std::rethrow_exception(error);
-  } else {
-    std::optional<Result> result;
-    std::thread([&] {
-      try {
+        result.emplace(true);
+      } else {
         result.emplace(work());
-      } catch (...) {
-        error = std::current_exception();
       }
-    }).join();
-    if (error) std::rethrow_exception(error);
-    return *std::move(result);
+    } catch (...) {
+      error = std::current_exception();
+    }
+  };
+  try {
+    std::thread(run).join();
+  } catch (const std::system_error&) {
+    // No thread to be had (EAGAIN: a thread or memory limit): the work runs
+    // here, slower afterwards (this thread keeps an OpenMP team) but done.
+    if (!result.has_value() && !error) run();
   }
+  if (error) std::rethrow_exception(error);
+  if constexpr (!std::is_void_v<Result>) return *std::move(result);
 }
 
 }  // namespace microrl
