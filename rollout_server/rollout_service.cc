@@ -389,7 +389,9 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
     // Whatever is wrong with the adapter, the request carried it.
     return absl::InvalidArgumentError(adapter.status().message());
   }
-  // A merged adapter runs no LoRA terms, so its A need no fusing.
+  // A merged adapter runs no LoRA terms, so its A need no fusing. Part of the
+  // load (load_seconds).
+  const absl::Time prepare = absl::Now();
   if (options_.merge_adapters &&
       engine_->decoder().MergesAdaptersForServing()) {
     if (absl::Status merged = RunOnPassingThread(
@@ -400,6 +402,8 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
   } else {
     RunOnPassingThread([&] { (*adapter)->FuseInputProjections(); });
   }
+  response->set_load_seconds(response->load_seconds() +
+                             absl::ToDoubleSeconds(absl::Now() - prepare));
   return std::shared_ptr<const model::LoraAdapter>(*std::move(adapter));
 }
 
