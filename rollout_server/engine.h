@@ -102,6 +102,10 @@ struct EngineSnapshot {
   uint64_t copied_prompts = 0;
 };
 
+// OK if `version` is above the `loaded` adapter version, else
+// FAILED_PRECONDITION: adapter versions only go up.
+absl::Status CheckAdapterVersionAbove(uint64_t version, uint64_t loaded);
+
 // The generation engine. One thread owns the decoder's KV cache, the current
 // adapter and every running sequence; callers talk to it through thread-safe
 // methods that enqueue work and never run model code themselves.

@@ -22,6 +22,13 @@ using engine_internal::ReserveCache;
 using engine_internal::Seconds;
 using engine_internal::ToDevice;
 
+absl::Status CheckAdapterVersionAbove(uint64_t version, uint64_t loaded) {
+  if (version > loaded) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("adapter version ", version,
+                   " is not above the loaded version ", loaded));
+}
+
 absl::Status Engine::RunControl(std::shared_ptr<Control> control) {
   std::future<absl::Status> result = control->done.get_future();
   {
@@ -111,12 +118,8 @@ void Engine::HandleControls() {
     absl::Status result;
     switch (control.kind) {
       case Control::Kind::kLoadAdapter: {
-        if (control.version <= adapter_version_) {
-          result = absl::FailedPreconditionError(absl::StrCat(
-              "adapter version ", control.version,
-              " is not above the loaded version ", adapter_version_));
-          break;
-        }
+        result = CheckAdapterVersionAbove(control.version, adapter_version_);
+        if (!result.ok()) break;
         // Running sequences, and the rest of a request partly admitted,
         // finish with the adapter they started with (they hold it).
         adapter_ = control.adapter;

@@ -230,11 +230,10 @@ RolloutService::ReadAdapter(grpc::ServerReader<v1::LoadAdapterRequest>* reader,
   }
   // Refused before the upload, the loading and the merge, which the engine
   // would only throw away (it checks again: another load may come first).
-  if (const uint64_t loaded = engine_->Snapshot().adapter_version;
-      header.version() <= loaded) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("adapter version ", header.version(),
-                     " is not above the loaded version ", loaded));
+  if (absl::Status s = CheckAdapterVersionAbove(
+          header.version(), engine_->Snapshot().adapter_version);
+      !s.ok()) {
+    return s;
   }
   constexpr uint32_t kMaxKeepVersions = 16;
   if (header.keep_versions() > kMaxKeepVersions) {
